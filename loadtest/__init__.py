@@ -1,0 +1,1 @@
+"""moonrelay's load generator: trio sessions that measure streaming chat completions, and a simulated upstream."""
