@@ -39,7 +39,8 @@ class SessionRecord:
     relay_delay_ms: list[float] = field(default_factory=list)  # receive time - sim send stamp, per chunk
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    error_kind: str | None = None  # e.g. "connect", "http_429", "error_event", "missing_chunks", "no_done", "timeout", "reset"
+    # e.g. "connect", "http_429", "error_event", "missing_chunks", "no_done", "timeout", "reset"
+    error_kind: str | None = None
     error_detail: str | None = None
     warmup: bool = False  # started during --warmup: excluded from statistics
 
@@ -83,3 +84,36 @@ class SessionRecord:
     def from_json(cls, d: dict[str, Any]) -> SessionRecord:
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(slots=True)
+class ProcessUsage:
+    """CPU and memory of one process that took part in a run (a server child, or a load worker)."""
+
+    role: str  # "relay", "sim", "loadtest", "loadtest-worker"
+    pid: int
+    cpu_s: float  # user + system CPU seconds over the measured run
+    peak_rss_bytes: int
+    idle_rss_bytes: int | None = None  # RSS before load, for memory per open stream
+
+
+@dataclass(slots=True)
+class RunData:
+    """Everything a run measured; the report is a pure function of this.
+
+    Open sessions over time and chunks/s over time are derived from the records (start/end and
+    first-chunk time plus gaps), so workers only need to return their records.
+    """
+
+    command: list[str]
+    config: dict[str, Any]  # the load profile and options: concurrency, rate, duration_s, ramp_up_s, warmup_s, ...
+    started_unix: float  # time.time() at start, for the report header
+    t0_ns: int  # monotonic start of the measured run
+    t_end_ns: int
+    records: list[SessionRecord]
+    processes: list[ProcessUsage] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    slo: dict[str, float] | None = None  # e.g. {"ttfc_ms": 500.0, "e2e_ms": 10000.0}
+    fd_limit: tuple[int, int] = (0, 0)
+    connect_retries: int = 0
