@@ -1,0 +1,68 @@
+"""``python -m proxy`` / ``moonrelay``: run the relay."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+from .config import ENV_PREFIX, Settings, load
+from .server import run
+
+_HELP = {
+    "bind": "HOST:PORT to listen on (port 0 picks a free one)",
+    "upstream": "base URL of the OpenAI-compatible upstream, ending in /v1",
+    "upstream_key_env": "environment variable that holds the upstream API key",
+    "upstream_ca_file": "PEM file of a private CA for an https upstream (verification stays on)",
+    "default_model": "model used when a request names none",
+    "workers": "worker processes on one SO_REUSEPORT port (each relays ~9,990 streams at a 20,000 fd limit)",
+    "backlog": "listen backlog (hypercorn's default 100 resets connection storms)",
+    "transport": "upstream HTTP client under httpx: h11 (lean pool) or httpcore (httpx's default)",
+    "max_connections": "upstream connections per worker; 0 = unlimited",
+    "pool_timeout_s": "wait this long for a free upstream connection, then 503",
+    "connect_timeout_s": "upstream connect (and TLS handshake) timeout, then 504",
+    "first_byte_timeout_s": "upstream response-headers timeout, then 504",
+    "idle_timeout_s": "longest upstream silence inside a response",
+    "total_timeout_s": "whole-request timeout",
+    "keep_alive_s": "client keep-alive timeout",
+    "graceful_timeout_s": "on SIGTERM, how long in-flight requests may finish",
+    "max_body_bytes": "largest request body accepted (413 beyond)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moonrelay",
+        description="OpenAI-compatible streaming relay (Moonshot by default). Every flag --NAME can also be set "
+        f"as {ENV_PREFIX}NAME; precedence: flag > environment > --config file > default.",
+    )
+    parser.add_argument("--config", help="TOML file with the same settings (top level or a [relay] table)")
+    defaults = Settings()
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            default=argparse.SUPPRESS,  # only flags the user passed override the other sources
+            metavar=f.name.upper(),
+            help=f"{_HELP.get(f.name, '')} (default: {getattr(defaults, f.name)}; env {ENV_PREFIX}{f.name.upper()})",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    config_file = args.pop("config", None)
+    try:
+        settings = load(args, os.environ, config_file)
+    except (ValueError, OSError) as exc:
+        print(f"moonrelay: {exc}", file=sys.stderr)
+        return 2
+    if not settings.upstream_key and "api.moonshot" in settings.upstream:
+        print(f"moonrelay: warning: ${settings.upstream_key_env} is not set; Moonshot will answer 401", file=sys.stderr)
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Relay settings: one typed class, filled from defaults < config file < environment < flags.
+
+Modelled on hypercorn's Config: plain typed attributes with units in their names, and a loader per
+source. Every setting ``name`` has the flag ``--name`` (underscores become dashes) and the
+environment variable ``MOONRELAY_NAME``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+MOONSHOT_BASE_URL = "https://api.moonshot.cn/v1"
+DEFAULT_MODEL = "moonshot-v1-8k"
+ENV_PREFIX = "MOONRELAY_"
+
+
+@dataclass
+class Settings:
+    bind: str = "127.0.0.1:8117"
+    upstream: str = MOONSHOT_BASE_URL
+    upstream_key_env: str = "MOONSHOT_API_KEY"
+    upstream_ca_file: str | None = None
+    default_model: str = DEFAULT_MODEL
+    workers: int = 1
+    backlog: int = 4096  # hypercorn's 100 resets connection storms; somaxconn here is 4096
+    # Upstream client. httpx's defaults (100 connections, 5 s for everything) would cap a relay
+    # at 100 streams and fail any TTFT over 5 s, so each limit is explicit.
+    transport: str = "h11"  # "h11" (ours, O(1) pool) or "httpcore" (httpx's default, kept for comparison)
+    max_connections: int = 0  # per worker; 0 = unlimited (a Moonshot account allows 1,000 at most)
+    pool_timeout_s: float = 30.0  # wait for a free upstream connection when max_connections is reached
+    connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float = 300.0  # Moonshot's own request timeout is ~5 minutes
+    idle_timeout_s: float = 300.0  # longest silence between two upstream reads
+    total_timeout_s: float = 3600.0  # webman/openai's chat default
+    keep_alive_s: float = 75.0  # client keep-alive (hypercorn's default is 5 s)
+    graceful_timeout_s: float = 10.0
+    max_body_bytes: int = 4 * 1024 * 1024  # a 128k-token prompt must fit
+
+    @property
+    def upstream_key(self) -> str | None:
+        return os.environ.get(self.upstream_key_env) or None
+
+    def with_overrides(self, values: Mapping[str, Any]) -> Settings:
+        """A copy with ``values`` (already typed, or strings to convert) applied."""
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, raw in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(f"unknown setting {key!r}")
+            changes[name] = _convert(known[name].type, raw, name)
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(type_: Any, raw: Any, name: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    text = str(type_)
+    if raw == "" and "None" in text:
+        return None
+    try:
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected a number, got {raw!r}") from exc
+    return raw
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings given as MOONRELAY_<NAME> variables."""
+    names = {f.name for f in fields(Settings)}
+    out = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].lower()
+            if name in names:
+                out[name] = value
+    return out
+
+
+def from_toml(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    relay = data.get("relay", data)
+    return {k.replace("-", "_"): v for k, v in relay.items() if not isinstance(v, dict)}
+
+
+def load(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:
+    """Defaults < config file < environment < flags (only flags the user passed)."""
+    settings = Settings()
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        settings = settings.with_overrides(from_toml(config_file))
+    settings = settings.with_overrides(from_environment(environ))
+    return settings.with_overrides(flags)

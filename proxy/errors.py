@@ -1,0 +1,50 @@
+"""Errors at the relay's boundary, mapped once into OpenAI-shaped bodies.
+
+    httpx.TransportError
+    ├── ConnectError, ReadError, WriteError, RemoteProtocolError  → 502 upstream_unavailable / upstream_error
+    ├── ConnectTimeout, ReadTimeout                               → 504 upstream_timeout
+    └── PoolTimeout                                               → 503 upstream_busy
+
+A client sees what failed and where, never a traceback, an internal address or a key.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+JSON = "application/json"
+
+
+def error_body(message: str, type_: str, code: str | None) -> dict:
+    return {"error": {"message": message, "type": type_, "code": code}}
+
+
+def error_bytes(message: str, type_: str, code: str | None) -> bytes:
+    return json.dumps(error_body(message, type_, code), separators=(",", ":")).encode()
+
+
+def map_transport_error(exc: httpx.TransportError) -> tuple[int, dict]:
+    """(status, body) for a failure to talk to the upstream."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return 504, error_body(
+            "Timed out connecting to the upstream API.", "upstream_error", "upstream_connect_timeout"
+        )
+    if isinstance(exc, httpx.ReadTimeout):
+        return 504, error_body(f"The upstream API did not answer in time: {exc}.", "upstream_error", "upstream_timeout")
+    if isinstance(exc, httpx.PoolTimeout):
+        return 503, error_body("All upstream connections are busy; retry later.", "upstream_error", "upstream_busy")
+    if isinstance(exc, httpx.ConnectError):
+        return 502, error_body("Could not connect to the upstream API.", "upstream_error", "upstream_unavailable")
+    return 502, error_body(f"The upstream API failed: {exc}.", "upstream_error", "upstream_error")
+
+
+def sse_error_event(exc: httpx.TransportError) -> bytes:
+    """The final event of a stream that failed after it started."""
+    _, body = map_transport_error(exc)
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def bad_request(message: str, code: str = "invalid_request") -> tuple[int, dict]:
+    return 400, error_body(message, "invalid_request_error", code)

@@ -1,0 +1,103 @@
+"""Response bodies that move upstream bytes to the client as they arrive.
+
+Each body is an async iterator Quart sends from, with ``aclose`` closing the upstream response.
+Quart calls ``aclose`` when the body ends *and* when the client leaves (hypercorn reports the
+disconnect, quart-trio cancels the handler): that is what cancels the upstream request, so a
+client that goes away stops the tokens it was paying for.
+
+Plain classes rather than async generators: no generator frame per response, and no ``yield``
+inside a cancel scope (PEP 789).
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import trio
+
+from .errors import map_transport_error, sse_error_event
+from .sse import DONE, EventSplitter, event_data
+from .transport import _IteratorReader, reader
+
+
+class SSEBody:
+    """Upstream SSE bytes, passed through untouched: byte-identical events, no re-parsing."""
+
+    __slots__ = ("_response", "_reader", "_deadline", "_finished")
+
+    def __init__(self, response: httpx.Response, deadline: float) -> None:
+        self._response = response
+        self._reader = reader(response)
+        self._deadline = deadline
+        self._finished = False
+
+    def __aiter__(self) -> SSEBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            with trio.move_on_at(self._deadline):
+                data = await self._reader.receive_chunk()
+                if data:
+                    return self._convert(data)
+                self._finished = True
+                return self._end()
+            raise httpx.ReadTimeout("the stream exceeded the total timeout")
+        except httpx.TransportError as exc:
+            # The client already has a 200 and part of the answer: say what happened in-band.
+            self._finished = True
+            return self._error(exc)
+
+    def _convert(self, data: bytes) -> bytes:
+        return data
+
+    def _end(self) -> bytes:
+        raise StopAsyncIteration
+
+    def _error(self, exc: httpx.TransportError) -> bytes:
+        return sse_error_event(exc)
+
+    async def aclose(self) -> None:
+        if isinstance(self._reader, _IteratorReader):
+            await self._reader.aclose()
+        await self._response.aclose()
+
+
+class NDJSONBody(SSEBody):
+    """The seed's browser format: each upstream event's JSON on a line of its own, [DONE] dropped."""
+
+    __slots__ = ("_splitter",)
+
+    def __init__(self, response: httpx.Response, deadline: float) -> None:
+        super().__init__(response, deadline)
+        self._splitter = EventSplitter()
+
+    async def __anext__(self) -> bytes:
+        # An upstream read may complete no whole event; keep reading until one line is ready.
+        while True:
+            out = await super().__anext__()
+            if out:
+                return out
+
+    def _convert(self, data: bytes) -> bytes:
+        lines = []
+        for event in self._splitter.feed(data):
+            payload = event_data(event)
+            if payload is not None and payload != DONE:
+                lines.append(payload + b"\n")
+        return b"".join(lines)
+
+    def _end(self) -> bytes:
+        rest = self._splitter.pending.strip()
+        if rest:
+            payload = event_data(rest)
+            if payload is not None and payload != DONE:
+                return payload + b"\n"
+        raise StopAsyncIteration
+
+    def _error(self, exc: httpx.TransportError) -> bytes:
+        _, body = map_transport_error(exc)
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n"

@@ -1,0 +1,169 @@
+"""Serving the app with hypercorn's trio worker, in one process or several on one port.
+
+Several workers each bind their own SO_REUSEPORT socket, so the kernel spreads new connections
+across them by hash; one shared listening socket lets whichever worker wakes first take a whole
+storm of accepts, and a worker that holds too many streams runs out of fds (20,000 here).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from .app import build_client, create_app
+from .config import Settings
+from .limits import raise_nofile_limit
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def make_socket(host: str, port: int, backlog: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [settings.bind]
+    config.backlog = settings.backlog
+    config.keep_alive_timeout = settings.keep_alive_s
+    config.keep_alive_max_requests = 1_000_000  # closed-loop clients reuse one connection for many sessions
+    config.graceful_timeout = settings.graceful_timeout_s
+    config.accesslog = None
+    config.errorlog = "-"
+    return config
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
+async def serve(
+    settings: Settings,
+    *,
+    sock: socket.socket | None = None,
+    shutdown_trigger: Callable | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the relay in this trio loop; report its base URL (``http://host:port``) once listening."""
+    if sock is None:
+        host, port = split_bind(settings.bind)
+        sock = make_socket(host, port, settings.backlog, reuse_port=False)
+    host, port = sock.getsockname()[:2]
+    config = hypercorn_config(settings)
+    # The upstream client lives exactly as long as serving: closed on shutdown *and* on cancellation
+    # (hypercorn's lifespan shutdown does not run when its task is cancelled).
+    async with build_client(settings) as client, trio.open_nursery() as nursery:
+        app = wrap_app(create_app(settings, client), None, "asgi")
+        await nursery.start(
+            partial(worker_serve, app, config, sockets=Sockets([], [sock], []), shutdown_trigger=shutdown_trigger)
+        )
+        shown = f"[{host}]" if ":" in host else host
+        task_status.started(f"http://{shown}:{port}")
+
+
+def _worker_main(settings: Settings, host: str, port: int, ready: multiprocessing.synchronize.Event) -> None:
+    raise_nofile_limit()
+    sock = make_socket(host, port, settings.backlog, reuse_port=True)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=_wait_for_signal))
+            ready.set()
+
+    trio.run(main)
+
+
+def run(settings: Settings) -> int:
+    """Run the relay until SIGTERM/SIGINT; print the bound address once every worker listens."""
+    soft, hard = raise_nofile_limit()
+    per_worker = (soft - 64) // 2
+    print(
+        f"moonrelay: fd limit {soft} (hard {hard}): each worker relays at most ~{per_worker} streams "
+        f"(2 fds each); {settings.workers} worker(s) ~{per_worker * max(1, settings.workers)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    host, port = split_bind(settings.bind)
+    if settings.workers <= 1:
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(partial(serve, settings, shutdown_trigger=_wait_for_signal))
+                print(f"moonrelay listening on {url} (1 worker, upstream {settings.upstream})", flush=True)
+
+        trio.run(main)
+        return 0
+    # Hold the port with a bound, non-listening socket in the same SO_REUSEPORT group, so port 0
+    # resolves once and every worker joins it; it never accepts, so it takes no connections.
+    holder = make_socket(host, port, settings.backlog, reuse_port=True, listen=False)
+    port = holder.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    workers = []
+    events = []
+    for _ in range(settings.workers):
+        ready = ctx.Event()
+        proc = ctx.Process(target=_worker_main, args=(settings, host, port, ready), daemon=False)
+        proc.start()
+        workers.append(proc)
+        events.append(ready)
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for ready, proc in zip(events, workers, strict=True):
+        while not ready.wait(0.1):
+            if not proc.is_alive() or stop["signal"]:
+                break
+    holder.close()
+    if all(ev.is_set() for ev in events):
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"moonrelay listening on http://{shown}:{port} ({settings.workers} workers, upstream {settings.upstream})",
+            flush=True,
+        )
+    code = 0
+    try:
+        while not stop["signal"] and all(p.is_alive() for p in workers):
+            time.sleep(0.2)
+    finally:
+        if not stop["signal"]:
+            code = 1
+            print("moonrelay: a worker exited; stopping the others", file=sys.stderr, flush=True)
+        for proc in workers:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in workers:
+            proc.join(settings.graceful_timeout_s + 5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    return code

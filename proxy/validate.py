@@ -1,0 +1,60 @@
+"""Chat request validation, sans I/O: bytes in, a request to forward or an error out.
+
+The relay forwards the client's bytes untouched whenever it can; it only re-serialises the body
+when it must add the default model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class InvalidRequest(ValueError):
+    """A request the relay refuses before anything is sent upstream (HTTP 400)."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    body: bytes  # what goes upstream
+    stream: bool
+    model: str
+
+
+def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("Request body is not valid UTF-8.", "invalid_encoding") from exc
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.", "invalid_json"
+        ) from exc
+    return check_chat_object(data, raw, default_model)
+
+
+def check_chat_object(data: Any, raw: bytes | None, default_model: str) -> ChatRequest:
+    if not isinstance(data, dict):
+        raise InvalidRequest("Request body must be a JSON object.", "invalid_json")
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("'messages' is required and must be a list.", "invalid_messages")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", "invalid_stream")
+    model = data.get("model")
+    if model is None:
+        data = {**data, "model": default_model}
+        model, raw = default_model, None
+    elif not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string.", "invalid_model")
+    if raw is None:
+        raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return ChatRequest(body=raw, stream=stream, model=model)

@@ -1,0 +1,46 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.sse import DONE, EventSplitter, event_data
+
+
+def test_splits_events_across_reads():
+    s = EventSplitter()
+    assert s.feed(b'data: {"a":1}\n\nda') == [b'data: {"a":1}']
+    assert s.feed(b"ta: [DO") == []
+    assert s.feed(b"NE]\n\n") == [b"data: [DONE]"]
+    assert s.pending == b""
+
+
+def test_crlf_and_comments():
+    s = EventSplitter()
+    assert s.feed(b": ping\r\n\r\ndata: x\r\n\r\n") == [b": ping", b"data: x"]
+    assert event_data(b": ping") is None
+    assert event_data(b"data: x\r") is not None
+
+
+def test_event_data_multiline_and_fields():
+    assert event_data(b"event: message\ndata: a\ndata: b") == b"a\nb"
+    assert event_data(b"data:nospace") == b"nospace"
+    assert event_data(b"data: [DONE]") == DONE
+
+
+events = st.lists(
+    st.binary(min_size=1, max_size=40).map(lambda b: b"data: " + b.replace(b"\n", b"").replace(b"\r", b"")),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(events, st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=50))
+def test_any_split_of_the_stream_gives_the_same_events(evs, cuts):
+    stream = b"".join(e + b"\n\n" for e in evs)
+    s = EventSplitter()
+    out, pos, i = [], 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        out += s.feed(stream[pos : pos + step])
+        pos += step
+        i += 1
+    assert out == evs
+    assert s.pending == b""
