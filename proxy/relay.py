@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import trio
 
 from .errors import map_transport_error, sse_error_event
 from .sse import DONE, EventSplitter, event_data
@@ -24,12 +23,11 @@ from .transport import _IteratorReader, reader
 class SSEBody:
     """Upstream SSE bytes, passed through untouched: byte-identical events, no re-parsing."""
 
-    __slots__ = ("_response", "_reader", "_deadline", "_finished")
+    __slots__ = ("_response", "_reader", "_finished")
 
-    def __init__(self, response: httpx.Response, deadline: float) -> None:
+    def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self._reader = reader(response)
-        self._deadline = deadline
         self._finished = False
 
     def __aiter__(self) -> SSEBody:
@@ -39,17 +37,15 @@ class SSEBody:
         if self._finished:
             raise StopAsyncIteration
         try:
-            with trio.move_on_at(self._deadline):
-                data = await self._reader.receive_chunk()
-                if data:
-                    return self._convert(data)
-                self._finished = True
-                return self._end()
-            raise httpx.ReadTimeout("the stream exceeded the total timeout")
+            data = await self._reader.receive_chunk()
         except httpx.TransportError as exc:
             # The client already has a 200 and part of the answer: say what happened in-band.
             self._finished = True
             return self._error(exc)
+        if data:
+            return self._convert(data)
+        self._finished = True
+        return self._end()
 
     def _convert(self, data: bytes) -> bytes:
         return data
@@ -71,8 +67,8 @@ class NDJSONBody(SSEBody):
 
     __slots__ = ("_splitter",)
 
-    def __init__(self, response: httpx.Response, deadline: float) -> None:
-        super().__init__(response, deadline)
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response)
         self._splitter = EventSplitter()
 
     async def __anext__(self) -> bytes:

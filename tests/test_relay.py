@@ -200,3 +200,37 @@ async def test_pool_limit_waits_then_fails_with_503(nursery):
         n.start_soon(one, client)
         n.start_soon(one, client)
     assert sorted(map(str, statuses)) == ["200", "upstream_busy"]
+
+
+async def test_first_byte_timeout_is_504(nursery):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url, first_byte_timeout_s=0.3)
+    with trio.fail_after(5):
+        resp = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True, "sim_fault": "stall"})
+    assert resp.status_code == 504
+    assert resp.json()["error"]["code"] == "upstream_timeout"
+
+
+async def test_idle_timeout_mid_stream_ends_with_error_event(nursery):
+    sim = await start_sim(nursery, ttft=0.01, interval=30, chunks=3)
+    root = await start_relay(nursery, sim.url, idle_timeout_s=0.3)
+    with trio.fail_after(5):
+        resp = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True})
+    assert resp.status_code == 200
+    events = EventSplitter().feed(resp.content)
+    assert json.loads(event_data(events[0]))["choices"][0]["delta"]["role"] == "assistant"
+    last = json.loads(event_data(events[-1]))
+    assert last["error"]["code"] == "upstream_timeout"
+    with trio.fail_after(5):
+        while sim.stats.snapshot()["cancelled"] < 1:  # noqa: ASYNC110 - the relay must hang up upstream too
+            await trio.sleep(0.01)
+
+
+async def test_total_timeout_cuts_a_steady_stream(nursery):
+    sim = await start_sim(nursery, ttft=0.01, interval=0.1, chunks=100)
+    root = await start_relay(nursery, sim.url, total_timeout_s=0.5, idle_timeout_s=5)
+    with trio.fail_after(5):
+        resp = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True})
+    events = EventSplitter().feed(resp.content)
+    assert 2 <= len(events) < 100
+    assert json.loads(event_data(events[-1]))["error"]["code"] == "upstream_timeout"
