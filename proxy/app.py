@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 from typing import Any
 
 import httpx
@@ -13,52 +12,11 @@ from quart_trio import QuartTrio
 from .config import Settings
 from .errors import JSON, bad_request, error_body, map_transport_error
 from .relay import NDJSONBody, SSEBody
-from .transport import H11Transport, Timeouts
+from .upstream import Upstream
 from .validate import ChatRequest, InvalidRequest, check_chat_object, parse_chat_request
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
 _RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")
-
-
-def build_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    ssl_context = None
-    if settings.upstream.startswith("https"):
-        ssl_context = ssl.create_default_context(cafile=settings.upstream_ca_file)
-    if settings.transport == "httpcore":
-        limits = httpx.Limits(max_connections=settings.max_connections or None, max_keepalive_connections=None)
-        transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
-            verify=ssl_context or True, limits=limits, trust_env=False
-        )
-    elif settings.transport != "h11":
-        raise ValueError(f"unknown transport {settings.transport!r}: use h11 or httpcore")
-    else:
-        transport = H11Transport(
-            max_connections=settings.max_connections,
-            timeouts=Timeouts(
-                connect_s=settings.connect_timeout_s,
-                first_byte_s=settings.first_byte_timeout_s,
-                idle_s=settings.idle_timeout_s,
-                pool_s=settings.pool_timeout_s,
-                total_s=settings.total_timeout_s,
-            ),
-            ssl_context=ssl_context,
-        )
-    return transport
-
-
-def build_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    headers = {"accept-encoding": "identity"}  # a byte pass-through must not be handed gzip it can't relay
-    key = settings.upstream_key
-    if key:
-        headers["authorization"] = f"Bearer {key}"
-    return httpx.AsyncClient(
-        transport=transport or build_transport(settings),
-        headers=headers,
-        timeout=httpx.Timeout(
-            settings.idle_timeout_s, connect=settings.connect_timeout_s, pool=settings.pool_timeout_s
-        ),
-        trust_env=False,
-    )
 
 
 def _relayed_headers(response: httpx.Response) -> dict[str, str]:
@@ -73,34 +31,28 @@ def _json_error(status: int, body: dict, headers: dict[str, str] | None = None) 
     return Response(json.dumps(body), status=status, content_type=JSON, headers=headers)
 
 
-def create_app(settings: Settings, client: httpx.AsyncClient | None = None) -> QuartTrio:
-    """The app; with no ``client`` it opens its own when serving starts and closes it when serving stops."""
+def create_app(settings: Settings, upstream: Upstream | None = None) -> QuartTrio:
+    """The app; with no ``upstream`` it opens its own when serving starts and closes it when serving stops."""
     app = QuartTrio("moonrelay")
     # Quart would cut every response at 60 s; a long completion streams for minutes.
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    upstream = settings.upstream.rstrip("/")
-    state: dict[str, httpx.AsyncClient] = {}
-    if client is not None:
-        state["client"] = client
+    state: dict[str, Upstream] = {}
+    if upstream is not None:
+        state["upstream"] = upstream
     else:
 
         @app.before_serving
-        async def open_client() -> None:
-            state["client"] = build_client(settings)
+        async def open_upstream() -> None:
+            state["upstream"] = Upstream(settings)
 
         @app.after_serving
-        async def close_client() -> None:
-            await state.pop("client").aclose()
+        async def close_upstream() -> None:
+            await state.pop("upstream").aclose()
 
     async def forward(method: str, path: str, body: bytes | None, stream: bool, ndjson: bool = False) -> Response:
-        client = state["client"]
-        headers = {"content-type": JSON} if body is not None else {}
-        if stream:
-            headers["accept"] = "text/event-stream"
-        upstream_request = client.build_request(method, upstream + path, content=body, headers=headers)
         try:
-            response = await client.send(upstream_request, stream=True)
+            response = await state["upstream"].send(method, path, body, stream=stream)
         except httpx.TransportError as exc:
             status, err = map_transport_error(exc)
             if ndjson:

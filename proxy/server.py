@@ -21,10 +21,11 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from .app import build_client, build_transport, create_app
+from .app import create_app
 from .config import Settings
 from .limits import raise_nofile_limit
 from .transport import H11Transport
+from .upstream import Upstream
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -77,13 +78,12 @@ async def serve(
         sock = make_socket(host, port, settings.backlog, reuse_port=False)
     host, port = sock.getsockname()[:2]
     config = hypercorn_config(settings)
-    # The upstream client lives exactly as long as serving: closed on shutdown *and* on cancellation
+    # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
-    transport = build_transport(settings)
-    async with build_client(settings, transport) as client, trio.open_nursery() as nursery:
-        if isinstance(transport, H11Transport):  # its timeout watchdog runs beside the server
-            await nursery.start(transport.run_watchdog)
-        app = wrap_app(create_app(settings, client), None, "asgi")
+    async with Upstream(settings) as upstream, trio.open_nursery() as nursery:
+        if isinstance(upstream.transport, H11Transport):  # its timeout watchdog runs beside the server
+            await nursery.start(upstream.transport.run_watchdog)
+        app = wrap_app(create_app(settings, upstream), None, "asgi")
         await nursery.start(
             partial(worker_serve, app, config, sockets=Sockets([], [sock], []), shutdown_trigger=shutdown_trigger)
         )

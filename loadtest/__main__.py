@@ -1,0 +1,366 @@
+"""``loadtest`` / ``python -m loadtest``: measure streaming chat sessions through the relay.
+
+``loadtest --concurrency N [options]`` runs a load (the default command); ``loadtest report
+DIR/result.json`` re-renders a report; ``loadtest compare A.json B.json`` prints two runs side by side.
+Exit status: 0 when every measured session completed, 1 when some failed, 130 when interrupted,
+2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from loadtest.embedded import SimProfile
+from loadtest.record import RunData
+from loadtest.runner import LoadConfig, Runner, run_with_signals
+
+DEFAULT_PROFILE = SimProfile()
+_DESCRIPTION = (
+    "Measure concurrent streaming chat completions (time to first chunk, gaps, end-to-end, relay delay).\n\n"
+    "Without --url this is the embedded default: it starts the simulated Moonshot upstream and the relay\n"
+    "as child processes (sized for N and the fd limit), runs the load through the relay, stops both, and\n"
+    "writes DIR/result.json, DIR/requests.jsonl, DIR/report.md and PNG plots.\n\n"
+    "The embedded sim's default profile models a slow LLM, not a ping: first token after "
+    f"{DEFAULT_PROFILE.ttft_s:g} s ± {DEFAULT_PROFILE.ttft_jitter_s:g} s,\n"
+    f"then {DEFAULT_PROFILE.chunks} chunks {DEFAULT_PROFILE.interval_s:g} s apart (about 30 s per session), "
+    "with a ramp-up of N/1000 s (at most 10 s)\nfrom 1,000 sessions on, so that all N sessions are open "
+    "at the same time."
+)
+_EPILOG = """\
+subcommands:
+  loadtest report DIR/result.json     re-render report.md and the plots from a result
+  loadtest compare A.json B.json      print two results side by side
+
+examples:
+  loadtest --concurrency 10000                          # embedded sim + relay, 10,000 streams
+  loadtest --concurrency 1000 --baseline                # also measure the sim directly: relay overhead
+  loadtest --url http://127.0.0.1:8117/v1 -c 200 --duration 30 --slo ttfc=500ms,e2e=10s
+  loadtest --url http://127.0.0.1:8117/v1 --rate 50 --max-concurrency 2000 --requests 5000
+"""
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {s}")
+    return v
+
+
+def _seconds(s: str) -> float:
+    v = parse_duration(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {s}")
+    return v
+
+
+def parse_duration(s: str) -> float:
+    """``"500ms"``, ``"10s"``, ``"2m"``, or a bare number of seconds -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(ms|s|m|min)?\s*", s, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {s!r} (e.g. 500ms, 10s, 2m)")
+    value = float(m.group(1))
+    unit = (m.group(2) or "s").lower()
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}[unit]
+
+
+_SLO_KEYS = {"ttfc": "ttfc_ms", "e2e": "e2e_ms", "gap": "gap_ms"}
+
+
+def parse_slo(s: str) -> dict[str, float]:
+    """``"ttfc=500ms,e2e=10s"`` -> ``{"ttfc_ms": 500.0, "e2e_ms": 10000.0}`` (bare numbers are ms)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in s.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower().removesuffix("_ms")
+        if not sep or key not in _SLO_KEYS:
+            raise argparse.ArgumentTypeError(f"bad SLO {part!r}: use ttfc=500ms,e2e=10s,gap=1s")
+        value = value.strip()
+        ms = float(value) if re.fullmatch(r"[0-9.]+", value) else parse_duration(value) * 1000
+        out[_SLO_KEYS[key]] = ms
+    if not out:
+        raise argparse.ArgumentTypeError("empty SLO")
+    return out
+
+
+def load_prompts(path: str) -> list[list[dict[str, Any]]]:
+    """A JSONL dataset: each line ``{"messages": [...]}``, ``{"prompt": "..."}`` or a JSON string."""
+    prompts: list[list[dict[str, Any]]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if isinstance(item, str):
+                prompts.append([{"role": "user", "content": item}])
+            elif isinstance(item, dict) and isinstance(item.get("messages"), list):
+                prompts.append(item["messages"])
+            elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+                prompts.append([{"role": "user", "content": item["prompt"]}])
+            else:
+                raise ValueError(f"{path}:{n}: expected messages, prompt or a string")
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="loadtest", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t = p.add_argument_group("target")
+    t.add_argument("--url", help="base URL of an existing server, ending in /v1 (the relay or the sim); "
+                   "without it: the embedded sim + relay")
+    t.add_argument("--api-key", help="bearer key sent to the target")
+    t.add_argument("--model", default="moonshot-v1-8k")
+    t.add_argument("--prompt", default="Tell me about the far side of the moon.", help="the user message")
+    t.add_argument("--max-tokens", type=_positive_int)
+    t.add_argument("--prompts", metavar="FILE.jsonl", help="dataset of prompts, sampled per session with --seed")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                   help="streaming (SSE) or one JSON response")
+    t.add_argument("--ndjson", action="store_true",
+                   help="the seed's NDJSON stream at /chat/completions on the server root")
+    t.add_argument("--baseline", action="store_true",
+                   help="first run the same load against the sim directly; report relay overhead")
+    t.add_argument("--baseline-url", help="the sim's /v1 URL for --baseline with --url")
+
+    s = p.add_argument_group("load shape")
+    s.add_argument("-c", "--concurrency", type=_positive_int, default=100,
+                   help="closed loop: sessions open at once; each finished one is replaced (default 100)")
+    s.add_argument("--requests", type=_positive_int, help="total sessions (default: each slot once)")
+    s.add_argument("--duration", type=_seconds, help="start new sessions for this long (e.g. 60s)")
+    s.add_argument("--ramp-up", type=_seconds,
+                   help="spread the slots' first starts over this long (default N/1000 s, at most 10 s, "
+                   "from N >= 1000; else 0)")
+    s.add_argument("--rate", type=float, help="open loop: Poisson arrivals per second (latency counted "
+                   "from the intended start)")
+    s.add_argument("--max-concurrency", type=_positive_int,
+                   help="open loop: cap on open sessions (default --concurrency)")
+    s.add_argument("--warmup", type=_seconds, default=0.0, help="sessions started this early are not measured")
+    s.add_argument("--no-keepalive", action="store_true", help="a new connection for every session")
+    s.add_argument("--timeout", type=_seconds, default=120.0, help="per-session overall timeout (default 120 s)")
+    s.add_argument("--workers", type=_positive_int, default=1, help="load generator processes")
+
+    e = p.add_argument_group("embedded servers (without --url; with --url, given sim flags become per-request "
+                             "sim_* overrides)")
+    e.add_argument("--relay-workers", type=_positive_int, help="default: from N and the fd limit (>= 2 from 5,000)")
+    e.add_argument("--sim-workers", type=_positive_int, help="default: one per 10,000 streams")
+    e.add_argument("--ttft", type=_seconds, help=f"sim time to first token (default {DEFAULT_PROFILE.ttft_s:g} s)")
+    e.add_argument("--ttft-jitter", type=_seconds, help=f"± (default {DEFAULT_PROFILE.ttft_jitter_s:g} s)")
+    e.add_argument("--chunks", type=_positive_int, help=f"content chunks (default {DEFAULT_PROFILE.chunks})")
+    e.add_argument("--interval", type=_seconds,
+                   help=f"seconds between chunks (default {DEFAULT_PROFILE.interval_s:g})")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="output directory (default results/<UTC timestamp>-c<N>/)")
+    o.add_argument("--slo", type=parse_slo, help="goodput SLO, e.g. ttfc=500ms,e2e=10s[,gap=1s]")
+    o.add_argument("--no-save-requests", action="store_true", help="skip requests.jsonl")
+    o.add_argument("--quiet", action="store_true", help="no live progress")
+    return p
+
+
+def _ramp_default(n: int) -> float:
+    return min(10.0, n / 1000) if n >= 1000 else 0.0
+
+
+def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
+    prompts = load_prompts(args.prompts) if args.prompts else [[{"role": "user", "content": args.prompt}]]
+    extra: dict[str, Any] = {}
+    if args.url:  # the sim honours per-request overrides; the relay passes unknown fields on
+        for flag, key in (("ttft", "sim_ttft"), ("chunks", "sim_chunks"), ("interval", "sim_interval")):
+            if getattr(args, flag) is not None:
+                extra[key] = getattr(args, flag)
+    return LoadConfig(
+        url=url, concurrency=args.concurrency, requests=args.requests, duration_s=args.duration,
+        rate=args.rate, max_concurrency=args.max_concurrency,
+        ramp_up_s=args.ramp_up if args.ramp_up is not None else _ramp_default(args.concurrency),
+        warmup_s=args.warmup, keepalive=not args.no_keepalive, timeout_s=args.timeout, stream=args.stream,
+        ndjson=args.ndjson, model=args.model, prompts=prompts, max_tokens=args.max_tokens, seed=args.seed,
+        api_key=args.api_key, extra_body=extra, baseline_url=args.baseline_url if args.baseline else None,
+    )
+
+
+def _profile(args: argparse.Namespace) -> SimProfile:
+    d = DEFAULT_PROFILE
+    return SimProfile(
+        ttft_s=d.ttft_s if args.ttft is None else args.ttft,
+        ttft_jitter_s=d.ttft_jitter_s if args.ttft_jitter is None else args.ttft_jitter,
+        chunks=d.chunks if args.chunks is None else args.chunks,
+        interval_s=d.interval_s if args.interval is None else args.interval,
+    )
+
+
+def _say(msg: str, *, style: str = "") -> None:
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        Console(stderr=True).print(msg, style=style, markup=False, highlight=False)
+    else:
+        print(msg, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        return _report(argv[1:])
+    if argv and argv[0] == "compare":
+        return _compare(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be positive")
+    if args.rate and args.requests is None and args.duration is None:
+        parser.error("--rate needs --requests or --duration")
+    if args.requests is not None and args.duration is not None:
+        parser.error("--requests and --duration exclude each other")
+    if args.baseline and args.url and not args.baseline_url:
+        parser.error("--baseline with --url needs --baseline-url (the sim's /v1 URL)")
+    if args.prompts:
+        try:
+            load_prompts(args.prompts)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}")
+    try:
+        run = trio.run(_run_any, args, argv, out_dir)
+    except Exception as exc:  # startup failures of the embedded servers, bad URLs
+        from loadtest.embedded import EmbeddedError
+
+        if isinstance(exc, EmbeddedError | ValueError | OSError):
+            _say(f"loadtest: {exc}", style="bold red")
+            return 1
+        raise
+    if run is None:
+        _say("loadtest: interrupted before the run started", style="bold red")
+        return 130
+    try:
+        return _finish(args, run, out_dir)
+    except KeyboardInterrupt:
+        _say(f"loadtest: interrupted while writing {out_dir}; it may be incomplete", style="bold red")
+        return 130
+
+
+async def _run_any(args: argparse.Namespace, argv: list[str], out_dir: Path) -> RunData | None:
+    from loadtest import progress
+
+    show = progress.enabled(args.quiet)
+    command = ["loadtest", *argv]
+    if args.url:
+        runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo)
+        return await run_with_signals(runner, show_progress=show)
+    return await _run_embedded(args, command, out_dir, show)
+
+
+async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: Path, show: bool) -> RunData | None:
+    import signal
+
+    from loadtest.embedded import servers
+    from proxy.limits import raise_nofile_limit
+
+    fd_soft, _ = raise_nofile_limit()
+    profile = _profile(args)
+    result: RunData | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            runner: Runner | None = None
+            stopped = trio.CancelScope()
+
+            async def on_signal() -> None:
+                async for _ in signals:
+                    if runner is not None:
+                        runner.interrupt()
+                    else:
+                        stopped.cancel()  # still starting the servers: give up
+
+            nursery.start_soon(on_signal)
+            with stopped:
+                async with servers(args.concurrency, log_dir=out_dir, profile=profile,
+                                   relay_workers=args.relay_workers, sim_workers=args.sim_workers,
+                                   fd_soft=fd_soft) as srv:
+                    cfg = config_from_args(args, srv.relay_url)
+                    if args.baseline:
+                        cfg.baseline_url = srv.sim_url
+                    runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo)
+                    srv.mark_start()
+                    if show:
+                        from loadtest.progress import show as show_progress
+
+                        nursery.start_soon(show_progress, runner.live)
+                    result = await runner.run()
+                    result.processes.extend(srv.usage())
+                    result.config.update(
+                        embedded=True, relay_workers=srv.relay_workers, sim_workers=srv.sim_workers,
+                        sim_profile={"ttft_s": profile.ttft_s, "ttft_jitter_s": profile.ttft_jitter_s,
+                                     "chunks": profile.chunks, "interval_s": profile.interval_s},
+                    )
+            nursery.cancel_scope.cancel()
+    return result
+
+
+def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
+    from loadtest import report
+
+    for w in run.warnings:
+        _say(f"WARNING: {w}", style="bold red")
+    if run.connect_retries:
+        _say("  (connect retries mean a full listen backlog: SYNs dropped or refused; raise the server's "
+             "--backlog, add server workers or lengthen --ramp-up)", style="red")
+    result = report.write_outputs(out_dir, run, save_requests=not args.no_save_requests)
+    s = result["summary"]
+    for w in result.get("warnings", []):
+        if w not in run.warnings:
+            _say(f"WARNING: {w}", style="bold red")
+    ttfc = s.get("ttfc_ms") or {}
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f} ms"
+
+    line = (f"{s.get('completed', 0):,} completed, {s.get('failed', 0):,} failed, peak concurrency "
+            f"{s.get('peak_concurrency', 0):,}, TTFC p50 {ms(ttfc.get('p50'))} p99 {ms(ttfc.get('p99'))}")
+    if s.get("overhead_ms"):
+        oh = s["overhead_ms"]
+        line += f", relay overhead TTFC p50 {ms(oh.get('ttfc_p50'))} p99 {ms(oh.get('ttfc_p99'))}"
+    print(line)
+    print(f"wrote {out_dir}/result.json and report.md")
+    if run.interrupted:
+        return 130
+    return 1 if s.get("failed") else 0
+
+
+def _report(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="loadtest report", description="re-render report.md and plots")
+    p.add_argument("result", help="DIR/result.json")
+    args = p.parse_args(argv)
+    from loadtest import report
+
+    result = report.load_result(args.result)
+    paths = report.write_report(Path(args.result).parent, result)
+    print(report.render_markdown(result))
+    print("wrote " + ", ".join(str(x) for x in paths), file=sys.stderr)
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="loadtest compare", description="two results side by side")
+    p.add_argument("a", help="A.json")
+    p.add_argument("b", help="B.json")
+    args = p.parse_args(argv)
+    from loadtest import compare, report
+
+    print(compare.compare(report.load_result(args.a), report.load_result(args.b), labels=(args.a, args.b)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

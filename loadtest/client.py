@@ -1,0 +1,394 @@
+"""A lean HTTP/1.1 client for the load generator: raw trio sockets around an h11 state machine.
+
+Why not httpx on the hot path: at 1,000 concurrent streams on this machine one shared
+``httpx.AsyncClient`` cost 1.6 ms CPU per received chunk, a raw trio + h11 client 0.12 ms. At 10,000
+streams the former alone would need more than the two cores we have. This module only moves bytes
+between a socket and h11; what the bytes mean (SSE events, sim stamps, usage) is
+:mod:`loadtest.session`'s business.
+
+Exceptions, all subclasses of :class:`ClientError`, map the transport's many failure types at this one
+boundary::
+
+    ClientError
+     ├── ConnectFailed    TCP (or TLS) connect failed, after the retries
+     ├── ConnectionReset  the peer reset or closed the connection before the response ended
+     └── ProtocolError    the peer's bytes were not HTTP/1.1
+
+A :class:`Connection` serves one request at a time; after a response ended cleanly (and neither side
+asked to close) :meth:`Connection.next_cycle` readies it for the next request on the same socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+RECEIVE_SIZE = 65536
+_END = h11.EndOfMessage()
+
+# Connect errors that a retry can cure: a full listen backlog (SYNs dropped or answered with RST when
+# tcp_abort_on_overflow is set), or a server that is still binding. Anything else fails at once.
+_RETRYABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EAGAIN})
+
+# struct tcp_info (linux/tcp.h): tcpi_total_retrans is the u32 at byte offset 100. A SYN that the
+# server's full accept queue dropped is retransmitted by the kernel after 1 s, invisibly to connect();
+# this counter is how we see (and count) those backlog overflows.
+_TCP_INFO_TOTAL_RETRANS = 100
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+
+
+class ClientError(Exception):
+    """Base class of the client's errors."""
+
+
+class ConnectFailed(ClientError):
+    pass
+
+
+class ConnectionReset(ClientError):
+    pass
+
+
+class ProtocolError(ClientError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where requests go: ``http(s)://host:port`` plus the path prefix of the URL (e.g. ``/v1``)."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # without a trailing slash; "" for the root
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+    @property
+    def host_header(self) -> bytes:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (host if self.port == default else f"{host}:{self.port}").encode()
+
+    @property
+    def root(self) -> str:
+        return f"{self.scheme}://{self.host_header.decode()}"
+
+
+_RESOLVED: dict[tuple[str, int], tuple[int, tuple]] = {}
+
+
+async def _resolve(endpoint: Endpoint) -> tuple[int, tuple]:
+    """The first address of ``endpoint``, resolved once per process: a load run connects thousands of
+    times to one host, and trio.open_tcp_stream's per-call resolution and happy-eyeballs nursery are
+    work (and, for an IP literal, a nursery per connect) that a load generator need not repeat."""
+    key = (endpoint.host, endpoint.port)
+    found = _RESOLVED.get(key)
+    if found is None:
+        try:
+            infos = await trio.socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConnectFailed(f"resolve {endpoint.host}: {exc}") from exc
+        family, _, _, _, addr = infos[0]
+        found = _RESOLVED[key] = (family, addr)
+    return found
+
+
+def _syn_retransmits(stream: trio.SocketStream) -> int:
+    if _TCP_INFO is None:
+        return 0
+    try:
+        info = stream.socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+    except OSError:
+        return 0
+    if len(info) < _TCP_INFO_TOTAL_RETRANS + 4:
+        return 0
+    return struct.unpack_from("I", info, _TCP_INFO_TOTAL_RETRANS)[0]
+
+
+async def open_connection(
+    endpoint: Endpoint,
+    *,
+    retries: int = 3,
+    retry_delay_s: float = 0.05,
+    on_retry: Callable[[int], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Connection:
+    """Connect to ``endpoint``; retry refused/reset connects (a full backlog) ``retries`` times.
+
+    ``on_retry(n)`` is told of every retry, and of SYN retransmissions the kernel did on its own, so
+    the run can report backlog overflow instead of hiding it in the connect time.
+    """
+    family, addr = await _resolve(endpoint)
+    attempt = 0
+    while True:
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            await sock.connect(addr)
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in _RETRYABLE_ERRNOS or attempt >= retries:
+                raise ConnectFailed(f"connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
+            attempt += 1
+            if on_retry is not None:
+                on_retry(1)
+            await trio.sleep(retry_delay_s * 2 ** (attempt - 1))
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        break
+    stream: trio.abc.Stream = trio.SocketStream(sock)
+    if on_retry is not None:
+        syn = _syn_retransmits(stream)  # type: ignore[arg-type]
+        if syn:
+            on_retry(syn)
+    if endpoint.scheme == "https":
+        ctx = ssl_context or ssl.create_default_context()
+        tls = trio.SSLStream(stream, ctx, server_hostname=endpoint.host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            await trio.aclose_forcefully(stream)
+            raise ConnectFailed(f"TLS handshake with {endpoint.host}: {exc}") from exc
+        stream = tls
+    return Connection(stream)
+
+
+class ChunkedDecoder:
+    """Sans-I/O ``Transfer-Encoding: chunked`` body decoder: ``feed(bytes)`` returns the payload bytes.
+
+    Why not h11 for the body: h11 runs its reader, event construction and state machine for every
+    HTTP chunk (~30 µs each here); a stream of small SSE events is nothing but chunks. h11 still parses
+    the status line and headers; this takes over after them. ``done`` is set by the last-chunk and
+    trailer section; bytes after it are a protocol error (we never pipeline).
+    """
+
+    __slots__ = ("_buf", "_left", "done")
+
+    _SIZE, _DATA_CRLF, _TRAILERS = 0, -2, -3
+    _MAX_LINE = 4096
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._left = 0  # > 0: payload bytes left in this chunk; else one of the states above
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        pos, n = 0, len(buf)
+        while pos < n:
+            left = self._left
+            if left > 0:
+                take = min(left, n - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self._left = left - take or self._DATA_CRLF
+            elif left == self._DATA_CRLF:
+                if n - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                pos += 2
+                self._left = self._SIZE
+            else:
+                i = buf.find(b"\r\n", pos)
+                if i < 0:
+                    if n - pos > self._MAX_LINE:
+                        raise ProtocolError("chunk header line too long")
+                    break
+                line = buf[pos:i]
+                pos = i + 2
+                if left == self._TRAILERS:
+                    if not line:
+                        self.done = True
+                        if pos != n:
+                            raise ProtocolError("bytes after the end of the response")
+                        break
+                    continue
+                try:
+                    size = int(line.split(b";", 1)[0], 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size line {bytes(line[:40])!r}") from None
+                if size < 0:
+                    raise ProtocolError("negative chunk size")
+                self._left = size if size else self._TRAILERS
+        self._buf = buf[pos:] if pos < n else b""
+        return b"".join(out) if len(out) != 1 else out[0]
+
+
+class Connection:
+    """One HTTP/1.1 connection: bytes between a trio stream and an h11 client state machine."""
+
+    __slots__ = ("_stream", "_h11", "requests", "received_any", "_chunked", "_keep_alive", "_pending")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._h11 = h11.Connection(h11.CLIENT)
+        self._chunked: ChunkedDecoder | None = None  # set while a chunked body is read without h11
+        self._keep_alive = True
+        self._pending = b""
+        self.requests = 0  # requests sent on this connection (> 0 before a send means reused)
+        self.received_any = False  # any response byte for the current request
+
+    async def send_request(self, request: h11.Request, body: h11.Data | None) -> None:
+        """Send one request. The events are built once per distinct request and reused by every session:
+        h11 validates headers when an event is constructed (~100 µs), not when it is sent."""
+        h = self._h11
+        self.received_any = False
+        data = h.send(request)
+        if body is not None:
+            data += h.send(body)
+        data += h.send(_END)
+        self.requests += 1
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionReset(f"send: {exc}") from exc
+
+    async def _receive(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionReset(f"receive: {exc}") from exc
+        if data:
+            self.received_any = True
+        self._h11.receive_data(data)  # b"" tells h11 the peer closed
+
+    async def receive_response(self) -> h11.Response:
+        """Read up to and including the status line and headers of the (final) response."""
+        h = self._h11
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._protocol_error(exc) from exc
+            if event is h11.NEED_DATA:
+                await self._receive()
+            elif type(event) is h11.Response:
+                self._take_over_body(event)
+                return event
+            elif type(event) is h11.InformationalResponse:
+                continue
+            elif type(event) is h11.ConnectionClosed:
+                raise ConnectionReset("connection closed before the response")
+            else:  # pragma: no cover - h11 only yields the above before a response
+                raise ProtocolError(f"unexpected {event!r}")
+
+    def _take_over_body(self, response: h11.Response) -> None:
+        h = self._h11
+        chunked = False
+        for name, value in response.headers:
+            if name == b"transfer-encoding":
+                chunked = value.lower() == b"chunked"
+            elif name == b"connection" and b"close" in value.lower():
+                self._keep_alive = False
+        if not chunked or response.http_version != b"1.1":
+            return
+        leftover, closed = h.trailing_data
+        self._chunked = ChunkedDecoder()
+        self._h11 = h11.Connection(h11.CLIENT)  # a fresh one for the next request on this connection
+        self._pending = leftover
+        if closed:
+            self._keep_alive = False
+
+    async def receive_body(self) -> tuple[bytes, bool]:
+        """Body bytes that are available now, and whether the message ended.
+
+        Waits for at least one byte unless the message ended. Everything one socket read brought is
+        returned at once, so the caller does its per-read work (a clock read) once per read, not per
+        HTTP chunk.
+        """
+        dec = self._chunked
+        if dec is not None:
+            pending = self._pending
+            if pending:
+                self._pending = b""
+                out = dec.feed(pending)
+                if dec.done:
+                    self._chunked = None
+                    return out, True
+                if out:
+                    return out, False
+            while True:
+                try:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise ConnectionReset(f"receive: {exc}") from exc
+                if not data:
+                    self._keep_alive = False
+                    raise ConnectionReset("peer closed connection without sending complete message body")
+                self.received_any = True
+                out = dec.feed(data)
+                if dec.done:
+                    self._chunked = None
+                    return out, True
+                if out:
+                    return out, False
+        h = self._h11
+        parts: list[bytes] = []
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._protocol_error(exc) from exc
+            t = type(event)
+            if t is h11.Data:
+                parts.append(event.data)  # type: ignore[union-attr]
+            elif event is h11.NEED_DATA:
+                if parts:
+                    return b"".join(parts), False
+                await self._receive()
+            elif t is h11.EndOfMessage:
+                return b"".join(parts), True
+            elif t is h11.ConnectionClosed:
+                raise ConnectionReset("connection closed mid-response")
+            else:  # pragma: no cover
+                raise ProtocolError(f"unexpected {event!r}")
+
+    def _protocol_error(self, exc: h11.RemoteProtocolError) -> ClientError:
+        # h11 reports an EOF inside a body (peer died, or dropped us) as a protocol error; to a load
+        # test that is a reset connection, not a malformed response.
+        if self._h11.their_state is h11.ERROR and "peer closed" in str(exc):
+            return ConnectionReset(str(exc))
+        return ProtocolError(str(exc))
+
+    @property
+    def reusable(self) -> bool:
+        if not self._keep_alive or self._chunked is not None:
+            return False
+        h = self._h11
+        # After a chunked body read by ChunkedDecoder, h11 is a fresh machine (IDLE): reusable as is.
+        return (h.our_state is h11.DONE and h.their_state is h11.DONE) or (
+            h.our_state is h11.IDLE and h.their_state is h11.IDLE
+        )
+
+    def next_cycle(self) -> None:
+        h = self._h11
+        if h.our_state is h11.DONE:
+            h.start_next_cycle()
+
+    async def aclose(self) -> None:
+        # Close without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
+        await trio.aclose_forcefully(self._stream)
+
+
+def now_ns() -> int:
+    """The one clock of cross-process stamps (CLOCK_MONOTONIC); see :mod:`loadtest.record`."""
+    return time.monotonic_ns()

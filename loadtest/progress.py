@@ -1,0 +1,103 @@
+"""Live progress of a run: open sessions, completed, failed, TTFC p50/p99 so far.
+
+:class:`LiveStats` is what sessions update (a few integer increments per session, nothing per chunk);
+:func:`show` draws it with rich ``Live`` twice a second until cancelled. Disabled when stdout is not a
+terminal or with ``--quiet``: then nothing is drawn and nothing is imported from rich.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from typing import Any
+
+import trio
+
+# TTFC percentiles "so far" from a bounded sample: beyond this many values every k-th is kept, which
+# keeps the sort under 1 ms per refresh at any run size.
+_MAX_TTFC_SAMPLES = 20_000
+
+
+class LiveStats:
+    __slots__ = ("open", "completed", "failed", "_ttfc", "_ttfc_seen", "phase", "planned")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.completed = 0
+        self.failed = 0
+        self._ttfc: list[float] = []  # kept sorted
+        self._ttfc_seen = 0
+        self.phase = ""
+        self.planned: int | None = None
+
+    def started(self) -> None:
+        self.open += 1
+
+    def finished(self, ok: bool, ttfc_ms: float | None) -> None:
+        self.open -= 1
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        if ttfc_ms is not None:
+            self.add_ttfc(ttfc_ms)
+
+    def add_ttfc(self, ttfc_ms: float) -> None:
+        self._ttfc_seen += 1
+        if len(self._ttfc) < _MAX_TTFC_SAMPLES or self._ttfc_seen % (self._ttfc_seen // _MAX_TTFC_SAMPLES + 1) == 0:
+            bisect.insort(self._ttfc, ttfc_ms)
+
+    def ttfc(self, p: float) -> float | None:
+        xs = self._ttfc
+        if not xs:
+            return None
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+    def merge_delta(self, d: dict[str, Any]) -> None:
+        """Apply a worker process's progress message (see ``loadtest.runner``)."""
+        self.open += d.get("open", 0)
+        self.completed += d.get("completed", 0)
+        self.failed += d.get("failed", 0)
+        for t in d.get("ttfc", ()):
+            self.add_ttfc(t)
+
+    def line(self) -> str:
+        p50, p99 = self.ttfc(50), self.ttfc(99)
+        ttfc = f"{p50:,.0f} / {p99:,.0f} ms" if p50 is not None and p99 is not None else "-"
+        total = f"/{self.planned:,}" if self.planned else ""
+        return (f"{self.phase} open {self.open:,}  completed {self.completed:,}{total}  failed {self.failed:,}  "
+                f"TTFC p50/p99 {ttfc}").strip()
+
+
+def enabled(quiet: bool) -> bool:
+    return not quiet and sys.stdout.isatty()
+
+
+async def show(live_stats: LiveStats, *, refresh_s: float = 0.5) -> None:
+    """Draw ``live_stats`` until cancelled (run it in the nursery that owns the load)."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def render() -> Table:
+        t = Table(title=f"loadtest {live_stats.phase}".strip(), show_header=True, header_style="bold")
+        for col in ("open", "completed", "failed", "TTFC p50", "TTFC p99"):
+            t.add_column(col, justify="right")
+        p50, p99 = live_stats.ttfc(50), live_stats.ttfc(99)
+        planned = f" / {live_stats.planned:,}" if live_stats.planned else ""
+        t.add_row(
+            f"{live_stats.open:,}",
+            f"{live_stats.completed:,}{planned}",
+            f"[red]{live_stats.failed:,}[/red]" if live_stats.failed else "0",
+            "-" if p50 is None else f"{p50:,.0f} ms",
+            "-" if p99 is None else f"{p99:,.0f} ms",
+        )
+        return t
+
+    with Live(render(), console=Console(), auto_refresh=False, transient=False) as live:
+        try:
+            while True:
+                await trio.sleep(refresh_s)
+                live.update(render(), refresh=True)
+        finally:
+            live.update(render(), refresh=True)
