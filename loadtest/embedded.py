@@ -43,13 +43,22 @@ _URL = re.compile(rb"listening on (https?://\S+)")
 @dataclass(frozen=True)
 class SimProfile:
     """The simulated upstream's timing. The default models a slow LLM, not a ping: a first token after
-    1.5 s ± 0.5 s, then 8 chunks 4 s apart — about 30 s per session, so that with a ramp-up of 10 s
-    every one of 10,000 sessions is open at the same time."""
+    1.5 s ± 0.5 s, then 6 chunks 10 s apart — about 52 s per session, so that with the default ramp-up
+    (N/250 s, at most 40 s) every one of 10,000 sessions is open at the same time.
+
+    Why so slow a ramp: on this 2-core machine a new relayed session costs ~5 ms of CPU across relay,
+    sim and load generator (relay ~2-3.7 ms, measured with py-spy and psutil), so 10,000 sessions
+    need ~50 CPU-seconds of setup; arriving faster than ~250/s queues them and TTFC then measures
+    the queue, not the relay."""
 
     ttft_s: float = 1.5
     ttft_jitter_s: float = 0.5
-    chunks: int = 8
-    interval_s: float = 4.0
+    chunks: int = 6
+    interval_s: float = 10.0
+
+    @property
+    def session_s(self) -> float:
+        return self.ttft_s + (self.chunks - 1) * self.interval_s
 
     def flags(self) -> list[str]:
         return ["--ttft", f"{self.ttft_s:g}", "--ttft-jitter", f"{self.ttft_jitter_s:g}",

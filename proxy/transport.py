@@ -257,12 +257,16 @@ class H11Transport(httpx.AsyncBaseTransport):
                 raise httpx.ConnectError(f"cannot connect to upstream {hostname}:{port}: {reason}") from exc
             if scheme == b"https":
                 tls = trio.SSLStream(tcp, self._ssl(), server_hostname=hostname, https_compatible=True)
+                ok = False
                 try:
                     await tls.do_handshake()
+                    ok = True
                 except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                    await trio.aclose_forcefully(tcp)
                     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
                     raise httpx.ConnectError(f"TLS handshake with upstream {hostname}:{port} failed: {cause}") from exc
+                finally:
+                    if not ok:  # failed, timed out or cancelled: the socket must not wait for the GC
+                        await trio.aclose_forcefully(tcp)
                 return _Connection(origin, tls, tcp.socket.fileno(), plain=False)
             return _Connection(origin, tcp, tcp.socket.fileno(), plain=True)
         raise httpx.ConnectTimeout(f"connecting to upstream {hostname}:{port} took longer than {timeout_s:g} s")
