@@ -234,3 +234,25 @@ async def test_total_timeout_cuts_a_steady_stream(nursery):
     events = EventSplitter().feed(resp.content)
     assert 2 <= len(events) < 100
     assert json.loads(event_data(events[-1]))["error"]["code"] == "upstream_timeout"
+
+
+async def test_ndjson_ends_with_error_line_when_upstream_drops(nursery):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    with trio.fail_after(5):
+        resp = await _post_bytes(root + "/chat/completions", {**CHAT, "stream": True, "sim_fault": "drop:2"})
+    assert resp.status_code == 200
+    lines = [json.loads(x) for x in resp.text.splitlines()]
+    assert [x["object"] for x in lines[:-1]] == ["chat.completion.chunk"] * 2
+    assert lines[-1]["error"]["type"] == "upstream_error"
+    assert set(lines[-1]["error"]) == {"message", "type", "code"}
+
+
+async def test_sse_ends_with_error_event_when_upstream_drops(nursery):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    with trio.fail_after(5):
+        resp = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True, "sim_fault": "drop:2"})
+    events = [json.loads(event_data(e)) for e in EventSplitter().feed(resp.content)]
+    assert len(events) == 3 and events[-1]["error"]["code"] == "upstream_error"
+    assert b"[DONE]" not in resp.content
