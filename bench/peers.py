@@ -1,0 +1,239 @@
+"""The relays under test, installed on demand and pointed at the simulated upstream.
+
+Each peer knows three things: how to install itself (never as a moonrelay dependency: nginx from
+Debian, the Python peers into their own virtualenvs under ``.bench/``), how to report its version, and
+the command line that serves the sim's ``/v1`` API on a loopback port. A peer that cannot be made to
+run raises :class:`PeerUnavailable` with the exact reason, and the run goes on without it.
+
+Ports: moonrelay binds port 0 and prints its URL; the third-party servers cannot report a port, so
+:func:`free_port` asks the kernel for one just before they start (a small race, acceptable here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import string
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BENCH_HOME = Path(__file__).resolve().parent.parent / ".bench"
+NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+# nginx's worker_rlimit_nofile: this machine's hard limit. worker_connections (just under it) counts client
+# and upstream connections alike, so one worker relays ~9,990 streams (issue 5).
+FD_PER_WORKER = 20_000
+INSTALL_TIMEOUT_S = 1_200
+
+
+class PeerUnavailable(RuntimeError):
+    """This peer cannot run here; the message is what the report prints."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one target: either ``url`` is known up front or the process prints it (``url_pattern``)."""
+
+    argv: list[str]
+    url: str | None = None  # base URL ending in /v1
+    url_pattern: bytes | None = None  # regex; group 1 is the URL the process prints
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    kept = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
+    return "\n".join(kept[-lines:])
+
+
+def _run(argv: list[str], log: Path, what: str) -> str:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PeerUnavailable(f"{what}: {' '.join(argv)}: {exc}") from exc
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(argv)}\n{p.stdout}{p.stderr}\nexit {p.returncode}\n")
+    if p.returncode != 0:
+        raise PeerUnavailable(f"{what} failed (exit {p.returncode}): {' '.join(argv)}\n{_tail(p.stdout + p.stderr)}")
+    return p.stdout + p.stderr
+
+
+class Peer:
+    name = ""
+
+    def ensure(self) -> str:
+        """Install if missing; return the version string."""
+        raise NotImplementedError
+
+    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+        raise NotImplementedError
+
+
+class Moonrelay(Peer):
+    name = "moonrelay"
+
+    def ensure(self) -> str:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "proxy"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent).stdout.strip()
+        return f"git {rev or '?'}{' + uncommitted proxy/ changes' if dirty else ''}"
+
+    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+        return Launch(
+            argv=[sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--upstream", sim_url,
+                  "--workers", str(workers)],
+            url_pattern=rb"listening on (http://\S+)",
+            env={"MOONSHOT_API_KEY": API_KEY},
+        )
+
+
+class Nginx(Peer):
+    name = "nginx"
+
+    def _binary(self) -> str | None:
+        # /usr/sbin is not on every root PATH (e.g. inside some containers).
+        return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+    def ensure(self) -> str:
+        if self._binary() is None:
+            if os.geteuid() != 0:
+                raise PeerUnavailable("nginx is not installed and installing it with apt-get needs root")
+            log = BENCH_HOME / "nginx-install.log"
+            _run(["apt-get", "update", "-q"], log, "apt-get update")
+            try:
+                _run(["apt-get", "install", "-y", "-q", "nginx-light"], log, "apt-get install nginx-light")
+            except PeerUnavailable:
+                _run(["apt-get", "install", "-y", "-q", "nginx"], log, "apt-get install nginx")
+        binary = self._binary()
+        if binary is None:
+            raise PeerUnavailable("apt-get succeeded but no nginx binary is on PATH or in /usr/sbin")
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
+        return out.removeprefix("nginx version: ")
+
+    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+        port = free_port()
+        up = urlsplit(sim_url)
+        conf = string.Template(NGINX_TEMPLATE.read_text()).substitute(
+            workers=workers, nofile=FD_PER_WORKER, connections=FD_PER_WORKER - 10,
+            prefix=workdir, upstream=up.netloc, listen=f"127.0.0.1:{port}",
+        )
+        path = workdir / "nginx.conf"
+        path.write_text(conf)
+        binary = self._binary() or "nginx"
+        return Launch(argv=[binary, "-p", str(workdir), "-c", str(path)], url=f"http://127.0.0.1:{port}/v1")
+
+
+def _venv_version(venv: Path, dist: str) -> str | None:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    p = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                       capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def _ensure_venv(venv: Path, requirements: list[str], dist: str, probe: str) -> str:
+    """A virtualenv of its own with ``requirements``; ``probe`` (an import) proves it is complete."""
+    version = _venv_version(venv, dist)
+    if version and subprocess.run([venv / "bin" / "python", "-c", probe], capture_output=True).returncode == 0:
+        return version
+    log = BENCH_HOME / f"{venv.name}-install.log"
+    if not (venv / "bin" / "python").exists():
+        # The base interpreter, not moonrelay's venv: the peer must not see moonrelay's packages.
+        _run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], log, "venv")
+    _run([str(venv / "bin" / "pip"), "install", "-q", *requirements], log, f"pip install {' '.join(requirements)}")
+    version = _venv_version(venv, dist)
+    probe_run = subprocess.run([venv / "bin" / "python", "-c", probe], capture_output=True, text=True)
+    if not version or probe_run.returncode != 0:
+        raise PeerUnavailable(f"pip install {' '.join(requirements)} finished but `{probe}` fails:\n"
+                              f"{_tail(probe_run.stderr)}")
+    return version
+
+
+# The bearer key every client sends: LiteLLM's master key, ignored by the others.
+API_KEY = "sk-bench-5f1c0e2a9b7d4c3e8a6f1b2d3c4e5f60"
+
+# LiteLLM must never reach the internet: the bundled model-cost map instead of a download, no telemetry.
+LITELLM_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_SCHEMA_UPDATE": "True",
+    "NO_DOCS": "True",
+}
+
+
+class LiteLLM(Peer):
+    name = "litellm"
+    venv = BENCH_HOME / "litellm-venv"
+
+    def ensure(self) -> str:
+        return _ensure_venv(self.venv, ["litellm[proxy]"], "litellm", "import litellm.proxy.proxy_server")
+
+    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+        port = free_port()
+        # JSON is YAML: no PyYAML needed on our side.
+        config = {
+            "model_list": [{
+                "model_name": "moonshot-v1-8k",
+                "litellm_params": {"model": "openai/moonshot-v1-8k", "api_base": sim_url, "api_key": "dummy"},
+            }],
+            "litellm_settings": {"telemetry": False, "drop_params": True, "request_timeout": 600},
+            # LiteLLM >= 1.10x refuses to start without a master key; clients send it as their bearer key.
+            "general_settings": {"master_key": API_KEY},
+        }
+        path = workdir / "litellm.yaml"
+        path.write_text(json.dumps(config, indent=2))
+        return Launch(
+            argv=[str(self.venv / "bin" / "litellm"), "--config", str(path), "--host", "127.0.0.1",
+                  "--port", str(port), "--num_workers", str(workers)],
+            url=f"http://127.0.0.1:{port}/v1", env=dict(LITELLM_ENV), cwd=workdir,
+        )
+
+
+class OpenAIForward(Peer):
+    name = "openai-forward"
+    venv = BENCH_HOME / "openai-forward-venv"
+
+    def ensure(self) -> str:
+        # openai_forward/__init__.py imports yaml, which openai-forward 0.8.1 does not declare.
+        return _ensure_venv(self.venv, ["openai-forward", "pyyaml"], "openai-forward", "import yaml, openai_forward")
+
+    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+        port = free_port()
+        # openai_forward/settings.py: FORWARD_CONFIG routes "/" to base_url, keeping the /v1/... path.
+        # Its CLI (`aifd run`) binds 0.0.0.0; uvicorn directly keeps it on loopback with the same app.
+        # TIMEOUT is only aiohttp's connect timeout (forward/core.py); cwd is the workdir because the
+        # package loads ./.env at import.
+        base = sim_url.removesuffix("/").removesuffix("/v1")
+        env = {"FORWARD_CONFIG": json.dumps([{"base_url": base, "route": "/", "type": "openai"}]),
+               "TIMEOUT": "30", "LOG_OPENAI": "false", "CACHE_OPENAI": "false"}
+        return Launch(
+            argv=[str(self.venv / "bin" / "python"), "-m", "uvicorn", "openai_forward.app:app",
+                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+                  "--no-access-log"],
+            url=f"http://127.0.0.1:{port}/v1", env=env, cwd=workdir,
+        )
+
+
+PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), OpenAIForward())}
+TARGETS = ("direct", *PEERS)
+_URL_SUFFIX = re.compile(r"/v1/?$")
+
+
+def as_v1(url: str) -> str:
+    url = url.rstrip("/")
+    return url if _URL_SUFFIX.search(url) else url + "/v1"

@@ -1,0 +1,173 @@
+"""Start a server, know when it serves, measure its process tree, stop it whatever happened.
+
+CPU is summed over the root and every descendant ever seen (nginx's and uvicorn's workers are
+children), per pid, so a worker that exits mid-run still counts up to its last sample. RSS is the
+tree's sum: idle when the measured window opens, peak over samples every ``SAMPLE_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import trio
+
+from bench.peers import API_KEY, Launch, as_v1
+
+READY_TIMEOUT_S = 240.0  # LiteLLM imports for 30-60 s on two busy cores, and once took over 120 s
+STOP_GRACE_S = 10.0
+SAMPLE_INTERVAL_S = 0.5
+
+
+class StartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Tree:
+    """CPU and RSS of one process and its descendants."""
+
+    pid: int
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)
+    cpu_at_mark: dict[int, float] = field(default_factory=dict)
+    idle_rss: int = 0
+    peak_rss: int = 0
+    _procs: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def sample(self) -> int:
+        """Refresh CPU per pid; return the tree's RSS now."""
+        try:
+            root = self._procs.get(self.pid) or psutil.Process(self.pid)
+            self._procs[self.pid] = root
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        rss = 0
+        for p in procs:
+            p = self._procs.setdefault(p.pid, p)  # reuse the object: psutil caches create_time
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    self.cpu_by_pid[p.pid] = t.user + t.system
+                    rss += p.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak_rss = max(self.peak_rss, rss)
+        return rss
+
+    def mark(self) -> None:
+        """Open the measured window: idle RSS and the CPU baseline."""
+        self.idle_rss = self.sample()
+        self.peak_rss = self.idle_rss
+        self.cpu_at_mark = dict(self.cpu_by_pid)
+
+    def cpu_s(self) -> float:
+        return sum(v - self.cpu_at_mark.get(pid, 0.0) for pid, v in self.cpu_by_pid.items())
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process seen; psutil checks create_time before a signal, so a reused pid is safe."""
+        return list(self._procs.values())
+
+    def usage(self) -> dict[str, float | int | list[int]]:
+        return {"cpu_s": self.cpu_s(), "idle_rss_bytes": self.idle_rss, "peak_rss_bytes": self.peak_rss,
+                "processes": len(self._procs)}
+
+
+@dataclass
+class Server:
+    role: str
+    url: str  # ends in /v1
+    process: trio.Process
+    tree: Tree
+    log: Path
+
+
+async def _url_from_log(log: Path, pattern: bytes, process: trio.Process) -> str:
+    # The log file is the child's stdout: no pipe to drain, and the whole output stays for the report.
+    rx = re.compile(pattern)
+    with trio.move_on_after(READY_TIMEOUT_S):
+        while process.poll() is None:
+            m = rx.search(await trio.Path(log).read_bytes())
+            if m:
+                return m.group(1).decode()
+            await trio.sleep(0.05)
+    raise StartError(f"no {pattern.decode()!r} in its output (exit {process.poll()}):\n{_tail(log)}")
+
+
+def _tail(log: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+async def wait_http(url: str, process: trio.Process | None, log: Path | None) -> None:
+    """Until ``GET {url}/models`` answers at all: the only readiness signal third-party servers share."""
+    # With the key: LiteLLM answers an unauthenticated request with a 500 and a traceback (no prisma).
+    async with httpx.AsyncClient(timeout=5.0, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        with trio.move_on_after(READY_TIMEOUT_S):
+            while process is None or process.poll() is None:
+                try:
+                    await client.get(url + "/models")
+                    return
+                except httpx.TransportError:
+                    await trio.sleep(0.2)
+    exit_code = process.poll() if process else None
+    raise StartError(f"{url} never answered GET /models (exit {exit_code}):\n{_tail(log) if log else ''}")
+
+
+async def _stop(server: Server) -> None:
+    p = server.process
+    server.tree.sample()  # learn the workers even if it never became ready: none may outlive the run
+    if p.returncode is None:
+        p.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_GRACE_S):
+            await p.wait()
+    # Whatever is left of the tree (a worker that ignored its parent's exit), by pid.
+    for proc in server.tree.processes():
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    if p.returncode is None:
+        p.kill()
+    await p.wait()
+
+
+@asynccontextmanager
+async def serve(role: str, launch: Launch, log: Path) -> AsyncIterator[Server]:
+    """Start ``launch``, wait until it answers HTTP, yield it; SIGTERM, then SIGKILL the tree on exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.env}
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(launch.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                                   cwd=launch.cwd)
+    server = Server(role=role, url="", process=process, tree=Tree(process.pid), log=log)
+    try:
+        with trio.fail_after(READY_TIMEOUT_S + 5):
+            if launch.url_pattern is not None:
+                server.url = as_v1(await _url_from_log(log, launch.url_pattern, process))
+            else:
+                server.url = as_v1(launch.url or "")
+            await wait_http(server.url, process, log)
+        server.tree.sample()
+        yield server
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(server)
+
+
+async def sample_forever(trees: list[Tree]) -> None:
+    """Peak RSS and last-known CPU per pid, every half second (a few /proc reads: ~1 ms)."""
+    while True:
+        for t in trees:
+            t.sample()
+        await trio.sleep(SAMPLE_INTERVAL_S)
