@@ -43,18 +43,18 @@ _URL = re.compile(rb"listening on (https?://\S+)")
 @dataclass(frozen=True)
 class SimProfile:
     """The simulated upstream's timing. The default models a slow LLM, not a ping: a first token after
-    1.5 s ± 0.5 s, then 6 chunks 10 s apart — about 52 s per session, so that with the default ramp-up
-    (N/250 s, at most 40 s) every one of 10,000 sessions is open at the same time.
+    1.5 s ± 0.5 s, then 6 chunks 12 s apart — about 62 s per session, so that with the default ramp-up
+    (N/200 s, at most 50 s) every one of 10,000 sessions is open at the same time.
 
     Why so slow a ramp: on this 2-core machine a new relayed session costs ~5 ms of CPU across relay,
     sim and load generator (relay ~2-3.7 ms, measured with py-spy and psutil), so 10,000 sessions
-    need ~50 CPU-seconds of setup; arriving faster than ~250/s queues them and TTFC then measures
+    need ~50 CPU-seconds of setup; arriving faster than ~200/s (while thousands of streams flow) queues them and TTFC then measures
     the queue, not the relay."""
 
     ttft_s: float = 1.5
     ttft_jitter_s: float = 0.5
     chunks: int = 6
-    interval_s: float = 10.0
+    interval_s: float = 12.0
 
     @property
     def session_s(self) -> float:

@@ -35,7 +35,7 @@ def test_config_from_flags(tmp_path):
     )
     assert len(cfg.prompts) == 3 and cfg.extra_body == {"sim_ttft": 0.1}
     big = config_from_args(build_parser().parse_args(["-c", "10000"]), "http://x/v1")
-    assert big.ramp_up_s == 40.0 and big.extra_body == {}  # embedded: the profile goes to the sim's flags
+    assert big.ramp_up_s == 50.0 and big.extra_body == {}  # embedded: the profile goes to the sim's flags
 
 
 def test_server_sizing():
