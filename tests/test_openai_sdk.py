@@ -19,7 +19,10 @@ async def test_sdk_non_stream_and_stream_agree(nursery):
     root = await start_relay(nursery, sim.url)
 
     def run():
-        client = _client(root)
+        with _client(root) as client:
+            return _talk(client)
+
+    def _talk(client):
         full = client.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES)
         pieces = []
         for chunk in client.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES, stream=True):
@@ -50,9 +53,10 @@ async def test_sdk_raises_matching_exception(nursery, fault, exc):
     root = await start_relay(nursery, sim.url)
 
     def run():
-        _client(root).chat.completions.create(
-            model="moonshot-v1-8k", messages=MESSAGES, stream=True, extra_body={"sim_fault": fault}
-        )
+        with _client(root) as client:  # closed: an SDK client left to the GC leaks its pooled socket
+            client.chat.completions.create(
+                model="moonshot-v1-8k", messages=MESSAGES, stream=True, extra_body={"sim_fault": fault}
+            )
 
     with pytest.raises(exc):
         await trio.to_thread.run_sync(run)
@@ -62,7 +66,8 @@ async def test_sdk_unreachable_upstream_is_api_error(nursery):
     root = await start_relay(nursery, "http://127.0.0.1:9/v1")
 
     def run():
-        _client(root).chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES)
+        with _client(root) as client:
+            client.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES)
 
     with pytest.raises(openai.APIStatusError) as info:
         await trio.to_thread.run_sync(run)
