@@ -38,7 +38,7 @@ from loadtest.client import (
     open_connection,
 )
 from loadtest.record import SessionRecord
-from proxy.sse import EventSplitter
+from proxy.sse import EventSplitter, event_data
 
 DONE = b"[DONE]"
 _SIM_KEY = b'"sim"'
@@ -168,7 +168,7 @@ class StreamAccounting:
                     self._chunk(line, t_ns)
             return
         for event in self._split.feed(data):
-            payload = _event_data(event)
+            payload = event_data(event)
             if payload is None:
                 continue  # comment / keep-alive
             if payload == DONE:
@@ -238,16 +238,6 @@ class StreamAccounting:
                     return
             _usage_into(rec, obj)
 
-
-def _event_data(event: bytes) -> bytes | None:
-    if event[:6] == b"data: " and b"\n" not in event:
-        return event[6:]
-    lines = []
-    for line in event.splitlines():
-        if line.startswith(b"data:"):
-            value = line[5:]
-            lines.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(lines) if lines else None
 
 
 def account_full_body(rec: SessionRecord, body: bytes) -> str | None:
