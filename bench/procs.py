@@ -1,8 +1,7 @@
 """Start a server, know when it serves, measure its process tree, stop it whatever happened.
 
-CPU is summed over the root and every descendant ever seen (nginx's and uvicorn's workers are
-children), per pid, so a worker that exits mid-run still counts up to its last sample. RSS is the
-tree's sum: idle when the measured window opens, peak over samples every ``SAMPLE_INTERVAL_S``.
+The tree's CPU and RSS are sampled every ``SAMPLE_INTERVAL_S`` with ``loadtest.proctree`` (shared
+with the load generator's embedded mode).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import psutil
 import trio
 
 from bench.peers import API_KEY, Launch, as_v1
+from loadtest.proctree import ProcessTree as Tree
 
 READY_TIMEOUT_S = 240.0  # LiteLLM imports for 30-60 s on two busy cores, and once took over 120 s
 STOP_GRACE_S = 10.0
@@ -29,56 +29,6 @@ SAMPLE_INTERVAL_S = 0.5
 
 class StartError(RuntimeError):
     pass
-
-
-@dataclass
-class Tree:
-    """CPU and RSS of one process and its descendants."""
-
-    pid: int
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)
-    cpu_at_mark: dict[int, float] = field(default_factory=dict)
-    idle_rss: int = 0
-    peak_rss: int = 0
-    _procs: dict[int, psutil.Process] = field(default_factory=dict)
-
-    def sample(self) -> int:
-        """Refresh CPU per pid; return the tree's RSS now."""
-        try:
-            root = self._procs.get(self.pid) or psutil.Process(self.pid)
-            self._procs[self.pid] = root
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
-        rss = 0
-        for p in procs:
-            p = self._procs.setdefault(p.pid, p)  # reuse the object: psutil caches create_time
-            try:
-                with p.oneshot():
-                    t = p.cpu_times()
-                    self.cpu_by_pid[p.pid] = t.user + t.system
-                    rss += p.memory_info().rss
-            except psutil.Error:
-                continue
-        self.peak_rss = max(self.peak_rss, rss)
-        return rss
-
-    def mark(self) -> None:
-        """Open the measured window: idle RSS and the CPU baseline."""
-        self.idle_rss = self.sample()
-        self.peak_rss = self.idle_rss
-        self.cpu_at_mark = dict(self.cpu_by_pid)
-
-    def cpu_s(self) -> float:
-        return sum(v - self.cpu_at_mark.get(pid, 0.0) for pid, v in self.cpu_by_pid.items())
-
-    def processes(self) -> list[psutil.Process]:
-        """Every process seen; psutil checks create_time before a signal, so a reused pid is safe."""
-        return list(self._procs.values())
-
-    def usage(self) -> dict[str, float | int | list[int]]:
-        return {"cpu_s": self.cpu_s(), "idle_rss_bytes": self.idle_rss, "peak_rss_bytes": self.peak_rss,
-                "processes": len(self._procs)}
 
 
 @dataclass

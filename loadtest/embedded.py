@@ -30,6 +30,7 @@ from typing import IO
 import psutil
 import trio
 
+from loadtest.proctree import ProcessTree
 from loadtest.record import ProcessUsage
 
 FD_RESERVE = 256
@@ -48,8 +49,8 @@ class SimProfile:
 
     Why so slow a ramp: on this 2-core machine a new relayed session costs ~5 ms of CPU across relay,
     sim and load generator (relay ~2-3.7 ms, measured with py-spy and psutil), so 10,000 sessions
-    need ~50 CPU-seconds of setup; arriving faster than ~200/s (while thousands of streams flow) queues them and TTFC then measures
-    the queue, not the relay."""
+    need ~50 CPU-seconds of setup; arriving faster than ~200/s (while thousands of streams flow)
+    queues them, and TTFC then measures the queue, not the relay."""
 
     ttft_s: float = 1.5
     ttft_jitter_s: float = 0.5
@@ -80,47 +81,21 @@ class EmbeddedError(RuntimeError):
 
 @dataclass
 class _Tree:
-    """CPU and RSS of one child and its descendants (the relay's and the sim's workers)."""
+    """One child server (the relay or the sim) and its process tree."""
 
     role: str
     process: trio.Process
     log: IO[bytes]
     url: str = ""
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)
-    cpu_at_start: dict[int, float] = field(default_factory=dict)
-    idle_rss: int | None = None
-    peak_rss: int = 0
-    _procs: dict[int, psutil.Process] = field(default_factory=dict)
+    tree: ProcessTree = field(init=False)
 
-    def sample(self) -> int:
-        """Update CPU per pid; return the tree's RSS now."""
-        try:
-            root = self._procs.get(self.process.pid) or psutil.Process(self.process.pid)
-            self._procs[root.pid] = root
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
-        rss = 0
-        for p in tree:
-            p = self._procs.setdefault(p.pid, p)
-            try:
-                with p.oneshot():
-                    t = p.cpu_times()
-                    self.cpu_by_pid[p.pid] = t.user + t.system
-                    rss += p.memory_info().rss
-            except psutil.Error:
-                continue
-        return rss
-
-    def mark_start(self) -> None:
-        self.idle_rss = self.sample()
-        self.peak_rss = self.idle_rss
-        self.cpu_at_start = dict(self.cpu_by_pid)
+    def __post_init__(self) -> None:
+        self.tree = ProcessTree(self.process.pid)
 
     def usage(self) -> ProcessUsage:
-        cpu = sum(v - self.cpu_at_start.get(pid, 0.0) for pid, v in self.cpu_by_pid.items())
-        return ProcessUsage(role=self.role, pid=self.process.pid, cpu_s=cpu, peak_rss_bytes=self.peak_rss,
-                            idle_rss_bytes=self.idle_rss)
+        t = self.tree
+        return ProcessUsage(role=self.role, pid=self.process.pid, cpu_s=t.cpu_s(), peak_rss_bytes=t.peak_rss,
+                            idle_rss_bytes=t.idle_rss)
 
 
 @dataclass
@@ -134,12 +109,11 @@ class Servers:
     def mark_start(self) -> None:
         """Begin the measured window: idle RSS and the CPU baseline."""
         for t in self.trees:
-            t.mark_start()
+            t.tree.mark()
 
     def sample(self) -> None:
         for t in self.trees:
-            rss = t.sample()
-            t.peak_rss = max(t.peak_rss, rss)
+            t.tree.sample()
 
     def usage(self) -> list[ProcessUsage]:
         self.sample()
