@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import fields
 
+from .auth import load_client_keys
 from .config import ENV_PREFIX, Settings, load
 from .server import run
 
@@ -26,8 +27,14 @@ _HELP = {
     "idle_timeout_s": "longest upstream silence inside a response",
     "total_timeout_s": "whole-request timeout",
     "keep_alive_s": "client keep-alive timeout",
-    "graceful_timeout_s": "on SIGTERM, how long in-flight requests may finish",
+    "graceful_timeout_s": "on SIGTERM, how long in-flight streams may finish; the rest end with a shutting_down error",
     "max_body_bytes": "largest request body accepted (413 beyond)",
+    "api_keys_file": "file of client keys, one per line (# comments); clients then need Authorization: Bearer",
+    "api_keys": "comma-separated client keys (prefer the environment variable or --api-keys-file)",
+    "max_streams": "in-flight chat requests per worker, 0 = unlimited; beyond it an immediate 429",
+    "retries": "extra upstream attempts before the first byte (connect errors, 429/502/503 only)",
+    "retry_max_wait_s": "longest wait between attempts; a longer Retry-After is relayed to the client instead",
+    "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",
 }
 
 
@@ -56,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.pop("config", None)
     try:
         settings = load(args, os.environ, config_file)
+        load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2

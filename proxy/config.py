@@ -40,6 +40,17 @@ class Settings:
     keep_alive_s: float = 75.0  # client keep-alive (hypercorn's default is 5 s)
     graceful_timeout_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024  # a 128k-token prompt must fit
+    # Client keys: when any is set, chat and model routes need "Authorization: Bearer <one of them>".
+    api_keys_file: str | None = None  # one key per line, "#" comments
+    api_keys: str | None = None  # comma-separated; prefer MOONRELAY_API_KEYS or the file (flags show in ps)
+    max_streams: int = 0  # in-flight chat requests per worker; 0 = unlimited; beyond it 429 at once
+    retries: int = 1  # extra attempts before the first byte, for connect errors and 429/502/503 only
+    retry_max_wait_s: float = 5.0  # longest backoff; a longer Retry-After is relayed instead of waited out
+    heartbeat_s: float = 15.0  # SSE ": ping" comment after this much upstream silence; 0 = never
+    # Observability (proxy/observe.py)
+    access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none
+    metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted
+    cors_origins: str = ""  # comma-separated browser origins allowed to call the relay; "*" = any
 
     @property
     def upstream_key(self) -> str | None:

@@ -5,6 +5,15 @@
     ├── ConnectTimeout, ReadTimeout                               → 504 upstream_timeout
     └── PoolTimeout                                               → 503 upstream_busy
 
+Refusals made by the relay itself (not the upstream) use the same shape:
+
+    400 invalid_request_error/*        bad JSON, wrong types, invalid UTF-8
+    401 invalid_request_error/invalid_api_key   client keys configured, none or a wrong one given
+    413 invalid_request_error/request_too_large
+    415 invalid_request_error/unsupported_media_type
+    429 rate_limit_error/relay_overloaded        --max-streams reached (Retry-After: 1)
+    503 server_error/shutting_down               draining after SIGTERM (a stream gets it as its last event)
+
 A client sees what failed and where, never a traceback, an internal address or a key.
 """
 
@@ -44,6 +53,11 @@ def sse_error_event(exc: httpx.TransportError) -> bytes:
     """The final event of a stream that failed after it started."""
     _, body = map_transport_error(exc)
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+SHUTTING_DOWN = error_body("The relay is shutting down; retry the request.", "server_error", "shutting_down")
+SHUTDOWN_SSE = b"data: " + json.dumps(SHUTTING_DOWN, separators=(",", ":")).encode() + b"\n\n"
+SHUTDOWN_NDJSON = json.dumps(SHUTTING_DOWN, separators=(",", ":")).encode() + b"\n"
 
 
 def bad_request(message: str, code: str = "invalid_request") -> tuple[int, dict]:

@@ -15,9 +15,11 @@ import json
 
 import httpx
 
-from .errors import map_transport_error, sse_error_event
+from .errors import SHUTDOWN_NDJSON, SHUTDOWN_SSE, map_transport_error, sse_error_event
 from .sse import DONE, EventSplitter, event_data
-from .transport import _IteratorReader, reader
+from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
+
+PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
 
 class SSEBody:
@@ -42,6 +44,11 @@ class SSEBody:
             # The client already has a 200 and part of the answer: say what happened in-band.
             self._finished = True
             return self._error(exc)
+        except Interrupted as exc:  # a heartbeat is due, or the relay is shutting down
+            if exc.reason == HEARTBEAT:
+                return self._ping()
+            self._finished = True
+            return self._shutdown()
         if data:
             return self._convert(data)
         self._finished = True
@@ -55,6 +62,18 @@ class SSEBody:
 
     def _error(self, exc: httpx.TransportError) -> bytes:
         return sse_error_event(exc)
+
+    def _ping(self) -> bytes:
+        return PING
+
+    def _shutdown(self) -> bytes:
+        return SHUTDOWN_SSE
+
+    def silent_since(self) -> float | None:
+        return self._reader.silent_since()
+
+    def interrupt(self, reason: str) -> None:
+        self._reader.interrupt(reason)
 
     async def aclose(self) -> None:
         if isinstance(self._reader, _IteratorReader):
@@ -97,3 +116,9 @@ class NDJSONBody(SSEBody):
     def _error(self, exc: httpx.TransportError) -> bytes:
         _, body = map_transport_error(exc)
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+    def _ping(self) -> bytes:
+        return b""  # NDJSON has no comment line; an empty read just means "keep reading"
+
+    def _shutdown(self) -> bytes:
+        return SHUTDOWN_NDJSON

@@ -21,9 +21,12 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
+from .admission import Streams
 from .app import create_app
 from .config import Settings
+from .heartbeat import Heartbeats
 from .limits import raise_nofile_limit
+from .metrics import prepare_multiprocess
 from .transport import H11Transport
 from .upstream import Upstream
 
@@ -47,13 +50,20 @@ def make_socket(host: str, port: int, backlog: int, *, reuse_port: bool, listen:
     return sock
 
 
+# Hypercorn's own graceful timeout cancels whatever is left without telling the app; ours ends the
+# remaining streams with an error event first, so hypercorn's deadline is set this much later.
+HYPERCORN_GRACE_MARGIN_S = 3.0
+# After the grace period, how long the streams we interrupted get to send their final event.
+FINAL_EVENT_S = 1.0
+
+
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [settings.bind]
     config.backlog = settings.backlog
     config.keep_alive_timeout = settings.keep_alive_s
     config.keep_alive_max_requests = 1_000_000  # closed-loop clients reuse one connection for many sessions
-    config.graceful_timeout = settings.graceful_timeout_s
+    config.graceful_timeout = settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S
     config.accesslog = None
     config.errorlog = "-"
     return config
@@ -65,6 +75,28 @@ async def _wait_for_signal() -> None:
             return
 
 
+async def drain(streams: Streams, grace_s: float, sock: socket.socket, done: Callable[[], None]) -> None:
+    """After a shutdown signal: stop accepting, give in-flight requests ``grace_s``, then end the rest.
+
+    Runs once hypercorn's trigger has returned; by then the cancel of hypercorn's accept loop has
+    already aborted its wait on ``sock`` (trio aborts waits synchronously), so closing the socket
+    here refuses new connections instead of leaving them in the backlog until we exit.
+
+    ``done`` ends serving once no request is in flight: hypercorn 0.18 does not close idle
+    keep-alive connections on shutdown (its idle task ends after the first response), so it would
+    otherwise wait for them until its own graceful timeout.
+    """
+    await trio.lowlevel.checkpoint()
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
+    with trio.move_on_after(grace_s):
+        await streams.wait_idle()
+    streams.stop_all()
+    with trio.move_on_after(FINAL_EVENT_S):
+        await streams.wait_idle()
+    done()
+
+
 async def serve(
     settings: Settings,
     *,
@@ -72,7 +104,12 @@ async def serve(
     shutdown_trigger: Callable | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the relay in this trio loop; report its base URL (``http://host:port``) once listening."""
+    """Serve the relay in this trio loop; report its base URL (``http://host:port``) once listening.
+
+    With a ``shutdown_trigger``, serving ends when it returns: new connections are refused,
+    in-flight chat requests get ``graceful_timeout_s`` to finish, the rest end with a
+    ``shutting_down`` error (a final event for streams), then this returns.
+    """
     if sock is None:
         host, port = split_bind(settings.bind)
         sock = make_socket(host, port, settings.backlog, reuse_port=False)
@@ -80,13 +117,30 @@ async def serve(
     config = hypercorn_config(settings)
     # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
+    streams = Streams(settings.max_streams)
     async with Upstream(settings) as upstream, trio.open_nursery() as nursery:
         if isinstance(upstream.transport, H11Transport):  # its timeout watchdog runs beside the server
             await nursery.start(upstream.transport.run_watchdog)
-        app = wrap_app(create_app(settings, upstream), None, "asgi")
-        await nursery.start(
-            partial(worker_serve, app, config, sockets=Sockets([], [sock], []), shutdown_trigger=shutdown_trigger)
-        )
+        heartbeats = None
+        if settings.heartbeat_s > 0 and isinstance(upstream.transport, H11Transport):
+            heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
+            await nursery.start(heartbeats.run)
+        app = wrap_app(create_app(settings, upstream, streams=streams, heartbeats=heartbeats), None, "asgi")
+        trigger = None
+        if shutdown_trigger is not None:
+
+            async def trigger() -> None:
+                await shutdown_trigger()
+                streams.draining = True
+                nursery.start_soon(drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel)
+
+        async def hypercorn(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await worker_serve(
+                app, config, sockets=Sockets([], [sock], []), shutdown_trigger=trigger, task_status=task_status
+            )
+            nursery.cancel_scope.cancel()  # served and drained: stop the watchdog and the heartbeats
+
+        await nursery.start(hypercorn)
         shown = f"[{host}]" if ":" in host else host
         task_status.started(f"http://{shown}:{port}")
 
@@ -127,6 +181,7 @@ def run(settings: Settings) -> int:
     # resolves once and every worker joins it; it never accepts, so it takes no connections.
     holder = make_socket(host, port, settings.backlog, reuse_port=True, listen=False)
     port = holder.getsockname()[1]
+    prepare_multiprocess(settings)  # metrics summed over workers; must precede the fork (see proxy/metrics.py)
     ctx = multiprocessing.get_context("fork")
     workers = []
     events = []

@@ -28,6 +28,16 @@ import trio
 
 _READ_SIZE = 65536
 READER = "moonrelay.reader"  # response extension: the body reader, for callers that skip httpx's iterators
+HEARTBEAT = "heartbeat"  # Interrupted reasons: the upstream has been silent a while (the response goes on) ...
+SHUTDOWN = "shutdown"  # ... or the relay is stopping (the response ends)
+
+
+class Interrupted(Exception):
+    """A wait for upstream bytes cut short on purpose (see ``_ResponseStream.interrupt``); not a transport error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +50,7 @@ class Timeouts:
 
 
 class _Connection:
-    __slots__ = ("origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "gen", "expired")
+    __slots__ = ("origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "gen", "expired", "ping")
 
     def __init__(self, origin: tuple[bytes, bytes, int], stream: trio.abc.Stream, fd: int, plain: bool) -> None:
         self.origin = origin
@@ -52,7 +62,8 @@ class _Connection:
         self.total = math.inf
         self.queued = math.inf  # the due time of this connection's live entry in the watchdog's heap
         self.gen = 0  # bumps per request, so the watchdog can drop stale entries
-        self.expired: str | None = None
+        self.expired: str | None = None  # a timeout's name, or SHUTDOWN
+        self.ping = False  # a heartbeat asked the current wait to stop (looked at only when a wait fails)
 
     async def receive(self, what: str, watched: bool) -> None:
         """Read once into h11; a deadline that passes while waiting ends in ReadTimeout.
@@ -62,7 +73,7 @@ class _Connection:
         total deadlines) were ~13 % of the relay's CPU in a py-spy profile at 1,000 streams.
         """
         if self.expired:
-            raise httpx.ReadTimeout(f"upstream sent nothing for {what} within the {self.expired} timeout")
+            raise self._stopped(what)
         if watched:
             data = await self._read(what)
         else:
@@ -90,8 +101,17 @@ class _Connection:
             return await self.stream.receive_some(_READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if self.expired:
-                raise httpx.ReadTimeout(f"upstream sent nothing for {what} within the {self.expired} timeout") from exc
+                raise self._stopped(what) from exc
+            if self.ping and type(exc) is trio.ClosedResourceError:
+                # Woken by notify_closing for a heartbeat: nothing was read, the socket (TLS too) is intact.
+                self.ping = False
+                raise Interrupted(HEARTBEAT) from None
             raise httpx.ReadError(f"upstream connection broken while waiting for {what}") from exc
+
+    def _stopped(self, what: str) -> Exception:
+        if self.expired == SHUTDOWN:
+            return Interrupted(SHUTDOWN)
+        return httpx.ReadTimeout(f"upstream sent nothing for {what} within the {self.expired} timeout")
 
     def expire(self, reason: str) -> None:
         self.expired = reason
@@ -114,7 +134,7 @@ class _Connection:
 class _ResponseStream(httpx.AsyncByteStream):
     """The response body: yields what each socket read completed, then gives the connection back."""
 
-    __slots__ = ("_conn", "_transport", "_idle_s", "_done", "_closed")
+    __slots__ = ("_conn", "_transport", "_idle_s", "_done", "_closed", "_pinged")
 
     def __init__(self, conn: _Connection, transport: H11Transport, idle_s: float) -> None:
         self._conn = conn
@@ -122,6 +142,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._idle_s = idle_s
         self._done = False
         self._closed = False
+        self._pinged = False  # the last wait was cut short by a heartbeat: the silence (and its deadline) goes on
 
     async def receive_chunk(self) -> bytes:
         """The body bytes one socket read completed; b"" at the end of the body.
@@ -138,11 +159,44 @@ class _ResponseStream(httpx.AsyncByteStream):
                 conn.deadline = math.inf  # not waiting: a slow client is not upstream silence
                 return data
             if not self._done:
-                due = conn.deadline = trio.current_time() + self._idle_s
+                if self._pinged:
+                    self._pinged = False
+                    due = conn.deadline
+                else:
+                    due = conn.deadline = trio.current_time() + self._idle_s
                 if due < conn.queued and watched:
                     self._transport._queue(conn, due)  # earlier than the heap knows: rare (first-byte → idle)
-                await conn.receive("the next part of the response", watched)
+                try:
+                    await conn.receive("the next part of the response", watched)
+                except Interrupted:
+                    self._pinged = True
+                    raise
         return b""
+
+    def silent_since(self) -> float | None:
+        """The trio time since which this response has been waiting for upstream bytes; None if not waiting."""
+        deadline = self._conn.deadline
+        if deadline == math.inf or self._done or self._closed:
+            return None
+        return deadline - self._idle_s
+
+    def interrupt(self, reason: str) -> None:
+        """Make the current wait for upstream bytes raise ``Interrupted(reason)`` in the reading task.
+
+        HEARTBEAT acts only on a waiting response and leaves it usable (read again to go on);
+        SHUTDOWN also stops any later read. Both wake the waiter through ``notify_closing``, like
+        the watchdog's timeouts: no cancel scope per read.
+        """
+        conn = self._conn
+        if self._done or self._closed or conn.expired:
+            return
+        waiting = conn.deadline != math.inf
+        if reason == SHUTDOWN:
+            conn.expired = SHUTDOWN
+        elif waiting:
+            conn.ping = True
+        if waiting:
+            trio.lowlevel.notify_closing(conn.fd)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.receive_chunk():
@@ -232,6 +286,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         now = trio.current_time()
         conn.gen += 1
         conn.expired = None
+        conn.ping = False
         conn.deadline = now + self._timeouts.first_byte_s
         conn.total = now + self._timeouts.total_s
         if self._watching:
@@ -394,6 +449,12 @@ class _IteratorReader:
 
     async def aclose(self) -> None:
         await self._it.aclose()
+
+    def silent_since(self) -> float | None:
+        return None  # not known here: no heartbeats over other transports
+
+    def interrupt(self, reason: str) -> None:
+        pass  # cannot be woken: on shutdown hypercorn's graceful timeout ends these
 
 
 def reader(response: httpx.Response) -> _ResponseStream | _IteratorReader:

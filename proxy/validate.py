@@ -12,11 +12,25 @@ from typing import Any
 
 
 class InvalidRequest(ValueError):
-    """A request the relay refuses before anything is sent upstream (HTTP 400)."""
+    """A request the relay refuses before anything is sent upstream (HTTP 400 unless ``status`` says otherwise)."""
 
-    def __init__(self, message: str, code: str = "invalid_request") -> None:
+    def __init__(self, message: str, code: str = "invalid_request", status: int = 400) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
+
+
+def check_content_type(mimetype: str, *, allow_text: bool = False) -> None:
+    """Accept JSON (or no content type at all); ``allow_text`` also admits a browser fetch's text/plain."""
+    if not mimetype or mimetype == "application/json" or mimetype.endswith("+json"):
+        return
+    if allow_text and mimetype == "text/plain":
+        return
+    raise InvalidRequest(
+        f"Content type {mimetype!r} is not supported; send the body as application/json.",
+        "unsupported_media_type",
+        415,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,82 @@
+"""The worker's in-flight chat requests: admission (``--max-streams``), draining, and who to interrupt.
+
+A request is admitted in the view, after it validated, and released when its ASGI call returns:
+that is when the last byte went out *or* the client left (quart-trio cancels the call on
+disconnect), whatever happened in between. Releasing there instead of in the body's ``aclose``
+also covers a response that was never iterated, and costs nothing per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .transport import SHUTDOWN
+
+ADMITTED = "moonrelay.admitted"  # ASGI scope key: this call holds a slot
+BODY = "moonrelay.body"  # ASGI scope key: the streaming body being sent, if any
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+class Streams:
+    def __init__(self, max_streams: int = 0) -> None:
+        self.limit = max_streams
+        self.active = 0  # admitted chat requests
+        self.calls = 0  # every HTTP request in flight (what a drain waits for)
+        self.bodies: set[Any] = set()  # streaming bodies (SSEBody/NDJSONBody) being sent
+        self.waiting: set[trio.CancelScope] = set()  # requests still waiting for the upstream's answer
+        self.draining = False
+        self._idle: trio.Event | None = None
+
+    def admit(self, scope: dict) -> bool:
+        """Take a slot for this ASGI call; False when the worker is full."""
+        if self.limit and self.active >= self.limit:
+            return False
+        self.active += 1
+        scope[ADMITTED] = True
+        return True
+
+    def track_body(self, scope: dict, body: Any) -> None:
+        self.bodies.add(body)
+        scope[BODY] = body
+
+    def release(self, scope: dict) -> None:
+        body = scope.pop(BODY, None)
+        if body is not None:
+            self.bodies.discard(body)
+        if scope.pop(ADMITTED, False):
+            self.active -= 1
+
+    async def wait_idle(self) -> None:
+        """Until no HTTP request is in flight."""
+        while self.calls:
+            self._idle = trio.Event()
+            await self._idle.wait()
+        self._idle = None
+
+    def stop_all(self) -> None:
+        """End what is still in flight: waiting requests answer 503, streams send a final error event."""
+        for scope in list(self.waiting):
+            scope.cancel()
+        for body in list(self.bodies):
+            body.interrupt(SHUTDOWN)
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """``app`` with every call's slot released when the call returns, however it ends."""
+
+        async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            self.calls += 1
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.release(scope)
+                self.calls -= 1
+                if self.calls == 0 and self._idle is not None:
+                    self._idle.set()
+
+        return asgi

@@ -1,0 +1,267 @@
+"""The observability shell: one ASGI layer around the app for request ids, access logs, metrics,
+readiness, CORS and the demo page.
+
+    client ─▶ Observer ─▶ Streams.wrap ─▶ Quart app
+              │ answers itself: GET /readyz, GET /metrics, GET / (demo), OPTIONS preflights
+              │ (before authentication: probes, scrapers and preflights carry no client key)
+              └ everything else: a request id in, ``X-Request-Id`` out, one log line and the
+                metrics when the call returns — the last byte went out or the client left.
+
+Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
+body's tail, kept for usage); clocks are read twice per request (response start, first chunk).
+Parsing (the request's model, the tail's usage) happens once, after the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .accesslog import AccessRecord, access_logger, key_prefix, model_from_body, request_id, scan_tail
+from .accesslog import upstream_error_kind as error_kind
+from .config import Settings
+from .cors import CORSPolicy
+from .demo import PAGE
+
+log = logging.getLogger("moonrelay")
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+ROUTE = "moonrelay.route"  # ASGI scope key: the Quart URL rule that matched (set by a before_request hook)
+UNMATCHED = "unmatched"
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+UNLOGGED = frozenset({"/healthz"})  # probes would drown the log
+_STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
+
+
+def upstream_label(base_url: str) -> str:
+    """``host[:port]`` of a base URL, never its userinfo."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+class Observer:
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.streams = streams
+        self.upstream = upstream_label(settings.upstream)
+        self.cors = CORSPolicy(settings.cors_origins)
+        self.logger = access_logger() if settings.access_log != "off" else None
+        self.metrics = None
+        if settings.metrics != "off":
+            from .metrics import Metrics
+
+            self.metrics = Metrics()
+        self.serving = False
+
+    # -- the answers this layer gives itself ------------------------------------------------------
+
+    def ready(self) -> tuple[int, bytes]:
+        if self.streams is not None and getattr(self.streams, "draining", False):
+            return 503, b'{"status":"draining"}'
+        if not self.serving:
+            return 503, b'{"status":"starting"}'
+        return 200, b'{"status":"ready"}'
+
+    async def _answer(self, send: Callable, status: int, body: bytes, content_type: bytes, extra: list) -> None:
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _local(self, method: str, path: str, send: Callable, cors: list) -> bool:
+        """Answer ``GET /readyz``, ``/metrics``, ``/``; False when the request is not one of them."""
+        if method not in ("GET", "HEAD"):
+            return False
+        if path == "/readyz":
+            status, body = self.ready()
+            await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
+        elif path == "/metrics" and self.metrics is not None:
+            from .metrics import CONTENT_TYPE
+
+            await self._answer(send, 200, self.metrics.render(), CONTENT_TYPE.encode(), cors)
+        elif path in ("/", "/index.html"):
+            await self._answer(send, 200, PAGE, b"text/html; charset=utf-8", [(b"cache-control", b"no-cache"), *cors])
+        else:
+            return False
+        return True
+
+    # -- the ASGI call ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method: str = scope["method"]
+        path: str = scope["path"]
+        rid_header = authorization = origin = acr_method = acr_headers = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid_header = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                acr_method = value
+            elif name == b"access-control-request-headers":
+                acr_headers = value
+        cors = self.cors.response_headers(origin) if origin is not None and self.cors.allows(origin) else []
+        if method == "OPTIONS" and origin is not None and acr_method is not None:
+            status, headers = self.cors.preflight(origin, acr_headers)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if await self._local(method, path, send, cors):
+            return
+        if path in UNLOGGED and not cors:
+            return await self.app(scope, receive, send)
+        await self._observe(scope, receive, send, method, path, rid_header, authorization, cors)
+
+    async def _observe(
+        self, scope: dict, receive: Callable, send: Callable, method: str, path: str,
+        rid_header: bytes | None, authorization: bytes | None, cors: list,
+    ) -> None:  # fmt: skip
+        rid = request_id(rid_header.decode("latin-1") if rid_header is not None else None)
+        rid_bytes = rid.encode()
+        started = time.monotonic_ns()
+        status = 0
+        head_ns = first_ns = 0
+        chunks = 0
+        prev = last = b""
+        completed = False
+        streamed = False
+        content_type = b""
+        metrics = self.metrics
+        body_parts: list[bytes] = []
+
+        async def send_observed(message: dict) -> None:
+            # The hot path: one call per chunk. Keep it to an increment and two reference moves.
+            nonlocal chunks, first_ns, prev, last, completed
+            if message["type"] == "http.response.body":
+                body = message.get("body")
+                if body:
+                    chunks += 1
+                    if not first_ns:
+                        first_ns = time.monotonic_ns()
+                    prev, last = last, body
+                if not message.get("more_body", False):
+                    completed = True  # before the send: the server may cancel us as it ends the response
+                await send(message)
+                return
+            if message["type"] == "http.response.start":
+                start_response(message)
+            await send(message)
+
+        def start_response(message: dict) -> None:
+            nonlocal status, head_ns, streamed, content_type
+            status = message["status"]
+            head_ns = time.monotonic_ns()
+            headers = []
+            for name, value in message.get("headers", ()):
+                if name == b"x-request-id":  # the upstream's own id: keep it, under another name
+                    name = b"x-upstream-request-id"
+                elif name == b"content-type":
+                    content_type = value
+                headers.append((name, value))
+            headers.append((b"x-request-id", rid_bytes))
+            headers.extend(cors)
+            message["headers"] = headers
+            streamed = content_type.startswith(_STREAM_TYPES)
+            if streamed and metrics is not None:
+                metrics.in_flight.inc()
+
+        receive_observed = receive
+        if method == "POST" and path in CHAT_PATHS:
+
+            async def receive_observed() -> dict:
+                message = await receive()
+                if message["type"] == "http.request":
+                    body_parts.append(message.get("body", b""))
+                return message
+
+        try:
+            await self.app(scope, receive_observed, send_observed)
+        finally:
+            if streamed and metrics is not None:
+                metrics.in_flight.dec()
+            try:
+                self._finish(
+                    scope, method, path, rid, authorization, started, status, head_ns, first_ns, chunks,
+                    prev + last if prev else last, completed, streamed, content_type, body_parts,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - a log line must never break a response
+                log.exception("access log / metrics failed for request %s", rid)
+
+    def _finish(
+        self, scope: dict, method: str, path: str, rid: str, authorization: bytes | None, started: int,
+        status: int, head_ns: int, first_ns: int, chunks: int, tail: bytes, completed: bool, streamed: bool,
+        content_type: bytes, body_parts: list[bytes],
+    ) -> None:  # fmt: skip
+        """After the call: parse what is worth parsing once, write the line, add to the metrics."""
+        end = time.monotonic_ns()
+        route = scope.get(ROUTE, UNMATCHED)
+        rec = AccessRecord(
+            request_id=rid,
+            method=method,
+            route=route,
+            upstream=self.upstream,
+            client_key=key_prefix(authorization.decode("latin-1")) if authorization is not None else None,
+            status=status,
+            ttfc_ms=(first_ns - started) / 1e6 if first_ns else None,
+            duration_ms=(end - started) / 1e6,
+            chunks=chunks,
+            completed=completed,
+        )
+        if path in CHAT_PATHS:
+            if body_parts:
+                rec.model = model_from_body(b"".join(body_parts))
+            elif method == "GET":
+                rec.model = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model", [None])[0]
+            rec.model = rec.model or self.settings.default_model
+        kind = None
+        if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
+            found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
+            rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
+            if path in CHAT_PATHS or path.startswith("/v1/"):
+                kind = error_kind(status, found)
+                if found.error_code is not None:
+                    rec.error = found.error_code
+        elif status == 429 or status >= 500:
+            kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+        if self.logger is not None:
+            self.logger.info(rec.line())
+        if self.metrics is not None:
+            first_byte_s = (head_ns - started) / 1e9 if head_ns and status == 200 else None
+            ttfc_s = rec.ttfc_ms / 1000 if rec.ttfc_ms is not None and status == 200 else None
+            self.metrics.record(rec, streamed=streamed, first_byte_s=first_byte_s, ttfc_s=ttfc_s, kind=kind)
+
+
+def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
+    """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
+
+    ``streams`` (the worker's :class:`proxy.admission.Streams`) lets ``/readyz`` report a drain.
+    """
+    from quart import request
+
+    observer = Observer(app.asgi_app, settings, streams)
+    app.asgi_app = observer
+
+    async def note_route() -> None:
+        rule = request.url_rule
+        request.scope[ROUTE] = rule.rule if rule is not None else UNMATCHED
+
+    # First, so that requests refused by authentication still get their route.
+    app.before_request_funcs.setdefault(None, []).insert(0, note_route)
+
+    @app.before_serving
+    async def serving() -> None:
+        observer.serving = True
+
+    @app.after_serving
+    async def stopped() -> None:
+        observer.serving = False
+
+    return observer
