@@ -95,7 +95,7 @@ class _Tree:
     def usage(self) -> ProcessUsage:
         t = self.tree
         return ProcessUsage(role=self.role, pid=self.process.pid, cpu_s=t.cpu_s(), peak_rss_bytes=t.peak_rss,
-                            idle_rss_bytes=t.idle_rss)
+                            idle_rss_bytes=t.idle_rss, per_process=t.per_process())
 
 
 @dataclass

@@ -95,6 +95,7 @@ class ProcessUsage:
     cpu_s: float  # user + system CPU seconds over the measured run
     peak_rss_bytes: int
     idle_rss_bytes: int | None = None  # RSS before load, for memory per open stream
+    per_process: list[dict[str, Any]] | None = None  # [{pid, cpu_s, peak_fds}] of the tree: worker balance
 
 
 @dataclass(slots=True)

@@ -290,6 +290,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += _table(["Role", "PID", "CPU (s)", "Peak RSS", "Idle RSS"],
                         [[p["role"], str(p["pid"]), _num(p["cpu_s"]), _bytes(p["peak_rss_bytes"]),
                           _bytes(p.get("idle_rss_bytes"))] for p in procs])
+        workers = [[p["role"], str(w["pid"]), _num(w["cpu_s"]), _num(w["peak_fds"])]
+                   for p in procs for w in (p.get("per_process") or []) if len(p.get("per_process") or []) > 1]
+        if workers:
+            lines += ["", "Per process of each tree (worker balance: peak open fds ≈ 2 per relayed stream):", ""]
+            lines += _table(["Role", "PID", "CPU (s)", "Peak open fds"], workers)
     else:
         lines.append("(no process usage recorded)")
     lines.append("")

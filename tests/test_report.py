@@ -70,7 +70,7 @@ def test_build_result_has_every_field():
     assert set(result["versions"]) == {"moonrelay", "trio", "httpx", "hypercorn", "quart", "quart_trio", "h11"}
     assert result["versions"]["trio"] is not None
     assert result["processes"][0] == {"role": "relay", "pid": 101, "cpu_s": 0.5, "peak_rss_bytes": 120 * 2**20,
-                                      "idle_rss_bytes": 100 * 2**20}
+                                      "idle_rss_bytes": 100 * 2**20, "per_process": None}
     assert result["interrupted"] is False
 
     s = result["summary"]
@@ -193,3 +193,14 @@ def test_ten_thousand_sessions_render_fast(tmp_path):
     plots.write_plots(result, tmp_path)
     assert time.perf_counter() - t < 2.0
     assert result["summary"]["peak_concurrency"] == stats.peak_open(recs)
+
+
+def test_worker_balance_is_reported_per_process():
+    run = make_run()
+    workers = [{"pid": 11, "cpu_s": 1.5, "peak_fds": 10040}, {"pid": 12, "cpu_s": 1.4, "peak_fds": 9990}]
+    run.processes.append(ProcessUsage(role="relay", pid=10, cpu_s=2.9, peak_rss_bytes=1, per_process=workers))
+    result = json.loads(json.dumps(report.build_result(run)))
+    md = report.render_markdown(result)
+    assert "worker balance" in md
+    rows = [line for line in md.splitlines() if line.startswith(("| relay | 11 |", "| relay | 12 |"))]
+    assert len(rows) == 2 and "10,040" in rows[0] and "9,990" in rows[1]
