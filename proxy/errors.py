@@ -55,6 +55,12 @@ def sse_error_event(exc: httpx.TransportError) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
+MALFORMED = error_body(
+    "The upstream sent an event that is not valid JSON; the stream was stopped.", "upstream_error", "upstream_malformed"
+)
+MALFORMED_SSE = b"data: " + json.dumps(MALFORMED, separators=(",", ":")).encode() + b"\n\n"
+MALFORMED_NDJSON = json.dumps(MALFORMED, separators=(",", ":")).encode() + b"\n"
+
 SHUTTING_DOWN = error_body("The relay is shutting down; retry the request.", "server_error", "shutting_down")
 SHUTDOWN_SSE = b"data: " + json.dumps(SHUTTING_DOWN, separators=(",", ":")).encode() + b"\n\n"
 SHUTDOWN_NDJSON = json.dumps(SHUTTING_DOWN, separators=(",", ":")).encode() + b"\n"

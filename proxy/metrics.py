@@ -57,7 +57,10 @@ class Metrics:
         import prometheus_client as prom  # here, not at import: see the module docstring
 
         self._prom = prom
-        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        from prometheus_client import values
+
+        # Decided when prometheus_client was imported, whatever the environment says now.
+        self.multiprocess = values.ValueClass is not values.MutexValue
         # In multiprocess mode values go to the files whatever the registry; a scrape reads the files.
         self.registry = prom.CollectorRegistry(auto_describe=True)
         reg = self.registry

@@ -15,22 +15,35 @@ import json
 
 import httpx
 
-from .errors import SHUTDOWN_NDJSON, SHUTDOWN_SSE, map_transport_error, sse_error_event
-from .sse import DONE, EventSplitter, event_data
+from .errors import (
+    MALFORMED_NDJSON,
+    MALFORMED_SSE,
+    SHUTDOWN_NDJSON,
+    SHUTDOWN_SSE,
+    map_transport_error,
+    sse_error_event,
+)
+from .sse import DONE, EventSplitter, event_data, well_formed
 from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
 
 class SSEBody:
-    """Upstream SSE bytes, passed through untouched: byte-identical events, no re-parsing."""
+    """Upstream SSE bytes, passed through untouched as each read completes: byte-identical events.
 
-    __slots__ = ("_response", "_reader", "_finished")
+    Completed events are checked (``well_formed``: a JSON object per data event); the first one that
+    is not ends the stream with an ``upstream_malformed`` error event in its place, since a client SDK
+    would fail on it anyway. The check costs one split per read and one ``json.loads`` per event.
+    """
+
+    __slots__ = ("_response", "_reader", "_finished", "_splitter")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self._reader = reader(response)
         self._finished = False
+        self._splitter = EventSplitter()
 
     def __aiter__(self) -> SSEBody:
         return self
@@ -55,6 +68,11 @@ class SSEBody:
         return self._end()
 
     def _convert(self, data: bytes) -> bytes:
+        for event in self._splitter.feed(data):
+            if not well_formed(event):
+                self._finished = True
+                cut = data.find(event)
+                return (data[:cut] if cut >= 0 else b"") + MALFORMED_SSE
         return data
 
     def _end(self) -> bytes:
@@ -84,11 +102,7 @@ class SSEBody:
 class NDJSONBody(SSEBody):
     """The seed's browser format: each upstream event's JSON on a line of its own, [DONE] dropped."""
 
-    __slots__ = ("_splitter",)
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response)
-        self._splitter = EventSplitter()
+    __slots__ = ()
 
     async def __anext__(self) -> bytes:
         # An upstream read may complete no whole event; keep reading until one line is ready.
@@ -100,6 +114,10 @@ class NDJSONBody(SSEBody):
     def _convert(self, data: bytes) -> bytes:
         lines = []
         for event in self._splitter.feed(data):
+            if not well_formed(event):
+                self._finished = True
+                lines.append(MALFORMED_NDJSON)
+                break
             payload = event_data(event)
             if payload is not None and payload != DONE:
                 lines.append(payload + b"\n")

@@ -6,6 +6,8 @@ events: the NDJSON conversion, usage extraction, and the load generator's client
 
 from __future__ import annotations
 
+import json
+
 _SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
@@ -65,3 +67,18 @@ def event_data(event: bytes) -> bytes | None:
 
 
 DONE = b"[DONE]"
+
+
+def well_formed(event: bytes) -> bool:
+    """Whether one event is what an OpenAI-compatible stream may send: a comment, a field without
+    data, ``[DONE]``, or data holding one JSON object. Anything else would break every client SDK."""
+    payload = event_data(event)
+    if payload is None or payload == DONE:
+        return True
+    if payload[:1] != b"{":
+        return False
+    try:
+        json.loads(payload)
+    except ValueError:
+        return False
+    return True

@@ -10,6 +10,7 @@ import trio
 from proxy.accesslog import LOGGER, AccessRecord, key_prefix, model_from_body, request_id, scan_tail
 from proxy.accesslog import upstream_error_kind as error_kind
 from tests.conftest import start_relay, start_sim
+from tests.test_relay import _open_stream_and_leave
 
 CHAT = {"model": "moonshot-v1-32k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 
@@ -26,7 +27,7 @@ class Lines(logging.Handler):
 async def wait_lines(lines: list, n: int) -> list:
     """The line is written when the call returns, a moment after the client has its last byte."""
     with trio.fail_after(5):
-        while len(lines) < n:
+        while len(lines) < n:  # noqa: ASYNC110 - polling a logging handler, which cannot await
             await trio.sleep(0.005)
     return lines
 
@@ -152,10 +153,7 @@ async def test_openai_usage_chunk_and_ndjson_route(nursery, access_lines):
 async def test_line_when_client_leaves_mid_stream(nursery, access_lines):
     sim = await start_sim(nursery, chunks=50, interval=0.05)
     root = await start_relay(nursery, sim.url)
-    async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream("POST", root + "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
-            async for _ in resp.aiter_raw():
-                break  # leave after the first chunk
+    await _open_stream_and_leave(root, {**CHAT, "stream": True})
     (line,) = await wait_lines(access_lines, 1)
     assert line["completed"] is False
     assert line["status"] == 200
@@ -171,7 +169,8 @@ async def test_no_secret_in_any_log(nursery, access_lines, monkeypatch, capfd, c
     root = await start_relay(nursery, sim.url, api_keys=client_key)
     async with httpx.AsyncClient(timeout=10) as client:
         auth = {"authorization": f"Bearer {client_key}"}
-        assert (await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth)).is_success
+        streamed = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth)
+        assert streamed.is_success
         refused = await client.post(root + "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer wrong"})
         assert refused.status_code == 401
     await wait_lines(access_lines, 2)

@@ -256,3 +256,17 @@ async def test_sse_ends_with_error_event_when_upstream_drops(nursery):
     events = [json.loads(event_data(e)) for e in EventSplitter().feed(resp.content)]
     assert len(events) == 3 and events[-1]["error"]["code"] == "upstream_error"
     assert b"[DONE]" not in resp.content
+
+
+async def test_malformed_event_ends_the_stream_with_an_error_event(nursery):
+    sim = await start_sim(nursery, chunks=5)
+    root = await start_relay(nursery, sim.url)
+    with trio.fail_after(5):
+        sse = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True, "sim_fault": "malformed:2"})
+        nd = await _post_bytes(root + "/chat/completions", {**CHAT, "stream": True, "sim_fault": "malformed:2"})
+    events = EventSplitter().feed(sse.content)
+    assert b"{not json" not in sse.content and b"[DONE]" not in sse.content
+    assert [json.loads(event_data(e))["object"] for e in events[:2]] == ["chat.completion.chunk"] * 2
+    assert json.loads(event_data(events[-1]))["error"]["code"] == "upstream_malformed"
+    lines = [json.loads(x) for x in nd.text.splitlines()]
+    assert len(lines) == 3 and lines[-1]["error"]["code"] == "upstream_malformed"

@@ -44,3 +44,15 @@ def test_any_split_of_the_stream_gives_the_same_events(evs, cuts):
         i += 1
     assert out == evs
     assert s.pending == b""
+
+
+def test_well_formed():
+    from proxy.sse import well_formed
+
+    assert well_formed(b'data: {"a": 1}')
+    assert well_formed(b"data: [DONE]")
+    assert well_formed(b": ping")
+    assert well_formed(b"event: x")
+    assert not well_formed(b"data: {not json")
+    assert not well_formed(b"data: 42")
+    assert not well_formed(b'data: {"a": 1')

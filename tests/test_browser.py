@@ -1,0 +1,123 @@
+"""The demo page in a real browser: Debian's chromium, headless, driven by selenium through chromedriver.
+
+The sim sends 8 chunks 0.3 s apart; the page must show them as they arrive (its own
+``performance.now()`` stamps spread over the stream), not all at once from a buffered answer.
+Install the browser with ``.ci/install-browser``. With ``MOONRELAY_SCREENSHOT=PATH`` the test saves
+the page after the answer (``docs/demo.png`` was made that way).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import start_relay, start_sim
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    import selenium  # noqa: F401
+except ImportError:  # pragma: no cover - the test extra installs it
+    selenium = None
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER and selenium),
+        reason="needs Debian's chromium + chromium-driver (run .ci/install-browser) and selenium (the test extra)",
+    ),
+]
+
+CHUNKS = 8
+INTERVAL_S = 0.3
+PROMPT = "Why does the moon have phases?"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",  # a container's /dev/shm is 64 MB
+    "--window-size=900,720",
+)
+
+
+async def _expected_text(sim_url: str) -> str:
+    """What the sim says to the page's request (same model and messages), fetched at full speed."""
+    body = {
+        "model": "moonshot-v1-8k",  # the relay's default, which the page's "(default)" choice gets
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": True,
+        "sim_ttft": 0,
+        "sim_interval": 0,
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(sim_url + "/chat/completions", json=body)
+    text = ""
+    for line in resp.text.splitlines():
+        if line.startswith("data: {"):
+            choices = json.loads(line[6:])["choices"]
+            if choices:
+                text += choices[0]["delta"].get("content") or ""
+    return text
+
+
+def _drive(root: str, screenshot: str | None) -> tuple[str, list[dict], str]:
+    """Blocking: open the page, send the prompt, wait for the answer; (answer, pieces, TTFC text)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="moonrelay-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+        try:
+            driver.set_page_load_timeout(10)
+            driver.get(root + "/")
+            wait = WebDriverWait(driver, 10)
+            # The model picker is filled from /v1/models.
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
+            prompt = driver.find_element(By.ID, "prompt")
+            prompt.clear()
+            prompt.send_keys(PROMPT)
+            driver.find_element(By.ID, "send").click()
+            wait.until(lambda d: d.execute_script("return window.demoState") in ("done", "error"))
+            assert driver.execute_script("return window.demoState") == "done", driver.find_element(By.ID, "error").text
+            answer = driver.find_element(By.ID, "answer").text
+            pieces = driver.execute_script("return window.pieces")
+            ttfc = driver.find_element(By.ID, "ttfc").text
+            if screenshot:
+                os.makedirs(os.path.dirname(os.path.abspath(screenshot)), exist_ok=True)
+                driver.save_screenshot(screenshot)
+            return answer, pieces, ttfc
+        finally:
+            driver.quit()
+
+
+async def test_page_streams_token_by_token(nursery):
+    sim = await start_sim(nursery, ttft=0.2, interval=INTERVAL_S, chunks=CHUNKS)
+    root = await start_relay(nursery, sim.url)
+    expected = await _expected_text(sim.url)
+    screenshot = os.environ.get("MOONRELAY_SCREENSHOT")
+    answer, pieces, ttfc = await trio.to_thread.run_sync(_drive, root, screenshot)
+    assert "".join(p["text"] for p in pieces) == expected
+    assert answer == expected.strip()  # innerText trims the leading space of the first word
+    assert len(pieces) == CHUNKS
+    assert ttfc.endswith("ms")
+    stamps = [p["t"] for p in pieces]
+    assert stamps == sorted(stamps)
+    spread_ms = stamps[-1] - stamps[0]
+    stream_ms = (CHUNKS - 1) * INTERVAL_S * 1000
+    assert spread_ms >= 0.6 * stream_ms, f"pieces arrived within {spread_ms:.0f} ms, the stream took {stream_ms:.0f}"
