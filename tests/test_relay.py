@@ -270,3 +270,39 @@ async def test_malformed_event_ends_the_stream_with_an_error_event(nursery):
     assert json.loads(event_data(events[-1]))["error"]["code"] == "upstream_malformed"
     lines = [json.loads(x) for x in nd.text.splitlines()]
     assert len(lines) == 3 and lines[-1]["error"]["code"] == "upstream_malformed"
+
+
+async def test_dns_failure_is_502_without_internals(nursery):
+    root = await start_relay(nursery, "http://upstream.invalid/v1")  # .invalid never resolves (RFC 6761)
+    with trio.fail_after(10):
+        resp = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True})
+    assert resp.status_code == 502
+    err = resp.json()["error"]
+    assert err["code"] == "upstream_unavailable" and "Traceback" not in err["message"]
+
+
+async def test_connect_timeout_is_504(nursery):
+    # A listener that never accepts, its backlog already full: the kernel drops further SYNs, so
+    # connect() hangs (loopback only, no unroutable address needed).
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        root = await start_relay(nursery, f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.5, retries=0)
+        with trio.fail_after(10):
+            resp = await _post_bytes(root + "/v1/chat/completions", {**CHAT, "stream": True})
+        assert resp.status_code == 504
+        assert resp.json()["error"]["code"] == "upstream_connect_timeout"
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
