@@ -78,7 +78,7 @@ class Metrics:
         )  # fmt: skip
         self.first_byte = prom.Histogram(
             "moonrelay_upstream_first_byte_seconds",
-            "Time from request to the upstream's response headers being relayed (the response start).",
+            "Time from request to the upstream's response headers, relayed as the stream's start (streams only).",
             ("route",), buckets=LATENCY_BUCKETS, registry=reg,
         )  # fmt: skip
         self.duration = prom.Histogram(

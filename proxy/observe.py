@@ -74,7 +74,7 @@ class Observer:
 
     async def _local(self, method: str, path: str, send: Callable, cors: list) -> bool:
         """Answer ``GET /readyz``, ``/metrics``, ``/``; False when the request is not one of them."""
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return False
         if path == "/readyz":
             status, body = self.ready()
@@ -144,7 +144,7 @@ class Observer:
                 body = message.get("body")
                 if body:
                     chunks += 1
-                    if not first_ns:
+                    if not first_ns and body[:1] != b":":  # an SSE heartbeat comment is not a first chunk
                         first_ns = time.monotonic_ns()
                     prev, last = last, body
                 if not message.get("more_body", False):
@@ -234,7 +234,8 @@ class Observer:
         if self.logger is not None:
             self.logger.info(rec.line())
         if self.metrics is not None:
-            first_byte_s = (head_ns - started) / 1e9 if head_ns and status == 200 else None
+            # A stream's response starts when the upstream's headers arrive; a buffered answer's only at its end.
+            first_byte_s = (head_ns - started) / 1e9 if head_ns and status == 200 and streamed else None
             ttfc_s = rec.ttfc_ms / 1000 if rec.ttfc_ms is not None and status == 200 else None
             self.metrics.record(rec, streamed=streamed, first_byte_s=first_byte_s, ttfc_s=ttfc_s, kind=kind)
 

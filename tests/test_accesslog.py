@@ -191,3 +191,13 @@ async def test_access_log_off(nursery, access_lines):
     assert resp.status_code == 200 and resp.headers["x-request-id"]
     await trio.sleep(0.1)
     assert access_lines == []
+
+
+async def test_ttfc_is_not_a_heartbeat(nursery, access_lines):
+    sim = await start_sim(nursery, ttft=0.4, chunks=2)
+    root = await start_relay(nursery, sim.url, heartbeat_s=0.1)
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+    assert resp.text.startswith(": ping")  # the relay did ping while the upstream was silent
+    (line,) = await wait_lines(access_lines, 1)
+    assert line["ttfc_ms"] >= 350

@@ -62,7 +62,7 @@ async def test_metrics_after_known_traffic(nursery):
     assert total(found, "moonrelay_requests_total", route=chat, status="400") == 1
     assert total(found, "moonrelay_requests_total", route=chat, status="500") == 1
     assert total(found, "moonrelay_ttfc_seconds_count", route=chat) == 3  # streams only
-    assert total(found, "moonrelay_upstream_first_byte_seconds_count", route=chat) == 4
+    assert total(found, "moonrelay_upstream_first_byte_seconds_count", route=chat) == 3
     assert total(found, "moonrelay_request_duration_seconds_count", route=chat) == 6
     # Streamed chunks are counted per send; each stream has at least its 4 content chunks' worth of sends.
     assert total(found, "moonrelay_chunks_relayed_total", route=chat) >= 3 * 2 + 1
@@ -151,9 +151,23 @@ def test_two_workers_sum_their_metrics(tmp_path):
 
 
 def test_parent_prepares_a_fresh_directory(monkeypatch):
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # so that monkeypatch restores the variable's absence afterwards
+    monkeypatch.delenv(MULTIPROC_ENV)
     assert prepare_multiprocess(Settings(workers=1)) is None
     assert prepare_multiprocess(Settings(workers=2, metrics="off")) is None
     path = prepare_multiprocess(Settings(workers=2))
     assert path is not None and os.environ[MULTIPROC_ENV] == path
     assert os.path.isdir(path) and not os.listdir(path)  # removed again when this process exits
+    monkeypatch.undo()
+    assert MULTIPROC_ENV not in os.environ  # later relays in this session must not inherit it
+
+
+async def test_stream_error_event_counts_by_kind(nursery):
+    sim = await start_sim(nursery, chunks=5)
+    root = await start_relay(nursery, sim.url)
+    body = {**CHAT, "stream": True, "sim_fault": "malformed:2"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(root + "/v1/chat/completions", json=body)
+        assert resp.status_code == 200 and b"upstream_malformed" in resp.content
+        found = await scrape_after(client, root, 1)
+    assert total(found, "moonrelay_upstream_errors_total", kind="upstream_malformed") == 1
