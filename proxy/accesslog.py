@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth import bearer_token
+
 LOGGER = "moonrelay.access"
 
 # An id a client may choose: short, printable, no spaces or quotes (it is echoed in a header).
@@ -43,11 +45,8 @@ def request_id(header: str | None) -> str:
 
 def key_prefix(authorization: str | None) -> str | None:
     """The first characters of a bearer token: 8 at most, and never more than half of it."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(authorization)
+    if token is None:
         return None
     return token[: min(KEY_PREFIX_CHARS, len(token) // 2)] or None
 

@@ -1,14 +1,10 @@
+import json
 from functools import partial
 
-import pytest
+import trio
 
 from proxy.config import Settings
 from proxy.server import serve
-
-
-@pytest.fixture
-def relay_settings():
-    return {}
 
 
 async def start_relay(nursery, upstream_url: str, **overrides) -> str:
@@ -24,3 +20,20 @@ async def start_sim(nursery, **config):
     config.setdefault("interval", 0.005)
     config.setdefault("chunks", 5)
     return await nursery.start(partial(serve_sim, SimConfig(port=0, **config)))
+
+
+async def open_stream_and_leave(root: str, body: dict) -> bytes:
+    """Raw socket client: read until the first SSE event arrives, then close; return what it read."""
+    host, port = root.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(head + payload)
+        seen = b""
+        while b"data: " not in seen:
+            seen += await stream.receive_some(65536)
+    return seen

@@ -9,8 +9,7 @@ import trio
 
 from proxy.accesslog import LOGGER, AccessRecord, key_prefix, model_from_body, request_id, scan_tail
 from proxy.accesslog import upstream_error_kind as error_kind
-from tests.conftest import start_relay, start_sim
-from tests.test_relay import _open_stream_and_leave
+from tests.conftest import open_stream_and_leave, start_relay, start_sim
 
 CHAT = {"model": "moonshot-v1-32k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 
@@ -153,7 +152,7 @@ async def test_openai_usage_chunk_and_ndjson_route(nursery, access_lines):
 async def test_line_when_client_leaves_mid_stream(nursery, access_lines):
     sim = await start_sim(nursery, chunks=50, interval=0.05)
     root = await start_relay(nursery, sim.url)
-    await _open_stream_and_leave(root, {**CHAT, "stream": True})
+    await open_stream_and_leave(root, {**CHAT, "stream": True})
     (line,) = await wait_lines(access_lines, 1)
     assert line["completed"] is False
     assert line["status"] == 200

@@ -6,7 +6,7 @@ import httpx
 import trio
 
 from proxy.sse import EventSplitter, event_data
-from tests.conftest import start_relay, start_sim
+from tests.conftest import open_stream_and_leave, start_relay, start_sim
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 
@@ -137,26 +137,10 @@ async def test_invalid_json_is_400_and_not_forwarded(nursery):
     assert stats["started"] == 0
 
 
-async def _open_stream_and_leave(root: str, body: dict) -> None:
-    """Raw socket client: read until the first SSE event arrives, then close the connection."""
-    host, port = root.removeprefix("http://").split(":")
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(payload)}\r\n\r\n"
-    ).encode()
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(head + payload)
-        seen = b""
-        while b"data: " not in seen:
-            seen += await stream.receive_some(65536)
-
-
 async def test_client_disconnect_cancels_upstream(nursery):
     sim = await start_sim(nursery, ttft=0.01, interval=30, chunks=3)
     root = await start_relay(nursery, sim.url)
-    await _open_stream_and_leave(root, {**CHAT, "stream": True})
+    await open_stream_and_leave(root, {**CHAT, "stream": True})
     with trio.fail_after(5):
         while sim.stats.snapshot()["cancelled"] < 1:  # noqa: ASYNC110 - polling another server's counter
             await trio.sleep(0.01)

@@ -11,7 +11,7 @@ import trio
 
 from proxy.retry import parse_retry_after, retry_delay
 from proxy.sse import EventSplitter, event_data
-from tests.conftest import start_relay, start_sim
+from tests.conftest import open_stream_and_leave, start_relay, start_sim
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 PING = b": ping\n\n"
@@ -140,23 +140,6 @@ async def test_max_streams_refuses_the_third_at_once_and_admitted_ones_complete(
         assert again.status_code == 200
 
 
-async def _open_stream_and_leave(root: str, body: dict) -> bytes:
-    """Raw socket client: read until the first SSE event arrives, then close; return what it read."""
-    host, port = root.removeprefix("http://").split(":")
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(payload)}\r\n\r\n"
-    ).encode()
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(head + payload)
-        seen = b""
-        while b"data: " not in seen:
-            seen += await stream.receive_some(65536)
-    return seen
-
-
 async def test_a_client_that_leaves_gives_its_slot_back(nursery):
     sim = await start_sim(nursery, ttft=0.01, interval=30, chunks=3)
     root = await start_relay(nursery, sim.url, max_streams=1)
@@ -164,7 +147,7 @@ async def test_a_client_that_leaves_gives_its_slot_back(nursery):
     async with httpx.AsyncClient(timeout=10) as client:
         for _ in range(3):  # without the release, the second round would get 429
             with trio.fail_after(5):
-                head = await _open_stream_and_leave(root, {**CHAT, "stream": True})
+                head = await open_stream_and_leave(root, {**CHAT, "stream": True})
             assert head.startswith(b"HTTP/1.1 200")
             with trio.fail_after(5):
                 while sim.stats.snapshot()["open"]:  # noqa: ASYNC110 - the relay hangs up upstream
