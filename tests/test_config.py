@@ -36,3 +36,14 @@ def test_key_comes_from_named_env(monkeypatch):
     assert Settings(upstream_key_env="MY_KEY").upstream_key == "sk-test"
     assert Settings().default_model == "moonshot-v1-8k"
     assert Settings().upstream == "https://api.moonshot.cn/v1"
+
+
+def test_framework_defaults_that_would_cut_or_reset_streams_are_overridden():
+    from proxy.app import create_app
+    from proxy.server import hypercorn_config
+
+    app = create_app(Settings())
+    assert app.config["RESPONSE_TIMEOUT"] is None  # Quart's 60 s would cut long completions
+    config = hypercorn_config(Settings())
+    assert config.backlog >= 4096  # hypercorn's 100 resets connection storms
+    assert config.keep_alive_timeout >= 60  # hypercorn's 5 s
