@@ -25,6 +25,8 @@ from .admission import Streams
 from .app import create_app
 from .config import Settings
 from .heartbeat import Heartbeats
+from .keepalive import install as install_keepalive_fix
+from .keepalive import shield_last_send
 from .limits import raise_nofile_limit
 from .metrics import prepare_multiprocess
 from .transport import H11Transport
@@ -110,6 +112,7 @@ async def serve(
     in-flight chat requests get ``graceful_timeout_s`` to finish, the rest end with a
     ``shutting_down`` error (a final event for streams), then this returns.
     """
+    install_keepalive_fix()
     if sock is None:
         host, port = split_bind(settings.bind)
         sock = make_socket(host, port, settings.backlog, reuse_port=False)
@@ -125,7 +128,8 @@ async def serve(
         if settings.heartbeat_s > 0 and isinstance(upstream.transport, H11Transport):
             heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
             await nursery.start(heartbeats.run)
-        app = wrap_app(create_app(settings, upstream, streams=streams, heartbeats=heartbeats), None, "asgi")
+        quart_app = create_app(settings, upstream, streams=streams, heartbeats=heartbeats)
+        app = wrap_app(shield_last_send(quart_app), None, "asgi")
         trigger = None
         if shutdown_trigger is not None:
 

@@ -290,3 +290,22 @@ async def test_connect_timeout_is_504(nursery):
         for s in fillers:
             s.close()
         listener.close()
+
+
+async def test_idle_keep_alive_connections_are_closed_after_requests(nursery):
+    # quart-trio + hypercorn 0.18 lose the keep-alive timer after a connection's first response
+    # without proxy/keepalive.py; closed connections must still go at once (test_reliability_scale).
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url, keep_alive_s=0.5)
+    host, port = root.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        for _ in range(2):
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            seen = b""
+            while not seen.endswith(b"}"):
+                seen += await stream.receive_some(65536)
+            assert seen.startswith(b"HTTP/1.1 200")
+        with trio.fail_after(3):
+            while await stream.receive_some(65536):
+                pass  # the server closes the idle connection: EOF
