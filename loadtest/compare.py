@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from loadtest.report import fmt_num
+
 # Metrics where a larger B is an improvement; everything else numeric (latencies, failures, CPU) is
 # better smaller. Used only to colour the delta.
 HIGHER_IS_BETTER = ("completed", "requests_per_s", "chunks_per_s", "tokens_per_s", "chunks", "fraction",
@@ -29,19 +31,6 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        a = abs(v)
-        return f"{v:,.{0 if a >= 1000 else 1 if a >= 100 else 2 if a >= 1 else 4}f}"
-    return str(v)
 
 
 def _higher_is_better(key: str) -> bool:
@@ -78,9 +67,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, labels: tuple[str, str] = (
         if delta:
             better = (delta > 0) == _higher_is_better(key)
             style = "green" if better else "red"
-        d = "" if delta is None else "0" if delta == 0 else ("+" if delta > 0 else "") + _fmt(delta)
+        d = "" if delta is None else "0" if delta == 0 else ("+" if delta > 0 else "") + fmt_num(delta)
         p = "" if pct is None else f"{pct:+.1f}%"
-        table.add_row(key, _fmt(va), _fmt(vb), d, p, style=style or None)
+        table.add_row(key, fmt_num(va), fmt_num(vb), d, p, style=style or None)
 
     # record=True keeps what was printed for export_text; the StringIO file keeps it off the terminal.
     console = Console(record=True, file=io.StringIO(), width=width, color_system=None)

@@ -156,13 +156,16 @@ def build_result(
 # --- report.md -------------------------------------------------------------------------------------
 
 
-def _num(v: Any, digits: int | None = None) -> str:
+def fmt_num(v: Any, digits: int | None = None) -> str:
+    """A number for people: thousands separators, fewer decimals the larger it is; "—" for None."""
     if v is None:
         return "—"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, int):
         return f"{v:,}"
+    if not isinstance(v, float):
+        return str(v)
     if digits is None:
         a = abs(v)
         digits = 0 if a >= 1000 else 1 if a >= 100 else 2 if a >= 1 else 3
@@ -221,7 +224,7 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 def _fmt(v: Any, kind: str) -> str:
-    return _pct(v) if kind == "%" else _num(v)
+    return _pct(v) if kind == "%" else fmt_num(v)
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -245,7 +248,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += _table(["Option", "Value"], [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in cfg.items()]) if cfg else [
         "(no configuration recorded)"]
     if result.get("slo"):
-        slo = ", ".join(f"{k} ≤ {_num(v)}" for k, v in result["slo"].items())
+        slo = ", ".join(f"{k} ≤ {fmt_num(v)}" for k, v in result["slo"].items())
         lines += ["", f"SLO: {slo}"]
     lines.append("")
 
@@ -258,7 +261,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         d_rows = {label: v for label, v, _ in _headline_rows(direct)}
         for label, v, kind in _headline_rows(s):
             ov = overhead.get(ov_map[label]) if label in ov_map else None
-            rows.append([label, _fmt(v, kind), _fmt(d_rows.get(label), kind), _num(ov) if label in ov_map else ""])
+            rows.append([label, _fmt(v, kind), _fmt(d_rows.get(label), kind), fmt_num(ov) if label in ov_map else ""])
         lines += _table(["Metric", target, "direct", "overhead (ms)"], rows)
     else:
         rows = [[label, _fmt(v, kind)] for label, v, kind in _headline_rows(s)]
@@ -274,23 +277,23 @@ def render_markdown(result: dict[str, Any]) -> str:
         for block in stats.LATENCY_BLOCKS:
             b = summ.get(block)
             if b:
-                lat_rows.append([f"{name} {block.removesuffix('_ms')}"] + [_num(b.get(c)) for c in cols])
+                lat_rows.append([f"{name} {block.removesuffix('_ms')}"] + [fmt_num(b.get(c)) for c in cols])
     lines += _table(["Metric"] + cols, lat_rows) + [""]
 
     lines += ["## Errors by kind", ""]
     err_rows = []
     for name, summ in ((target, s), ("direct", direct)):
         for kind, n in ((summ or {}).get("errors_by_kind") or {}).items():
-            err_rows.append([name, f"`{kind}`", _num(n)])
+            err_rows.append([name, f"`{kind}`", fmt_num(n)])
     lines += (_table(["Target", "Kind", "Sessions"], err_rows) if err_rows else ["None."]) + [""]
 
     lines += ["## Processes", ""]
     procs = result.get("processes") or []
     if procs:
         lines += _table(["Role", "PID", "CPU (s)", "Peak RSS", "Idle RSS"],
-                        [[p["role"], str(p["pid"]), _num(p["cpu_s"]), _bytes(p["peak_rss_bytes"]),
+                        [[p["role"], str(p["pid"]), fmt_num(p["cpu_s"]), _bytes(p["peak_rss_bytes"]),
                           _bytes(p.get("idle_rss_bytes"))] for p in procs])
-        workers = [[p["role"], str(w["pid"]), _num(w["cpu_s"]), _num(w["peak_fds"])]
+        workers = [[p["role"], str(w["pid"]), fmt_num(w["cpu_s"]), fmt_num(w["peak_fds"])]
                    for p in procs for w in (p.get("per_process") or []) if len(p.get("per_process") or []) > 1]
         if workers:
             lines += ["", "Per process of each tree (worker balance: peak open fds ≈ 2 per relayed stream):", ""]
@@ -307,7 +310,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     for label, v, unit in facts:
         if v is None:
             continue
-        text = _pct(v) if unit == "%" else _bytes(v) if unit == "bytes" else f"{_num(v)} {unit}"
+        text = _pct(v) if unit == "%" else _bytes(v) if unit == "bytes" else f"{fmt_num(v)} {unit}"
         lines.append(f"- {label}: {text}")
     lines.append("")
 
