@@ -16,7 +16,7 @@ from .auth import bearer_token, fingerprint, load_client_keys
 from .config import Settings
 from .errors import JSON, SHUTTING_DOWN, error_body, map_transport_error
 from .heartbeat import Heartbeats
-from .observe import install_observability
+from .observe import TAP, install_observability
 from .relay import NDJSONBody, SSEBody
 from .retry import RETRY_STATUSES, retry_delay
 from .upstream import Upstream
@@ -133,13 +133,15 @@ def create_app(
         relayed = _relayed_headers(response)
         if content is None and stream and response.status_code == 200:
             body_iter: SSEBody
+            direct = request.method if settings.direct_writes != "off" else None
+            tap = request.scope.get(TAP)
             if ndjson:
-                body_iter = NDJSONBody(response)
+                body_iter = NDJSONBody(response, direct=direct, tap=tap)
                 out = Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
             else:
                 relayed["cache-control"] = "no-cache"
                 relayed["x-accel-buffering"] = "no"  # tell nginx in front of us not to buffer either
-                body_iter = SSEBody(response)
+                body_iter = SSEBody(response, direct=direct, tap=tap)
                 content_type = response.headers.get("content-type", "text/event-stream")
                 out = Response(body_iter, status=200, headers=relayed, content_type=content_type)
                 if heartbeats is not None:

@@ -47,6 +47,7 @@ class Settings:
     retries: int = 1  # extra attempts before the first byte, for connect errors and 429/502/503 only
     retry_max_wait_s: float = 5.0  # longest backoff; a longer Retry-After is relayed instead of waited out
     heartbeat_s: float = 15.0  # SSE ": ping" comment after this much upstream silence; 0 = never
+    direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/direct.py); "off" = ASGI
     # Observability (proxy/observe.py)
     access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none
     metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted

@@ -12,6 +12,9 @@ causes, two small fixes:
 2. With a live timer, a connection the *client* closes would linger until the timer runs out
    (hypercorn does not stop it on EOF; in the 1,000-client test each closed connection then kept
    1 fd and 2 tasks): ``TCPServer`` stops the timer when the read side ends.
+
+The same ``TCPServer`` also names itself in a context variable for the app's tasks, so a streamed
+body can write its chunks straight to the socket (:mod:`proxy.direct`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Callable
 import hypercorn.trio.run
 import trio
 from hypercorn.trio.tcp_server import TCPServer as _HypercornTCPServer
+
+from .direct import CONNECTION
 
 
 def shield_last_send(app: Callable) -> Callable:
@@ -42,6 +47,10 @@ def shield_last_send(app: Callable) -> Callable:
 
 
 class TCPServer(_HypercornTCPServer):
+    async def run(self) -> None:
+        CONNECTION.set(self)  # this connection's task only; the app's tasks spawned from it inherit it
+        await super().run()
+
     async def _read_data(self) -> None:
         try:
             await super()._read_data()

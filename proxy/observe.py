@@ -8,7 +8,9 @@ readiness, CORS and the demo page.
                 metrics when the call returns — the last byte went out or the client left.
 
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
-body's tail, kept for usage); clocks are read twice per request (response start, first chunk).
+body's tail, kept for usage); clocks are read twice per request (response start, first chunk). A
+streamed body that writes its chunks straight to the socket (:mod:`proxy.direct`) bypasses
+``send``; it reports each chunk to the request's :class:`Tap` (``scope[TAP]``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
 """
 
@@ -33,7 +35,31 @@ ROUTE = "moonrelay.route"  # ASGI scope key: the Quart URL rule that matched (se
 UNMATCHED = "unmatched"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 UNLOGGED = frozenset({"/healthz"})  # probes would drown the log
+TAP = "moonrelay.tap"  # ASGI scope key: the request's Tap
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
+
+
+class Tap:
+    """What the access log and metrics need of a response body, counted chunk by chunk."""
+
+    __slots__ = ("chunks", "first_ns", "prev", "last", "gone")
+
+    def __init__(self) -> None:
+        self.gone = False  # a direct write found the client gone (the body then ends as if complete)
+        self.chunks = 0
+        self.first_ns = 0
+        self.prev = self.last = b""  # the last two chunks: usage is in the tail
+
+    def seen(self, body: bytes) -> None:
+        # The hot path: one call per chunk. Keep it to an increment and two reference moves.
+        self.chunks += 1
+        if not self.first_ns and body[:1] != b":":  # an SSE heartbeat comment is not a first chunk
+            self.first_ns = time.monotonic_ns()
+        self.prev, self.last = self.last, body
+
+    @property
+    def tail(self) -> bytes:
+        return self.prev + self.last if self.prev else self.last
 
 
 def upstream_label(base_url: str) -> str:
@@ -128,9 +154,8 @@ class Observer:
         rid_bytes = rid.encode()
         started = time.monotonic_ns()
         status = 0
-        head_ns = first_ns = 0
-        chunks = 0
-        prev = last = b""
+        head_ns = 0
+        tap = scope[TAP] = Tap()
         completed = False
         streamed = False
         content_type = b""
@@ -138,15 +163,11 @@ class Observer:
         body_parts: list[bytes] = []
 
         async def send_observed(message: dict) -> None:
-            # The hot path: one call per chunk. Keep it to an increment and two reference moves.
-            nonlocal chunks, first_ns, prev, last, completed
+            nonlocal completed
             if message["type"] == "http.response.body":
                 body = message.get("body")
                 if body:
-                    chunks += 1
-                    if not first_ns and body[:1] != b":":  # an SSE heartbeat comment is not a first chunk
-                        first_ns = time.monotonic_ns()
-                    prev, last = last, body
+                    tap.seen(body)
                 if not message.get("more_body", False):
                     completed = True  # before the send: the server may cancel us as it ends the response
                 await send(message)
@@ -189,8 +210,8 @@ class Observer:
                 metrics.in_flight.dec()
             try:
                 self._finish(
-                    scope, method, path, rid, authorization, started, status, head_ns, first_ns, chunks,
-                    prev + last if prev else last, completed, streamed, content_type, body_parts,
+                    scope, method, path, rid, authorization, started, status, head_ns, tap.first_ns, tap.chunks,
+                    tap.tail, completed and not tap.gone, streamed, content_type, body_parts,
                 )  # fmt: skip
             except Exception:  # noqa: BLE001 - a log line must never break a response
                 log.exception("access log / metrics failed for request %s", rid)

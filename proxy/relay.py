@@ -7,14 +7,21 @@ client that goes away stops the tokens it was paying for.
 
 Plain classes rather than async generators: no generator frame per response, and no ``yield``
 inside a cancel scope (PEP 789).
+
+Where the connection allows it (:func:`proxy.direct.current_writer`), the first ``__anext__`` does
+not return a chunk: it relays the whole body itself, writing each piece straight to the client's
+socket, and then ends the iteration; Quart and hypercorn still send the head and the end of the
+response. A client that leaves still cancels the task that runs it.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 
+from .direct import DirectWriter, current_writer
 from .errors import (
     MALFORMED_NDJSON,
     MALFORMED_SSE,
@@ -37,20 +44,54 @@ class SSEBody:
     would fail on it anyway. The check costs one split per read and one ``json.loads`` per event.
     """
 
-    __slots__ = ("_response", "_reader", "_finished", "_splitter")
+    __slots__ = ("_response", "_reader", "_finished", "_splitter", "direct", "tap")
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, *, direct: str | None = None, tap: Any = None) -> None:
+        """``direct``: the request method, to relay by direct writes where they are exact (None: never);
+        ``tap``: the request's :class:`proxy.observe.Tap`, told of every piece written directly."""
         self._response = response
         self._reader = reader(response)
         self._finished = False
         self._splitter = EventSplitter()
+        self.direct = direct
+        self.tap = tap
 
     def __aiter__(self) -> SSEBody:
         return self
 
     async def __anext__(self) -> bytes:
+        if self.direct is not None:
+            writer = current_writer(self.direct)
+            self.direct = None
+            if writer is not None:
+                await self._pump(writer)
+                raise StopAsyncIteration
+        while True:
+            out = await self._next()
+            if out is None:
+                raise StopAsyncIteration
+            if out:  # an NDJSON read may complete no whole line: read on
+                return out
+
+    async def _pump(self, writer: DirectWriter) -> None:
+        """Relay the rest of the body with direct writes; returns at its end, or when the client is gone."""
+        tap = self.tap
+        while (out := await self._next()) is not None:
+            if not out:
+                continue
+            if tap is not None:
+                tap.seen(out)
+            rest = writer.write_nowait(out)
+            if rest is None or (rest and not await writer.write_rest(rest)):
+                self._finished = True
+                if tap is not None:
+                    tap.gone = True
+                return
+
+    async def _next(self) -> bytes | None:
+        """The next piece to send (b"": nothing yet, read again); None at the end."""
         if self._finished:
-            raise StopAsyncIteration
+            return None
         try:
             data = await self._reader.receive_chunk()
         except httpx.TransportError as exc:
@@ -75,8 +116,8 @@ class SSEBody:
                 return (data[:cut] if cut >= 0 else b"") + MALFORMED_SSE
         return data
 
-    def _end(self) -> bytes:
-        raise StopAsyncIteration
+    def _end(self) -> bytes | None:
+        return None
 
     def _error(self, exc: httpx.TransportError) -> bytes:
         return sse_error_event(exc)
@@ -104,13 +145,6 @@ class NDJSONBody(SSEBody):
 
     __slots__ = ()
 
-    async def __anext__(self) -> bytes:
-        # An upstream read may complete no whole event; keep reading until one line is ready.
-        while True:
-            out = await super().__anext__()
-            if out:
-                return out
-
     def _convert(self, data: bytes) -> bytes:
         lines = []
         for event in self._splitter.feed(data):
@@ -123,13 +157,13 @@ class NDJSONBody(SSEBody):
                 lines.append(payload + b"\n")
         return b"".join(lines)
 
-    def _end(self) -> bytes:
+    def _end(self) -> bytes | None:
         rest = self._splitter.pending.strip()
         if rest:
             payload = event_data(rest)
             if payload is not None and payload != DONE:
                 return payload + b"\n"
-        raise StopAsyncIteration
+        return None
 
     def _error(self, exc: httpx.TransportError) -> bytes:
         _, body = map_transport_error(exc)

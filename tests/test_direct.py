@@ -1,0 +1,173 @@
+"""Streamed bodies written straight to the client socket (proxy/direct.py): same bytes as the ASGI path."""
+
+import json
+
+import httpx
+import pytest
+import trio
+
+from proxy import direct
+from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
+
+CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}],
+        "sim_deterministic": True}
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """Counts of DirectWriter calls: how many chunks went the direct way, and how many had to wait."""
+    counts = {"nowait": 0, "rest": 0}
+    nowait, rest = direct.DirectWriter.write_nowait, direct.DirectWriter.write_rest
+
+    def counting_nowait(self, data):
+        counts["nowait"] += 1
+        return nowait(self, data)
+
+    async def counting_rest(self, data):
+        counts["rest"] += 1
+        return await rest(self, data)
+
+    monkeypatch.setattr(direct.DirectWriter, "write_nowait", counting_nowait)
+    monkeypatch.setattr(direct.DirectWriter, "write_rest", counting_rest)
+    return counts
+
+
+async def _post(url: str, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(url, json=body)
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/chat/completions"])
+async def test_direct_and_asgi_paths_send_the_same_bytes(nursery, writes, route):
+    sim = await start_sim(nursery, chunks=8)
+    on = await start_relay(nursery, sim.url)
+    off = await start_relay(nursery, sim.url, direct_writes="off")
+    via_asgi = await _post(off + route, CHAT)
+    assert writes["nowait"] == 0
+    via_direct = await _post(on + route, CHAT)
+    assert writes["nowait"] >= 8  # every piece of the body went the direct way
+    assert via_direct.status_code == via_asgi.status_code == 200
+    assert via_direct.headers["transfer-encoding"] == "chunked"
+    assert via_direct.content == via_asgi.content
+    if route == "/v1/chat/completions":
+        direct_from_sim = await _post(sim.url + "/chat/completions", CHAT)
+        assert via_direct.content == direct_from_sim.content
+
+
+async def test_keep_alive_connection_serves_the_next_request_after_a_direct_body(nursery, writes):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = await client.post(root + "/v1/chat/completions", json=CHAT)
+        second = await client.post(root + "/v1/chat/completions", json=CHAT)
+        health = await client.get(root + "/healthz")
+    assert first.content == second.content and first.content.endswith(b"data: [DONE]\n\n")
+    assert health.json()["status"] == "ok"
+    assert writes["nowait"] > 0
+
+
+async def test_slow_reader_gets_every_byte_through_backpressure(nursery, writes):
+    # ~4 MB of chunks against a client that reads nothing at first: the socket fills, writes wait.
+    body = {**CHAT, "sim_chunks": 40, "sim_tokens_per_chunk": 20_000, "sim_interval": 0}
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    expected = (await _post(sim.url + "/chat/completions", body)).content
+    assert len(expected) > 2_000_000
+    host, port = root.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n").encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(head + payload)
+        with trio.fail_after(10):
+            while writes["rest"] == 0:  # noqa: ASYNC110 - the relay found the socket full and waits for us
+                await trio.sleep(0.01)
+        raw = b""
+        with trio.fail_after(20):
+            while chunk := await stream.receive_some(1 << 20):
+                raw += chunk
+    response = h11_body(raw)
+    assert response == expected
+
+
+def h11_body(raw: bytes) -> bytes:
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(raw)
+    conn.receive_data(b"")
+    out = []
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Data):
+            out.append(event.data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed) or event is h11.NEED_DATA:
+            break
+    return b"".join(out)
+
+
+async def test_http10_client_gets_a_close_delimited_body(nursery, writes):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    expected = (await _post(sim.url + "/chat/completions", CHAT)).content
+    host, port = root.removeprefix("http://").split(":")
+    payload = json.dumps(CHAT).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n").encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    raw = b""
+    async with stream:
+        await stream.send_all(head + payload)
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                raw += chunk
+    head_part, _, body = raw.partition(b"\r\n\r\n")
+    assert head_part.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head_part.lower()
+    assert body == expected
+    assert writes["nowait"] > 0
+
+
+async def test_client_gone_mid_stream_cancels_upstream_and_logs_incomplete(nursery, writes, access_lines):
+    sim = await start_sim(nursery, chunks=200, interval=0.01)
+    root = await start_relay(nursery, sim.url)
+    await open_stream_and_leave(root, CHAT)
+    with trio.fail_after(5):
+        while sim.stats.snapshot()["cancelled"] < 1:  # noqa: ASYNC110 - the sim's counters cannot be awaited
+            await trio.sleep(0.01)
+    (line,) = await wait_lines(access_lines, 1)
+    assert line["completed"] is False and line["status"] == 200
+    assert 0 < line["chunks"] < 200
+    assert writes["nowait"] > 0
+
+
+class _GoneWriter:
+    def write_nowait(self, data: bytes) -> None:
+        return None  # the client's socket is gone
+
+
+class _Upstream:
+    """A body reader (``proxy.transport.READER``) with five events, one per read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def receive_chunk(self) -> bytes:
+        self.reads += 1
+        return b'data: {"n": %d}\n\n' % self.reads if self.reads <= 5 else b""
+
+
+async def test_pump_stops_and_marks_the_tap_when_the_client_is_gone():
+    from proxy.observe import Tap
+    from proxy.relay import SSEBody
+    from proxy.transport import READER
+
+    upstream = _Upstream()
+    tap = Tap()
+    body = SSEBody(httpx.Response(200, content=b"", extensions={READER: upstream}), tap=tap)
+    await body._pump(_GoneWriter())
+    assert tap.gone and tap.chunks == 1 and upstream.reads == 1  # stopped at the first failed write
+    with pytest.raises(StopAsyncIteration):
+        await body.__anext__()
