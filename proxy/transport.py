@@ -28,10 +28,17 @@ import h11
 import httpx
 import trio
 
+from .chunked import ChunkedDecoder, ChunkedError
+
 _READ_SIZE = 65536
 READER = "moonrelay.reader"  # response extension: the body reader, for callers that skip httpx's iterators
 HEARTBEAT = "heartbeat"  # Interrupted reasons: the upstream has been silent a while (the response goes on) ...
 SHUTDOWN = "shutdown"  # ... or the relay is stopping (the response ends)
+
+
+# h11 states (ours, theirs) of a connection that may serve another request: after a response h11
+# read to its end, or a fresh state machine after a body decoded by ChunkedDecoder.
+_REUSABLE = ((h11.DONE, h11.DONE), (h11.IDLE, h11.IDLE))
 
 
 class Interrupted(Exception):
@@ -52,12 +59,15 @@ class Timeouts:
 
 
 class _Connection:
-    __slots__ = ("origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "gen", "expired", "ping")
+    __slots__ = (
+        "origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "gen", "expired", "ping", "body",
+    )  # fmt: skip
 
     def __init__(self, origin: tuple[bytes, bytes, int], stream: trio.abc.Stream, fd: int, plain: bool) -> None:
         self.origin = origin
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
+        self.h11 = self.new_h11()
+        self.body = b""  # body bytes decoded by a ChunkedDecoder and not yet handed out
         self.fd = fd  # the socket's fd, waited on directly
         self.plain = plain  # no TLS: read the fd ourselves
         self.deadline = math.inf  # absolute trio time at which the current wait expires
@@ -67,6 +77,10 @@ class _Connection:
         self.expired: str | None = None  # a timeout's name, or SHUTDOWN
         self.ping = False  # a heartbeat asked the current wait to stop (looked at only when a wait fails)
 
+    @staticmethod
+    def new_h11() -> h11.Connection:
+        return h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
+
     async def receive(self, what: str, watched: bool) -> None:
         """Read once into h11; a deadline that passes while waiting ends in ReadTimeout.
 
@@ -74,20 +88,24 @@ class _Connection:
         wakes an expired waiter through ``notify_closing``. Two cancel scopes per chunk (idle and
         total deadlines) were ~13 % of the relay's CPU in a py-spy profile at 1,000 streams.
         """
-        if self.expired:
-            raise self._stopped(what)
-        if watched:
-            data = await self._read(what)
-        else:
-            data = None
-            with trio.move_on_at(min(self.deadline, self.total)):
-                data = await self._read(what)
-            if data is None:
-                raise httpx.ReadTimeout(f"upstream sent nothing for {what} in time")
+        data = await self.read(what, watched)
         try:
             self.h11.receive_data(data)
         except h11.RemoteProtocolError as exc:
             raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
+
+    async def read(self, what: str, watched: bool) -> bytes:
+        """The bytes of one socket read (b"" at EOF), under the same deadlines as ``receive``."""
+        if self.expired:
+            raise self._stopped(what)
+        if watched:
+            return await self._read(what)
+        data = None
+        with trio.move_on_at(min(self.deadline, self.total)):
+            data = await self._read(what)
+        if data is None:
+            raise httpx.ReadTimeout(f"upstream sent nothing for {what} in time")
+        return data
 
     async def _read(self, what: str) -> bytes:
         try:
@@ -136,15 +154,22 @@ class _Connection:
 class _ResponseStream(httpx.AsyncByteStream):
     """The response body: yields what each socket read completed, then gives the connection back."""
 
-    __slots__ = ("_conn", "_transport", "_idle_s", "_done", "_closed", "_pinged")
+    __slots__ = ("_conn", "_transport", "_idle_s", "_done", "_closed", "_pinged", "_chunked", "_keep_alive")
 
-    def __init__(self, conn: _Connection, transport: H11Transport, idle_s: float) -> None:
+    def __init__(
+        self, conn: _Connection, transport: H11Transport, idle_s: float, chunked: ChunkedDecoder | None = None,
+        keep_alive: bool = True,
+    ) -> None:  # fmt: skip
+        """``chunked``: decode the body here instead of through h11 (see :mod:`proxy.chunked`); h11 has
+        parsed the head, and ``keep_alive`` says whether that head allows reusing the connection."""
         self._conn = conn
         self._transport = transport
         self._idle_s = idle_s
         self._done = False
         self._closed = False
         self._pinged = False  # the last wait was cut short by a heartbeat: the silence (and its deadline) goes on
+        self._chunked = chunked
+        self._keep_alive = keep_alive
 
     async def receive_chunk(self) -> bytes:
         """The body bytes one socket read completed; b"" at the end of the body.
@@ -169,11 +194,22 @@ class _ResponseStream(httpx.AsyncByteStream):
                 if due < conn.queued and watched:
                     self._transport._queue(conn, due)  # earlier than the heap knows: rare (first-byte → idle)
                 try:
-                    await conn.receive("the next part of the response", watched)
+                    if self._chunked is None:
+                        await conn.receive("the next part of the response", watched)
+                    else:
+                        self._feed(await conn.read("the next part of the response", watched))
                 except Interrupted:
                     self._pinged = True
                     raise
         return b""
+
+    def _feed(self, data: bytes) -> None:
+        if not data:
+            raise httpx.RemoteProtocolError("upstream closed the connection before the response ended")
+        try:
+            self._conn.body = self._chunked.feed(data)  # type: ignore[union-attr]
+        except ChunkedError as exc:
+            raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
 
     def silent_since(self) -> float | None:
         """The trio time since which this response has been waiting for upstream bytes; None if not waiting."""
@@ -205,8 +241,12 @@ class _ResponseStream(httpx.AsyncByteStream):
             yield chunk
 
     def _drain(self) -> bytes:
-        parts = []
         conn = self._conn
+        if self._chunked is not None:
+            data, conn.body = conn.body, b""
+            self._done = self._chunked.done
+            return data
+        parts = []
         while True:
             event = conn.next_event()
             if type(event) is h11.Data:
@@ -228,7 +268,14 @@ class _ResponseStream(httpx.AsyncByteStream):
         if self._closed:
             return
         self._closed = True
-        await self._transport._release(self._conn, reusable=self._done)
+        conn = self._conn
+        reusable = self._done
+        if self._chunked is not None:
+            # h11 saw only the head; a fresh state machine serves the next request on this socket.
+            reusable = reusable and self._keep_alive and not self._chunked.leftover
+            if reusable:
+                conn.h11 = conn.new_h11()
+        await self._transport._release(conn, reusable=reusable)
 
 
 class H11Transport(httpx.AsyncBaseTransport):
@@ -382,8 +429,10 @@ class H11Transport(httpx.AsyncBaseTransport):
         conn.gen += 1
         conn.deadline = conn.total = conn.queued = math.inf
         try:
-            if reusable and not self._closed and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-                conn.h11.start_next_cycle()
+            states = (conn.h11.our_state, conn.h11.their_state)
+            if reusable and not self._closed and states in _REUSABLE:
+                if states[0] is h11.DONE:
+                    conn.h11.start_next_cycle()
                 idle = self._idle.setdefault(conn.origin, [])
                 if len(idle) < self._max_idle:
                     idle.append(conn)
@@ -437,7 +486,24 @@ class H11Transport(httpx.AsyncBaseTransport):
         except BaseException:
             await self._release(conn, reusable=False)
             raise
-        stream = _ResponseStream(conn, self, self._timeouts.idle_s)
+        chunked = None
+        keep_alive = True
+        if head.method != b"HEAD" and event.status_code not in (204, 304):
+            # h11 accepts no transfer coding but chunked, so the header's presence means chunked.
+            if any(name == b"transfer-encoding" for name, _ in event.headers):
+                chunked = ChunkedDecoder()
+                keep_alive = event.http_version == b"1.1" and not any(
+                    name == b"connection" and b"close" in value.lower() for name, value in event.headers
+                )
+                conn.body = b""
+                rest, _ = conn.h11.trailing_data  # what the read that completed the head brought of the body
+                if rest:
+                    try:
+                        conn.body = chunked.feed(rest)
+                    except ChunkedError as exc:
+                        await self._release(conn, reusable=False)
+                        raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
+        stream = _ResponseStream(conn, self, self._timeouts.idle_s, chunked, keep_alive)
         return httpx.Response(
             status_code=event.status_code,
             headers=event.headers.raw_items(),
