@@ -6,6 +6,8 @@ One run's figures come from the load generator's ``summary`` and the process-tre
 - CPU per chunk = proxy CPU seconds (all its processes) / chunks the client received;
 - memory per open stream = (peak tree RSS - idle tree RSS) / peak open streams;
 - TTFC overhead = the target's TTFC percentile - direct's, from the same repeat (the same machine noise);
+- first-chunk delay = each session's first chunk, client receive time - the sim's send stamp (CLOCK_MONOTONIC):
+  the TTFC overhead measured at the source, which queueing in the sim or load generator does not blur;
 - relayed chunks per CPU-second = chunks / proxy CPU seconds (the ceiling figure).
 """
 
@@ -39,6 +41,8 @@ def figures(summary: dict[str, Any], proxy: dict[str, Any] | None, sim: dict[str
         "e2e_p99_ms": _pct(summary, "e2e_ms", "p99"),
         "relay_delay_p50_ms": _pct(summary, "relay_delay_ms", "p50"),
         "relay_delay_p99_ms": _pct(summary, "relay_delay_ms", "p99"),
+        "first_chunk_delay_p50_ms": _pct(summary, "first_chunk_delay_ms", "p50"),
+        "first_chunk_delay_p99_ms": _pct(summary, "first_chunk_delay_ms", "p99"),
         "sim_cpu_s": sim.get("cpu_s"),
         "loadtest_cpu_utilization": summary.get("loadtest_cpu_utilization"),
         "proxy_cpu_s": None, "proxy_core_pct": None, "cpu_us_per_chunk": None, "chunks_per_cpu_s": None,

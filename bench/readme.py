@@ -23,6 +23,8 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("ttfc_overhead_p99_ms", "TTFC overhead p99 ms (vs direct)", "{:+.1f}", False),
     ("relay_delay_p50_ms", "delay after sim send p50 ms", "{:.1f}", False),
     ("relay_delay_p99_ms", "delay after sim send p99 ms", "{:.1f}", False),
+    ("first_chunk_delay_p50_ms", "first chunk: delay after sim send p50 ms", "{:.1f}", False),
+    ("first_chunk_delay_p99_ms", "first chunk: delay after sim send p99 ms", "{:.1f}", False),
     ("e2e_p50_ms", "E2E p50 ms", "{:,.0f}", False),
     ("e2e_p99_ms", "E2E p99 ms", "{:,.0f}", False),
     ("idle_rss_mib", "idle RSS MiB (all processes)", "{:.1f}", True),

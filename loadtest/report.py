@@ -206,7 +206,8 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
         ("Peak concurrency", s.get("peak_concurrency"), "n"),
     ]
     for label, block in (("TTFC", "ttfc_ms"), ("TTFC from sent", "ttfc_sent_ms"), ("E2E", "e2e_ms"),
-                         ("Gap", "gap_ms"), ("Relay delay", "relay_delay_ms")):
+                         ("Gap", "gap_ms"), ("Relay delay", "relay_delay_ms"),
+                         ("First chunk delay", "first_chunk_delay_ms")):
         keys = ("p50", "p90", "p99", "max") if block == "ttfc_ms" else ("p50", "p99")
         for k in keys:
             rows.append((f"{label} {k} (ms)", _p(s.get(block), k), "ms"))

@@ -76,11 +76,12 @@ def test_build_result_has_every_field():
     s = result["summary"]
     for key in ("sessions", "completed", "failed", "errors_by_kind", "peak_concurrency", "duration_s",
                 "requests_per_s", "chunks_per_s", "tokens_per_s", "chunks", "connect_ms", "ttfc_ms",
-                "ttfc_sent_ms", "e2e_ms", "gap_ms", "relay_delay_ms", "tokens", "goodput", "overhead_ms",
+                "ttfc_sent_ms", "e2e_ms", "gap_ms", "relay_delay_ms", "first_chunk_delay_ms", "tokens", "goodput",
+                "overhead_ms",
                 "direct", "relay_cpu_us_per_chunk", "loadtest_cpu_us_per_chunk", "loadtest_cpu_utilization",
                 "relay_mem_per_stream_bytes"):
         assert key in s, key
-    for block in ("connect_ms", "ttfc_ms", "ttfc_sent_ms", "e2e_ms", "gap_ms", "relay_delay_ms"):
+    for block in stats.LATENCY_BLOCKS:
         assert set(s[block]) == {"p50", "p90", "p95", "p99", "p99.9", "min", "max", "mean", "count"}
     assert s["errors_by_kind"] == {"http_429": 1, "timeout": 2}
     assert set(s["goodput"]) == {"slo", "sessions", "fraction", "per_s"}

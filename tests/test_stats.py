@@ -271,6 +271,9 @@ def test_summary_counts_errors_and_warmup_exclusion():
     assert s["e2e_ms"]["p50"] == pytest.approx(1250.0)
     assert s["gap_ms"]["count"] == 4
     assert s["relay_delay_ms"]["count"] == 4
+    assert s["first_chunk_delay_ms"]["count"] == 2  # one per session: its first stamped chunk
+    assert s["first_chunk_delay_ms"]["max"] == pytest.approx(4.0)
+    assert s["first_chunk_delay_ms"]["min"] == pytest.approx(1.0)
     assert "relay_delay_ms" not in s["direct"]
     assert s["connect_ms"]["count"] == 2  # failed sessions' connects count
     assert s["connect_ms"]["p50"] == pytest.approx(2.5)
