@@ -69,6 +69,8 @@ class SimConfig:
     tls_dir: str | None = None  # serve https with a trustme cert; writes DIR/ca.pem, DIR/server.pem, DIR/server.key
     require_key: str | None = None  # requests without "Authorization: Bearer <key>" get Moonshot's 401
     tls_reuse: bool = False  # load DIR's cert instead of writing a new one (the CLI's workers share one)
+    models: tuple[str, ...] = simcontent.MODELS  # what GET /v1/models lists
+    key_faults: dict[str, str] = field(default_factory=dict)  # bearer key -> fault for its chat requests (a 429ing key)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -435,6 +437,9 @@ class _Sim:
             if self.config.require_key is not None:
                 if headers.get("authorization", "") != f"Bearer {self.config.require_key}":
                     return await self._error(stream, conn, 401)
+            key_fault = self.config.key_faults.get(headers.get("authorization", "").removeprefix("Bearer "))
+            if key_fault is not None:
+                headers = {**headers, "x-sim-fault": key_fault}
             if bad_json or not isinstance(body, dict):
                 return await self._error(stream, conn, 400, "Invalid request: body is not a JSON object")
             try:
@@ -443,7 +448,7 @@ class _Sim:
                 return await self._error(stream, conn, 400, f"Invalid request: {exc}")
             return await self._chat(stream, conn, nursery, body, plan)
         if path == "/v1/models" and method == "GET":
-            return await self._send_simple(stream, conn, 200, simcontent.models_body())
+            return await self._send_simple(stream, conn, 200, simcontent.models_body(models=self.config.models))
         if path == "/sim/stats" and method == "GET":
             return await self._send_simple(stream, conn, 200, simcontent.dumps(self.stats.snapshot()))
         if path == "/sim/cancels" and method == "GET":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -83,11 +83,11 @@ def error_body(status: int, message: str | None = None) -> bytes:
     return dumps({"error": {"message": message or default, "type": kind}})
 
 
-def models_body(created: int = DETERMINISTIC_CREATED) -> bytes:
+def models_body(created: int = DETERMINISTIC_CREATED, models: Sequence[str] = MODELS) -> bytes:
     return dumps(
         {
             "object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "moonshot"} for m in MODELS],
+            "data": [{"id": m, "object": "model", "created": created, "owned_by": "moonshot"} for m in models],
         }
     )
 

@@ -231,3 +231,10 @@ class Router:
             if fnmatchcase(model, pattern):
                 return name
         return self.default
+
+
+def describe_upstreams(settings: Settings) -> str:
+    """For the startup line: ``upstream URL``, or the configured upstreams' names."""
+    if not settings.upstreams:
+        return f"upstream {settings.upstream}"
+    return "upstreams " + ", ".join(str(t.get("name")) for t in settings.upstreams)

@@ -1,14 +1,22 @@
 """Routing by model and key pools: the pure matcher, config validation and key rotation first, then the
 relay against several simulated upstreams (one sim per upstream, real sockets, ephemeral ports)."""
 
+import json
+import logging
 import math
 
+import httpx
 import pytest
+import trio
 
 from proxy import routing
+from proxy.accesslog import LOGGER
+from proxy.auth import fingerprint
 from proxy.config import Settings, load
 from proxy.keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
 from proxy.routing import ConfigError, Router, UpstreamConfig, upstream_configs
+from tests.conftest import start_relay, start_sim
+from tests.test_metrics import samples, total
 
 
 def table(name: str, **extra) -> dict:
@@ -164,3 +172,222 @@ def test_rest_follows_a_sane_retry_after_within_bounds():
     assert rest_seconds("3") == 3 and rest_seconds(None) == DEFAULT_REST_S and rest_seconds("soon") == DEFAULT_REST_S
     assert rest_seconds("86400") == MAX_REST_S and rest_seconds("0") == 0
     assert not math.isnan(rest_seconds("nan"))
+
+
+# -- the relay against several sims ----------------------------------------------------------------------
+
+CHAT = {"messages": [{"role": "user", "content": "Tell me about the moon"}]}
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_lines():
+    handler = Lines()
+    logging.getLogger(LOGGER).addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logging.getLogger(LOGGER).removeHandler(handler)
+
+
+async def wait_lines(lines: list, n: int) -> list:
+    """A line is written when the call returns, a moment after the client has its last byte."""
+    with trio.fail_after(5):
+        while len(lines) < n:  # noqa: ASYNC110 - polling a logging handler, which cannot await
+            await trio.sleep(0.005)
+    return lines
+
+
+def upstream(name: str, sim, **extra) -> dict:
+    return {"name": name, "base_url": sim.url, **extra}
+
+
+async def relay_with(nursery, *tables: dict, **overrides) -> str:
+    """The relay with these [[upstreams]] tables (its flat --upstream is then unused)."""
+    return await start_relay(nursery, "http://flat-upstream.invalid/v1", upstreams=tables, **overrides)
+
+
+async def started(client: httpx.AsyncClient, sim) -> int:
+    return (await client.get(sim.url.removesuffix("/v1") + "/sim/stats")).json()["started"]
+
+
+async def test_requests_go_to_the_upstream_their_model_routes_to(nursery):
+    moon, other = await start_sim(nursery), await start_sim(nursery)
+    root = await relay_with(
+        nursery, upstream("moon", moon, models=["moonshot-*"]), upstream("other", other, models=["gpt-*", "*"])
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = root + "/v1/chat/completions"
+        streamed = await client.post(url, json={**CHAT, "model": "moonshot-v1-32k", "stream": True})
+        assert streamed.status_code == 200 and streamed.content.endswith(b"data: [DONE]\n\n")
+        assert (await started(client, moon), await started(client, other)) == (1, 0)
+        assert (await client.post(url, json={**CHAT, "model": "gpt-4o"})).json()["model"] == "gpt-4o"
+        assert (await started(client, moon), await started(client, other)) == (1, 1)
+        assert (await client.post(url, json={**CHAT, "model": "llama-3"})).status_code == 200  # the default
+        assert (await client.post(url, json=CHAT)).json()["model"] == "moonshot-v1-8k"  # --default-model, routed
+        assert (await started(client, moon), await started(client, other)) == (2, 2)
+        seed = await client.get(root + "/chat/completions", params={"content": "hi", "model": "gpt-4o-mini"})
+        assert seed.status_code == 200 and json.loads(seed.text.splitlines()[0])["model"] == "gpt-4o-mini"
+        assert (await started(client, moon), await started(client, other)) == (2, 3)
+
+
+async def test_unknown_model_without_a_default_upstream_is_404_and_not_forwarded(nursery):
+    moon = await start_sim(nursery)
+    root = await relay_with(nursery, upstream("moon", moon, models=["moonshot-*"]))
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "model": "gpt-4o", "stream": True})
+        assert resp.status_code == 404
+        assert resp.json() == {
+            "error": {
+                "message": "No upstream serves the model 'gpt-4o'.",
+                "type": "invalid_request_error",
+                "code": "model_not_found",
+            }
+        }
+        seed = await client.get(root + "/chat/completions", params={"content": "hi", "model": "gpt-4o"})
+        assert seed.status_code == 404 and json.loads(seed.text)["error"]["code"] == "model_not_found"
+        assert await started(client, moon) == 0
+        ok = await client.post(root + "/v1/chat/completions", json=CHAT)  # the default model is a moonshot one
+        assert ok.status_code == 200 and await started(client, moon) == 1
+
+
+async def test_access_log_and_metrics_name_the_upstream_used(nursery, access_lines):
+    moon, other = await start_sim(nursery), await start_sim(nursery)
+    root = await relay_with(nursery, upstream("moon", moon, models=["moonshot-*"]), upstream("other", other))
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = root + "/v1/chat/completions"
+        assert (await client.post(url, json={**CHAT, "model": "moonshot-v1-8k", "stream": True})).status_code == 200
+        assert (await client.post(url, json={**CHAT, "model": "gpt-4o"})).status_code == 404
+        lines = await wait_lines(access_lines, 2)
+        found = samples((await client.get(root + "/metrics")).text)
+    assert [(x["upstream"], x["status"], x["model"]) for x in lines] == [
+        ("moon", 200, "moonshot-v1-8k"),
+        ("none", 404, "gpt-4o"),
+    ]
+    assert lines[0]["completion_tokens"] == 5
+    assert total(found, "moonrelay_requests_total", upstream="moon", status="200") == 1
+    assert total(found, "moonrelay_completion_tokens_total", upstream="moon") == 5
+    assert total(found, "moonrelay_requests_total", upstream="none", status="404") == 1
+
+
+async def test_models_lists_are_merged_and_a_failing_upstream_left_out(nursery):
+    a = await start_sim(nursery, models=("moonshot-v1-8k", "shared"))
+    b = await start_sim(nursery, models=("gpt-4o", "shared", "gpt-4o-mini"))
+    down = {"name": "down", "base_url": "http://127.0.0.1:9/v1"}  # port 9: refused
+    root = await relay_with(nursery, upstream("a", a, models=["*"]), down, upstream("b", b), retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.get(root + "/v1/models")
+    assert resp.status_code == 200 and resp.json()["object"] == "list"
+    assert [m["id"] for m in resp.json()["data"]] == ["moonshot-v1-8k", "shared", "gpt-4o", "gpt-4o-mini"]
+
+    root = await relay_with(nursery, down, {"name": "down2", "base_url": "http://127.0.0.1:9/v2"}, retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.get(root + "/v1/models")
+    assert resp.status_code == 502
+    err = resp.json()["error"]
+    assert (err["type"], err["code"]) == ("upstream_error", "upstream_unavailable")
+    assert "127.0.0.1" not in err["message"] and "down: upstream_unavailable" in err["message"]
+
+
+async def test_keys_of_a_pool_are_used_in_turn(nursery, monkeypatch):
+    monkeypatch.setenv("POOL_KEY_1", "sk-one")
+    monkeypatch.setenv("POOL_KEY_2", "sk-two")
+    sim = await start_sim(nursery)
+    root = await relay_with(nursery, upstream("moon", sim, key_envs=["POOL_KEY_1", "POOL_KEY_2"], default=True))
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(4):
+            resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+            assert resp.status_code == 200 and b"sk-" not in resp.content
+    used = [r["headers"]["authorization"] for r in sim.recent]
+    assert used == ["Bearer sk-one", "Bearer sk-two"] * 2
+
+
+async def test_a_rate_limited_key_rests_while_the_others_serve(nursery, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="moonrelay")
+    for name, key in (("POOL_A", "sk-aaaa"), ("POOL_B", "sk-bbbb")):
+        monkeypatch.setenv(name, key)
+    sim = await start_sim(nursery, key_faults={"sk-aaaa": "status:429"})  # the sim's 429 says Retry-After: 1
+    pool = upstream("moon", sim, key_envs=["POOL_A", "POOL_B"], default=True)
+    root = await relay_with(nursery, pool, retries=0)  # a key switch is not a retry
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(3):
+            resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+            assert resp.status_code == 200 and resp.content.endswith(b"data: [DONE]\n\n")
+    # a: 429, at once b; then a rests (1 s) and b serves both requests that follow.
+    assert [r["headers"]["authorization"] for r in sim.recent] == ["Bearer sk-aaaa"] + ["Bearer sk-bbbb"] * 3
+    assert f"key {fingerprint('sk-aaaa')} answered 429; it rests 1.0 s" in caplog.text
+    assert "sk-aaaa" not in caplog.text and "sk-bbbb" not in caplog.text
+
+
+async def test_when_every_key_rests_the_429_is_relayed_then_refused_without_calling(nursery, monkeypatch):
+    for name, key in (("POOL_A", "sk-aaaa"), ("POOL_B", "sk-bbbb")):
+        monkeypatch.setenv(name, key)
+    sim = await start_sim(nursery, key_faults={"sk-aaaa": "status:429", "sk-bbbb": "status:429"})
+    pool = upstream("moon", sim, key_envs=["POOL_A", "POOL_B"], default=True)
+    root = await relay_with(nursery, pool, retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        relayed = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+        assert relayed.status_code == 429 and relayed.json()["error"]["type"] == "rate_limit_reached_error"
+        assert relayed.headers["retry-after"] == "1" and "x-ratelimit-remaining" in relayed.headers
+        assert sim.stats.snapshot()["started"] == 2  # one try per key
+        refused = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+        seed = await client.get(root + "/chat/completions", params={"content": "hi"})
+    assert sim.stats.snapshot()["started"] == 2  # neither reached the upstream
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == {
+        "message": "Every API key of upstream 'moon' is rate limited; retry in 1 s.",
+        "type": "rate_limit_error",
+        "code": "upstream_rate_limited",
+    }
+    assert seed.status_code == 429 and json.loads(seed.text)["error"]["code"] == "upstream_rate_limited"
+
+
+async def test_waiting_for_a_resting_key_is_a_retry(nursery, monkeypatch):
+    for name, key in (("POOL_A", "sk-aaaa"), ("POOL_B", "sk-bbbb")):
+        monkeypatch.setenv(name, key)
+    sim = await start_sim(nursery, key_faults={"sk-aaaa": "status:429", "sk-bbbb": "status:429"})
+    pool = upstream("moon", sim, key_envs=["POOL_A", "POOL_B"], default=True)
+    root = await relay_with(nursery, pool, retries=1, retry_max_wait_s=2)
+    async with httpx.AsyncClient(timeout=10) as client:
+        t0 = trio.current_time()
+        resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+    assert resp.status_code == 429
+    assert trio.current_time() - t0 >= 0.9  # waited for the first key to wake (Retry-After: 1)
+    # Round 1: a, b (both rest 1 s); the wait for them is the one retry; round 2: a, b again.
+    assert [r["headers"]["authorization"] for r in sim.recent] == ["Bearer sk-aaaa", "Bearer sk-bbbb"] * 2
+
+
+async def test_the_upstream_cap_refuses_at_once_and_frees_its_slot(nursery):
+    slow, other = await start_sim(nursery, ttft=0.01, interval=0.3, chunks=3), await start_sim(nursery)
+    root = await relay_with(
+        nursery, upstream("slow", slow, models=["moonshot-*"], max_concurrent=1), upstream("other", other, default=True)
+    )
+    url = root + "/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=10) as client:
+        data = b""
+        async with client.stream("POST", url, json={**CHAT, "stream": True}) as first:
+            parts = first.aiter_raw()
+            while b"data: " not in data:
+                data += await parts.__anext__()
+            t0 = trio.current_time()
+            refused = await client.post(url, json={**CHAT, "stream": True})
+            assert trio.current_time() - t0 < 0.5
+            elsewhere = await client.post(url, json={**CHAT, "model": "gpt-4o"})  # another upstream: no cap
+            async for part in parts:
+                data += part
+        assert first.status_code == 200 and data.endswith(b"data: [DONE]\n\n")
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        err = refused.json()["error"]
+        assert (err["type"], err["code"]) == ("rate_limit_error", "upstream_concurrency_limit")
+        assert elsewhere.status_code == 200
+        again = await client.post(url, json={**CHAT, "stream": True})  # the slot came back with the stream's end
+        assert again.status_code == 200
+    assert slow.stats.snapshot()["started"] == 2
