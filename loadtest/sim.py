@@ -157,6 +157,7 @@ class SimServer:
     # Pass-through endpoints, watched in-process by tests that prove streaming:
     upload_bytes: int = 0  # body bytes of the current (or last) POST /v1/files read so far
     parts_sent: int = 0  # body parts of the current (or last) file content download sent so far
+    downloads_cut: int = 0  # downloads whose client left before the last part
     files: dict[str, int] = field(default_factory=dict)  # uploaded file id -> size in bytes
 
 
@@ -523,11 +524,13 @@ class _Sim:
 
     async def _download(self, stream, conn, file_id: str, headers: dict) -> None:
         """``GET /v1/files/{id}/content``: the sim's chunks/interval/ttft (``X-Sim-*``) shape a slow body of
-        ``chunks`` parts; ``parts_sent`` shows how far it is."""
+        ``chunks`` parts; ``parts_sent`` shows how far it is (``X-Sim-Fault: status:N`` answers N instead)."""
         try:
             plan = make_plan(self.config, {}, headers)
         except BadRequest as exc:
             return await self._error(stream, conn, 400, f"Invalid request: {exc}")
+        if plan.fault == "status":
+            return await self._error(stream, conn, plan.fault_arg)
         if file_id not in self.server.files:
             return await self._error(stream, conn, 404, f"Not found: file {file_id}", "resource_not_found_error")
         head = [
@@ -537,11 +540,15 @@ class _Sim:
         ]
         self.server.parts_sent = 0
         await _send(stream, conn.send(h11.Response(status_code=200, headers=head)))
-        for k, at in enumerate(schedule(plan, trio.current_time(), self.rng)[: plan.chunks]):
-            await self.timer.sleep_until(at)
-            await _send(stream, conn.send(h11.Data(data=simcontent.file_part(file_id, k))))
-            self.server.parts_sent += 1
-        await _send(stream, conn.send(h11.EndOfMessage()))
+        try:
+            for k, at in enumerate(schedule(plan, trio.current_time(), self.rng)[: plan.chunks]):
+                await self.timer.sleep_until(at)
+                await _send(stream, conn.send(h11.Data(data=simcontent.file_part(file_id, k))))
+                self.server.parts_sent += 1
+            await _send(stream, conn.send(h11.EndOfMessage()))
+        except _ClosedErrors:
+            self.server.downloads_cut += 1
+            raise
 
     async def _send_simple(self, stream, conn, status: int, body: bytes, extra: list | None = None) -> None:
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]

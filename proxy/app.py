@@ -13,6 +13,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from . import passthrough
 from .admission import Streams
 from .attempts import send_with_retries
 from .auth import bearer_token, fingerprint, load_client_keys
@@ -24,6 +25,7 @@ from .models import merged_models
 from .observe import UPSTREAM, install_observability
 from .relay import NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
 from .responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
+from .routing import model_not_found
 from .upstream import Upstream, Upstreams
 from .usage import asked_for_usage, with_usage
 from .validate import ChatRequest, InvalidRequest, check_chat_object, check_content_type, parse_chat_request
@@ -172,8 +174,7 @@ def create_app(
         """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
         upstream = state["upstreams"].route(model)
         if upstream is None:
-            shown = model if len(model) <= 100 else model[:100] + "…"
-            raise InvalidRequest(f"No upstream serves the model {shown!r}.", "model_not_found", 404)
+            raise model_not_found(model)
         request.scope[UPSTREAM] = upstream.name
         return upstream
 
@@ -250,6 +251,24 @@ def create_app(
         else:
             chat = await read_chat(allow_text=True)  # a browser's fetch() sends text/plain by default
         return await relay_chat(chat, ndjson=True)
+
+    allowed = passthrough.path_filter(settings.passthrough)
+    if allowed is not None:
+        app.request_class = passthrough.request_class(settings)
+        app.asgi_app = passthrough.ending_broken_bodies(app.asgi_app)  # type: ignore[method-assign]
+
+        @app.route("/v1/<path:rest>", methods=passthrough.METHODS)
+        async def pass_through(rest: str) -> Response:
+            """Every other /v1/* endpoint, both bodies streamed (proxy/passthrough.py)."""
+            if not allowed(request.path):
+                return await not_found(None)
+            refuse_if_draining()
+            content, model = await passthrough.read_body(request, settings)
+            named = request.headers.get(passthrough.UPSTREAM_HEADER)
+            upstream = passthrough.choose(state["upstreams"], named, model)
+            request.scope[UPSTREAM] = upstream.name
+            hold(upstream)
+            return await until_answered(partial(passthrough.relay, upstream, request, content, settings))
 
     @app.get("/healthz")
     async def healthz() -> Response:

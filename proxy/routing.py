@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from .config import Settings
 from .observe import upstream_label
+from .validate import InvalidRequest
 
 CACHE_LIMIT = 10_000  # distinct model names remembered; beyond it decisions are still right, just not cached
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it goes into metric labels and a request header
@@ -238,3 +239,9 @@ def describe_upstreams(settings: Settings) -> str:
     if not settings.upstreams:
         return f"upstream {settings.upstream}"
     return "upstreams " + ", ".join(str(t.get("name")) for t in settings.upstreams)
+
+
+def model_not_found(model: str) -> InvalidRequest:
+    """The 404 for a model no upstream serves (no pattern matches, and there is no default upstream)."""
+    shown = model if len(model) <= 100 else model[:100] + "…"
+    return InvalidRequest(f"No upstream serves the model {shown!r}.", "model_not_found", 404)
