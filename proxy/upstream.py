@@ -12,6 +12,7 @@ cap); :class:`Upstreams` holds them all with the router that picks one for a mod
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
@@ -23,6 +24,8 @@ from .config import Settings
 from .keypool import Key, KeyPool
 from .routing import Router, UpstreamConfig, single_upstream, upstream_configs
 from .transport import H11Transport, Timeouts
+
+log = logging.getLogger("moonrelay")
 
 
 def build_transport(settings: Settings, config: UpstreamConfig | None = None) -> httpx.AsyncBaseTransport:
@@ -147,6 +150,9 @@ class Upstreams:
         self.by_name = {u.name: u for u in self.all}
         self.router = Router(u.config for u in self.all)
         self.default = self.by_name.get(self.router.default) if self.router.default else None
+        for u in self.all:  # fingerprints only: a key never reaches a log line
+            shown = ", ".join(k.fingerprint for k in u.keys.keys) or "none"
+            log.info("upstream %s: %s, %d key(s) (sha256 %s)", u.name, u.base, len(u.keys.keys), shown)
 
     def route(self, model: str) -> Upstream | None:
         """The upstream that serves ``model`` (None: no pattern matches and there is no default)."""

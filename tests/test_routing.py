@@ -324,6 +324,7 @@ async def test_a_rate_limited_key_rests_while_the_others_serve(nursery, monkeypa
     # a: 429, at once b; then a rests (1 s) and b serves both requests that follow.
     assert [r["headers"]["authorization"] for r in sim.recent] == ["Bearer sk-aaaa"] + ["Bearer sk-bbbb"] * 3
     assert f"key {fingerprint('sk-aaaa')} answered 429; it rests 1.0 s" in caplog.text
+    assert f"2 key(s) (sha256 {fingerprint('sk-aaaa')}, {fingerprint('sk-bbbb')})" in caplog.text
     assert "sk-aaaa" not in caplog.text and "sk-bbbb" not in caplog.text
 
 
@@ -391,3 +392,29 @@ async def test_the_upstream_cap_refuses_at_once_and_frees_its_slot(nursery):
         again = await client.post(url, json={**CHAT, "stream": True})  # the slot came back with the stream's end
         assert again.status_code == 200
     assert slow.stats.snapshot()["started"] == 2
+
+
+async def test_each_upstream_has_its_own_timeouts(nursery):
+    quick, patient = await start_sim(nursery), await start_sim(nursery)
+    root = await relay_with(
+        nursery,
+        upstream("quick", quick, models=["moonshot-*"], first_byte_timeout_s=0.3),
+        upstream("patient", patient, default=True),
+        first_byte_timeout_s=30,
+    )
+    stalled = {**CHAT, "stream": True, "sim_fault": "stall"}
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as waiting:
+        with trio.fail_after(5):
+            resp = await client.post(root + "/v1/chat/completions", json=stalled)
+        assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
+        slow_done = trio.Event()
+
+        async def slow() -> None:
+            await client.post(root + "/v1/chat/completions", json={**stalled, "model": "gpt-4o"})
+            slow_done.set()
+
+        waiting.start_soon(slow)
+        with trio.move_on_after(0.8):  # three times the quick upstream's limit
+            await slow_done.wait()
+        assert not slow_done.is_set()  # the global 30 s still holds for the other upstream
+        waiting.cancel_scope.cancel()
