@@ -418,3 +418,25 @@ async def test_each_upstream_has_its_own_timeouts(nursery):
             await slow_done.wait()
         assert not slow_done.is_set()  # the global 30 s still holds for the other upstream
         waiting.cancel_scope.cancel()
+
+
+def test_the_example_config_in_docs_loads_and_routes():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "moonrelay.example.toml"
+    settings = load({}, {}, str(path))
+    configs = upstream_configs(settings)
+    assert [(c.name, c.base_url, c.key_envs) for c in configs] == [
+        ("moonshot", "https://api.moonshot.cn/v1", ("MOONSHOT_API_KEY", "MOONSHOT_API_KEY_2")),
+        ("deepseek", "https://api.deepseek.com/v1", ("DEEPSEEK_API_KEY",)),
+        ("openai", "https://api.openai.com/v1", ("OPENAI_API_KEY",)),
+    ]
+    r = Router(configs)
+    routes = {m: r.route(m) for m in ("moonshot-v1-8k", "kimi-k2-0711-preview", "deepseek-reasoner", "gpt-4o",
+                                      "o3-mini", "text-embedding-3-small", "qwen-max")}  # fmt: skip
+    assert routes == {
+        "moonshot-v1-8k": "moonshot", "kimi-k2-0711-preview": "moonshot", "deepseek-reasoner": "deepseek",
+        "gpt-4o": "openai", "o3-mini": "openai", "text-embedding-3-small": "openai", "qwen-max": "moonshot",
+    }  # fmt: skip
+    assert (settings.workers, configs[0].max_concurrent, configs[1].first_byte_timeout_s) == (2, 500, 600.0)
+    assert settings.passthrough.startswith("/v1/embeddings") and configs[2].include_usage
