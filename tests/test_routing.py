@@ -440,3 +440,55 @@ def test_the_example_config_in_docs_loads_and_routes():
     }  # fmt: skip
     assert (settings.workers, configs[0].max_concurrent, configs[1].first_byte_timeout_s) == (2, 500, 600.0)
     assert settings.passthrough.startswith("/v1/embeddings") and configs[2].include_usage
+
+
+# -- the attempts loop, in virtual time -------------------------------------------------------------------
+
+
+def busy(retry_after: str = "1") -> httpx.Response:
+    return httpx.Response(429, headers={"retry-after": retry_after}, content=b'{"error":{"message":"slow down"}}')
+
+
+async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock):
+    from types import SimpleNamespace
+
+    from proxy.attempts import send_with_retries
+
+    pool = KeyPool(["sk-a", "sk-b"])
+    upstream = SimpleNamespace(name="u", keys=pool)
+    used = []
+
+    async def send(key):
+        used.append(key.authorization)
+        return busy()
+
+    async def another_request_gets_429s_meanwhile():
+        await trio.sleep(0.5)
+        for key in pool.keys:
+            pool.rest(key, "10", trio.current_time())
+
+    settings = Settings(retries=1, retry_max_wait_s=5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(another_request_gets_429s_meanwhile)
+        response, content = await send_with_retries(upstream, send, settings)
+    assert response.status_code == 429 and b"slow down" in content
+    assert used == [b"Bearer sk-a", b"Bearer sk-b"]  # woke at 1 s to find both resting again: no third call
+    with pytest.raises(AllKeysResting):  # and a new request is refused before any call
+        await send_with_retries(upstream, send, settings)
+    assert len(used) == 2
+
+
+async def test_a_single_key_is_retried_as_before(autojump_clock):
+    from types import SimpleNamespace
+
+    from proxy.attempts import send_with_retries
+
+    upstream = SimpleNamespace(name="u", keys=KeyPool(["only"]))
+    answers = [busy("2"), httpx.Response(200, content=b"ok")]
+
+    async def send(key):
+        return answers.pop(0)
+
+    t0 = trio.current_time()
+    response, content = await send_with_retries(upstream, send, Settings(retries=1))
+    assert (response.status_code, content, trio.current_time() - t0) == (200, None, 2.0)  # waited its Retry-After
