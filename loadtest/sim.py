@@ -9,8 +9,8 @@ every worker listens. In-process (tests, demos)::
 Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``, ``GET /sim/stats``,
 ``GET /sim/cancels``, ``POST /sim/reset``; for pass-through, ``POST /v1/embeddings``,
 ``POST /v1/tokenizers/estimate-token-count``, ``GET /v1/users/me/balance``, ``POST /v1/files`` (read as it
-arrives) and ``GET /v1/files/{id}/content`` (sent in timed parts). Timing, content size and fault injection can be overridden
-per request by ``sim_*`` body fields or ``X-Sim-*`` headers (the body wins).
+arrives) and ``GET /v1/files/{id}/content`` (sent in timed parts). Timing, content size and fault injection can
+be overridden per request by ``sim_*`` body fields or ``X-Sim-*`` headers (the body wins).
 
 Why no framework: hypercorn + Quart spend hundreds of µs per chunk and a task tree per request; this
 module keeps one connection task (plus one EOF-watch task while a response is in progress), sends

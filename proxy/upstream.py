@@ -17,6 +17,7 @@ import os
 import ssl
 from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -51,7 +52,22 @@ def build_transport(settings: Settings, config: UpstreamConfig | None = None) ->
     )
 
 
-class Upstream:
+class _ClosedOnExit:
+    """``async with`` it, and ``aclose`` runs on the way out."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Upstream(_ClosedOnExit):
     """One upstream: base URL, keys, transport, and its per-worker cap; closed with ``async with``."""
 
     def __init__(
@@ -131,16 +147,8 @@ class Upstream:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def __aenter__(self) -> Upstream:
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class Upstreams:
+class Upstreams(_ClosedOnExit):
     """Every upstream the relay serves, by name and in config order, and the router between them."""
 
     def __init__(self, settings: Settings, upstreams: Sequence[Upstream] | None = None) -> None:
@@ -168,11 +176,3 @@ class Upstreams:
     async def aclose(self) -> None:
         for u in self.all:
             await u.aclose()
-
-    async def __aenter__(self) -> Upstreams:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

@@ -1,8 +1,11 @@
 import json
+import logging
 from functools import partial
 
+import pytest
 import trio
 
+from proxy.accesslog import LOGGER
 from proxy.config import Settings
 from proxy.server import serve
 
@@ -37,3 +40,31 @@ async def open_stream_and_leave(root: str, body: dict) -> bytes:
         while b"data: " not in seen:
             seen += await stream.receive_some(65536)
     return seen
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+async def wait_lines(lines: list, n: int) -> list:
+    """The line is written when the call returns, a moment after the client has its last byte."""
+    with trio.fail_after(5):
+        while len(lines) < n:  # noqa: ASYNC110 - polling a logging handler, which cannot await
+            await trio.sleep(0.005)
+    return lines
+
+
+@pytest.fixture
+def access_lines():
+    handler = Lines()
+    logger = logging.getLogger(LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)

@@ -4,42 +4,13 @@ import json
 import logging
 
 import httpx
-import pytest
 import trio
 
-from proxy.accesslog import LOGGER, AccessRecord, key_prefix, model_from_body, request_id, scan_tail
+from proxy.accesslog import AccessRecord, key_prefix, model_from_body, request_id, scan_tail
 from proxy.accesslog import upstream_error_kind as error_kind
-from tests.conftest import open_stream_and_leave, start_relay, start_sim
+from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
 
 CHAT = {"model": "moonshot-v1-32k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-async def wait_lines(lines: list, n: int) -> list:
-    """The line is written when the call returns, a moment after the client has its last byte."""
-    with trio.fail_after(5):
-        while len(lines) < n:  # noqa: ASYNC110 - polling a logging handler, which cannot await
-            await trio.sleep(0.005)
-    return lines
-
-
-@pytest.fixture
-def access_lines():
-    handler = Lines()
-    logger = logging.getLogger(LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
 
 
 # -- pure ---------------------------------------------------------------------------------------

@@ -21,6 +21,18 @@ async def pass_relay(nursery, sim, **overrides) -> str:
     return await start_relay(nursery, sim.url, passthrough="on", **overrides)
 
 
+def slow_parts(chunks: int, interval: float) -> dict[str, str]:
+    """Headers that make the sim send a file's content in ``chunks`` parts, ``interval`` s apart."""
+    return {"x-sim-chunks": str(chunks), "x-sim-interval": str(interval), "x-sim-ttft": "0"}
+
+
+async def upload(client: httpx.AsyncClient, root: str) -> str:
+    """A small file uploaded through the relay; its id."""
+    resp = await client.post(root + "/v1/files", content=MULTIPART + b"hi")
+    assert resp.status_code == 200
+    return resp.json()["id"]
+
+
 async def get_and_leave(root: str, path: str, headers: dict[str, str], marker: bytes) -> bytes:
     """Raw socket client (httpx leaves generators to the GC when left mid-body): GET, read until
     ``marker`` arrives, close."""
@@ -124,10 +136,9 @@ async def test_an_upload_streams_upstream_before_the_client_has_sent_it_all(nurs
 async def test_a_download_streams_back_part_by_part(nursery):
     sim = await start_sim(nursery)
     root = await pass_relay(nursery, sim)
-    slow = {"x-sim-chunks": "4", "x-sim-interval": "0.2", "x-sim-ttft": "0"}
     async with httpx.AsyncClient(timeout=10) as client:
-        file_id = (await client.post(root + "/v1/files", content=MULTIPART + b"hi")).json()["id"]
-        async with client.stream("GET", f"{root}/v1/files/{file_id}/content", headers=slow) as resp:
+        file_id = await upload(client, root)
+        async with client.stream("GET", f"{root}/v1/files/{file_id}/content", headers=slow_parts(4, 0.2)) as resp:
             parts = resp.aiter_raw()
             got = await parts.__anext__()
             sent_when_first_arrived = sim.parts_sent
@@ -141,10 +152,9 @@ async def test_a_download_streams_back_part_by_part(nursery):
 async def test_a_client_that_leaves_a_download_cancels_it_upstream(nursery):
     sim = await start_sim(nursery)
     root = await pass_relay(nursery, sim)
-    slow = {"x-sim-chunks": "50", "x-sim-interval": "0.05", "x-sim-ttft": "0"}
     async with httpx.AsyncClient(timeout=10) as client:
-        file_id = (await client.post(root + "/v1/files", content=MULTIPART + b"hi")).json()["id"]
-    seen = await get_and_leave(root, f"/v1/files/{file_id}/content", slow, b" part 0")
+        file_id = await upload(client, root)
+    seen = await get_and_leave(root, f"/v1/files/{file_id}/content", slow_parts(50, 0.05), b" part 0")
     assert seen.startswith(b"HTTP/1.1 200")
     with trio.fail_after(5):
         while not sim.downloads_cut:  # noqa: ASYNC110 - the sim notices at its next part
@@ -262,10 +272,9 @@ async def test_the_upstream_cap_counts_pass_through_requests(nursery):
     sim = await start_sim(nursery)
     tables = ({"name": "moon", "base_url": sim.url, "default": True, "max_concurrent": 1},)
     root = await start_relay(nursery, sim.url, passthrough="on", upstreams=tables)
-    slow = {"x-sim-chunks": "3", "x-sim-interval": "0.2", "x-sim-ttft": "0"}
     async with httpx.AsyncClient(timeout=10) as client:
-        file_id = (await client.post(root + "/v1/files", content=b"hi")).json()["id"]
-        async with client.stream("GET", f"{root}/v1/files/{file_id}/content", headers=slow) as resp:
+        file_id = await upload(client, root)
+        async with client.stream("GET", f"{root}/v1/files/{file_id}/content", headers=slow_parts(3, 0.2)) as resp:
             parts = resp.aiter_raw()
             assert b" part 0" in await parts.__anext__()
             refused = await client.get(root + "/v1/users/me/balance")
@@ -276,11 +285,10 @@ async def test_the_upstream_cap_counts_pass_through_requests(nursery):
 async def test_an_upstream_failing_mid_body_cuts_the_response_off(nursery, caplog):
     sim = await start_sim(nursery)
     root = await pass_relay(nursery, sim, idle_timeout_s=0.3)
-    slow = {"x-sim-chunks": "3", "x-sim-interval": "1", "x-sim-ttft": "0"}
     async with httpx.AsyncClient(timeout=10) as client:
-        file_id = (await client.post(root + "/v1/files", content=b"hi")).json()["id"]
+        file_id = await upload(client, root)
         with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
-            await client.get(f"{root}/v1/files/{file_id}/content", headers=slow)  # not a complete-looking body
+            await client.get(f"{root}/v1/files/{file_id}/content", headers=slow_parts(3, 1))  # not a whole body
         assert (await client.get(root + "/healthz")).status_code == 200
     assert "pass-through response from upstream 127.0.0.1" in caplog.text and "broke off" in caplog.text
     assert "Traceback" not in caplog.text and "Error in ASGI" not in caplog.text

@@ -10,12 +10,11 @@ import pytest
 import trio
 
 from proxy import routing
-from proxy.accesslog import LOGGER
 from proxy.auth import fingerprint
 from proxy.config import Settings, load
 from proxy.keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
 from proxy.routing import ConfigError, Router, UpstreamConfig, upstream_configs
-from tests.conftest import start_relay, start_sim
+from tests.conftest import start_relay, start_sim, wait_lines
 from tests.test_metrics import samples, total
 
 
@@ -177,33 +176,6 @@ def test_rest_follows_a_sane_retry_after_within_bounds():
 # -- the relay against several sims ----------------------------------------------------------------------
 
 CHAT = {"messages": [{"role": "user", "content": "Tell me about the moon"}]}
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture
-def access_lines():
-    handler = Lines()
-    logging.getLogger(LOGGER).addHandler(handler)
-    try:
-        yield handler.lines
-    finally:
-        logging.getLogger(LOGGER).removeHandler(handler)
-
-
-async def wait_lines(lines: list, n: int) -> list:
-    """A line is written when the call returns, a moment after the client has its last byte."""
-    with trio.fail_after(5):
-        while len(lines) < n:  # noqa: ASYNC110 - polling a logging handler, which cannot await
-            await trio.sleep(0.005)
-    return lines
 
 
 def upstream(name: str, sim, **extra) -> dict:

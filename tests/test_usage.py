@@ -2,19 +2,16 @@
 cut into reads), then the relay asking the sim for usage and cutting it out for clients that did not."""
 
 import json
-import logging
 
 import httpx
 import pytest
-import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtest import simcontent
-from proxy.accesslog import LOGGER
 from proxy.sse import EventSplitter, event_data
 from proxy.usage import UsageStripper, asked_for_usage, usage_only, with_usage
-from tests.conftest import start_relay, start_sim
+from tests.conftest import start_relay, start_sim, wait_lines
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 
@@ -100,33 +97,10 @@ def test_a_malformed_event_stops_the_filter_after_what_came_before():
 # -- the relay ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def access_lines():
-    lines: list[dict] = []
-
-    class Lines(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(json.loads(record.getMessage()))
-
-    handler = Lines()
-    logging.getLogger(LOGGER).addHandler(handler)
-    try:
-        yield lines
-    finally:
-        logging.getLogger(LOGGER).removeHandler(handler)
-
-
 async def relay_asking_usage(nursery, include_usage: bool = True):
     sim = await start_sim(nursery)
     table = {"name": "moon", "base_url": sim.url, "default": True, "include_usage": include_usage}
     return sim, await start_relay(nursery, sim.url, upstreams=(table,))
-
-
-async def logged(lines: list, n: int) -> list:
-    with trio.fail_after(5):
-        while len(lines) < n:  # noqa: ASYNC110 - the line is written just after the client has its last byte
-            await trio.sleep(0.005)
-    return lines
 
 
 async def test_usage_is_asked_for_and_cut_out_for_a_client_that_did_not_ask(nursery, access_lines):
@@ -142,7 +116,7 @@ async def test_usage_is_asked_for_and_cut_out_for_a_client_that_did_not_ask(nurs
     assert relayed.status_code == 200 and relayed.content == direct.content.replace(usage_event + b"\n\n", b"")
     assert b'"usage"' not in relayed.content
     usage = json.loads(event_data(usage_event))["usage"]
-    (line,) = await logged(access_lines, 1)  # the log knows the usage the client was not sent
+    (line,) = await wait_lines(access_lines, 1)  # the log knows the usage the client was not sent
     assert (line["prompt_tokens"], line["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
 
 
@@ -166,7 +140,7 @@ async def test_ndjson_lines_lose_the_usage_chunk_too(nursery, access_lines):
     assert resp.status_code == 200 and len(objs) == 6 and all(o["choices"] for o in objs)
     assert objs[-1]["choices"][0]["finish_reason"] == "stop"
     assert sim.recent[-1]["body"]["stream_options"] == {"include_usage": True}
-    (line,) = await logged(access_lines, 1)
+    (line,) = await wait_lines(access_lines, 1)
     assert line["completion_tokens"] == 5 and line["prompt_tokens"] > 0
 
 
@@ -175,5 +149,5 @@ async def test_without_include_usage_the_request_is_forwarded_as_sent(nursery, a
     async with httpx.AsyncClient(timeout=10) as client:
         resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
     assert resp.status_code == 200 and "stream_options" not in sim.recent[-1]["body"]
-    (line,) = await logged(access_lines, 1)
+    (line,) = await wait_lines(access_lines, 1)
     assert line["completion_tokens"] == 5  # Moonshot's usage inside the final choice
