@@ -7,8 +7,10 @@ every worker listens. In-process (tests, demos)::
     server.url  # "http://127.0.0.1:43121/v1"
 
 Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``, ``GET /sim/stats``,
-``GET /sim/cancels``, ``POST /sim/reset``. Timing, content size and fault injection can be overridden
-per request by ``sim_*`` body fields or ``X-Sim-*`` headers (the body wins).
+``GET /sim/cancels``, ``POST /sim/reset``; for pass-through, ``POST /v1/embeddings``,
+``POST /v1/tokenizers/estimate-token-count``, ``GET /v1/users/me/balance``, ``POST /v1/files`` (read as it
+arrives) and ``GET /v1/files/{id}/content`` (sent in timed parts). Timing, content size and fault injection can
+be overridden per request by ``sim_*`` body fields or ``X-Sim-*`` headers (the body wins).
 
 Why no framework: hypercorn + Quart spend hundreds of µs per chunk and a task tree per request; this
 module keeps one connection task (plus one EOF-watch task while a response is in progress), sends
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import math
 import multiprocessing
@@ -69,6 +72,8 @@ class SimConfig:
     tls_dir: str | None = None  # serve https with a trustme cert; writes DIR/ca.pem, DIR/server.pem, DIR/server.key
     require_key: str | None = None  # requests without "Authorization: Bearer <key>" get Moonshot's 401
     tls_reuse: bool = False  # load DIR's cert instead of writing a new one (the CLI's workers share one)
+    models: tuple[str, ...] = simcontent.MODELS  # what GET /v1/models lists
+    key_faults: dict[str, str] = field(default_factory=dict)  # bearer key -> fault for its chat requests (a 429ing key)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,6 +156,11 @@ class SimServer:
     port: int
     stats: SimStats
     recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=RECENT))
+    # Pass-through endpoints, watched in-process by tests that prove streaming:
+    upload_bytes: int = 0  # body bytes of the current (or last) POST /v1/files read so far
+    parts_sent: int = 0  # body parts of the current (or last) file content download sent so far
+    downloads_cut: int = 0  # downloads whose client left before the last part
+    files: dict[str, int] = field(default_factory=dict)  # uploaded file id -> size in bytes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,9 +403,14 @@ class _Sim:
             conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
 
     async def _read_request(self, stream, conn):
+        """(method, target, headers, body); the body is None for an upload, which its handler reads as it arrives."""
         event = await self._next_event(stream, conn)
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed (or PAUSED after a close)
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+        method, target = event.method.decode(), event.target.decode("latin-1")
+        if method == "POST" and _path(target) == "/v1/files":
+            return method, target, headers, None
         parts: list[bytes] = []
         size = 0
         while True:
@@ -409,13 +424,14 @@ class _Sim:
                 break
             else:
                 return None
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
-        return event.method.decode(), event.target.decode("latin-1"), headers, b"".join(parts)
+        return method, target, headers, b"".join(parts)
 
     # -- routing ----------------------------------------------------------------------------------
 
-    async def _dispatch(self, stream, conn, nursery, method: str, target: str, headers: dict, raw: bytes) -> None:
-        path = target.split("?", 1)[0].rstrip("/") or "/"
+    async def _dispatch(
+        self, stream, conn, nursery, method: str, target: str, headers: dict, raw: bytes | None
+    ) -> None:
+        path = _path(target)
         body: object = None
         if raw:
             try:
@@ -435,6 +451,9 @@ class _Sim:
             if self.config.require_key is not None:
                 if headers.get("authorization", "") != f"Bearer {self.config.require_key}":
                     return await self._error(stream, conn, 401)
+            key_fault = self.config.key_faults.get(headers.get("authorization", "").removeprefix("Bearer "))
+            if key_fault is not None:
+                headers = {**headers, "x-sim-fault": key_fault}
             if bad_json or not isinstance(body, dict):
                 return await self._error(stream, conn, 400, "Invalid request: body is not a JSON object")
             try:
@@ -443,7 +462,12 @@ class _Sim:
                 return await self._error(stream, conn, 400, f"Invalid request: {exc}")
             return await self._chat(stream, conn, nursery, body, plan)
         if path == "/v1/models" and method == "GET":
-            return await self._send_simple(stream, conn, 200, simcontent.models_body())
+            return await self._send_simple(stream, conn, 200, simcontent.models_body(models=self.config.models))
+        if path in _PASS_THROUGH or path.startswith("/v1/files/"):
+            if self.config.require_key is not None:
+                if headers.get("authorization", "") != f"Bearer {self.config.require_key}":
+                    return await self._error(stream, conn, 401)
+            return await self._pass_through(stream, conn, method, path, headers, body, bad_json)
         if path == "/sim/stats" and method == "GET":
             return await self._send_simple(stream, conn, 200, simcontent.dumps(self.stats.snapshot()))
         if path == "/sim/cancels" and method == "GET":
@@ -455,6 +479,78 @@ class _Sim:
             self.server.recent.clear()
             return await self._send_simple(stream, conn, 200, simcontent.dumps(self.stats.snapshot()))
         return await self._error(stream, conn, 404, f"Not found: {method} {path}", "resource_not_found_error")
+
+    # -- the other endpoints a relay passes through ------------------------------------------------
+
+    async def _pass_through(self, stream, conn, method: str, path: str, headers: dict, body, bad_json: bool) -> None:
+        if path == "/v1/files" and method == "POST":
+            return await self._upload(stream, conn)
+        if path.startswith("/v1/files/") and path.endswith("/content") and method == "GET":
+            return await self._download(stream, conn, path.split("/")[3], headers)
+        if path == "/v1/users/me/balance" and method == "GET":
+            return await self._send_simple(stream, conn, 200, simcontent.BALANCE)
+        if method != "POST":
+            return await self._error(stream, conn, 405, "Method not allowed", "invalid_request_error")
+        if bad_json or not isinstance(body, dict):
+            return await self._error(stream, conn, 400, "Invalid request: body is not a JSON object")
+        try:
+            if path == "/v1/embeddings":
+                answer = simcontent.embeddings(body.get("model"), body.get("input"))
+            else:
+                answer = simcontent.token_count(body.get("messages"))
+        except ValueError as exc:
+            return await self._error(stream, conn, 400, f"Invalid request: {exc}")
+        await self._send_simple(stream, conn, 200, answer)
+
+    async def _upload(self, stream, conn) -> None:
+        """``POST /v1/files``: counts and hashes the body as it arrives (``upload_bytes`` shows how far it is),
+        then answers with Moonshot's file object."""
+        self.server.upload_bytes = 0
+        digest = hashlib.sha256()
+        start = b""  # the first bytes, where a multipart body names the file and its purpose
+        while True:
+            part = await self._next_event(stream, conn)
+            if isinstance(part, h11.EndOfMessage):
+                break
+            if not isinstance(part, h11.Data):
+                return
+            digest.update(part.data)
+            if len(start) < 4096:
+                start += part.data[: 4096 - len(start)]
+            self.server.upload_bytes += len(part.data)
+        size = self.server.upload_bytes
+        file_id = f"file-sim{len(self.server.files) + 1:04d}"
+        self.server.files[file_id] = size
+        answer = simcontent.file_object(file_id, size, start, digest.hexdigest(), int(time.time()))
+        await self._send_simple(stream, conn, 200, answer)
+
+    async def _download(self, stream, conn, file_id: str, headers: dict) -> None:
+        """``GET /v1/files/{id}/content``: the sim's chunks/interval/ttft (``X-Sim-*``) shape a slow body of
+        ``chunks`` parts; ``parts_sent`` shows how far it is (``X-Sim-Fault: status:N`` answers N instead)."""
+        try:
+            plan = make_plan(self.config, {}, headers)
+        except BadRequest as exc:
+            return await self._error(stream, conn, 400, f"Invalid request: {exc}")
+        if plan.fault == "status":
+            return await self._error(stream, conn, plan.fault_arg)
+        if file_id not in self.server.files:
+            return await self._error(stream, conn, 404, f"Not found: file {file_id}", "resource_not_found_error")
+        head = [
+            ("content-type", "application/octet-stream"),
+            ("content-disposition", f'attachment; filename="{file_id}.txt"'),
+            ("transfer-encoding", "chunked"),
+        ]
+        self.server.parts_sent = 0
+        await _send(stream, conn.send(h11.Response(status_code=200, headers=head)))
+        try:
+            for k, at in enumerate(schedule(plan, trio.current_time(), self.rng)[: plan.chunks]):
+                await self.timer.sleep_until(at)
+                await _send(stream, conn.send(h11.Data(data=simcontent.file_part(file_id, k))))
+                self.server.parts_sent += 1
+            await _send(stream, conn.send(h11.EndOfMessage()))
+        except _ClosedErrors:
+            self.server.downloads_cut += 1
+            raise
 
     async def _send_simple(self, stream, conn, status: int, body: bytes, extra: list | None = None) -> None:
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
@@ -650,6 +746,16 @@ class _Sim:
 
 def _zero() -> int:
     return 0
+
+
+# Moonshot's other endpoints (and OpenAI's embeddings) that the sim answers, for the relay's pass-through.
+_PASS_THROUGH = frozenset(
+    {"/v1/embeddings", "/v1/tokenizers/estimate-token-count", "/v1/users/me/balance", "/v1/files"}
+)
+
+
+def _path(target: str) -> str:
+    return target.split("?", 1)[0].rstrip("/") or "/"
 
 
 def _format_url(scheme: str, host: str, port: int) -> str:

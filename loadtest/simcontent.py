@@ -16,24 +16,30 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_MODEL",
     "DETERMINISTIC_CREATED",
+    "BALANCE",
     "DONE_EVENT",
     "MALFORMED_EVENT",
     "MODELS",
     "Stamped",
     "completion",
     "dumps",
+    "embeddings",
     "error_body",
     "error_type",
+    "file_object",
+    "file_part",
     "models_body",
     "prompt_tokens",
     "request_hash",
     "stream_events",
+    "token_count",
     "tokens",
 ]
 
@@ -83,11 +89,11 @@ def error_body(status: int, message: str | None = None) -> bytes:
     return dumps({"error": {"message": message or default, "type": kind}})
 
 
-def models_body(created: int = DETERMINISTIC_CREATED) -> bytes:
+def models_body(created: int = DETERMINISTIC_CREATED, models: Sequence[str] = MODELS) -> bytes:
     return dumps(
         {
             "object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "moonshot"} for m in MODELS],
+            "data": [{"id": m, "object": "model", "created": created, "owned_by": "moonshot"} for m in models],
         }
     )
 
@@ -223,3 +229,67 @@ def completion(
         },
     }
     return _stamped(obj, 0, 1, sse=False)
+
+
+# -- the other endpoints (what a relay passes through) ------------------------------------------------
+
+EMBEDDING_DIMENSIONS = 8
+# Moonshot's GET /v1/users/me/balance
+BALANCE = dumps(
+    {
+        "code": 0,
+        "data": {"available_balance": 49.58894, "voucher_balance": 46.58893, "cash_balance": 3.00001},
+        "scode": "0x0",
+        "status": True,
+    }
+)
+
+
+def embeddings(model: object, inputs: object) -> bytes:
+    """OpenAI's embeddings list: a deterministic vector per input (the same text, the same vector)."""
+    if not isinstance(model, str) or not model:
+        raise ValueError("'model' is required")
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("'input' must be a string or a list of strings")
+    data = []
+    for i, text in enumerate(texts):
+        digest = hashlib.sha256(f"{model}\n{text}".encode()).digest()
+        vector = [round((b - 127.5) / 127.5, 6) for b in digest[:EMBEDDING_DIMENSIONS]]
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = sum(prompt_tokens([{"content": t}]) - 3 for t in texts)
+    return dumps(
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    )
+
+
+def token_count(messages: object) -> bytes:
+    """Moonshot's ``POST /v1/tokenizers/estimate-token-count`` answer for these messages."""
+    if not isinstance(messages, list):
+        raise ValueError("'messages' is required and must be a list")
+    return dumps({"code": 0, "data": {"total_tokens": prompt_tokens(messages)}, "scode": "0x0", "status": True})
+
+
+def file_object(file_id: str, size: int, start: bytes, sha256: str, created_at: int) -> bytes:
+    """Moonshot's file object for an upload of ``size`` body bytes; ``start`` is the body's beginning, where a
+    multipart body names the file (``filename="..."``) and may carry a ``purpose`` field."""
+    name = re.search(rb'filename="([^"\r\n]*)"', start)
+    purpose = re.search(rb'name="purpose"\r\n\r\n([^\r\n]*)', start)
+    return dumps(
+        {
+            "id": file_id,
+            "object": "file",
+            "bytes": size,
+            "created_at": created_at,
+            "filename": name.group(1).decode("utf-8", "replace") if name else "upload",
+            "purpose": purpose.group(1).decode("utf-8", "replace") if purpose else "file-extract",
+            "status": "ok",
+            "status_details": "",
+            "sim": {"sha256": sha256},
+        }
+    )
+
+
+def file_part(file_id: str, k: int) -> bytes:
+    """Part ``k`` of a file's content, as ``GET /v1/files/{id}/content`` streams it."""
+    return f"{file_id} part {k}: {' '.join(VOCABULARY[k % len(VOCABULARY) :][:8])}\n".encode()

@@ -9,6 +9,7 @@ from dataclasses import fields
 
 from .auth import load_client_keys
 from .config import ENV_PREFIX, Settings, load
+from .routing import upstream_configs
 from .server import run
 
 _HELP = {
@@ -39,6 +40,8 @@ _HELP = {
     "retry_max_wait_s": "longest wait between attempts; a longer Retry-After is relayed to the client instead",
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
     "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",
+    "passthrough": "other /v1/* paths passed to the upstream: off, on (all), or comma-separated path globs",
+    "max_upload_bytes": "largest streamed pass-through request body (file uploads), 413 beyond",
 }
 
 
@@ -48,9 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenAI-compatible streaming relay (Moonshot by default). Every flag --NAME can also be set "
         f"as {ENV_PREFIX}NAME; precedence: flag > environment > --config file > default.",
     )
-    parser.add_argument("--config", help="TOML file with the same settings (top level or a [relay] table)")
+    parser.add_argument(
+        "--config", help="TOML file with the same settings (top level or a [relay] table) and [[upstreams]] tables"
+    )
     defaults = Settings()
     for f in fields(Settings):
+        if f.metadata.get("file_only"):
+            continue
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(
             flag,
@@ -71,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2
-    if not settings.upstream_key and "api.moonshot" in settings.upstream:
-        print(f"moonrelay: warning: ${settings.upstream_key_env} is not set; Moonshot will answer 401", file=sys.stderr)
+    for config in upstream_configs(settings):
+        keyless = not any(os.environ.get(name) for name in config.key_envs)
+        if config.key_envs and keyless and config.base_url.startswith("https://"):  # a local sim needs none
+            names = ", ".join(f"${name}" for name in config.key_envs)
+            print(f"moonrelay: warning: upstream {config.name}: {names} not set; it will answer 401", file=sys.stderr)
     return run(settings)
 
 

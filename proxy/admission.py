@@ -1,4 +1,5 @@
-"""The worker's in-flight chat requests: admission (``--max-streams``), draining, and who to interrupt.
+"""The worker's in-flight chat requests: admission (``--max-streams`` and each upstream's
+``max_concurrent``), draining, and who to interrupt.
 
 A request is admitted in the view, after it validated, and released when its ASGI call returns:
 that is when the last byte went out *or* the client left (quart-trio cancels the call on
@@ -17,6 +18,7 @@ from .transport import SHUTDOWN
 
 ADMITTED = "moonrelay.admitted"  # ASGI scope key: this call holds a slot
 BODY = "moonrelay.body"  # ASGI scope key: the streaming body being sent, if any
+UPSTREAM_SLOT = "moonrelay.upstream_slot"  # ASGI scope key: the upstream whose max_concurrent slot this call holds
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
@@ -39,6 +41,13 @@ class Streams:
         scope[ADMITTED] = True
         return True
 
+    def hold(self, scope: dict, upstream: Any) -> bool:
+        """Take one of ``upstream``'s slots (``Upstream.take``) for this call; False when it is full."""
+        if not upstream.take():
+            return False
+        scope[UPSTREAM_SLOT] = upstream
+        return True
+
     def track_body(self, scope: dict, body: Any) -> None:
         self.bodies.add(body)
         scope[BODY] = body
@@ -49,6 +58,9 @@ class Streams:
             self.bodies.discard(body)
         if scope.pop(ADMITTED, False):
             self.active -= 1
+        upstream = scope.pop(UPSTREAM_SLOT, None)
+        if upstream is not None:
+            upstream.give_back()
 
     async def wait_idle(self) -> None:
         """Until no HTTP request is in flight."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -11,37 +13,27 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from . import passthrough
 from .admission import Streams
+from .attempts import send_with_retries
 from .auth import bearer_token, fingerprint, load_client_keys
 from .config import Settings
-from .errors import JSON, SHUTTING_DOWN, error_body, map_transport_error
+from .errors import JSON, SHUTTING_DOWN, error_body
 from .heartbeat import Heartbeats
-from .observe import TAP, install_observability
-from .relay import NDJSONBody, SSEBody
-from .retry import RETRY_STATUSES, retry_delay
-from .upstream import Upstream
+from .keypool import AllKeysResting
+from .models import merged_models
+from .observe import TAP, UPSTREAM, install_observability
+from .relay import NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
+from .responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
+from .routing import model_not_found
+from .upstream import Upstream, Upstreams
+from .usage import asked_for_usage, with_usage
 from .validate import ChatRequest, InvalidRequest, check_chat_object, check_content_type, parse_chat_request
 
 log = logging.getLogger("moonrelay")
 
 # Routes anyone may call, client keys or not (load balancers probe them).
 _OPEN_PATHS = frozenset({"/healthz"})
-
-# Response headers worth passing back from the upstream (rate limits matter to callers).
-_RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")
-
-
-def _relayed_headers(response: httpx.Response) -> dict[str, str]:
-    out = {}
-    for name, value in response.headers.items():
-        if name in _RELAYED or name.startswith("x-ratelimit-"):
-            out[name] = value
-    return out
-
-
-def _json_error(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, content_type=JSON, headers=headers)
-
 
 def _count_tasks() -> int:
     """Live trio tasks in this worker (~1 µs per task: fine for a probe, not for a hot path)."""
@@ -55,18 +47,14 @@ def _count_tasks() -> int:
     return count
 
 
-def _ndjson_error(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body) + "\n", status=status, content_type="application/x-ndjson", headers=headers)
-
-
 def create_app(
     settings: Settings,
-    upstream: Upstream | None = None,
+    upstreams: Upstreams | Upstream | None = None,
     *,
     streams: Streams | None = None,
     heartbeats: Heartbeats | None = None,
 ) -> QuartTrio:
-    """The app; with no ``upstream`` it opens its own when serving starts and closes it when serving stops.
+    """The app; with no ``upstreams`` it opens its own when serving starts and closes them when serving stops.
 
     ``streams`` holds the worker's in-flight chat requests (admission, drain); ``heartbeats``, if
     given and running, pings silent SSE streams.
@@ -80,68 +68,50 @@ def create_app(
     client_keys = load_client_keys(settings)
     if client_keys is not None:
         log.info("client keys required: %d configured", len(client_keys))
-    state: dict[str, Upstream] = {}
-    if upstream is not None:
-        state["upstream"] = upstream
+    state: dict[str, Upstreams] = {}
+    if isinstance(upstreams, Upstream):
+        upstreams = Upstreams(settings, [upstreams])
+    if upstreams is not None:
+        state["upstreams"] = upstreams
     else:
 
         @app.before_serving
-        async def open_upstream() -> None:
-            state["upstream"] = Upstream(settings)
+        async def open_upstreams() -> None:
+            state["upstreams"] = Upstreams(settings)
 
         @app.after_serving
-        async def close_upstream() -> None:
-            await state.pop("upstream").aclose()
+        async def close_upstreams() -> None:
+            await state.pop("upstreams").aclose()
 
-    def upstream_error(exc: httpx.TransportError, ndjson: bool) -> Response:
-        status, err = map_transport_error(exc)
-        return _ndjson_error(status, err) if ndjson else _json_error(status, err)
-
-    async def send_with_retries(
-        method: str, path: str, body: bytes | None, stream: bool
-    ) -> tuple[httpx.Response, bytes | None]:
-        """The upstream's answer (headers in), retried while nothing reached the client; and its body
-        if it had to be read (a failed attempt that is not retried). Raises the last TransportError."""
-        attempt = 0
-        while True:
-            try:
-                response = await state["upstream"].send(method, path, body, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                delay = retry_delay(attempt, None, settings.retry_max_wait_s) if attempt < settings.retries else None
-                if delay is None:
-                    raise
-                attempt += 1
-                await trio.sleep(delay)
-                continue
-            if response.status_code not in RETRY_STATUSES or attempt >= settings.retries:
-                return response, None
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
-            delay = retry_delay(attempt, response.headers.get("retry-after"), settings.retry_max_wait_s)
-            if delay is None or b"exceeded_current_quota" in content:  # waiting will not refill a quota
-                return response, content
-            attempt += 1
-            await trio.sleep(delay)
-
-    async def exchange(method: str, path: str, body: bytes | None, stream: bool, ndjson: bool) -> Response:
+    async def exchange(
+        upstream: Upstream, method: str, path: str, body: bytes | None, stream: bool, ndjson: bool, strip_usage: bool
+    ) -> Response:
         try:
-            response, content = await send_with_retries(method, path, body, stream)
+            response, content = await send_with_retries(
+                upstream, lambda key: upstream.send(method, path, body, stream=stream, key=key), settings
+            )
         except httpx.TransportError as exc:
-            return upstream_error(exc, ndjson)
-        relayed = _relayed_headers(response)
+            return upstream_error(exc, ndjson=ndjson)
+        except AllKeysResting as exc:
+            return keys_resting(exc, upstream.name, ndjson=ndjson)
+        relayed = relayed_headers(response)
         if content is None and stream and response.status_code == 200:
             body_iter: SSEBody
             direct = request.method if settings.direct_writes != "off" else None
             tap = request.scope.get(TAP)
             if ndjson:
-                body_iter = NDJSONBody(response, direct=direct, tap=tap)
+                if strip_usage:
+                    body_iter = UsageStrippedNDJSON(response, request.scope, direct=direct, tap=tap)
+                else:
+                    body_iter = NDJSONBody(response, direct=direct, tap=tap)
                 out = Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
             else:
                 relayed["cache-control"] = "no-cache"
                 relayed["x-accel-buffering"] = "no"  # tell nginx in front of us not to buffer either
-                body_iter = SSEBody(response, direct=direct, tap=tap)
+                if strip_usage:
+                    body_iter = UsageStrippedSSE(response, request.scope, direct=direct, tap=tap)
+                else:
+                    body_iter = SSEBody(response, direct=direct, tap=tap)
                 content_type = response.headers.get("content-type", "text/event-stream")
                 out = Response(body_iter, status=200, headers=relayed, content_type=content_type)
                 if heartbeats is not None:
@@ -152,7 +122,7 @@ def create_app(
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:
-                return upstream_error(exc, False)
+                return upstream_error(exc, ndjson=False)
             finally:
                 await response.aclose()
         content_type = response.headers.get("content-type", JSON)
@@ -161,28 +131,70 @@ def create_app(
             content_type = "application/x-ndjson"
         return Response(content, status=response.status_code, headers=relayed, content_type=content_type)
 
-    async def forward(method: str, path: str, body: bytes | None, stream: bool, ndjson: bool = False) -> Response:
+    async def until_answered(answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
+        """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""
         # One cancel scope per request (not per chunk): a drain that runs out of time cancels it.
         scope = trio.CancelScope()
         streams.waiting.add(scope)
         try:
             with scope:
-                return await exchange(method, path, body, stream, ndjson)
+                return await answer()
         finally:
             streams.waiting.discard(scope)
         # Only reached when the drain cancelled the scope.
-        return _ndjson_error(503, SHUTTING_DOWN) if ndjson else _json_error(503, SHUTTING_DOWN)
+        return error_response(503, SHUTTING_DOWN, ndjson=ndjson)
 
-    def admit() -> None:
-        """Take one of this worker's stream slots, or refuse at once (429, or 503 while draining)."""
+    async def forward(
+        upstream: Upstream, method: str, path: str, body: bytes | None, stream: bool, *,
+        ndjson: bool = False, strip_usage: bool = False,
+    ) -> Response:  # fmt: skip
+        return await until_answered(
+            partial(exchange, upstream, method, path, body, stream, ndjson, strip_usage), ndjson
+        )
+
+    def refuse_if_draining() -> None:
         if streams.draining:
             raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
+
+    def hold(upstream: Upstream) -> None:
+        """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
+        if not streams.hold(request.scope, upstream):
+            raise InvalidRequest(
+                f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
+                "requests on this relay worker; retry shortly.",
+                "upstream_concurrency_limit",
+                429,
+            )
+
+    def admit(upstream: Upstream) -> None:
+        """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
+        503 while draining)."""
+        refuse_if_draining()
         if not streams.admit(request.scope):
             raise InvalidRequest(
                 f"The relay is at its limit of {settings.max_streams} concurrent requests; retry shortly.",
                 "relay_overloaded",
                 429,
             )
+        hold(upstream)
+
+    def route(model: str) -> Upstream:
+        """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
+        upstream = state["upstreams"].route(model)
+        if upstream is None:
+            raise model_not_found(model)
+        request.scope[UPSTREAM] = upstream.name
+        return upstream
+
+    async def relay_chat(chat: ChatRequest, *, ndjson: bool) -> Response:
+        upstream = route(chat.model)
+        admit(upstream)
+        body, strip_usage = chat.body, False
+        if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
+            body, strip_usage = with_usage(chat.data), True
+        return await forward(
+            upstream, "POST", "/chat/completions", body, chat.stream, ndjson=ndjson, strip_usage=strip_usage
+        )
 
     async def read_chat(*, allow_text: bool = False) -> ChatRequest:
         check_content_type(request.mimetype, allow_text=allow_text)
@@ -199,40 +211,41 @@ def create_app(
         if token is not None:
             log.info("refused a client key (sha256 %s) for %s", fingerprint(token), request.path)
         msg = "Invalid or missing API key: send Authorization: Bearer <key>."
-        return _json_error(401, error_body(msg, "invalid_request_error", "invalid_api_key"))
+        return json_error(401, error_body(msg, "invalid_request_error", "invalid_api_key"))
 
     @app.errorhandler(InvalidRequest)
     async def invalid(exc: InvalidRequest) -> Response:
         type_ = {429: "rate_limit_error", 503: "server_error"}.get(exc.status, "invalid_request_error")
         headers = {"retry-after": "1"} if exc.status in (429, 503) else None
         body = error_body(str(exc), type_, exc.code)
-        if request.path == "/chat/completions":
-            return _ndjson_error(exc.status, body, headers)
-        return _json_error(exc.status, body, headers)
+        return error_response(exc.status, body, headers, ndjson=request.path == "/chat/completions")
 
     @app.errorhandler(413)
     async def too_large(_: Any) -> Response:
         msg = f"Request body exceeds the limit of {settings.max_body_bytes} bytes."
-        return _json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))
+        return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))
 
     @app.errorhandler(404)
     async def not_found(_: Any) -> Response:
-        return _json_error(404, error_body(f"No route for {request.path}.", "invalid_request_error", "not_found"))
+        return json_error(404, error_body(f"No route for {request.path}.", "invalid_request_error", "not_found"))
 
     @app.errorhandler(405)
     async def not_allowed(_: Any) -> Response:
         msg = f"Method {request.method} is not allowed on {request.path}."
-        return _json_error(405, error_body(msg, "invalid_request_error", "method_not_allowed"))
+        return json_error(405, error_body(msg, "invalid_request_error", "method_not_allowed"))
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
-        chat = await read_chat()
-        admit()
-        return await forward("POST", "/chat/completions", chat.body, chat.stream)
+        return await relay_chat(await read_chat(), ndjson=False)
 
     @app.get("/v1/models")
     async def models() -> Response:
-        return await forward("GET", "/models", None, False)
+        everyone = state["upstreams"].all
+        if len(everyone) == 1:  # one upstream: its own answer, status and all
+            request.scope[UPSTREAM] = everyone[0].name
+            return await forward(everyone[0], "GET", "/models", None, False)
+        request.scope[UPSTREAM] = "all"
+        return await until_answered(partial(merged_models, everyone))
 
     @app.route("/chat/completions", methods=["GET", "POST"])
     async def seed_chat() -> Response:
@@ -245,8 +258,25 @@ def create_app(
             chat = check_chat_object(data, None, settings.default_model)
         else:
             chat = await read_chat(allow_text=True)  # a browser's fetch() sends text/plain by default
-        admit()
-        return await forward("POST", "/chat/completions", chat.body, chat.stream, ndjson=True)
+        return await relay_chat(chat, ndjson=True)
+
+    allowed = passthrough.path_filter(settings.passthrough)
+    if allowed is not None:
+        app.request_class = passthrough.request_class(settings)
+        app.asgi_app = passthrough.ending_broken_bodies(app.asgi_app)  # type: ignore[method-assign]
+
+        @app.route("/v1/<path:rest>", methods=passthrough.METHODS)
+        async def pass_through(rest: str) -> Response:
+            """Every other /v1/* endpoint, both bodies streamed (proxy/passthrough.py)."""
+            if not allowed(request.path):
+                return await not_found(None)
+            refuse_if_draining()
+            content, model = await passthrough.read_body(request, settings)
+            named = request.headers.get(passthrough.UPSTREAM_HEADER)
+            upstream = passthrough.choose(state["upstreams"], named, model)
+            request.scope[UPSTREAM] = upstream.name
+            hold(upstream)
+            return await until_answered(partial(passthrough.relay, upstream, request, content, settings))
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -11,12 +11,13 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 MOONSHOT_BASE_URL = "https://api.moonshot.cn/v1"
 DEFAULT_MODEL = "moonshot-v1-8k"
 ENV_PREFIX = "MOONRELAY_"
+FILE_ONLY = {"file_only": True}  # a setting the config file gives, with no flag or environment variable
 
 
 @dataclass
@@ -52,6 +53,12 @@ class Settings:
     access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none
     metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted
     cors_origins: str = ""  # comma-separated browser origins allowed to call the relay; "*" = any
+    # Routing (proxy/routing.py) and pass-through (proxy/passthrough.py)
+    passthrough: str = "off"  # other /v1/* paths to the upstream: "off", "on" (all), or comma-separated path globs
+    max_upload_bytes: int = 100 * 1024 * 1024  # largest streamed pass-through body (Moonshot files: 100 MB)
+    # [[upstreams]] tables from the config file only (no flag or variable): several upstreams, routed by model.
+    # Empty: the flat upstream settings above define the one default upstream.
+    upstreams: tuple[dict[str, Any], ...] = field(default=(), metadata=FILE_ONLY)
 
     @property
     def upstream_key(self) -> str | None:
@@ -87,7 +94,7 @@ def _convert(type_: Any, raw: Any, name: str) -> Any:
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """Settings given as MOONRELAY_<NAME> variables."""
-    names = {f.name for f in fields(Settings)}
+    names = {f.name for f in fields(Settings) if not f.metadata.get("file_only")}
     out = {}
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX):
@@ -98,10 +105,17 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def from_toml(path: str) -> dict[str, Any]:
+    """Flat settings (top level or a ``[relay]`` table) and the ``[[upstreams]]`` tables, as ``upstreams``."""
     with open(path, "rb") as f:
         data = tomllib.load(f)
     relay = data.get("relay", data)
-    return {k.replace("-", "_"): v for k, v in relay.items() if not isinstance(v, dict)}
+    out = {k.replace("-", "_"): v for k, v in relay.items() if not isinstance(v, dict) and k != "upstreams"}
+    tables = data.get("upstreams", relay.get("upstreams"))
+    if tables is not None:
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise ValueError(f"{path}: 'upstreams' must be [[upstreams]] tables")
+        out["upstreams"] = tuple(tables)
+    return out
 
 
 def load(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:
@@ -111,4 +125,8 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str 
     if config_file:
         settings = settings.with_overrides(from_toml(config_file))
     settings = settings.with_overrides(from_environment(environ))
-    return settings.with_overrides(flags)
+    settings = settings.with_overrides(flags)
+    from .routing import upstream_configs  # here: routing builds on these settings
+
+    upstream_configs(settings)  # a bad [[upstreams]] table stops startup (ConfigError is a ValueError)
+    return settings

@@ -2,7 +2,7 @@
 
     httpx.TransportError
     ├── ConnectError, ReadError, WriteError, RemoteProtocolError  → 502 upstream_unavailable / upstream_error
-    ├── ConnectTimeout, ReadTimeout                               → 504 upstream_timeout
+    ├── ConnectTimeout, ReadTimeout, WriteTimeout                 → 504 upstream_connect_timeout / upstream_timeout
     └── PoolTimeout                                               → 503 upstream_busy
 
 Refusals made by the relay itself (not the upstream) use the same shape:
@@ -40,7 +40,7 @@ def map_transport_error(exc: httpx.TransportError) -> tuple[int, dict]:
         return 504, error_body(
             "Timed out connecting to the upstream API.", "upstream_error", "upstream_connect_timeout"
         )
-    if isinstance(exc, httpx.ReadTimeout):
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
         return 504, error_body(f"The upstream API did not answer in time: {exc}.", "upstream_error", "upstream_timeout")
     if isinstance(exc, httpx.PoolTimeout):
         return 503, error_body("All upstream connections are busy; retry later.", "upstream_error", "upstream_busy")

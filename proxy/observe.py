@@ -27,11 +27,14 @@ from .accesslog import upstream_error_kind as error_kind
 from .config import Settings
 from .cors import CORSPolicy
 from .demo import PAGE
+from .usage import STRIPPED_USAGE
 
 log = logging.getLogger("moonrelay")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 ROUTE = "moonrelay.route"  # ASGI scope key: the Quart URL rule that matched (set by a before_request hook)
+UPSTREAM = "moonrelay.upstream"  # ASGI scope key: the name of the upstream the request was routed to
+UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
 UNMATCHED = "unmatched"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 UNLOGGED = frozenset({"/healthz"})  # probes would drown the log
@@ -74,7 +77,7 @@ class Observer:
         self.app = app
         self.settings = settings
         self.streams = streams
-        self.upstream = upstream_label(settings.upstream)
+        self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
         self.metrics = None
@@ -224,11 +227,14 @@ class Observer:
         """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
         route = scope.get(ROUTE, UNMATCHED)
+        stripped = scope.get(STRIPPED_USAGE)
+        if stripped is not None:
+            tail = tail + b"\n" + stripped
         rec = AccessRecord(
             request_id=rid,
             method=method,
             route=route,
-            upstream=self.upstream,
+            upstream=scope.get(UPSTREAM, self.upstream),
             client_key=key_prefix(authorization.decode("latin-1")) if authorization is not None else None,
             status=status,
             ttfc_ms=(first_ns - started) / 1e6 if first_ns else None,

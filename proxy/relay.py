@@ -32,6 +32,7 @@ from .errors import (
 )
 from .sse import DONE, EventSplitter, event_data, well_formed
 from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
+from .usage import STRIPPED_USAGE, UsageStripper, usage_only
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
@@ -174,3 +175,60 @@ class NDJSONBody(SSEBody):
 
     def _shutdown(self) -> bytes:
         return SHUTDOWN_NDJSON
+
+
+class UsageStrippedSSE(SSEBody):
+    """An SSE body without the usage chunk the relay asked for on the client's behalf (proxy/usage.py).
+
+    A subclass rather than a flag in SSEBody: a stream that needs no cutting runs the same code as before.
+    """
+
+    __slots__ = ("_stripper", "_scope")
+
+    def __init__(self, response: httpx.Response, scope: dict, **kwargs: Any) -> None:
+        super().__init__(response, **kwargs)
+        self._stripper = UsageStripper()
+        self._scope = scope
+
+    def _convert(self, data: bytes) -> bytes:
+        stripper = self._stripper
+        out = stripper.feed(data)
+        if stripper.usage is not None:
+            self._scope[STRIPPED_USAGE] = stripper.usage
+        if stripper.malformed:
+            self._finished = True
+            return out + MALFORMED_SSE
+        return out
+
+    def _end(self) -> Any:
+        rest = self._stripper.end()
+        if self._stripper.usage is not None:
+            self._scope[STRIPPED_USAGE] = self._stripper.usage
+        return rest or super()._end()
+
+
+class UsageStrippedNDJSON(NDJSONBody):
+    """NDJSON lines without the usage chunk the relay asked for on the client's behalf."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, response: httpx.Response, scope: dict, **kwargs: Any) -> None:
+        super().__init__(response, **kwargs)
+        self._scope = scope
+
+    def _convert(self, data: bytes) -> bytes:
+        return self._strip(super()._convert(data))
+
+    def _end(self) -> Any:
+        return self._strip(super()._end())
+
+    def _strip(self, lines: Any) -> Any:
+        if not lines or b'"usage"' not in lines:
+            return lines
+        kept = []
+        for line in lines.splitlines(keepends=True):
+            if usage_only(line.rstrip(b"\n")):
+                self._scope[STRIPPED_USAGE] = line.rstrip(b"\n")
+            else:
+                kept.append(line)
+        return b"".join(kept)

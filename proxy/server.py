@@ -29,8 +29,8 @@ from .keepalive import install as install_keepalive_fix
 from .keepalive import shield_last_send
 from .limits import raise_nofile_limit
 from .metrics import prepare_multiprocess
-from .transport import H11Transport
-from .upstream import Upstream
+from .routing import describe_upstreams
+from .upstream import Upstreams
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -121,14 +121,15 @@ async def serve(
     # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
-    async with Upstream(settings) as upstream, trio.open_nursery() as nursery:
-        if isinstance(upstream.transport, H11Transport):  # its timeout watchdog runs beside the server
-            await nursery.start(upstream.transport.run_watchdog)
+    async with Upstreams(settings) as upstreams, trio.open_nursery() as nursery:
+        transports = list(upstreams.h11_transports())
+        for transport in transports:  # their timeout watchdogs run beside the server
+            await nursery.start(transport.run_watchdog)
         heartbeats = None
-        if settings.heartbeat_s > 0 and isinstance(upstream.transport, H11Transport):
+        if settings.heartbeat_s > 0 and transports:
             heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
             await nursery.start(heartbeats.run)
-        quart_app = create_app(settings, upstream, streams=streams, heartbeats=heartbeats)
+        quart_app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats)
         app = wrap_app(shield_last_send(quart_app), None, "asgi")
         trigger = None
         if shutdown_trigger is not None:
@@ -177,7 +178,7 @@ def run(settings: Settings) -> int:
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 url = await nursery.start(partial(serve, settings, shutdown_trigger=_wait_for_signal))
-                print(f"moonrelay listening on {url} (1 worker, upstream {settings.upstream})", flush=True)
+                print(f"moonrelay listening on {url} (1 worker, {describe_upstreams(settings)})", flush=True)
 
         trio.run(main)
         return 0
@@ -210,7 +211,8 @@ def run(settings: Settings) -> int:
     if all(ev.is_set() for ev in events):
         shown = f"[{host}]" if ":" in host else host
         print(
-            f"moonrelay listening on http://{shown}:{port} ({settings.workers} workers, upstream {settings.upstream})",
+            f"moonrelay listening on http://{shown}:{port} ({settings.workers} workers, "
+            f"{describe_upstreams(settings)})",
             flush=True,
         )
     code = 0

@@ -21,7 +21,7 @@ import math
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 import h11
@@ -446,22 +446,28 @@ class H11Transport(httpx.AsyncBaseTransport):
         url = request.url
         origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.raw_scheme == b"https" else 80))
         timeouts = request.extensions.get("timeout", {})
-        body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
+        body: bytes | _Upload
+        if isinstance(request.stream, httpx.ByteStream):
+            body = b"".join([part async for part in request.stream])
+        else:
+            body = _Upload(request.stream)  # type: ignore[arg-type]  # streamed: sent part by part as it comes
         head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
         conn, reused = await self._acquire(origin, timeouts)
         try:
             return await self._exchange(conn, head, body)
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            if not reused:
+            if not reused or (type(body) is _Upload and body.started):  # a streamed body cannot be sent twice
                 raise
         # A keep-alive connection the upstream closed while we picked it: one retry on a new one.
         conn, _ = await self._acquire(origin, timeouts, fresh=True)
         return await self._exchange(conn, head, body)
 
-    async def _exchange(self, conn: _Connection, head: h11.Request, body: bytes) -> httpx.Response:
+    async def _exchange(self, conn: _Connection, head: h11.Request, body: bytes | _Upload) -> httpx.Response:
         try:
             out = conn.h11.send(head)
-            if body:
+            if type(body) is _Upload:
+                out = await body.send(conn, out, self._timeouts.idle_s)  # the head and every part, sent
+            elif body:
                 out += conn.h11.send(h11.Data(data=body))
             out += conn.h11.send(h11.EndOfMessage())
             try:
@@ -517,6 +523,45 @@ class H11Transport(httpx.AsyncBaseTransport):
         for conns in idle.values():
             for conn in conns:
                 await conn.close()
+
+
+class _Upload:
+    """A request body that streams: each part goes upstream as the client's side yields it.
+
+    Framing follows the request's headers (h11 decides): its Content-Length when the client gave
+    one, else chunked. ``started`` tells whether a part was taken, after which a failed attempt
+    cannot be repeated on a fresh connection. An upstream that takes no part for the idle timeout
+    ends it with WriteTimeout; a slow client only delays the parts.
+    """
+
+    __slots__ = ("_parts", "started")
+
+    def __init__(self, parts: AsyncIterable[bytes]) -> None:
+        self._parts = parts
+        self.started = False
+
+    async def send(self, conn: _Connection, head: bytes, idle_s: float) -> bytes:
+        """Send the head and every part; returns b"" (what is left to send with the end of the message)."""
+        await _send_all(conn, head, idle_s)
+        async for part in self._parts:
+            self.started = True
+            if part:
+                try:
+                    data = conn.h11.send(h11.Data(data=part))
+                except h11.LocalProtocolError as exc:  # more than the declared Content-Length
+                    raise httpx.WriteError(f"request body does not match its length: {exc}") from exc
+                await _send_all(conn, data, idle_s)
+        return b""
+
+
+async def _send_all(conn: _Connection, data: bytes, timeout_s: float) -> None:
+    with trio.move_on_after(timeout_s) as scope:
+        try:
+            await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx.WriteError("upstream connection broke while sending the request") from exc
+    if scope.cancelled_caught:
+        raise httpx.WriteTimeout(f"upstream took no request body for {timeout_s:g} s")
 
 
 def _is_dead(conn: _Connection) -> bool:

@@ -1,68 +1,118 @@
-"""The upstream API as the relay calls it: httpx Requests handed straight to an httpx transport.
+"""The upstream APIs as the relay calls them: httpx Requests handed straight to an httpx transport.
 
 Not through ``httpx.AsyncClient.send``: per request the client merges headers, builds a cookie
 jar and runs ``http.cookiejar`` over every response. In a py-spy profile of the relay (100
 clients, no keep-alive, one-chunk answers) ``build_request`` and ``extract_cookies`` took 217 of
 2,204 busy samples (~10 %); the relay needs neither. Requests, responses, exceptions and the
 transport interface stay httpx's own.
+
+One :class:`Upstream` per configured upstream (its base URL, key pool, transport and concurrency
+cap); :class:`Upstreams` holds them all with the router that picks one for a model.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Self
 
 import httpx
 
 from .config import Settings
+from .keypool import Key, KeyPool
+from .routing import Router, UpstreamConfig, single_upstream, upstream_configs
 from .transport import H11Transport, Timeouts
 
+log = logging.getLogger("moonrelay")
 
-def build_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+
+def build_transport(settings: Settings, config: UpstreamConfig | None = None) -> httpx.AsyncBaseTransport:
+    config = config or single_upstream(settings)
     ssl_context = None
-    if settings.upstream.startswith("https"):
-        ssl_context = ssl.create_default_context(cafile=settings.upstream_ca_file)
+    if config.base_url.startswith("https"):
+        ssl_context = ssl.create_default_context(cafile=config.ca_file)
     if settings.transport == "httpcore":
-        limits = httpx.Limits(max_connections=settings.max_connections or None, max_keepalive_connections=None)
+        limits = httpx.Limits(max_connections=config.max_connections or None, max_keepalive_connections=None)
         return httpx.AsyncHTTPTransport(verify=ssl_context or True, limits=limits, trust_env=False)
     if settings.transport != "h11":
         raise ValueError(f"unknown transport {settings.transport!r}: use h11 or httpcore")
     return H11Transport(
-        max_connections=settings.max_connections,
+        max_connections=config.max_connections,
         timeouts=Timeouts(
-            connect_s=settings.connect_timeout_s,
-            first_byte_s=settings.first_byte_timeout_s,
-            idle_s=settings.idle_timeout_s,
+            connect_s=config.connect_timeout_s,
+            first_byte_s=config.first_byte_timeout_s,
+            idle_s=config.idle_timeout_s,
             pool_s=settings.pool_timeout_s,
-            total_s=settings.total_timeout_s,
+            total_s=config.total_timeout_s,
         ),
         ssl_context=ssl_context,
     )
 
 
-class Upstream:
-    """One upstream base URL, its key and its transport; closed with ``async with``."""
+class _ClosedOnExit:
+    """``async with`` it, and ``aclose`` runs on the way out."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base = settings.upstream.rstrip("/")
-        self.transport = transport or build_transport(settings)
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Upstream(_ClosedOnExit):
+    """One upstream: base URL, keys, transport, and its per-worker cap; closed with ``async with``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        config: UpstreamConfig | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        config = config or single_upstream(settings)
+        self.config = config
+        self.name = config.name
+        self.base = config.base_url.rstrip("/")
+        self.transport = transport or build_transport(settings, config)
+        self.keys = KeyPool.from_env(config.key_envs, environ)
+        self.active = 0  # requests in flight to this upstream (this worker)
         # A byte pass-through must not be handed gzip it would have to decode to relay.
-        headers = [(b"accept-encoding", b"identity")]
-        key = settings.upstream_key
-        if key:
-            headers.append((b"authorization", f"Bearer {key}".encode()))
-        self._headers = headers
+        self._headers = [(b"accept-encoding", b"identity")]
         self._urls: dict[str, httpx.URL] = {}  # parsed once: URL parsing was ~4 % of a relayed request's CPU
         self._timeouts = {
-            "connect": settings.connect_timeout_s,
-            "read": settings.idle_timeout_s,
-            "write": settings.idle_timeout_s,
+            "connect": config.connect_timeout_s,
+            "read": config.idle_timeout_s,
+            "write": config.idle_timeout_s,
             "pool": settings.pool_timeout_s,
         }
 
-    async def send(self, method: str, path: str, body: bytes | None = None, *, stream: bool = False) -> httpx.Response:
+    def take(self) -> bool:
+        """One of the upstream's ``max_concurrent`` slots, or False when all are taken."""
+        cap = self.config.max_concurrent
+        if cap and self.active >= cap:
+            return False
+        self.active += 1
+        return True
+
+    def give_back(self) -> None:
+        self.active -= 1
+
+    async def send(
+        self, method: str, path: str, body: bytes | None = None, *, stream: bool = False, key: Key | None = None
+    ) -> httpx.Response:
         """Send and return once the response headers are in; the caller reads and closes the body."""
         headers = list(self._headers)
+        if key is not None:
+            headers.append((b"authorization", key.authorization))
         if body is not None:
             headers.append((b"content-type", b"application/json"))
         headers.append((b"accept", b"text/event-stream" if stream else b"application/json"))
@@ -71,7 +121,25 @@ class Upstream:
             url = httpx.URL(self.base + path)
             if len(self._urls) < 64:
                 self._urls[path] = url
-        request = httpx.Request(method, url, headers=headers, content=body, extensions={"timeout": self._timeouts})
+        return await self._send(httpx.Request(method, url, headers=headers, content=body))
+
+    async def forward(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        content: bytes | AsyncIterable[bytes],
+        key: Key | None,
+    ) -> httpx.Response:
+        """A pass-through request: ``target`` (path and query below the base URL) with the client's own
+        headers (already filtered) and body, streamed when ``content`` is an async iterable."""
+        headers = [*headers, *self._headers]
+        if key is not None:
+            headers.append((b"authorization", key.authorization))
+        return await self._send(httpx.Request(method, httpx.URL(self.base + target), headers=headers, content=content))
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        request.extensions["timeout"] = self._timeouts
         response = await self.transport.handle_async_request(request)
         response.request = request
         return response
@@ -79,10 +147,32 @@ class Upstream:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def __aenter__(self) -> Upstream:
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+class Upstreams(_ClosedOnExit):
+    """Every upstream the relay serves, by name and in config order, and the router between them."""
+
+    def __init__(self, settings: Settings, upstreams: Sequence[Upstream] | None = None) -> None:
+        if upstreams is None:
+            upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
+        self.all = list(upstreams)
+        self.by_name = {u.name: u for u in self.all}
+        self.router = Router(u.config for u in self.all)
+        self.default = self.by_name.get(self.router.default) if self.router.default else None
+        for u in self.all:  # fingerprints only: a key never reaches a log line
+            shown = ", ".join(k.fingerprint for k in u.keys.keys) or "none"
+            log.info("upstream %s: %s, %d key(s) (sha256 %s)", u.name, u.base, len(u.keys.keys), shown)
+
+    def route(self, model: str) -> Upstream | None:
+        """The upstream that serves ``model`` (None: no pattern matches and there is no default)."""
+        name = self.router.route(model)
+        return self.by_name[name] if name is not None else None
+
+    def h11_transports(self) -> Iterator[H11Transport]:
+        """Our transports, whose timeout watchdogs run beside the server."""
+        for u in self.all:
+            if isinstance(u.transport, H11Transport):
+                yield u.transport
+
+    async def aclose(self) -> None:
+        for u in self.all:
+            await u.aclose()

@@ -7,7 +7,7 @@ when it must add the default model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -38,6 +38,7 @@ class ChatRequest:
     body: bytes  # what goes upstream
     stream: bool
     model: str
+    data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the parsed body
 
 
 def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
@@ -71,4 +72,4 @@ def check_chat_object(data: Any, raw: bytes | None, default_model: str) -> ChatR
         raise InvalidRequest("'model' must be a non-empty string.", "invalid_model")
     if raw is None:
         raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return ChatRequest(body=raw, stream=stream, model=model)
+    return ChatRequest(body=raw, stream=stream, model=model, data=data)

@@ -1,0 +1,228 @@
+"""``/v1/*`` pass-through: every other OpenAI/Moonshot endpoint (embeddings, files, token counts,
+balance…) relayed to an upstream as it is, both bodies streamed.
+
+Off by default (``--passthrough on``, or path globs such as ``/v1/embeddings,/v1/files*``): the
+relay's key is an account key, and passing every path on lets every client of the relay upload,
+read and delete that account's files.
+
+Which upstream: the ``X-Moonrelay-Upstream: <name>`` header when given; else, for a JSON body
+(read whole up to ``--max-body-bytes``, like a chat request), the one its ``model`` routes to (so
+``/v1/embeddings`` with an OpenAI model goes where ``gpt-*`` goes); else the default upstream.
+
+What goes upstream: the method, the path below ``/v1`` and the query, the client's headers but
+hop-by-hop ones, ``Host``, ``Cookie``, ``Origin``, the client's ``Authorization`` (the upstream's
+key replaces it) and ``Accept-Encoding`` (identity, as for chat); the body as it arrives, with its
+``Content-Length`` when the client gave one, else chunked. What comes back: the status, the
+body read by read, and ``Content-Type``, ``Content-Disposition``, ``Content-Length``, caching
+headers, ``Retry-After`` and ``X-RateLimit-*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from fnmatch import fnmatchcase
+from typing import Any
+
+import httpx
+from quart import Request, Response
+from quart_trio.wrappers.request import TrioRequest
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .accesslog import model_from_body
+from .attempts import send_with_retries
+from .config import Settings
+from .errors import error_body
+from .keypool import AllKeysResting
+from .responses import json_error, keys_resting, relayed_headers, upstream_error
+from .routing import model_not_found
+from .transport import _IteratorReader, reader
+from .upstream import Upstream, Upstreams
+from .validate import InvalidRequest
+
+log = logging.getLogger("moonrelay")
+
+UPSTREAM_HEADER = "x-moonrelay-upstream"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # HEAD and OPTIONS come with Quart (and the CORS layer)
+# Never forwarded: hop-by-hop (RFC 9110 7.6.1), what httpx sets from the URL and body, what the relay replaces.
+_DROPPED = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "accept-encoding", "cookie",
+     "origin", UPSTREAM_HEADER}
+)  # fmt: skip
+_PASSED_BACK = frozenset(
+    {"content-type", "content-disposition", "content-length", "cache-control", "etag", "last-modified", "location"}
+)
+
+
+def path_filter(spec: str) -> Any:
+    """``--passthrough`` → a predicate on request paths (None when off)."""
+    spec = spec.strip()
+    if spec in ("", "off"):
+        return None
+    if spec in ("on", "*"):
+        return lambda path: True
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    return lambda path: any(fnmatchcase(path, p) for p in patterns)
+
+
+def request_class(settings: Settings) -> type[Request]:
+    """Quart's request, with pass-through paths allowed ``--max-upload-bytes`` instead of ``--max-body-bytes``.
+
+    Quart sizes a request's body limit when it makes the request, before any view runs.
+    """
+
+    class RelayRequest(TrioRequest):
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            if path.startswith("/v1/") and path not in ("/v1/chat/completions", "/v1/models"):
+                kwargs["max_content_length"] = max(settings.max_upload_bytes, settings.max_body_bytes)
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return RelayRequest
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class UploadBody:
+    """The client's body as it arrives, with the ``--max-upload-bytes`` limit counted over all of it
+    (Quart's own limit counts only the bytes not taken yet)."""
+
+    __slots__ = ("_parts", "_left")
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._parts = request.body.__aiter__()
+        self._left = limit
+
+    def __aiter__(self) -> UploadBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        part = await self._parts.__anext__()
+        self._left -= len(part)
+        if self._left < 0:
+            raise UploadTooLarge
+        return part
+
+
+class BrokenOff(Exception):
+    """A pass-through response whose upstream failed after the status went out (logged where it happened)."""
+
+
+def ending_broken_bodies(app: Any) -> Any:
+    """The ASGI ``app``, with :class:`BrokenOff` ending the call quietly: the response is left unfinished,
+    so hypercorn closes the connection without the body's last chunk (no traceback in the error log)."""
+
+    async def asgi(scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except* BrokenOff:
+            pass
+
+    return asgi
+
+
+class PassthroughBody:
+    """The upstream's response body, relayed read by read; ``aclose`` closes the upstream response.
+
+    A failure after the status went out cannot be told in-band (the body may be anything): the
+    relay logs it and breaks the response off (:class:`BrokenOff`), so the client sees a cut body,
+    not a complete one.
+    """
+
+    __slots__ = ("_response", "_reader", "_upstream")
+
+    def __init__(self, response: httpx.Response, upstream: str) -> None:
+        self._response = response
+        self._reader = reader(response)
+        self._upstream = upstream
+
+    def __aiter__(self) -> PassthroughBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data = await self._reader.receive_chunk()
+        except httpx.TransportError as exc:
+            log.warning("pass-through response from upstream %s broke off: %s", self._upstream, exc)
+            raise BrokenOff from exc
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        if isinstance(self._reader, _IteratorReader):
+            await self._reader.aclose()
+        await self._response.aclose()
+
+
+def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The client's request headers that go upstream (names are lower case in ASGI)."""
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name == b"connection":  # and whatever it names as hop-by-hop
+            named.update(v.strip().lower() for v in value.split(b","))
+    return [(n, v) for n, v in raw if n.decode("latin-1") not in _DROPPED and n not in named]
+
+
+async def read_body(request: Request, settings: Settings) -> tuple[bytes | UploadBody, str | None]:
+    """The body to send (bytes, or parts as they arrive) and the ``model`` it names, if it is small JSON."""
+    length = request.content_length
+    if length == 0 or (length is None and "transfer-encoding" not in request.headers):
+        return b"", None
+    mimetype = request.mimetype
+    if (mimetype == "application/json" or mimetype.endswith("+json")) and length and length <= settings.max_body_bytes:
+        raw = await request.get_data(cache=False)
+        return raw, model_from_body(raw)
+    return UploadBody(request, settings.max_upload_bytes), None
+
+
+def choose(upstreams: Upstreams, named: str | None, model: str | None) -> Upstream:
+    """The upstream a pass-through request goes to (see the module docstring)."""
+    if named is not None:
+        upstream = upstreams.by_name.get(named)
+        if upstream is None:
+            known = ", ".join(upstreams.by_name)
+            raise InvalidRequest(f"No upstream is named {named!r}; known: {known}.", "unknown_upstream")
+        return upstream
+    if model is not None:
+        upstream = upstreams.route(model)
+        if upstream is None:
+            raise model_not_found(model)
+        return upstream
+    if upstreams.default is None:
+        msg = f"No default upstream is configured: name one in the {UPSTREAM_HEADER} header."
+        raise InvalidRequest(msg, "no_default_upstream")
+    return upstreams.default
+
+
+async def relay(upstream: Upstream, request: Request, content: bytes | UploadBody, settings: Settings) -> Response:
+    """Send the request upstream and answer with what came back (retried only when ``content`` is bytes)."""
+    target = request.scope.get("raw_path", request.path.encode()).decode("latin-1").removeprefix("/v1")
+    query = request.scope.get("query_string", b"")
+    if query:
+        target += "?" + query.decode("latin-1")
+    headers = forwarded_headers(request.scope["headers"])
+    if not isinstance(content, bytes) and request.content_length is not None:
+        headers.append((b"content-length", b"%d" % request.content_length))
+    try:
+        response, read = await send_with_retries(
+            upstream,
+            lambda key: upstream.forward(request.method, target, headers, content, key),
+            settings,
+            replayable=isinstance(content, bytes),
+        )
+    except httpx.TransportError as exc:
+        return upstream_error(exc, ndjson=False)
+    except AllKeysResting as exc:
+        return keys_resting(exc, upstream.name, ndjson=False)
+    except (UploadTooLarge, RequestEntityTooLarge):
+        msg = f"Request body exceeds the limit of {settings.max_upload_bytes} bytes."
+        return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))
+    back = relayed_headers(response, also=_PASSED_BACK)
+    content_type = back.pop("content-type", "application/octet-stream")
+    if read is not None:  # a failed attempt that was read to decide on a retry
+        back.pop("content-length", None)
+        return Response(read, status=response.status_code, headers=back, content_type=content_type)
+    body = PassthroughBody(response, upstream.name)
+    return Response(body, status=response.status_code, headers=back, content_type=content_type)

@@ -1,0 +1,247 @@
+"""Which upstream serves a request, sans I/O: the ``[[upstreams]]`` config model, its validation, and
+the model → upstream matcher.
+
+    [[upstreams]]                       → UpstreamConfig (validated once, at startup)
+    no [[upstreams]]: --upstream flags  → one UpstreamConfig, the default (exactly the single-upstream relay)
+    Router.route("moonshot-v1-8k")      → the upstream's name, or None (→ 404 model_not_found)
+
+Matching: exact model names first (across all upstreams), then glob patterns (``moonshot-*``) in
+config order, then the default upstream (``default = true``, or ``"*"`` among its models). A
+decision is cached per model name, so the per-request cost is one dict hit; the cache is bounded
+because model names come from clients.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import Settings
+from .observe import upstream_label
+from .validate import InvalidRequest
+
+CACHE_LIMIT = 10_000  # distinct model names remembered; beyond it decisions are still right, just not cached
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it goes into metric labels and a request header
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GLOB_CHARS = frozenset("*?[")
+_TIMEOUTS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s", "total_timeout_s")
+_KEYS = frozenset(
+    {"name", "base_url", "key_env", "key_envs", "models", "default", "max_concurrent", "include_usage",
+     "ca_file", "max_connections", *_TIMEOUTS}
+)  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """An ``[[upstreams]]`` table the relay refuses to start with (the CLI exits 2 with this message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    base_url: str
+    key_envs: tuple[str, ...] = ()  # environment variables holding this upstream's keys, used in turn
+    models: tuple[str, ...] = ()  # exact names and glob patterns
+    default: bool = False  # serves every model no other upstream claims
+    max_concurrent: int = 0  # requests in flight to this upstream per worker; 0 = unlimited
+    include_usage: bool = False  # ask for stream usage (stream_options.include_usage) on every stream
+    connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float = 300.0
+    idle_timeout_s: float = 300.0
+    total_timeout_s: float = 3600.0
+    max_connections: int = 0
+    ca_file: str | None = None
+
+
+def single_upstream(settings: Settings) -> UpstreamConfig:
+    """The one default upstream the flat settings (``--upstream``, ``--upstream-key-env``…) describe.
+
+    Named by ``host[:port]``, as the metrics and access log named the upstream before routing existed.
+    """
+    return UpstreamConfig(
+        name=upstream_label(settings.upstream),
+        base_url=settings.upstream,
+        key_envs=(settings.upstream_key_env,),
+        default=True,
+        **_inherited(settings),
+    )
+
+
+def _inherited(settings: Settings) -> dict[str, Any]:
+    """What an upstream takes from the flat settings unless its table says otherwise."""
+    return {
+        "connect_timeout_s": settings.connect_timeout_s,
+        "first_byte_timeout_s": settings.first_byte_timeout_s,
+        "idle_timeout_s": settings.idle_timeout_s,
+        "total_timeout_s": settings.total_timeout_s,
+        "max_connections": settings.max_connections,
+        "ca_file": settings.upstream_ca_file,
+    }
+
+
+def upstream_configs(settings: Settings) -> list[UpstreamConfig]:
+    """The upstreams the relay serves, validated: ``settings.upstreams`` tables, or the flat settings' one."""
+    if not settings.upstreams:
+        return [single_upstream(settings)]
+    configs = [parse_upstream(table, settings, i) for i, table in enumerate(settings.upstreams)]
+    check_together(configs)
+    return configs
+
+
+def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0) -> UpstreamConfig:
+    """One ``[[upstreams]]`` table → an UpstreamConfig; every mistake is a ConfigError that names it."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"upstreams[{index}]: expected a table, got {type(table).__name__}")
+    name = table.get("name")
+    where = f"upstream {name!r}" if isinstance(name, str) else f"upstreams[{index}]"
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"{where}: 'name' is required: letters, digits, '.', '_' or '-' (at most 64)")
+    base_url = table.get("base_url")
+    if not isinstance(base_url, str) or not base_url:
+        raise ConfigError(f"{where}: 'base_url' is required, e.g. https://api.moonshot.cn/v1")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: base_url {base_url!r} is not an http(s) URL")
+    if "key_env" in table and "key_envs" in table:
+        raise ConfigError(f"{where}: give 'key_env' or 'key_envs', not both")
+    key_envs = table.get("key_envs", [table["key_env"]] if "key_env" in table else [])
+    if not isinstance(key_envs, list) or not all(isinstance(k, str) and _ENV.fullmatch(k) for k in key_envs):
+        raise ConfigError(f"{where}: key_env(s) must name environment variables, e.g. MOONSHOT_API_KEY")
+    if len(set(key_envs)) != len(key_envs):
+        raise ConfigError(f"{where}: key_envs lists a variable twice")
+    models = table.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ConfigError(f"{where}: 'models' must be a list of model names or patterns")
+    for pattern in models:
+        problem = pattern_problem(pattern)
+        if problem:
+            raise ConfigError(f"{where}: bad model pattern {pattern!r}: {problem}")
+    values: dict[str, Any] = _inherited(settings)
+    for key in (*_TIMEOUTS, "max_concurrent", "max_connections"):
+        if key not in table:
+            continue
+        value = table[key]
+        integral = key.startswith("max_")
+        if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number")
+        if value < 0 or (not integral and value == 0):
+            raise ConfigError(f"{where}: '{key}' must be {'at least 0' if integral else 'positive'}")
+        values[key] = value if integral else float(value)
+    for key in ("default", "include_usage"):
+        if not isinstance(table.get(key, False), bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false")
+    ca_file = table.get("ca_file", values["ca_file"])
+    if ca_file is not None and not isinstance(ca_file, str):
+        raise ConfigError(f"{where}: 'ca_file' must be a path")
+    values["ca_file"] = ca_file
+    return UpstreamConfig(
+        name=name,
+        base_url=base_url,
+        key_envs=tuple(key_envs),
+        models=tuple(m for m in models if m != "*"),
+        default=table.get("default", False) or "*" in models,
+        include_usage=table.get("include_usage", False),
+        **values,
+    )
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be a model name or glob (``*``, ``?``, ``[...]``); None when it can."""
+    if not pattern:
+        return "empty"
+    if any(ch.isspace() or not ch.isprintable() for ch in pattern):
+        return "contains whitespace or control characters"
+    depth = 0
+    for ch in pattern:
+        if ch == "[":
+            if depth:
+                return "nested '['"
+            depth = 1
+        elif ch == "]" and depth:
+            depth = 0
+    if depth:
+        return "'[' without a closing ']'"
+    return None
+
+
+def check_together(configs: Sequence[UpstreamConfig]) -> None:
+    """What no single table shows: duplicate names, two defaults, one exact model claimed twice."""
+    names: set[str] = set()
+    owner: dict[str, str] = {}
+    defaults = []
+    for c in configs:
+        if c.name in names:
+            raise ConfigError(f"upstream name {c.name!r} is used twice")
+        names.add(c.name)
+        if c.default:
+            defaults.append(c.name)
+        for model in c.models:
+            if _is_exact(model):
+                if model in owner and owner[model] != c.name:
+                    raise ConfigError(f"model {model!r} is listed by both {owner[model]!r} and {c.name!r}")
+                owner[model] = c.name
+    if len(defaults) > 1:
+        raise ConfigError(f"more than one default upstream ({', '.join(defaults)}): keep one 'default = true' or '*'")
+
+
+def _is_exact(model: str) -> bool:
+    return not _GLOB_CHARS.intersection(model)
+
+
+class Router:
+    """Model name → upstream name, by the rules in the module docstring."""
+
+    __slots__ = ("_exact", "_patterns", "default", "_cache")
+
+    def __init__(self, configs: Iterable[UpstreamConfig]) -> None:
+        self._exact: dict[str, str] = {}
+        self._patterns: list[tuple[str, str]] = []
+        self.default: str | None = None
+        for c in configs:
+            for model in c.models:
+                if _is_exact(model):
+                    self._exact.setdefault(model, c.name)
+                else:
+                    self._patterns.append((model, c.name))
+            if c.default and self.default is None:
+                self.default = c.name
+        self._cache: dict[str, str | None] = {}
+
+    def route(self, model: str) -> str | None:
+        """The upstream that serves ``model``; None when none does (no pattern matches, no default)."""
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
+        found = self._decide(model)
+        if len(self._cache) < CACHE_LIMIT:
+            self._cache[model] = found
+        return found
+
+    def _decide(self, model: str) -> str | None:
+        exact = self._exact.get(model)
+        if exact is not None:
+            return exact
+        for pattern, name in self._patterns:
+            if fnmatchcase(model, pattern):
+                return name
+        return self.default
+
+
+def describe_upstreams(settings: Settings) -> str:
+    """For the startup line: ``upstream URL``, or the configured upstreams' names."""
+    if not settings.upstreams:
+        return f"upstream {settings.upstream}"
+    return "upstreams " + ", ".join(str(t.get("name")) for t in settings.upstreams)
+
+
+def model_not_found(model: str) -> InvalidRequest:
+    """The 404 for a model no upstream serves (no pattern matches, and there is no default upstream)."""
+    shown = model if len(model) <= 100 else model[:100] + "…"
+    return InvalidRequest(f"No upstream serves the model {shown!r}.", "model_not_found", 404)
