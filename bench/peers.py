@@ -96,8 +96,17 @@ class Moonrelay(Peer):
             argv=[sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--upstream", sim_url,
                   "--workers", str(workers)],
             url_pattern=rb"listening on (http://\S+)",
-            env={"MOONSHOT_API_KEY": API_KEY},
+            env={"MOONSHOT_API_KEY": API_KEY, **self.extra_env},
         )
+
+    extra_env: dict[str, str] = {}
+
+
+class MoonrelayQuiet(Moonrelay):
+    """moonrelay with its access log and metrics off: the B side of issue 6's observability-cost A/B."""
+
+    name = "moonrelay-quiet"
+    extra_env = {"MOONRELAY_ACCESS_LOG": "off", "MOONRELAY_METRICS": "off"}
 
 
 class Nginx(Peer):
@@ -229,8 +238,9 @@ class OpenAIForward(Peer):
         )
 
 
-PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), OpenAIForward())}
+PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), OpenAIForward(), MoonrelayQuiet())}
 TARGETS = ("direct", *PEERS)
+DEFAULT_TARGETS = tuple(t for t in TARGETS if t != "moonrelay-quiet")  # the quiet variant runs only on request
 _URL_SUFFIX = re.compile(r"/v1/?$")
 
 

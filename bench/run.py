@@ -31,7 +31,7 @@ import psutil
 import trio
 
 from bench import metrics, plots, readme
-from bench.peers import API_KEY, PEERS, TARGETS, Launch, PeerUnavailable
+from bench.peers import API_KEY, DEFAULT_TARGETS, PEERS, TARGETS, Launch, PeerUnavailable
 from bench.procs import StartError, Tree, sample_forever, serve
 from bench.scenarios import SCENARIOS, Scenario, parse
 
@@ -42,6 +42,7 @@ WARMUP_REQUESTS = 4  # reaches both workers of a 2-worker proxy, most of the tim
 WARMUP_BODY = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "warm-up"}],
                "sim_ttft": 0, "sim_chunks": 1, "sim_interval": 0}
 KEEP_FROM_WORKDIR = (".conf", ".yaml", ".log")
+LOG_LIMIT_BYTES = 1_000_000
 
 
 def machine_facts() -> dict[str, Any]:
@@ -135,6 +136,18 @@ async def one_run(sc: Scenario, target: str, rundir: Path) -> dict[str, Any]:
     return _finish(record, rundir)
 
 
+def trim_log(path: Path, limit: int = LOG_LIMIT_BYTES, head: int = 200, tail: int = 2_000) -> None:
+    """Keep a server log's first ``head`` and last ``tail`` lines when it outgrows ``limit``: a 10,000-stream
+    run writes megabytes of access lines (or a peer's tracebacks) that the committed results need not hold."""
+    if path.stat().st_size <= limit:
+        return
+    lines = path.read_bytes().splitlines(keepends=True)
+    if len(lines) <= head + tail:
+        return
+    cut = f"[bench: {len(lines) - head - tail:,} lines cut of {len(lines):,}]\n".encode()
+    path.write_bytes(b"".join(lines[:head]) + cut + b"".join(lines[-tail:]))
+
+
 def _keep_configs(workdir: Path, rundir: Path) -> None:
     """The rendered nginx.conf / litellm.yaml and nginx's error.log outlive the temp dir, for the report."""
     for f in workdir.iterdir():
@@ -143,6 +156,8 @@ def _keep_configs(workdir: Path, rundir: Path) -> None:
 
 
 def _finish(record: dict[str, Any], rundir: Path) -> dict[str, Any]:
+    for log in rundir.glob("*.log"):
+        trim_log(log)
     result_path = rundir / "loadtest" / "result.json"
     if "error" not in record:
         if result_path.exists():
@@ -218,7 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", default="relay-cost,relay-cost-100,ceiling,hold",
                    help=f"comma-separated, from: {', '.join(SCENARIOS)}")
-    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, from: {', '.join(TARGETS)}")
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help=f"comma-separated, from: {', '.join(TARGETS)}")
     p.add_argument("--repeat", type=int, default=3, help="runs per scenario and target; figures are medians")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's stream count (0.1: smoke)")
     p.add_argument("--out", type=Path, help="default: results/bench-<UTC date>[-scale<K>]")

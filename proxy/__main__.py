@@ -39,6 +39,7 @@ _HELP = {
     "retries": "extra upstream attempts before the first byte (connect errors, 429/502/503 only)",
     "retry_max_wait_s": "longest wait between attempts; a longer Retry-After is relayed to the client instead",
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
+    "gc_tuning": "on: freeze the start-up heap and collect garbage less often (no full-heap stalls); off: CPython's",
     "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",
     "passthrough": "other /v1/* paths passed to the upstream: off, on (all), or comma-separated path globs",
     "max_upload_bytes": "largest streamed pass-through request body (file uploads), 413 beyond",

@@ -49,6 +49,7 @@ class Settings:
     retry_max_wait_s: float = 5.0  # longest backoff; a longer Retry-After is relayed instead of waited out
     heartbeat_s: float = 15.0  # SSE ": ping" comment after this much upstream silence; 0 = never
     direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/direct.py); "off" = ASGI
+    gc_tuning: str = "on"  # freeze the start-up heap, rarer collections (proxy/gcpolicy.py); "off" = CPython's defaults
     # Observability (proxy/observe.py)
     access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none
     metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted

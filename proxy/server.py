@@ -24,6 +24,7 @@ from hypercorn.utils import wrap_app
 from .admission import Streams
 from .app import create_app
 from .config import Settings
+from .gcpolicy import tune_gc
 from .heartbeat import Heartbeats
 from .keepalive import install as install_keepalive_fix
 from .keepalive import shield_last_send
@@ -173,6 +174,8 @@ def run(settings: Settings) -> int:
         flush=True,
     )
     host, port = split_bind(settings.bind)
+    if settings.gc_tuning != "off":
+        tune_gc()  # before the workers fork: they inherit the frozen heap and the thresholds
     if settings.workers <= 1:
 
         async def main() -> None:

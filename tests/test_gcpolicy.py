@@ -1,0 +1,40 @@
+"""The relay's GC policy (proxy/gcpolicy.py): start-up heap frozen, thresholds raised, and ``--gc-tuning off``."""
+
+import gc
+
+import pytest
+
+from proxy import gcpolicy, server
+from proxy.__main__ import build_parser
+from proxy.config import load
+
+
+@pytest.fixture
+def restore_gc():
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_tune_gc_freezes_the_heap_and_raises_thresholds():
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    assert gcpolicy.tune_gc() == (700, 10, 10)
+    assert gc.get_freeze_count() > 1000  # the imported modules and everything alive now
+    assert gc.get_threshold() == (gcpolicy.YOUNG, gcpolicy.MIDDLE, gcpolicy.OLD)
+    young, _, old = gc.get_threshold()
+    assert young > 700 and old > 10  # fewer collections than CPython's (700, 10, 10)
+
+
+@pytest.mark.parametrize(("argv", "tuned"), [([], True), (["--gc-tuning", "off"], False)])
+def test_run_tunes_gc_unless_off(monkeypatch, argv, tuned):
+    calls = []
+    monkeypatch.setattr(server, "tune_gc", lambda: calls.append(1))
+    monkeypatch.setattr(server.trio, "run", lambda *a, **k: None)  # serve nothing
+    flags = vars(build_parser().parse_args(["--bind", "127.0.0.1:0", *argv]))
+    flags.pop("config", None)
+    settings = load(flags, {})
+    assert server.run(settings) == 0
+    assert bool(calls) is tuned
