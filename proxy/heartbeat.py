@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import weakref
 from typing import Any
 
 import trio
@@ -25,7 +26,9 @@ class Heartbeats:
     def __init__(self, interval_s: float, live: set[Any]) -> None:
         self.interval_s = interval_s
         self._live = live  # bodies still being sent; others are dropped from the heap when they come up
-        self._heap: list[tuple[float, int, Any, float]] = []  # (due, seq, body, last ping)
+        # (due, seq, weak ref to the body, last ping). Weak: an entry outlives its stream by up to K seconds,
+        # and a strong one kept the ended body (response, headers, decoder: a few KB) alive that long.
+        self._heap: list[tuple[float, int, weakref.ref, float]] = []
         self._seq = itertools.count()
 
     @property
@@ -35,7 +38,7 @@ class Heartbeats:
     def watch(self, body: Any) -> None:
         if self.enabled:
             now = trio.current_time()
-            heapq.heappush(self._heap, (now + self.interval_s, next(self._seq), body, -float("inf")))
+            heapq.heappush(self._heap, (now + self.interval_s, next(self._seq), weakref.ref(body), -float("inf")))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # A quarter of K (at most 1 s) between looks: a ping is late by at most that, and an
@@ -48,8 +51,9 @@ class Heartbeats:
             await trio.sleep(tick_s)
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _, _, body, last_ping = heapq.heappop(heap)
-                if body not in self._live:
+                _, _, ref, last_ping = heapq.heappop(heap)
+                body = ref()
+                if body is None or body not in self._live:
                     continue
                 since = body.silent_since()
                 if since is None:  # bytes are flowing (or the client is slow to take them)
@@ -62,4 +66,4 @@ class Heartbeats:
                         due = now + interval
                     else:
                         due = quiet_from + interval
-                heapq.heappush(heap, (due, next(self._seq), body, last_ping))
+                heapq.heappush(heap, (due, next(self._seq), ref, last_ping))

@@ -77,7 +77,12 @@ class TCPServer(_HypercornTCPServer):
 
     async def run(self) -> None:
         CONNECTION.set(self)  # this connection's task only; the app's tasks spawned from it inherit it
-        await super().run()
+        try:
+            await super().run()
+        finally:
+            # hypercorn's protocol holds our protocol_send, a cycle the size of the whole connection (its
+            # h11 state, streams, last request): broken here, refcounting frees it now instead of the GC later.
+            self.protocol = None  # type: ignore[assignment]
 
     async def _read_data(self) -> None:
         idle = self.idle_task.scope  # type: ignore[attr-defined]

@@ -45,7 +45,7 @@ class SSEBody:
     would fail on it anyway. The check costs one split per read and one ``json.loads`` per event.
     """
 
-    __slots__ = ("_response", "_reader", "_finished", "_splitter", "direct", "tap")
+    __slots__ = ("_response", "_reader", "_finished", "_splitter", "direct", "tap", "__weakref__")
 
     def __init__(self, response: httpx.Response, *, direct: str | None = None, tap: Any = None) -> None:
         """``direct``: the request method, to relay by direct writes where they are exact (None: never);

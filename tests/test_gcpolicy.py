@@ -1,12 +1,15 @@
 """The relay's GC policy (proxy/gcpolicy.py): start-up heap frozen, thresholds raised, and ``--gc-tuning off``."""
 
 import gc
+import weakref
 
 import pytest
+import trio
 
 from proxy import gcpolicy, server
 from proxy.__main__ import build_parser
 from proxy.config import load
+from proxy.heartbeat import Heartbeats
 
 
 @pytest.fixture
@@ -38,3 +41,27 @@ def test_run_tunes_gc_unless_off(monkeypatch, argv, tuned):
     settings = load(flags, {})
     assert server.run(settings) == 0
     assert bool(calls) is tuned
+
+
+def test_heartbeats_keep_no_ended_body_alive():
+    """An ended stream's body (response, headers, decoder) is freed at once, not when its heap entry comes up."""
+    class Body:
+        pass
+
+    live: set = set()
+    beats = Heartbeats(15.0, live)
+    body = Body()
+    live.add(body)
+    gone = weakref.ref(body)
+
+    async def watch(b: Body) -> None:
+        beats.watch(b)
+
+    trio.run(watch, body)
+    live.discard(body)
+    gc.disable()  # refcounting alone must free it
+    try:
+        del body
+        assert gone() is None
+    finally:
+        gc.enable()
