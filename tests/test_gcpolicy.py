@@ -5,11 +5,13 @@ import weakref
 
 import pytest
 import trio
+import trio.testing
 
-from proxy import gcpolicy, server
+from proxy import gcpolicy, keepalive, server
 from proxy.__main__ import build_parser
 from proxy.config import load
 from proxy.heartbeat import Heartbeats
+from tests.conftest import start_relay, start_sim
 
 
 @pytest.fixture
@@ -63,5 +65,35 @@ def test_heartbeats_keep_no_ended_body_alive():
     try:
         del body
         assert gone() is None
+    finally:
+        gc.enable()
+
+
+async def test_closed_connection_is_freed_without_the_gc(nursery, monkeypatch):
+    """A finished client connection's objects (hypercorn's server and protocol, h11 state, socket stream) go
+    by refcounting: no cycle is left for the collector (proxy.keepalive.TCPServer.run)."""
+    servers: list[weakref.ref] = []
+    init = keepalive.TCPServer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        servers.append(weakref.ref(self))
+
+    monkeypatch.setattr(keepalive.TCPServer, "__init__", recording_init)
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    host, port = root.removeprefix("http://").split(":")
+    gc.disable()
+    try:
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            seen = b""
+            with trio.fail_after(5):
+                while data := await stream.receive_some(65536):
+                    seen += data
+        assert seen.startswith(b"HTTP/1.1 200")
+        await trio.testing.wait_all_tasks_blocked()  # the connection's task has ended
+        assert len(servers) == 1
+        assert servers[0]() is None
     finally:
         gc.enable()
