@@ -83,6 +83,7 @@ class Peer:
 
 class Moonrelay(Peer):
     name = "moonrelay"
+    extra_env: dict[str, str] = {}  # set by variants of the same relay (MoonrelayQuiet)
 
     def ensure(self) -> str:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -98,8 +99,6 @@ class Moonrelay(Peer):
             url_pattern=rb"listening on (http://\S+)",
             env={"MOONSHOT_API_KEY": API_KEY, **self.extra_env},
         )
-
-    extra_env: dict[str, str] = {}
 
 
 class MoonrelayQuiet(Moonrelay):
