@@ -11,7 +11,7 @@ inside a cancel scope (PEP 789).
 Where the connection allows it (:func:`proxy.direct.current_writer`), the first ``__anext__`` does
 not return a chunk: it relays the whole body itself, writing each piece straight to the client's
 socket, and then ends the iteration; Quart and hypercorn still send the head and the end of the
-response. A client that leaves still cancels the task that runs it.
+response (the end carrying the body's last piece). A client that leaves still cancels the task that runs it.
 """
 
 from __future__ import annotations
@@ -77,11 +77,20 @@ class SSEBody:
     async def _pump(self, writer: DirectWriter) -> None:
         """Relay the rest of the body with direct writes; returns at its end, or when the client is gone."""
         tap = self.tap
+        reader = self._reader
         while (out := await self._next()) is not None:
             if not out:
                 continue
+            last = self._finished
+            if not last and reader.ended:  # what ``_next`` would return next comes without a read: join it
+                self._finished = last = True
+                tail = self._end()
+                if tail:
+                    out += tail
             if tap is not None:
                 tap.seen(out)
+            if last and writer.defer(out):  # the terminator carries it: one write, not two
+                return
             rest = writer.write_nowait(out)
             if rest is None or (rest and not await writer.write_rest(rest)):
                 self._finished = True

@@ -211,6 +211,11 @@ class _ResponseStream(httpx.AsyncByteStream):
         except ChunkedError as exc:
             raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
 
+    @property
+    def ended(self) -> bool:
+        """The last ``receive_chunk`` returned the body's last bytes: the next one returns b"" without waiting."""
+        return self._done
+
     def silent_since(self) -> float | None:
         """The trio time since which this response has been waiting for upstream bytes; None if not waiting."""
         deadline = self._conn.deadline
@@ -593,6 +598,8 @@ class _IteratorReader:
 
     async def aclose(self) -> None:
         await self._it.aclose()
+
+    ended = False  # not known here before the iterator says so
 
     def silent_since(self) -> float | None:
         return None  # not known here: no heartbeats over other transports

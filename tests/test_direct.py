@@ -16,8 +16,8 @@ CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user",
 @pytest.fixture
 def writes(monkeypatch):
     """Counts of DirectWriter calls: how many chunks went the direct way, and how many had to wait."""
-    counts = {"nowait": 0, "rest": 0}
-    nowait, rest = direct.DirectWriter.write_nowait, direct.DirectWriter.write_rest
+    counts = {"nowait": 0, "rest": 0, "deferred": 0}
+    nowait, rest, defer = direct.DirectWriter.write_nowait, direct.DirectWriter.write_rest, direct.DirectWriter.defer
 
     def counting_nowait(self, data):
         counts["nowait"] += 1
@@ -27,8 +27,14 @@ def writes(monkeypatch):
         counts["rest"] += 1
         return await rest(self, data)
 
+    def counting_defer(self, data):
+        done = defer(self, data)
+        counts["deferred"] += done
+        return done
+
     monkeypatch.setattr(direct.DirectWriter, "write_nowait", counting_nowait)
     monkeypatch.setattr(direct.DirectWriter, "write_rest", counting_rest)
+    monkeypatch.setattr(direct.DirectWriter, "defer", counting_defer)
     return counts
 
 
@@ -45,13 +51,41 @@ async def test_direct_and_asgi_paths_send_the_same_bytes(nursery, writes, route)
     via_asgi = await _post(off + route, CHAT)
     assert writes["nowait"] == 0
     via_direct = await _post(on + route, CHAT)
-    assert writes["nowait"] >= 8  # every piece of the body went the direct way
+    # the body went the direct way (one write per upstream read, and reads may join chunks), the last
+    # piece with hypercorn's terminator
+    assert writes["nowait"] >= 1 and writes["deferred"] == 1
     assert via_direct.status_code == via_asgi.status_code == 200
     assert via_direct.headers["transfer-encoding"] == "chunked"
     assert via_direct.content == via_asgi.content
     if route == "/v1/chat/completions":
         direct_from_sim = await _post(sim.url + "/chat/completions", CHAT)
         assert via_direct.content == direct_from_sim.content
+
+
+async def test_last_piece_goes_out_with_the_terminator_in_one_write(nursery, monkeypatch):
+    """Head, one write per piece before the last, then last piece + terminator: one ``send`` fewer per response."""
+    from hypercorn.events import RawData
+
+    from proxy import keepalive
+
+    sent = []  # what hypercorn's own writes carried (heads, terminators), in order
+    protocol_send = keepalive.TCPServer.protocol_send
+
+    async def recording(self, event):
+        if type(event) is RawData:
+            sent.append(self.pending + event.data)
+        await protocol_send(self, event)
+
+    monkeypatch.setattr(keepalive.TCPServer, "protocol_send", recording)
+    sim = await start_sim(nursery, chunks=8)
+    root = await start_relay(nursery, sim.url)
+    response = await _post(root + "/v1/chat/completions", CHAT)
+    assert response.status_code == 200 and response.content.endswith(b"data: [DONE]\n\n")
+    head, end = sent
+    assert head.startswith(b"HTTP/1.1 200")
+    # the end write holds the sim's whole last read (last content chunk .. [DONE]) framed, then "0\r\n\r\n"
+    assert end.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert b'"finish_reason":"stop"' in end
 
 
 async def test_keep_alive_connection_serves_the_next_request_after_a_direct_body(nursery, writes):
@@ -150,6 +184,8 @@ class _GoneWriter:
 
 class _Upstream:
     """A body reader (``proxy.transport.READER``) with five events, one per read."""
+
+    ended = False  # the end is only known from the empty read
 
     def __init__(self) -> None:
         self.reads = 0
