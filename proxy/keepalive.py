@@ -93,9 +93,7 @@ class TCPServer(_HypercornTCPServer):
             if self._fd >= 0 and not self.send_lock.locked() and self._keeps_alive():
                 try:
                     sent = os.write(self._fd, data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:  # the peer is gone: hypercorn's send_all reports it its way
+                except OSError:  # a full buffer, or the peer is gone: hypercorn's send_all handles both its way
                     sent = 0
                 if sent == len(data):
                     return
