@@ -11,6 +11,7 @@ causes, two small fixes:
    shields the socket write itself, so this adds no new way to block. (The timer below needs no
    task, but the shield is still what lets a response on a closing connection end cleanly:
    without it tests/test_direct.py's HTTP/1.0 and ``connection: close`` cases fail.)
+   The same wrapper marks a response sent before its request body was read as ``connection: close``.
 2. With a live timer, a connection the *client* closes would linger until the timer runs out
    (hypercorn does not stop it on EOF; in the 1,000-client test each closed connection then kept
    1 fd and 2 tasks): ``TCPServer`` stops the timer when the read side ends.
@@ -35,6 +36,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import h11
 import hypercorn.trio.run
 import trio
 from hypercorn.events import Closed, Event, RawData
@@ -54,11 +56,26 @@ def shield_last_send(app: Callable) -> Callable:
                 with trio.CancelScope(shield=True):
                     await send(message)
             else:
+                if message["type"] == "http.response.start" and _request_body_unread():
+                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
                 await send(message)
 
         await app(scope, receive, send_last_shielded)
 
     return wrapped
+
+
+def _request_body_unread() -> bool:
+    """The response starts before its request's body was read to the end (a 401, 413 or 415 sent early).
+
+    hypercorn closes such a connection once the response ends (h11 cannot start the next request),
+    without telling the client; a client that then reuses it gets "Server disconnected without sending
+    a response" (it raced our close: tests/test_reliability.py's 413 case failed in CI). So the head
+    says ``connection: close``, as nginx's 413 does; h11 then also marks the connection as closing.
+    """
+    server = CONNECTION.get()
+    conn = getattr(getattr(getattr(server, "protocol", None), "protocol", None), "connection", None)
+    return type(conn) is h11.Connection and conn.their_state is h11.SEND_BODY
 
 
 class _IdleDeadline:

@@ -72,6 +72,39 @@ async def test_body_over_limit_is_413_and_not_forwarded(nursery):
         await _still_healthy(client, root)
 
 
+async def test_refused_upload_still_sending_gets_413_with_connection_close(nursery):
+    """A 413 sent while the body is still coming ends the connection, and says so (a client reusing it failed)."""
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url, max_body_bytes=2000)
+    host, port = root.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {64 << 20}\r\n\r\n"
+    ).encode()
+    for _ in range(5):
+        stream = await trio.open_tcp_stream(host, int(port))
+        received = b""
+        with trio.fail_after(10):
+            async with stream:
+                await stream.send_all(head)
+                # Keep sending body bytes for a while after the answer came, as a client mid-upload does.
+                sending = True
+                while True:
+                    if sending:
+                        try:
+                            await stream.send_all(b"x" * 65536)
+                        except trio.BrokenResourceError:
+                            sending = False
+                    if received.endswith(b"}") or len(received) > 4096:
+                        break
+                    with trio.move_on_after(0.01):
+                        received += await stream.receive_some(65536)
+        assert received.startswith(b"HTTP/1.1 413"), received[:200]
+        assert b"\r\nconnection: close\r\n" in received.lower()
+        assert json.loads(received.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_too_large"
+    assert sim.stats.snapshot()["started"] == 0
+
+
 async def test_oversized_headers_are_refused_by_hypercorn(nursery):
     sim = await start_sim(nursery)
     root = await start_relay(nursery, sim.url)
