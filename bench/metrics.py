@@ -4,7 +4,9 @@ One run's figures come from the load generator's ``summary`` and the process-tre
 :mod:`bench.procs` sampled. Definitions (issue 5):
 
 - CPU per chunk = proxy CPU seconds (all its processes) / chunks the client received;
-- memory per open stream = (peak tree RSS - idle tree RSS) / peak open streams;
+- memory per open stream = (peak tree RSS - idle tree RSS) / peak streams open at the upstream (the sim's
+  ``open`` gauge, sampled with the RSS: the streams the proxy holds; the load generator's peak also counts
+  sessions an overloaded proxy has not accepted yet, which cost it nothing);
 - TTFC overhead = the target's TTFC percentile - direct's, from the same repeat (the same machine noise);
 - first-chunk delay = each session's first chunk, client receive time - the sim's send stamp (CLOCK_MONOTONIC):
   the TTFC overhead measured at the source, which queueing in the sim or load generator does not blur;
@@ -24,8 +26,13 @@ def _pct(summary: dict[str, Any], key: str, p: str) -> float | None:
     return block.get(p)
 
 
-def figures(summary: dict[str, Any], proxy: dict[str, Any] | None, sim: dict[str, Any]) -> dict[str, Any]:
-    """The flat figures of one run; proxy figures are None for ``direct`` (there is no proxy)."""
+def figures(
+    summary: dict[str, Any], proxy: dict[str, Any] | None, sim: dict[str, Any], upstream_open: int | None = None
+) -> dict[str, Any]:
+    """The flat figures of one run; proxy figures are None for ``direct`` (there is no proxy).
+
+    ``upstream_open``: the peak of streams open at the sim (None in records made before it was sampled:
+    the load generator's peak stands in)."""
     chunks = summary.get("chunks") or 0
     duration = summary.get("run_duration_s") or summary.get("duration_s") or 0
     peak_open = summary.get("peak_concurrency") or 0
@@ -33,6 +40,7 @@ def figures(summary: dict[str, Any], proxy: dict[str, Any] | None, sim: dict[str
         "completed": summary.get("completed"),
         "failed": summary.get("failed"),
         "peak_open_streams": peak_open,
+        "upstream_peak_open": upstream_open,
         "chunks": chunks,
         "chunks_per_s": summary.get("chunks_per_s"),
         "ttfc_p50_ms": _pct(summary, "ttfc_ms", "p50"),
@@ -57,7 +65,8 @@ def figures(summary: dict[str, Any], proxy: dict[str, Any] | None, sim: dict[str
         f["idle_rss_mib"] = proxy["idle_rss_bytes"] / MIB
         f["peak_rss_mib"] = proxy["peak_rss_bytes"] / MIB
         grown = proxy["peak_rss_bytes"] - proxy["idle_rss_bytes"]
-        f["mem_per_stream_kb"] = grown / peak_open / 1024 if peak_open else None
+        held = upstream_open or peak_open
+        f["mem_per_stream_kb"] = grown / held / 1024 if held else None
     return f
 
 

@@ -11,7 +11,8 @@ from typing import Any
 ROWS: list[tuple[str, str, str, bool]] = [
     ("completed", "completed", "{:.0f}", False),
     ("failed", "failed", "{:.0f}", False),
-    ("peak_open_streams", "peak open streams", "{:.0f}", False),
+    ("peak_open_streams", "peak open sessions (load generator)", "{:.0f}", False),
+    ("upstream_peak_open", "peak streams open at the upstream (held by the proxy)", "{:.0f}", False),
     ("chunks_per_s", "chunks/s received", "{:,.0f}", False),
     ("cpu_us_per_chunk", "proxy CPU µs / chunk", "{:.1f}", True),
     ("proxy_cpu_s", "proxy CPU s", "{:.2f}", True),
@@ -29,7 +30,7 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("e2e_p99_ms", "E2E p99 ms", "{:,.0f}", False),
     ("idle_rss_mib", "idle RSS MiB (all processes)", "{:.1f}", True),
     ("peak_rss_mib", "peak RSS MiB (all processes)", "{:.1f}", True),
-    ("mem_per_stream_kb", "memory per open stream KB", "{:.1f}", True),
+    ("mem_per_stream_kb", "memory per open stream KB (peak − idle RSS) / peak upstream streams", "{:.1f}", True),
     ("sim_cpu_s", "sim CPU s", "{:.2f}", False),
 ]
 

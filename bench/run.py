@@ -32,7 +32,7 @@ import trio
 
 from bench import metrics, plots, readme
 from bench.peers import API_KEY, DEFAULT_TARGETS, PEERS, TARGETS, Launch, PeerUnavailable
-from bench.procs import StartError, Tree, sample_forever, serve
+from bench.procs import OpenStreams, StartError, Tree, sample_forever, serve
 from bench.scenarios import SCENARIOS, Scenario, parse
 
 LOADTEST_SLACK_S = 300.0  # loadtest start-up, plots, and the sessions' own 120 s timeout
@@ -117,8 +117,10 @@ async def one_run(sc: Scenario, target: str, rundir: Path) -> dict[str, Any]:
                         "--api-key", API_KEY, "--out", str(rundir / "loadtest")]
                 record["loadtest_command"] = shlex.join(argv)
                 limit = sc.session_s() + (sc.duration_s or 0) + (sc.ramp_up_s or 0) + LOADTEST_SLACK_S
+                upstream_open = OpenStreams(sim.url)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sample_forever, trees)
+                    nursery.start_soon(upstream_open.sample_forever)
                     with (rundir / "loadtest.log").open("wb") as log, trio.move_on_after(limit) as deadline:
                         done = await trio.run_process(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
                     nursery.cancel_scope.cancel()
@@ -129,6 +131,7 @@ async def one_run(sc: Scenario, target: str, rundir: Path) -> dict[str, Any]:
                 record["sim_usage"] = sim.tree.usage()
                 record["proxy_usage"] = proxy_tree.usage() if proxy_tree else None
                 record["loadtest_exit"] = done.returncode
+                record["upstream_peak_open"] = upstream_open.peak
         except Exception as exc:  # noqa: BLE001 - one failed target must not end the whole benchmark
             record["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -162,7 +165,9 @@ def _finish(record: dict[str, Any], rundir: Path) -> dict[str, Any]:
     if "error" not in record:
         if result_path.exists():
             record["summary"] = json.loads(result_path.read_text())["summary"]
-            record["figures"] = metrics.figures(record["summary"], record["proxy_usage"], record["sim_usage"])
+            record["figures"] = metrics.figures(
+                record["summary"], record["proxy_usage"], record["sim_usage"], record.get("upstream_peak_open")
+            )
         else:
             record["error"] = f"loadtest exit {record.get('loadtest_exit')}, no result.json; see {rundir}/loadtest.log"
     (rundir / "run.json").write_text(json.dumps(record, indent=2))

@@ -1,7 +1,8 @@
 """The worker's in-flight chat requests: admission (``--max-streams`` and each upstream's
 ``max_concurrent``), draining, and who to interrupt.
 
-A request is admitted in the view, after it validated, and released when its ASGI call returns:
+A request is admitted in the view, after it validated, and released when its ASGI call returns
+(:class:`proxy.observe.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
 that is when the last byte went out *or* the client left (quart-trio cancels the call on
 disconnect), whatever happened in between. Releasing there instead of in the body's ``aclose``
 also covers a response that was never iterated, and costs nothing per chunk.
@@ -9,7 +10,6 @@ also covers a response that was never iterated, and costs nothing per chunk.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -19,8 +19,6 @@ from .transport import SHUTDOWN
 ADMITTED = "moonrelay.admitted"  # ASGI scope key: this call holds a slot
 BODY = "moonrelay.body"  # ASGI scope key: the streaming body being sent, if any
 UPSTREAM_SLOT = "moonrelay.upstream_slot"  # ASGI scope key: the upstream whose max_concurrent slot this call holds
-
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
 class Streams:
@@ -76,19 +74,9 @@ class Streams:
         for body in list(self.bodies):
             body.interrupt(SHUTDOWN)
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        """``app`` with every call's slot released when the call returns, however it ends."""
-
-        async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
-            if scope["type"] != "http":
-                return await app(scope, receive, send)
-            self.calls += 1
-            try:
-                await app(scope, receive, send)
-            finally:
-                self.release(scope)
-                self.calls -= 1
-                if self.calls == 0 and self._idle is not None:
-                    self._idle.set()
-
-        return asgi
+    def leave(self, scope: dict) -> None:
+        """The end of an HTTP call (counted in ``calls`` when it began), however it ended: release its slots."""
+        self.release(scope)
+        self.calls -= 1
+        if self.calls == 0 and self._idle is not None:
+            self._idle.set()

@@ -14,6 +14,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from . import passthrough
+from .accesslog import model_from_body
 from .admission import Streams
 from .attempts import send_with_retries
 from .auth import bearer_token, fingerprint, load_client_keys
@@ -22,7 +23,8 @@ from .errors import JSON, SHUTTING_DOWN, error_body
 from .heartbeat import Heartbeats
 from .keypool import AllKeysResting
 from .models import merged_models
-from .observe import TAP, UPSTREAM, install_observability
+from .observe import MODEL, TAP, UPSTREAM, install_observability
+from .quartcall import InlineHTTPConnection
 from .relay import NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
 from .responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
 from .routing import model_not_found
@@ -60,11 +62,11 @@ def create_app(
     given and running, pings silent SSE streams.
     """
     app = QuartTrio("moonrelay")
+    app.asgi_http_class = InlineHTTPConnection  # type: ignore[assignment]
     # Quart would cut every response at 60 s; a long completion streams for minutes.
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     streams = streams if streams is not None else Streams(settings.max_streams)
-    app.asgi_app = streams.wrap(app.asgi_app)  # type: ignore[method-assign]  # releases each call's slot
     client_keys = load_client_keys(settings)
     if client_keys is not None:
         log.info("client keys required: %d configured", len(client_keys))
@@ -187,6 +189,7 @@ def create_app(
         return upstream
 
     async def relay_chat(chat: ChatRequest, *, ndjson: bool) -> Response:
+        request.scope[MODEL] = chat.model  # for the access log
         upstream = route(chat.model)
         admit(upstream)
         body, strip_usage = chat.body, False
@@ -199,7 +202,11 @@ def create_app(
     async def read_chat(*, allow_text: bool = False) -> ChatRequest:
         check_content_type(request.mimetype, allow_text=allow_text)
         raw = await request.get_data(cache=False)
-        return parse_chat_request(raw, settings.default_model)
+        try:
+            return parse_chat_request(raw, settings.default_model)
+        except InvalidRequest:
+            request.scope[MODEL] = model_from_body(raw)  # the access log names what the refused body asked for
+            raise
 
     @app.before_request
     async def authenticate() -> Response | None:

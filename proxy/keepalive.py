@@ -6,12 +6,14 @@ under a QuartTrio app (a bare ASGI app under the same hypercorn closes an idle c
 causes, two small fixes:
 
 1. hypercorn re-arms the timer from inside the app's last ``send``, and quart-trio has already
-   cancelled that task (it saw ``http.disconnect``), so the new timer task dies at once:
-   ``shield_last_send`` sends each response's last body message shielded. hypercorn already
+   cancelled that task (it saw ``http.disconnect``), so the new timer task dies at once: each
+   response's last body message is sent shielded (:func:`send_last`, :func:`shielding_last`; the
+   observability layer, :class:`proxy.observe.Observer`, does it for every call). hypercorn already
    shields the socket write itself, so this adds no new way to block. (The timer below needs no
    task, but the shield is still what lets a response on a closing connection end cleanly:
    without it tests/test_direct.py's HTTP/1.0 and ``connection: close`` cases fail.)
-   The same wrapper marks a response sent before its request body was read as ``connection: close``.
+   The same layer marks a response sent before its request body was read as ``connection: close``
+   (:func:`request_body_unread`).
 2. With a live timer, a connection the *client* closes would linger until the timer runs out
    (hypercorn does not stop it on EOF; in the 1,000-client test each closed connection then kept
    1 fd and 2 tasks): ``TCPServer`` stops the timer when the read side ends.
@@ -45,27 +47,26 @@ from hypercorn.trio.tcp_server import TCPServer as _HypercornTCPServer
 from .direct import CONNECTION
 
 
-def shield_last_send(app: Callable) -> Callable:
-    async def wrapped(scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
+async def send_last(send: Callable, message: dict) -> None:
+    """Send a response's last body message shielded (see 1. above)."""
+    with trio.CancelScope(shield=True):
+        await send(message)
 
-        async def send_last_shielded(message: dict) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True):
-                    await send(message)
-            else:
-                if message["type"] == "http.response.start" and _request_body_unread():
-                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+
+def shielding_last(send: Callable) -> Callable:
+    """``send`` with each response's last body message shielded, for a call that is not observed."""
+
+    async def send_shielding_last(message: dict) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
                 await send(message)
+        else:
+            await send(message)
 
-        await app(scope, receive, send_last_shielded)
-
-    return wrapped
+    return send_shielding_last
 
 
-def _request_body_unread() -> bool:
+def request_body_unread() -> bool:
     """The response starts before its request's body was read to the end (a 401, 413 or 415 sent early).
 
     hypercorn closes such a connection once the response ends (h11 cannot start the next request),

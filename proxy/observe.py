@@ -20,13 +20,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from .accesslog import AccessRecord, access_logger, key_prefix, model_from_body, request_id, scan_tail
+import trio
+
+from .accesslog import AccessRecord, access_logger, key_prefix, request_id, scan_tail
 from .accesslog import upstream_error_kind as error_kind
 from .config import Settings
 from .cors import CORSPolicy
 from .demo import PAGE
+from .keepalive import request_body_unread, send_last, shielding_last
 from .usage import STRIPPED_USAGE
 
 log = logging.getLogger("moonrelay")
@@ -39,6 +42,7 @@ UNMATCHED = "unmatched"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 UNLOGGED = frozenset({"/healthz"})  # probes would drown the log
 TAP = "moonrelay.tap"  # ASGI scope key: the request's Tap
+MODEL = "moonrelay.model"  # ASGI scope key: the model a chat request named (set by the view once it read the body)
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
 
@@ -99,7 +103,7 @@ class Observer:
     async def _answer(self, send: Callable, status: int, body: bytes, content_type: bytes, extra: list) -> None:
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_last(send, {"type": "http.response.body", "body": body, "more_body": False})
 
     async def _local(self, method: str, path: str, send: Callable, cors: list) -> bool:
         """Answer ``GET /readyz``, ``/metrics``, ``/``; False when the request is not one of them."""
@@ -120,36 +124,51 @@ class Observer:
 
     # -- the ASGI call ----------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(
+        self, scope: dict, receive: Callable, send: Callable, sync_spawn: Any = None, call_soon: Any = None
+    ) -> None:
+        """The ASGI call; with hypercorn's two extra arguments this is also the app hypercorn calls directly.
+
+        One layer, one coroutine frame for the whole request: the request id, log and metrics, the
+        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.keepalive`
+        used to be four nested ASGI wrappers, each a frame held for as long as its stream was open.
+        """
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        method: str = scope["method"]
-        path: str = scope["path"]
-        rid_header = authorization = origin = acr_method = acr_headers = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                rid_header = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"access-control-request-method":
-                acr_method = value
-            elif name == b"access-control-request-headers":
-                acr_headers = value
-        cors = self.cors.response_headers(origin) if origin is not None and self.cors.allows(origin) else []
-        if method == "OPTIONS" and origin is not None and acr_method is not None:
-            status, headers = self.cors.preflight(origin, acr_headers)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if await self._local(method, path, send, cors):
-            return
-        if path in UNLOGGED and not cors:
-            return await self.app(scope, receive, send)
-        await self._observe(scope, receive, send, method, path, rid_header, authorization, cors)
+        streams = self.streams
+        if streams is not None:
+            streams.calls += 1
+        try:
+            method: str = scope["method"]
+            path: str = scope["path"]
+            rid_header = authorization = origin = acr_method = acr_headers = None
+            for name, value in scope["headers"]:
+                if name == b"x-request-id":
+                    rid_header = value
+                elif name == b"authorization":
+                    authorization = value
+                elif name == b"origin":
+                    origin = value
+                elif name == b"access-control-request-method":
+                    acr_method = value
+                elif name == b"access-control-request-headers":
+                    acr_headers = value
+            cors = self.cors.response_headers(origin) if origin is not None and self.cors.allows(origin) else []
+            if method == "OPTIONS" and origin is not None and acr_method is not None:
+                status, headers = self.cors.preflight(origin, acr_headers)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send_last(send, {"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if await self._local(method, path, send, cors):
+                return
+            if path in UNLOGGED and not cors:
+                return await self.app(scope, receive, shielding_last(send))
+            await self._observed(scope, receive, send, method, path, rid_header, authorization, cors)
+        finally:
+            if streams is not None:
+                streams.leave(scope)
 
-    async def _observe(
+    async def _observed(
         self, scope: dict, receive: Callable, send: Callable, method: str, path: str,
         rid_header: bytes | None, authorization: bytes | None, cors: list,
     ) -> None:  # fmt: skip
@@ -163,7 +182,6 @@ class Observer:
         streamed = False
         content_type = b""
         metrics = self.metrics
-        body_parts: list[bytes] = []
 
         async def send_observed(message: dict) -> None:
             nonlocal completed
@@ -173,6 +191,9 @@ class Observer:
                     tap.seen(body)
                 if not message.get("more_body", False):
                     completed = True  # before the send: the server may cancel us as it ends the response
+                    with trio.CancelScope(shield=True):  # see proxy.keepalive: the last send must not be cut
+                        await send(message)
+                    return
                 await send(message)
                 return
             if message["type"] == "http.response.start":
@@ -192,29 +213,22 @@ class Observer:
                 headers.append((name, value))
             headers.append((b"x-request-id", rid_bytes))
             headers.extend(cors)
+            if request_body_unread():
+                headers.append((b"connection", b"close"))
             message["headers"] = headers
             streamed = content_type.startswith(_STREAM_TYPES)
             if streamed and metrics is not None:
                 metrics.in_flight.inc()
 
-        receive_observed = receive
-        if method == "POST" and path in CHAT_PATHS:
-
-            async def receive_observed() -> dict:
-                message = await receive()
-                if message["type"] == "http.request":
-                    body_parts.append(message.get("body", b""))
-                return message
-
         try:
-            await self.app(scope, receive_observed, send_observed)
+            await self.app(scope, receive, send_observed)
         finally:
             if streamed and metrics is not None:
                 metrics.in_flight.dec()
             try:
                 self._finish(
                     scope, method, path, rid, authorization, started, status, head_ns, tap.first_ns, tap.chunks,
-                    tap.tail, completed and not tap.gone, streamed, content_type, body_parts,
+                    tap.tail, completed and not tap.gone, streamed, content_type,
                 )  # fmt: skip
             except Exception:  # noqa: BLE001 - a log line must never break a response
                 log.exception("access log / metrics failed for request %s", rid)
@@ -222,7 +236,7 @@ class Observer:
     def _finish(
         self, scope: dict, method: str, path: str, rid: str, authorization: bytes | None, started: int,
         status: int, head_ns: int, first_ns: int, chunks: int, tail: bytes, completed: bool, streamed: bool,
-        content_type: bytes, body_parts: list[bytes],
+        content_type: bytes,
     ) -> None:  # fmt: skip
         """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
@@ -243,11 +257,7 @@ class Observer:
             completed=completed,
         )
         if path in CHAT_PATHS:
-            if body_parts:
-                rec.model = model_from_body(b"".join(body_parts))
-            elif method == "GET":
-                rec.model = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model", [None])[0]
-            rec.model = rec.model or self.settings.default_model
+            rec.model = scope.get(MODEL) or self.settings.default_model
         kind = None
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))

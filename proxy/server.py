@@ -19,7 +19,6 @@ from functools import partial
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
 from .admission import Streams
 from .app import create_app
@@ -27,7 +26,6 @@ from .config import Settings
 from .gcpolicy import tune_gc
 from .heartbeat import Heartbeats
 from .keepalive import install as install_keepalive_fix
-from .keepalive import shield_last_send
 from .limits import raise_nofile_limit
 from .metrics import prepare_multiprocess
 from .routing import describe_upstreams
@@ -131,7 +129,9 @@ async def serve(
             heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
             await nursery.start(heartbeats.run)
         quart_app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats)
-        app = wrap_app(shield_last_send(quart_app), None, "asgi")
+        # The app's outer ASGI layer (proxy.observe.Observer) takes hypercorn's call itself: no
+        # ASGIWrapper and Quart.__call__ frames held under every open stream.
+        app = quart_app.asgi_app
         trigger = None
         if shutdown_trigger is not None:
 
