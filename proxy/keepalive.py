@@ -42,6 +42,7 @@ import h11
 import hypercorn.trio.run
 import trio
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer as _HypercornTCPServer
 
 from .direct import CONNECTION
@@ -146,12 +147,48 @@ class TCPServer(_HypercornTCPServer):
         idle = self.idle_task.scope  # type: ignore[attr-defined]
         try:
             with idle:
-                await super()._read_data()
+                if self._fd >= 0 and self.config.read_timeout is None:
+                    await self._read_fd(self._fd)
+                else:
+                    await super()._read_data()
         finally:
             idle.deadline = math.inf  # the peer is gone (or the timer fired): nothing left to time
         if idle.cancelled_caught:  # idle for keep_alive_timeout: close, as hypercorn's timer task would
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
+
+
+    async def _read_fd(self, fd: int) -> None:
+        """hypercorn's read loop (same exits) on a plain TCP socket: wait on the fd, then ``os.read`` it.
+
+        hypercorn reads through ``SocketStream.receive_some`` → trio's socket ``recv`` wrapper (a
+        ``fail_after`` scope, an error-translating context manager, a first ``recv`` that raises
+        BlockingIOError on the usual empty socket): five frames held under every open connection and
+        walked on every read. The first read tries at once (a new connection's request is usually
+        there already); later ones wait first (a keep-alive connection is usually idle).
+        """
+        handle = self.protocol.handle
+        sock = self.stream.socket
+        wait = False
+        while sock.fileno() == fd:  # -1 once closed by another task (the fd number may then be reused)
+            try:
+                if wait:
+                    await trio.lowlevel.wait_readable(fd)
+                    if sock.fileno() != fd:  # closed while this task waited to run
+                        break
+                data = os.read(fd, MAX_RECV)
+            except BlockingIOError:
+                wait = True
+                continue
+            except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
+                break  # reset, or closed under us (notify_closing): as hypercorn's broken/closed stream
+            wait = True
+            ended = not data
+            await handle(RawData(data))
+            del data  # not held while waiting: a request's bytes would stay alive as long as its stream (8 KB
+            if ended:  # per open stream with an 8 KB prompt, measured)
+                break
+        await handle(Closed())
 
 
 def install() -> None:

@@ -139,10 +139,11 @@ class Upstream(_ClosedOnExit):
         return await self._send(httpx.Request(method, httpx.URL(self.base + target), headers=headers, content=content))
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
+        """The response, without ``response.request``: the request holds its body (a whole conversation),
+        which would stay alive as long as the streamed response (+8 KB per open stream with an 8 KB prompt,
+        measured); nothing here reads it (``raise_for_status`` would)."""
         request.extensions["timeout"] = self._timeouts
-        response = await self.transport.handle_async_request(request)
-        response.request = request
-        return response
+        return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -25,17 +25,21 @@ async def start_sim(nursery, **config):
     return await nursery.start(partial(serve_sim, SimConfig(port=0, **config)))
 
 
-async def open_stream_and_leave(root: str, body: dict) -> bytes:
-    """Raw socket client: read until the first SSE event arrives, then close; return what it read."""
-    host, port = root.removeprefix("http://").split(":")
-    payload = json.dumps(body).encode()
+def raw_chat_request(host: str, payload: bytes) -> bytes:
+    """A whole ``POST /v1/chat/completions`` with a JSON ``payload``, as a raw socket client sends it."""
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(payload)}\r\n\r\n"
     ).encode()
+    return head + payload
+
+
+async def open_stream_and_leave(root: str, body: dict) -> bytes:
+    """Raw socket client: read until the first SSE event arrives, then close; return what it read."""
+    host, port = root.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
-        await stream.send_all(head + payload)
+        await stream.send_all(raw_chat_request(host, json.dumps(body).encode()))
         seen = b""
         while b"data: " not in seen:
             seen += await stream.receive_some(65536)
