@@ -103,6 +103,9 @@ class TCPServer(_HypercornTCPServer):
         self.pending = b""  # framed body bytes left for the next write (proxy.direct.DirectWriter.defer)
         # Plain TCP only: a TLS stream's bytes are not the socket's.
         self._fd = self.stream.socket.fileno() if type(self.stream) is trio.SocketStream else -1
+        # The read loop is ours (_read_fd): it can tell a request in flight that its client left.
+        self.watches_eof = self._fd >= 0 and self.config.read_timeout is None
+        self.eof_scope: trio.CancelScope | None = None
 
     async def protocol_send(self, event: Event) -> None:
         if type(event) is RawData:
@@ -147,7 +150,7 @@ class TCPServer(_HypercornTCPServer):
         idle = self.idle_task.scope  # type: ignore[attr-defined]
         try:
             with idle:
-                if self._fd >= 0 and self.config.read_timeout is None:
+                if self.watches_eof:
                     await self._read_fd(self._fd)
                 else:
                     await super()._read_data()
@@ -188,6 +191,8 @@ class TCPServer(_HypercornTCPServer):
             del data  # not held while waiting: a request's bytes would stay alive as long as its stream (8 KB
             if ended:  # per open stream with an 8 KB prompt, measured)
                 break
+        if self.eof_scope is not None:  # a request that no body task watches (proxy.quartcall): the client left
+            self.eof_scope.cancel()
         await handle(Closed())
 
 

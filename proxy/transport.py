@@ -66,7 +66,7 @@ class _Connection:
     def __init__(self, origin: tuple[bytes, bytes, int], stream: trio.abc.Stream, fd: int, plain: bool) -> None:
         self.origin = origin
         self.stream = stream
-        self.h11 = self.new_h11()
+        self.h11: h11.Connection | None = self.new_h11()  # None while a chunked body streams (decoded by us)
         self.body = b""  # body bytes decoded by a ChunkedDecoder and not yet handed out
         self.fd = fd  # the socket's fd, waited on directly
         self.plain = plain  # no TLS: read the fd ourselves
@@ -434,7 +434,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         conn.gen += 1
         conn.deadline = conn.total = conn.queued = math.inf
         try:
-            states = (conn.h11.our_state, conn.h11.their_state)
+            states = (conn.h11.our_state, conn.h11.their_state) if conn.h11 is not None else None
             if reusable and not self._closed and states in _REUSABLE:
                 if states[0] is h11.DONE:
                     conn.h11.start_next_cycle()
@@ -508,6 +508,9 @@ class H11Transport(httpx.AsyncBaseTransport):
                 )
                 conn.body = b""
                 rest, _ = conn.h11.trailing_data  # what the read that completed the head brought of the body
+                # h11 is done with this response (the decoder takes the body): not held while it streams
+                # (its state machine and buffer, ~1 KB per open stream); a fresh one serves the next request.
+                conn.h11 = None
                 if rest:
                     try:
                         conn.body = chunked.feed(rest)
