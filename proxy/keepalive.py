@@ -106,6 +106,7 @@ class TCPServer(_HypercornTCPServer):
         # The read loop is ours (_read_fd): it can tell a request in flight that its client left.
         self.watches_eof = self._fd >= 0 and self.config.read_timeout is None
         self.eof_scope: trio.CancelScope | None = None
+        self.client_eof = False
 
     async def protocol_send(self, event: Event) -> None:
         if type(event) is RawData:
@@ -125,6 +126,14 @@ class TCPServer(_HypercornTCPServer):
             await super().protocol_send(RawData(data=self.pending))
             self.pending = b""
         await super().protocol_send(event)
+
+    async def _close(self) -> None:
+        """hypercorn's close, without its half-close when the client has closed already (the usual end of a
+        connection): ``send_eof`` is a ``shutdown`` and a scheduler round trip that ``close`` makes moot."""
+        if self.client_eof:
+            await self.stream.aclose()
+        else:
+            await super()._close()
 
     def _keeps_alive(self) -> bool:
         """The connection stays open after this response (h11's keep-alive state).
@@ -186,7 +195,7 @@ class TCPServer(_HypercornTCPServer):
             except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
                 break  # reset, or closed under us (notify_closing): as hypercorn's broken/closed stream
             wait = True
-            ended = not data
+            ended = self.client_eof = not data
             await handle(RawData(data))
             del data  # not held while waiting: a request's bytes would stay alive as long as its stream (8 KB
             if ended:  # per open stream with an 8 KB prompt, measured)

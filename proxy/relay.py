@@ -78,7 +78,16 @@ class SSEBody:
         """Relay the rest of the body with direct writes; returns at its end, or when the client is gone."""
         tap = self.tap
         reader = self._reader
-        while (out := await self._next()) is not None:
+        while not self._finished:
+            # _next inline: one frame fewer under every open stream, and on every chunk's way back up.
+            try:
+                data = await reader.receive_chunk()
+            except (httpx.TransportError, Interrupted) as exc:
+                out = self._failed(exc)
+            else:
+                out = self._after(data)
+            if out is None:
+                return
             if not out:
                 continue
             last = self._finished
@@ -104,19 +113,26 @@ class SSEBody:
             return None
         try:
             data = await self._reader.receive_chunk()
-        except httpx.TransportError as exc:
-            # The client already has a 200 and part of the answer: say what happened in-band.
-            self._finished = True
-            return self._error(exc)
-        except Interrupted as exc:  # a heartbeat is due, or the relay is shutting down
-            if exc.reason == HEARTBEAT:
-                return self._ping()
-            self._finished = True
-            return self._shutdown()
+        except (httpx.TransportError, Interrupted) as exc:
+            return self._failed(exc)
+        return self._after(data)
+
+    def _after(self, data: bytes) -> bytes | None:
+        """What a read's ``data`` becomes for the client (b"" at the end of the body: what ``_end`` adds)."""
         if data:
             return self._convert(data)
         self._finished = True
         return self._end()
+
+    def _failed(self, exc: httpx.TransportError | Interrupted) -> bytes:
+        if type(exc) is Interrupted:  # a heartbeat is due, or the relay is shutting down
+            if exc.reason == HEARTBEAT:
+                return self._ping()
+            self._finished = True
+            return self._shutdown()
+        # The client already has a 200 and part of the answer: say what happened in-band.
+        self._finished = True
+        return self._error(exc)  # type: ignore[arg-type]
 
     def _convert(self, data: bytes) -> bytes:
         for event in self._splitter.feed(data):

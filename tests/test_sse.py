@@ -56,3 +56,7 @@ def test_well_formed():
     assert not well_formed(b"data: {not json")
     assert not well_formed(b"data: 42")
     assert not well_formed(b'data: {"a": 1')
+    assert well_formed(b'data: {"a": 1} \t')  # trailing JSON whitespace, as json.loads allows
+    assert not well_formed(b'data: {"a": 1} x')
+    assert not well_formed(b'data: {"a": 1}{"b": 2}')
+    assert not well_formed(b'data: {"a": "\xff"}')  # not UTF-8
