@@ -1,8 +1,13 @@
 """bench/ pieces that need no peer: log trimming, the target lists, scenario flags, figures, the sim's gauge."""
 
+import json
+
 import httpx
+import pytest
 import trio
 
+from bench.floor import drive, request_bytes, response_complete
+from bench.floor_servers import serve_h11
 from bench.metrics import MIB, figures
 from bench.peers import DEFAULT_TARGETS, PEERS, TARGETS
 from bench.procs import OpenStreams
@@ -68,3 +73,33 @@ async def open_stream_and_hold(client: httpx.AsyncClient, url: str, body: dict, 
         assert resp.status_code == 200
         task_status.started()
         await trio.sleep_forever()
+
+
+def test_floor_request_and_response_framing():
+    request = request_bytes("127.0.0.1:1")
+    head, body = request.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and json.loads(body)["stream"] is True
+    assert f"content-length: {len(body)}".encode() in head
+    assert not response_complete(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    assert response_complete(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+
+
+async def test_floor_client_drives_the_h11_floor_server(nursery):
+    port = await nursery.start(serve_h11, 0)
+    await drive(port, 50, keep_alive=True)
+    await drive(port, 10, keep_alive=False)
+    refusing = await nursery.start(serve_h11_refusing)
+    with pytest.raises(ExceptionGroup) as failed:  # a server that refuses is an error, not a figure
+        await drive(refusing, 1, keep_alive=True)
+    assert failed.group_contains(RuntimeError, match="not a 200")
+
+
+async def serve_h11_refusing(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def refuse(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+            await stream.send_all(b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(refuse, listeners)
