@@ -43,7 +43,9 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
             if complete is None:
                 return  # the client left before its request was in
             if complete:
-                await self._handle_watched(server, request, send)
+                handled = self._handle_watched(server, request, send)
+                del request  # the coroutine holds it until the response is made, then drops it
+                await handled
                 return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.handle_messages, nursery, request, receive)
@@ -55,10 +57,13 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
             server.eof_scope = scope
             try:
                 response = await self.app.handle_request(request)
-                timeout = self._timeout(response)
                 del request  # its headers and body are not needed while the response streams
-                with trio.move_on_after(timeout if timeout is not None else float("inf")):
+                timeout = self._timeout(response)
+                if timeout is None:  # the relay's setting: no cancel scope held under every open stream
                     await self._send_response(send, response)
+                else:
+                    with trio.move_on_after(timeout):
+                        await self._send_response(send, response)
             finally:
                 server.eof_scope = None
 
