@@ -42,8 +42,12 @@ import h11
 import hypercorn.trio.run
 import trio
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer as _HypercornTCPServer
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr
 
 from .direct import CONNECTION
 
@@ -103,7 +107,7 @@ class TCPServer(_HypercornTCPServer):
         self.pending = b""  # framed body bytes left for the next write (proxy.direct.DirectWriter.defer)
         # Plain TCP only: a TLS stream's bytes are not the socket's.
         self._fd = self.stream.socket.fileno() if type(self.stream) is trio.SocketStream else -1
-        # The read loop is ours (_read_fd): it can tell a request in flight that its client left.
+        # The read loop is ours (_read_data reads the fd): it can tell a request in flight that its client left.
         self.watches_eof = self._fd >= 0 and self.config.read_timeout is None
         self.eof_scope: trio.CancelScope | None = None
         self.client_eof = False
@@ -149,60 +153,81 @@ class TCPServer(_HypercornTCPServer):
     async def run(self) -> None:
         CONNECTION.set(self)  # this connection's task only; the app's tasks spawned from it inherit it
         try:
-            await super().run()
+            if self._fd < 0:
+                await super().run()  # TLS: hypercorn's handshake first
+                return
+            # hypercorn's run() for a plain TCP stream, in this one frame (held under every open connection;
+            # hypercorn's own also tells TLS from TCP by catching an AttributeError, per connection).
+            sock = self.stream.socket
+            try:
+                client = parse_socket_addr(sock.family, sock.getpeername())
+                server = parse_socket_addr(sock.family, sock.getsockname())
+                async with TaskGroup() as task_group:
+                    self._task_group = task_group
+                    self.protocol = ProtocolWrapper(
+                        self.app, self.config, self.context, task_group, ConnectionState(self.state), False,
+                        client, server, self.protocol_send, "http/1.1",
+                    )  # fmt: skip
+                    await self.protocol.initiate()
+                    await self.idle_task.restart(self._task_group, self._idle_timeout)
+                    await self._read_data()
+            except OSError:
+                pass
+            finally:
+                await self._close()
         finally:
             # hypercorn's protocol holds our protocol_send, a cycle the size of the whole connection (its
             # h11 state, streams, last request): broken here, refcounting frees it now instead of the GC later.
             self.protocol = None  # type: ignore[assignment]
 
     async def _read_data(self) -> None:
+        """hypercorn's read loop (same exits) under the keep-alive deadline; on plain TCP, reading the fd itself.
+
+        hypercorn reads through ``SocketStream.receive_some`` → trio's socket ``recv`` wrapper (a
+        ``fail_after`` scope, an error-translating context manager, a first ``recv`` that raises
+        BlockingIOError on the usual empty socket): five frames held under every open connection and
+        walked on every read. Here: wait on the fd, then ``os.read`` it; the first read tries at once (a
+        new connection's request is usually there already), later ones wait first (a keep-alive
+        connection is usually idle).
+        """
         idle = self.idle_task.scope  # type: ignore[attr-defined]
         try:
             with idle:
-                if self.watches_eof:
-                    await self._read_fd(self._fd)
-                else:
+                if not self.watches_eof:
                     await super()._read_data()
+                else:
+                    fd = self._fd
+                    handle = self.protocol.handle
+                    sock = self.stream.socket
+                    wait = False
+                    while sock.fileno() == fd:  # -1 once closed by another task (the number may be reused)
+                        try:
+                            if wait:
+                                await trio.lowlevel.wait_readable(fd)
+                                if sock.fileno() != fd:  # closed while this task waited to run
+                                    break
+                            data = os.read(fd, MAX_RECV)
+                        except BlockingIOError:
+                            wait = True
+                            continue
+                        except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
+                            break  # reset, or closed under us (notify_closing): hypercorn's broken/closed stream
+                        wait = True
+                        ended = self.client_eof = not data
+                        await handle(RawData(data))
+                        # Not held while waiting: a request's bytes would live as long as its stream (8 KB
+                        # per open stream with an 8 KB prompt, measured).
+                        del data
+                        if ended:
+                            break
+                    if self.eof_scope is not None:  # a request no body task watches (proxy.quartcall): gone
+                        self.eof_scope.cancel()
+                    await handle(Closed())
         finally:
             idle.deadline = math.inf  # the peer is gone (or the timer fired): nothing left to time
         if idle.cancelled_caught:  # idle for keep_alive_timeout: close, as hypercorn's timer task would
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
-
-
-    async def _read_fd(self, fd: int) -> None:
-        """hypercorn's read loop (same exits) on a plain TCP socket: wait on the fd, then ``os.read`` it.
-
-        hypercorn reads through ``SocketStream.receive_some`` → trio's socket ``recv`` wrapper (a
-        ``fail_after`` scope, an error-translating context manager, a first ``recv`` that raises
-        BlockingIOError on the usual empty socket): five frames held under every open connection and
-        walked on every read. The first read tries at once (a new connection's request is usually
-        there already); later ones wait first (a keep-alive connection is usually idle).
-        """
-        handle = self.protocol.handle
-        sock = self.stream.socket
-        wait = False
-        while sock.fileno() == fd:  # -1 once closed by another task (the fd number may then be reused)
-            try:
-                if wait:
-                    await trio.lowlevel.wait_readable(fd)
-                    if sock.fileno() != fd:  # closed while this task waited to run
-                        break
-                data = os.read(fd, MAX_RECV)
-            except BlockingIOError:
-                wait = True
-                continue
-            except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
-                break  # reset, or closed under us (notify_closing): as hypercorn's broken/closed stream
-            wait = True
-            ended = self.client_eof = not data
-            await handle(RawData(data))
-            del data  # not held while waiting: a request's bytes would stay alive as long as its stream (8 KB
-            if ended:  # per open stream with an 8 KB prompt, measured)
-                break
-        if self.eof_scope is not None:  # a request that no body task watches (proxy.quartcall): the client left
-            self.eof_scope.cancel()
-        await handle(Closed())
 
 
 def install() -> None:

@@ -47,15 +47,33 @@ _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
 
 class Tap:
-    """What the access log and metrics need of a response body, counted chunk by chunk."""
+    """One observed call: the response's head and body as they go out, and what the log and metrics need of them.
 
-    __slots__ = ("chunks", "first_ns", "prev", "last", "gone")
+    Its ``send`` is the ``send`` the app gets. One slotted object per call instead of two closures and
+    their cells: it lives as long as the stream. The body's hot path is ``seen`` (a direct writer calls
+    it too, :mod:`proxy.direct`): an increment and two reference moves.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "chunks", "first_ns", "prev", "last", "gone", "completed", "status", "head_ns", "streamed", "content_type",
+        "_send", "_rid", "_cors", "_metrics",
+    )  # fmt: skip
+
+    def __init__(self, send: Callable | None = None, rid: bytes = b"", cors: list | None = None,
+                 metrics: Any = None) -> None:  # fmt: skip
         self.gone = False  # a direct write found the client gone (the body then ends as if complete)
+        self.completed = False  # the last body message was sent
         self.chunks = 0
         self.first_ns = 0
         self.prev = self.last = b""  # the last two chunks: usage is in the tail
+        self.status = 0
+        self.head_ns = 0
+        self.streamed = False
+        self.content_type = b""
+        self._send = send
+        self._rid = rid
+        self._cors = cors or []
+        self._metrics = metrics
 
     def seen(self, body: bytes) -> None:
         # The hot path: one call per chunk. Keep it to an increment and two reference moves.
@@ -67,6 +85,41 @@ class Tap:
     @property
     def tail(self) -> bytes:
         return self.prev + self.last if self.prev else self.last
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.body":
+            body = message.get("body")
+            if body:
+                self.seen(body)
+            if not message.get("more_body", False):
+                self.completed = True  # before the send: the server may cancel us as it ends the response
+                with trio.CancelScope(shield=True):  # see proxy.keepalive: the last send must not be cut
+                    await self._send(message)  # type: ignore[misc]
+                return
+        elif message["type"] == "http.response.start":
+            self._start(message)
+        await self._send(message)  # type: ignore[misc]
+
+    def _start(self, message: dict) -> None:
+        self.status = message["status"]
+        self.head_ns = time.monotonic_ns()
+        headers = []
+        content_type = b""
+        for name, value in message.get("headers", ()):
+            if name == b"x-request-id":  # the upstream's own id: keep it, under another name
+                name = b"x-upstream-request-id"
+            elif name == b"content-type":
+                content_type = value
+            headers.append((name, value))
+        headers.append((b"x-request-id", self._rid))
+        headers.extend(self._cors)
+        if request_body_unread():
+            headers.append((b"connection", b"close"))
+        message["headers"] = headers
+        self.content_type = content_type
+        self.streamed = content_type.startswith(_STREAM_TYPES)
+        if self.streamed and self._metrics is not None:
+            self._metrics.in_flight.inc()
 
 
 def upstream_label(base_url: str) -> str:
@@ -163,83 +216,32 @@ class Observer:
                 return
             if path in UNLOGGED and not cors:
                 return await self.app(scope, receive, shielding_last(send))
-            await self._observed(scope, receive, send, method, path, rid_header, authorization, cors)
+            rid = request_id(rid_header.decode("latin-1") if rid_header is not None else None)
+            started = time.monotonic_ns()
+            metrics = self.metrics
+            tap = scope[TAP] = Tap(send, rid.encode(), cors, metrics)
+            try:
+                await self.app(scope, receive, tap.send)
+            finally:
+                if tap.streamed and metrics is not None:
+                    metrics.in_flight.dec()
+                try:
+                    self._finish(scope, method, path, rid, authorization, started, tap)
+                except Exception:  # noqa: BLE001 - a log line must never break a response
+                    log.exception("access log / metrics failed for request %s", rid)
         finally:
             if streams is not None:
                 streams.leave(scope)
 
-    async def _observed(
-        self, scope: dict, receive: Callable, send: Callable, method: str, path: str,
-        rid_header: bytes | None, authorization: bytes | None, cors: list,
-    ) -> None:  # fmt: skip
-        rid = request_id(rid_header.decode("latin-1") if rid_header is not None else None)
-        rid_bytes = rid.encode()
-        started = time.monotonic_ns()
-        status = 0
-        head_ns = 0
-        tap = scope[TAP] = Tap()
-        completed = False
-        streamed = False
-        content_type = b""
-        metrics = self.metrics
-
-        async def send_observed(message: dict) -> None:
-            nonlocal completed
-            if message["type"] == "http.response.body":
-                body = message.get("body")
-                if body:
-                    tap.seen(body)
-                if not message.get("more_body", False):
-                    completed = True  # before the send: the server may cancel us as it ends the response
-                    with trio.CancelScope(shield=True):  # see proxy.keepalive: the last send must not be cut
-                        await send(message)
-                    return
-                await send(message)
-                return
-            if message["type"] == "http.response.start":
-                start_response(message)
-            await send(message)
-
-        def start_response(message: dict) -> None:
-            nonlocal status, head_ns, streamed, content_type
-            status = message["status"]
-            head_ns = time.monotonic_ns()
-            headers = []
-            for name, value in message.get("headers", ()):
-                if name == b"x-request-id":  # the upstream's own id: keep it, under another name
-                    name = b"x-upstream-request-id"
-                elif name == b"content-type":
-                    content_type = value
-                headers.append((name, value))
-            headers.append((b"x-request-id", rid_bytes))
-            headers.extend(cors)
-            if request_body_unread():
-                headers.append((b"connection", b"close"))
-            message["headers"] = headers
-            streamed = content_type.startswith(_STREAM_TYPES)
-            if streamed and metrics is not None:
-                metrics.in_flight.inc()
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            if streamed and metrics is not None:
-                metrics.in_flight.dec()
-            try:
-                self._finish(
-                    scope, method, path, rid, authorization, started, status, head_ns, tap.first_ns, tap.chunks,
-                    tap.tail, completed and not tap.gone, streamed, content_type,
-                )  # fmt: skip
-            except Exception:  # noqa: BLE001 - a log line must never break a response
-                log.exception("access log / metrics failed for request %s", rid)
-
     def _finish(
-        self, scope: dict, method: str, path: str, rid: str, authorization: bytes | None, started: int,
-        status: int, head_ns: int, first_ns: int, chunks: int, tail: bytes, completed: bool, streamed: bool,
-        content_type: bytes,
-    ) -> None:  # fmt: skip
+        self, scope: dict, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
+    ) -> None:
         """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
+        status, head_ns, first_ns, streamed, content_type = (
+            tap.status, tap.head_ns, tap.first_ns, tap.streamed, tap.content_type
+        )
+        tail, chunks, completed = tap.tail, tap.chunks, tap.completed and not tap.gone
         route = scope.get(ROUTE, UNMATCHED)
         stripped = scope.get(STRIPPED_USAGE)
         if stripped is not None:

@@ -43,29 +43,25 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
             if complete is None:
                 return  # the client left before its request was in
             if complete:
-                handled = self._handle_watched(server, request, send)
-                del request  # the coroutine holds it until the response is made, then drops it
-                await handled
+                # The request, cancelled by the connection's read loop if the client leaves. All in this
+                # frame: each frame here is held under the open stream.
+                with trio.CancelScope() as scope:
+                    server.eof_scope = scope
+                    try:
+                        response = await self.app.handle_request(request)
+                        del request  # its headers and body are not needed while the response streams
+                        timeout = self._timeout(response)
+                        if timeout is None:  # the relay's setting: no cancel scope held under every stream
+                            await self._send_response(send, response)
+                        else:
+                            with trio.move_on_after(timeout):
+                                await self._send_response(send, response)
+                    finally:
+                        server.eof_scope = None
                 return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.handle_messages, nursery, request, receive)
             await self.handle_request(nursery, request, send)
-
-    async def _handle_watched(self, server: Any, request: Request, send: ASGISendCallable) -> None:
-        """The request, cancelled by the connection's read loop if the client leaves (``server.eof_scope``)."""
-        with trio.CancelScope() as scope:
-            server.eof_scope = scope
-            try:
-                response = await self.app.handle_request(request)
-                del request  # its headers and body are not needed while the response streams
-                timeout = self._timeout(response)
-                if timeout is None:  # the relay's setting: no cancel scope held under every open stream
-                    await self._send_response(send, response)
-                else:
-                    with trio.move_on_after(timeout):
-                        await self._send_response(send, response)
-            finally:
-                server.eof_scope = None
 
     def _timeout(self, response: Any) -> float | None:
         """quart-trio's response timeout rule (the relay sets ``RESPONSE_TIMEOUT`` to None)."""

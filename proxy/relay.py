@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from .direct import DirectWriter, current_writer
+from .direct import current_writer
 from .errors import (
     MALFORMED_NDJSON,
     MALFORMED_SSE,
@@ -61,25 +61,23 @@ class SSEBody:
         return self
 
     async def __anext__(self) -> bytes:
+        writer = None
         if self.direct is not None:
             writer = current_writer(self.direct)
             self.direct = None
-            if writer is not None:
-                await self._pump(writer)
-                raise StopAsyncIteration
-        while True:
-            out = await self._next()
-            if out is None:
-                raise StopAsyncIteration
-            if out:  # an NDJSON read may complete no whole line: read on
-                return out
-
-    async def _pump(self, writer: DirectWriter) -> None:
-        """Relay the rest of the body with direct writes; returns at its end, or when the client is gone."""
+        if writer is None:
+            while True:
+                out = await self._next()
+                if out is None:
+                    raise StopAsyncIteration
+                if out:  # an NDJSON read may complete no whole line: read on
+                    return out
+        # Relay the whole body with direct writes, here (every frame on this path is held under the open
+        # stream and walked on each chunk); the iteration ends with the body or when the client is gone.
         tap = self.tap
         reader = self._reader
         while not self._finished:
-            # _next inline: one frame fewer under every open stream, and on every chunk's way back up.
+            # _next inline, for the same reason.
             try:
                 data = await reader.receive_chunk()
             except (httpx.TransportError, Interrupted) as exc:
@@ -87,7 +85,7 @@ class SSEBody:
             else:
                 out = self._after(data)
             if out is None:
-                return
+                break
             if not out:
                 continue
             last = self._finished
@@ -99,13 +97,14 @@ class SSEBody:
             if tap is not None:
                 tap.seen(out)
             if last and writer.defer(out):  # the terminator carries it: one write, not two
-                return
+                break
             rest = writer.write_nowait(out)
             if rest is None or (rest and not await writer.write_rest(rest)):
                 self._finished = True
                 if tap is not None:
                     tap.gone = True
-                return
+                break
+        raise StopAsyncIteration
 
     async def _next(self) -> bytes | None:
         """The next piece to send (b"": nothing yet, read again); None at the end."""

@@ -195,15 +195,18 @@ class _Upstream:
         return b'data: {"n": %d}\n\n' % self.reads if self.reads <= 5 else b""
 
 
-async def test_pump_stops_and_marks_the_tap_when_the_client_is_gone():
+async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monkeypatch):
+    from proxy import relay
     from proxy.observe import Tap
-    from proxy.relay import SSEBody
     from proxy.transport import READER
 
+    monkeypatch.setattr(relay, "current_writer", lambda method: _GoneWriter())
     upstream = _Upstream()
     tap = Tap()
-    body = SSEBody(httpx.Response(200, content=b"", extensions={READER: upstream}), tap=tap)
-    await body._pump(_GoneWriter())
+    body = relay.SSEBody(httpx.Response(200, content=b"", extensions={READER: upstream}), direct="POST", tap=tap)
+    with pytest.raises(StopAsyncIteration):
+        await body.__anext__()
     assert tap.gone and tap.chunks == 1 and upstream.reads == 1  # stopped at the first failed write
     with pytest.raises(StopAsyncIteration):
         await body.__anext__()
+    assert upstream.reads == 1
