@@ -115,30 +115,6 @@ async def serve(role: str, launch: Launch, log: Path) -> AsyncIterator[Server]:
             await _stop(server)
 
 
-class OpenStreams:
-    """The peak of the sim's ``open`` gauge: streams open at the upstream, i.e. held by the proxy right now.
-
-    The load generator's own count also holds sessions that an overloaded proxy has not accepted yet
-    (they wait in its listen backlog, costing it no memory), so memory per open stream divides by this.
-    """
-
-    def __init__(self, sim_url: str) -> None:
-        self.url = sim_url.removesuffix("/v1") + "/sim/stats"
-        self.peak = 0
-
-    async def sample(self, client: httpx.AsyncClient) -> None:
-        try:
-            self.peak = max(self.peak, int((await client.get(self.url)).json()["open"]))
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass  # a busy sim may miss a sample; the peak is kept from the others
-
-    async def sample_forever(self) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            while True:
-                await self.sample(client)
-                await trio.sleep(SAMPLE_INTERVAL_S)
-
-
 async def sample_forever(trees: list[Tree]) -> None:
     """Peak RSS and last-known CPU per pid, every half second (a few /proc reads: ~1 ms)."""
     while True:

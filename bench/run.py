@@ -32,8 +32,9 @@ import trio
 
 from bench import metrics, plots, readme
 from bench.peers import API_KEY, DEFAULT_TARGETS, PEERS, TARGETS, Launch, PeerUnavailable
-from bench.procs import OpenStreams, StartError, Tree, sample_forever, serve
+from bench.procs import StartError, Tree, sample_forever, serve
 from bench.scenarios import SCENARIOS, Scenario, parse
+from loadtest.gauge import OpenStreams
 
 LOADTEST_SLACK_S = 300.0  # loadtest start-up, plots, and the sessions' own 120 s timeout
 SETTLE_S = 1.0  # after warm-up, before idle RSS: let the warm-up's buffers be freed

@@ -302,6 +302,7 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
                         nursery.start_soon(show_progress, runner.live)
                     result = await runner.run()
                     result.processes.extend(srv.usage())
+                    result.upstream_peak_open = srv.upstream_open.peak
                     result.config.update(
                         embedded=True, relay_workers=srv.relay_workers, sim_workers=srv.sim_workers,
                         sim_profile={"ttft_s": profile.ttft_s, "ttft_jitter_s": profile.ttft_jitter_s,

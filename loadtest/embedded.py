@@ -30,6 +30,7 @@ from typing import IO
 import psutil
 import trio
 
+from loadtest.gauge import OpenStreams
 from loadtest.proctree import ProcessTree
 from loadtest.record import ProcessUsage
 
@@ -105,6 +106,7 @@ class Servers:
     relay_workers: int
     sim_workers: int
     trees: list[_Tree]
+    upstream_open: OpenStreams  # the peak of streams the relay opened upstream (held by it at once)
 
     def mark_start(self) -> None:
         """Begin the measured window: idle RSS and the CPU baseline."""
@@ -214,8 +216,9 @@ async def servers(
             if not relay_url.endswith("/v1"):
                 relay_url += "/v1"
             s = Servers(sim_url=sim.url.rstrip("/"), relay_url=relay_url, relay_workers=relay_workers,
-                        sim_workers=sim_workers, trees=trees)
+                        sim_workers=sim_workers, trees=trees, upstream_open=OpenStreams(sim.url))
             s.sample()
+            nursery.start_soon(s.upstream_open.sample_forever)
 
             async def sampler() -> None:
                 while True:

@@ -118,3 +118,4 @@ class RunData:
     slo: dict[str, float] | None = None  # e.g. {"ttfc_ms": 500.0, "e2e_ms": 10000.0}
     fd_limit: tuple[int, int] = (0, 0)
     connect_retries: int = 0
+    upstream_peak_open: int | None = None  # embedded mode: the most streams the relay held open at the sim

@@ -205,6 +205,8 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
         ("Failed", s.get("failed"), "n"),
         ("Peak concurrency", s.get("peak_concurrency"), "n"),
     ]
+    if s.get("upstream_peak_open") is not None:  # embedded mode: what the relay itself held at once
+        rows.append(("Peak streams open at the upstream (held by the relay)", s["upstream_peak_open"], "n"))
     for label, block in (("TTFC", "ttfc_ms"), ("TTFC from sent", "ttfc_sent_ms"), ("E2E", "e2e_ms"),
                          ("Gap", "gap_ms"), ("Relay delay", "relay_delay_ms"),
                          ("First chunk delay", "first_chunk_delay_ms")):

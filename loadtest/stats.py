@@ -346,7 +346,10 @@ def summarize(run: RunData) -> dict[str, Any]:
         summary["loadtest_cpu_us_per_chunk"] = lt_cpu / n * 1e6 if n else None
         summary["loadtest_cpu_utilization"] = lt_cpu / (run_s * n_lt) if run_s > 0 else None
     relays = [p for p in run.processes if p.role == "relay"]
-    peak = summary["peak_concurrency"]
+    # Streams the relay held: the sim's count where it was sampled (sessions still waiting in the relay's
+    # listen backlog cost it nothing), else the load generator's own peak.
+    summary["upstream_peak_open"] = run.upstream_peak_open
+    peak = run.upstream_peak_open or summary["peak_concurrency"]
     if relays and all(p.idle_rss_bytes is not None for p in relays) and primary == "relay" and peak:
         grown = sum(p.peak_rss_bytes for p in relays) - sum(p.idle_rss_bytes or 0 for p in relays)
         summary["relay_mem_per_stream_bytes"] = grown / peak

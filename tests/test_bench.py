@@ -1,8 +1,7 @@
-"""bench/ pieces that need no peer: log trimming, the target lists, scenario flags, figures, the sim's gauge."""
+"""bench/ pieces that need no peer: log trimming, the target lists, scenario flags, figures."""
 
 import json
 
-import httpx
 import pytest
 import trio
 
@@ -10,10 +9,8 @@ from bench.floor import drive, request_bytes, response_complete
 from bench.floor_servers import serve_h11
 from bench.metrics import MIB, figures
 from bench.peers import DEFAULT_TARGETS, PEERS, TARGETS
-from bench.procs import OpenStreams
 from bench.run import trim_log
 from bench.scenarios import SCENARIOS
-from tests.conftest import start_sim
 
 
 def test_trim_log_keeps_head_and_tail(tmp_path):
@@ -52,27 +49,6 @@ def test_memory_per_stream_divides_by_the_streams_the_proxy_holds():
     assert held["mem_per_stream_kb"] == 40.0 and held["upstream_peak_open"] == 4_000
     # Records made before the sim was sampled fall back to the load generator's peak.
     assert figures(summary, proxy, {"cpu_s": 1.0})["mem_per_stream_kb"] == 16.0
-
-
-async def test_open_streams_samples_the_sims_gauge(nursery):
-    sim = await start_sim(nursery, ttft=30)
-    gauge = OpenStreams(sim.url)
-    body = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with httpx.AsyncClient(timeout=60) as client, trio.open_nursery() as inner:
-        await gauge.sample(client)
-        assert gauge.peak == 0
-        for _ in range(3):
-            await inner.start(open_stream_and_hold, client, sim.url, body)
-        await gauge.sample(client)
-        inner.cancel_scope.cancel()
-    assert gauge.peak == 3
-
-
-async def open_stream_and_hold(client: httpx.AsyncClient, url: str, body: dict, task_status) -> None:
-    async with client.stream("POST", url + "/chat/completions", json=body) as resp:
-        assert resp.status_code == 200
-        task_status.started()
-        await trio.sleep_forever()
 
 
 def test_floor_request_and_response_framing():
