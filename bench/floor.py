@@ -134,7 +134,7 @@ def render(results: dict[str, dict[str, list[float]]], command: str, facts: dict
 
     lines = [
         "# Framework floor: CPU per streaming request, layer by layer", "", "```", command, "```", "",
-        __doc__.split("\n\n", 1)[1].strip(), "",
+        __doc__.split("\n\n", 2)[2].strip(), "",  # after the title and the usage lines
         "| server | " + " | ".join(f"{m}: CPU µs / request (× nginx)" for m in MODES) + " |",
         "|---|" + "---:|" * len(MODES),
     ]
