@@ -10,6 +10,12 @@ It plugs in behind ``httpx.AsyncClient(transport=H11Transport(...))``, so the re
 request/response API, and maps every low-level failure to httpx's own exceptions here, at one
 boundary (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``ReadError``, ``PoolTimeout``,
 ``RemoteProtocolError``).
+
+A request is sent twice only when the upstream provably never saw it: a pooled connection found closed
+before any byte of the request was written (readable at pick-up, or the first write failed having
+written nothing) is replaced by a new one. Any later failure goes to the caller: a POST the upstream
+may have read (a paid completion) is never repeated here. A connection is reused only when nothing is
+left unread after the response: bytes past its end are nobody's answer.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ SHUTDOWN = "shutdown"  # ... or the relay is stopping (the response ends)
 # h11 states (ours, theirs) of a connection that may serve another request: after a response h11
 # read to its end, or a fresh state machine after a body decoded by ChunkedDecoder.
 _REUSABLE = ((h11.DONE, h11.DONE), (h11.IDLE, h11.IDLE))
+
+
+class _Unsent(httpx.WriteError):
+    """The connection failed before it took any byte of the request: the upstream cannot have seen it."""
 
 
 class Interrupted(Exception):
@@ -451,7 +461,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         conn.deadline = conn.total = conn.queued = math.inf
         try:
             states = (conn.h11.our_state, conn.h11.their_state) if conn.h11 is not None else None
-            if reusable and not self._closed and states in _REUSABLE:
+            if reusable and not self._closed and states in _REUSABLE and not _unread(conn):
                 if states[0] is h11.DONE:
                     conn.h11.start_next_cycle()
                 idle = self._idle.setdefault(conn.origin, [])
@@ -476,31 +486,27 @@ class H11Transport(httpx.AsyncBaseTransport):
         conn, reused = await self._acquire(origin, timeouts)
         try:
             return await self._exchange(conn, head, body)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            if not reused or (type(body) is _Upload and body.started):  # a streamed body cannot be sent twice
+        except _Unsent:
+            if not reused:
                 raise
-        # A keep-alive connection the upstream closed while we picked it: one retry on a new one.
+        # A pooled connection the upstream had reset, found by a first write that wrote nothing: the request
+        # never left, so it goes out on a new connection. Any other failure (the request, or part of it, may
+        # have reached the upstream) is raised to the caller, never re-sent.
         conn, _ = await self._acquire(origin, timeouts, fresh=True)
         return await self._exchange(conn, head, body)
 
     async def _exchange(self, conn: _Connection, head: h11.Request, body: bytes | _Upload) -> httpx.Response:
         try:
+            idle_s = self._timeouts.idle_s
             out = conn.h11.send(head)
             if type(body) is _Upload:
-                out = await body.send(conn, out, self._timeouts.idle_s)  # the head and every part, sent
-            elif body:
-                out += conn.h11.send(h11.Data(data=body))
-            out += conn.h11.send(h11.EndOfMessage())
-            try:
-                if conn.plain:  # one write and no scheduler round trip when the socket takes it all (nearly always)
-                    try:
-                        out = out[os.write(conn.fd, out) :]
-                    except BlockingIOError:
-                        pass
-                if out:
-                    await conn.stream.send_all(out)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise httpx.WriteError("upstream connection broke while sending the request") from exc
+                await _send_first(conn, out, idle_s)
+                await body.send(conn, idle_s)
+                await _send_all(conn, conn.h11.send(h11.EndOfMessage()), idle_s)
+            else:
+                if body:
+                    out += conn.h11.send(h11.Data(data=body))
+                await _send_first(conn, out + conn.h11.send(h11.EndOfMessage()), idle_s)
             self._watch(conn)
             while True:
                 event = conn.next_event()
@@ -553,29 +559,45 @@ class _Upload:
     """A request body that streams: each part goes upstream as the client's side yields it.
 
     Framing follows the request's headers (h11 decides): its Content-Length when the client gave
-    one, else chunked. ``started`` tells whether a part was taken, after which a failed attempt
-    cannot be repeated on a fresh connection. An upstream that takes no part for the idle timeout
-    ends it with WriteTimeout; a slow client only delays the parts.
+    one, else chunked. Its parts are taken only once the head was sent, so a re-send (see
+    ``H11Transport.handle_async_request``) never needs a part again. An upstream that takes no part
+    for the idle timeout ends it with WriteTimeout; a slow client only delays the parts.
     """
 
-    __slots__ = ("_parts", "started")
+    __slots__ = ("_parts",)
 
     def __init__(self, parts: AsyncIterable[bytes]) -> None:
         self._parts = parts
-        self.started = False
 
-    async def send(self, conn: _Connection, head: bytes, idle_s: float) -> bytes:
-        """Send the head and every part; returns b"" (what is left to send with the end of the message)."""
-        await _send_all(conn, head, idle_s)
+    async def send(self, conn: _Connection, idle_s: float) -> None:
+        """Send every part (the head is out already; the end of the message is the caller's)."""
         async for part in self._parts:
-            self.started = True
             if part:
                 try:
                     data = conn.h11.send(h11.Data(data=part))
                 except h11.LocalProtocolError as exc:  # more than the declared Content-Length
                     raise httpx.WriteError(f"request body does not match its length: {exc}") from exc
                 await _send_all(conn, data, idle_s)
-        return b""
+
+
+async def _send_first(conn: _Connection, data: bytes, timeout_s: float) -> None:
+    """The request's first write: ``_Unsent`` if the connection failed before taking a byte of it.
+
+    A plain socket gets one ``os.write`` first: no scheduler round trip when it takes it all (nearly
+    always), and a failure there is known to have written nothing. After a partial write, and over
+    TLS (whose records may have gone out in part), a failure may have delivered bytes: WriteError.
+    """
+    if conn.plain:
+        try:
+            sent = os.write(conn.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise _Unsent("upstream connection was closed before the request was sent") from exc
+        if sent == len(data):
+            return
+        data = data[sent:]
+    await _send_all(conn, data, timeout_s)
 
 
 async def _send_all(conn: _Connection, data: bytes, timeout_s: float) -> None:
@@ -588,7 +610,20 @@ async def _send_all(conn: _Connection, data: bytes, timeout_s: float) -> None:
         raise httpx.WriteTimeout(f"upstream took no request body for {timeout_s:g} s")
 
 
+def _unread(conn: _Connection) -> bool:
+    """Bytes past the end of the response are already off the socket: in h11's buffer (any framing h11
+    read), or, over TLS, decrypted or still-encrypted records the socket's readability cannot show."""
+    data, closed = conn.h11.trailing_data
+    if data or closed:
+        return True
+    if conn.plain:
+        return False
+    stream = conn.stream
+    return bool(stream.pending() or getattr(getattr(stream, "_incoming", None), "pending", 0))  # type: ignore[attr-defined]
+
+
 def _is_dead(conn: _Connection) -> bool:
+    """At pick-up from the pool: a readable idle socket holds EOF, a reset or bytes nobody asked for; not reused."""
     stream = conn.stream
     sock = getattr(stream, "socket", None)
     if sock is None:
