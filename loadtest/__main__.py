@@ -330,8 +330,14 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
     def ms(v: float | None) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f} ms"
 
-    line = (f"{s.get('completed', 0):,} completed, {s.get('failed', 0):,} failed, peak concurrency "
-            f"{s.get('peak_concurrency', 0):,}, TTFC p50 {ms(ttfc.get('p50'))} p99 {ms(ttfc.get('p99'))}")
+    line = f"{s.get('completed', 0):,} completed, "
+    if s.get("unverified"):
+        line += f"{s['unverified']:,} completeness unverified (no sim stamps), "
+    line += f"{s.get('failed', 0):,} failed, "
+    if s.get("resent"):
+        line += f"{s['resent']:,} re-sent, "
+    line += (f"peak concurrency {s.get('peak_concurrency', 0):,}, "
+             f"TTFC p50 {ms(ttfc.get('p50'))} p99 {ms(ttfc.get('p99'))}")
     if s.get("overhead_ms"):
         oh = s["overhead_ms"]
         line += f", relay overhead TTFC p50 {ms(oh.get('ttfc_p50'))} p99 {ms(oh.get('ttfc_p99'))}"

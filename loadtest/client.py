@@ -34,6 +34,8 @@ import trio
 
 RECEIVE_SIZE = 65536
 _END = h11.EndOfMessage()
+_HEXDIG = b"0123456789abcdefABCDEF"
+_MAX_SIZE_DIGITS = 16  # a chunk of 2**64 bytes or more is an attack, not a response
 
 # Connect errors that a retry can cure: a full listen backlog (SYNs dropped or answered with RST when
 # tcp_abort_on_overflow is set), or a server that is still binding. Anything else fails at once.
@@ -222,12 +224,14 @@ class ChunkedDecoder:
                             raise ProtocolError("bytes after the end of the response")
                         break
                     continue
-                try:
-                    size = int(line.split(b";", 1)[0], 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk size line {bytes(line[:40])!r}") from None
-                if size < 0:
-                    raise ProtocolError("negative chunk size")
+                # RFC 9112 7.1: chunk-size = 1*HEXDIG, then BWS ";" chunk-ext. int(x, 16) alone would
+                # also take "0x1f", "1_0", " +3 " and "-1"; translate() drops the hex digits, so anything
+                # left over is not one.
+                semi = line.find(b";")
+                digits = line if semi < 0 else line[:semi].rstrip(b" \t")
+                if not digits or len(digits) > _MAX_SIZE_DIGITS or digits.translate(None, _HEXDIG):
+                    raise ProtocolError(f"bad chunk size line {bytes(line[:40])!r}")
+                size = int(digits, 16)
                 self._left = size if size else self._TRAILERS
         self._buf = buf[pos:] if pos < n else b""
         return b"".join(out) if len(out) != 1 else out[0]
@@ -236,22 +240,24 @@ class ChunkedDecoder:
 class Connection:
     """One HTTP/1.1 connection: bytes between a trio stream and an h11 client state machine."""
 
-    __slots__ = ("_stream", "_h11", "requests", "received_any", "_chunked", "_keep_alive", "_pending")
+    __slots__ = ("_stream", "socket", "_h11", "requests", "_chunked", "_keep_alive", "_pending")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
+        transport = stream
+        while isinstance(transport, trio.SSLStream):
+            transport = transport.transport_stream
+        self.socket: trio.socket.SocketType | None = getattr(transport, "socket", None)
         self._h11 = h11.Connection(h11.CLIENT)
         self._chunked: ChunkedDecoder | None = None  # set while a chunked body is read without h11
         self._keep_alive = True
         self._pending = b""
         self.requests = 0  # requests sent on this connection (> 0 before a send means reused)
-        self.received_any = False  # any response byte for the current request
 
     async def send_request(self, request: h11.Request, body: h11.Data | None) -> None:
         """Send one request. The events are built once per distinct request and reused by every session:
         h11 validates headers when an event is constructed (~100 µs), not when it is sent."""
         h = self._h11
-        self.received_any = False
         data = h.send(request)
         if body is not None:
             data += h.send(body)
@@ -267,8 +273,6 @@ class Connection:
             data = await self._stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionReset(f"receive: {exc}") from exc
-        if data:
-            self.received_any = True
         self._h11.receive_data(data)  # b"" tells h11 the peer closed
 
     async def receive_response(self) -> h11.Response:
@@ -334,7 +338,6 @@ class Connection:
                 if not data:
                     self._keep_alive = False
                     raise ConnectionReset("peer closed connection without sending complete message body")
-                self.received_any = True
                 out = dec.feed(data)
                 if dec.done:
                     self._chunked = None
@@ -378,6 +381,16 @@ class Connection:
         return (h.our_state is h11.DONE and h.their_state is h11.DONE) or (
             h.our_state is h11.IDLE and h.their_state is h11.IDLE
         )
+
+    def closed_by_peer(self) -> bool:
+        """Whether this idle kept-alive connection is unfit for the next request: the peer closed or reset
+        it, or sent bytes nobody asked for. Asked before writing a request on a reused connection, the one
+        moment when a request that cannot go out on it provably never reached the peer. One poll(2) per
+        reuse, nothing per chunk."""
+        if self._pending or self._h11.trailing_data[0]:
+            return True
+        sock = self.socket
+        return sock is not None and sock.is_readable()
 
     def next_cycle(self) -> None:
         h = self._h11

@@ -19,11 +19,12 @@ _MAX_TTFC_SAMPLES = 20_000
 
 
 class LiveStats:
-    __slots__ = ("open", "completed", "failed", "_ttfc", "_ttfc_seen", "phase", "planned")
+    __slots__ = ("open", "completed", "unverified", "failed", "_ttfc", "_ttfc_seen", "phase", "planned")
 
     def __init__(self) -> None:
         self.open = 0
         self.completed = 0
+        self.unverified = 0  # ended cleanly without the sim's stamps: not counted as completed
         self.failed = 0
         self._ttfc: list[float] = []  # kept sorted
         self._ttfc_seen = 0
@@ -33,12 +34,14 @@ class LiveStats:
     def started(self) -> None:
         self.open += 1
 
-    def finished(self, ok: bool, ttfc_ms: float | None) -> None:
+    def finished(self, ok: bool, ttfc_ms: float | None, unverified: bool = False) -> None:
         self.open -= 1
-        if ok:
-            self.completed += 1
-        else:
+        if not ok:
             self.failed += 1
+        elif unverified:
+            self.unverified += 1
+        else:
+            self.completed += 1
         if ttfc_ms is not None:
             self.add_ttfc(ttfc_ms)
 
@@ -57,6 +60,7 @@ class LiveStats:
         """Apply a worker process's progress message (see ``loadtest.runner``)."""
         self.open += d.get("open", 0)
         self.completed += d.get("completed", 0)
+        self.unverified += d.get("unverified", 0)
         self.failed += d.get("failed", 0)
         for t in d.get("ttfc", ()):
             self.add_ttfc(t)
@@ -65,8 +69,9 @@ class LiveStats:
         p50, p99 = self.ttfc(50), self.ttfc(99)
         ttfc = f"{p50:,.0f} / {p99:,.0f} ms" if p50 is not None and p99 is not None else "-"
         total = f"/{self.planned:,}" if self.planned else ""
-        return (f"{self.phase} open {self.open:,}  completed {self.completed:,}{total}  failed {self.failed:,}  "
-                f"TTFC p50/p99 {ttfc}").strip()
+        unverified = f"  unverified {self.unverified:,}" if self.unverified else ""
+        return (f"{self.phase} open {self.open:,}  completed {self.completed:,}{total}{unverified}  "
+                f"failed {self.failed:,}  TTFC p50/p99 {ttfc}").strip()
 
 
 def enabled(quiet: bool) -> bool:
@@ -81,13 +86,14 @@ async def show(live_stats: LiveStats, *, refresh_s: float = 0.5) -> None:
 
     def render() -> Table:
         t = Table(title=f"loadtest {live_stats.phase}".strip(), show_header=True, header_style="bold")
-        for col in ("open", "completed", "failed", "TTFC p50", "TTFC p99"):
+        for col in ("open", "completed", "unverified", "failed", "TTFC p50", "TTFC p99"):
             t.add_column(col, justify="right")
         p50, p99 = live_stats.ttfc(50), live_stats.ttfc(99)
         planned = f" / {live_stats.planned:,}" if live_stats.planned else ""
         t.add_row(
             f"{live_stats.open:,}",
             f"{live_stats.completed:,}{planned}",
+            f"[yellow]{live_stats.unverified:,}[/yellow]" if live_stats.unverified else "0",
             f"[red]{live_stats.failed:,}[/red]" if live_stats.failed else "0",
             "-" if p50 is None else f"{p50:,.0f} ms",
             "-" if p99 is None else f"{p99:,.0f} ms",

@@ -14,8 +14,10 @@ from typing import Any
 class SessionRecord:
     """What one streaming (or non-streaming) chat completion did, as seen by the load generator.
 
-    ``error_kind`` is None exactly when the session completed: HTTP 200, no error event, every
-    chunk the upstream announced, and ``[DONE]`` (for streams).
+    Three outcomes (:mod:`loadtest.session` has the exact rules): *completed* (``error_kind`` None and
+    not ``unverified``): HTTP 200, no error event, every chunk the sim announced, in seq order, and
+    ``[DONE]``; *unverified*: it ended cleanly but its chunks carried no sim stamps, so nothing could
+    check that none was lost; *failed*: ``error_kind`` says why.
     """
 
     worker: int = 0
@@ -43,9 +45,17 @@ class SessionRecord:
     error_kind: str | None = None
     error_detail: str | None = None
     warmup: bool = False  # started during --warmup: excluded from statistics
+    unverified: bool = False  # ended cleanly, but without the sim's stamps: completeness not checked
+    resent: int = 0  # times the request went on a fresh connection: the kept-alive one was found closed
+
+    @property
+    def completed(self) -> bool:
+        """Ended without error and verified complete against the sim's stamps."""
+        return self.error_kind is None and not self.unverified
 
     @property
     def ok(self) -> bool:
+        """Ended without a detected error: completed or unverified."""
         return self.error_kind is None
 
     @property

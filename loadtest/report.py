@@ -44,6 +44,16 @@ PLOT_FILES = ("ttfc_distribution.png", "open_sessions.png", "chunks_per_s.png")
 SATURATION_UTILIZATION = 0.8
 
 DEFINITIONS = (
+    ("Completed", "HTTP 200, no error event, and every data chunk carries the simulated upstream's stamp "
+     "with seq 0, 1, 2, … in order (no gap, duplicate or reorder), as many as it announced, then [DONE] "
+     "(SSE) or the end of the body (NDJSON). A non-streaming body: one JSON object."),
+    ("Completeness unverified", "the stream ended cleanly with at least one data chunk, but no chunk carried "
+     "the sim's stamp: the target removed them (or is not the sim), so a lost chunk would go unseen. Counted "
+     "apart from completed and failed; latency includes them, goodput does not. A stream with no data chunk "
+     "([DONE] alone) is failed (`empty_stream`)."),
+    ("Re-sent", "requests that went on a fresh connection because the kept-alive one was found closed before "
+     "any byte of them was written (so the target cannot have seen them). A connection that fails after the "
+     "request was written is that session's failure: it is never sent again."),
     ("TTFC", "time to first chunk, from the session's *intended* start (open-loop schedule or slot-free "
      "time) to the first data event: time spent queued in the load generator or server counts "
      "(coordinated-omission aware)."),
@@ -55,12 +65,14 @@ DEFINITIONS = (
      "CLOCK_MONOTONIC on one host: what the relay and the network add per chunk."),
     ("Overhead", "relay minus direct of the same percentile: a difference of percentiles, not a percentile "
      "of per-request differences."),
-    ("Latency statistics", "over completed, non-warmup sessions; connect time over non-warmup sessions that "
-     "opened a new connection. Percentiles interpolate linearly between closest ranks (numpy's default)."),
+    ("Latency statistics", "over non-warmup sessions that ended without a detected error (completed and "
+     "unverified); connect time over non-warmup sessions that opened a new connection. Percentiles "
+     "interpolate linearly between closest ranks (numpy's default)."),
     ("Duration / throughput", "from the intended start of the first measured session to the end of the last; "
-     "requests/s counts completed sessions, tokens/s completion tokens."),
-    ("Goodput", "sessions that completed AND met every SLO (TTFC, E2E, the session's own p99 gap), as a "
-     "fraction of all measured sessions and per second."),
+     "requests/s counts sessions that ended without a detected error (completed and unverified), tokens/s "
+     "completion tokens."),
+    ("Goodput", "sessions that completed (verified) AND met every SLO (TTFC, E2E, the session's own p99 gap), "
+     "as a fraction of all measured sessions and per second."),
     ("CPU per chunk", "process CPU seconds over the run divided by the chunks received in the same window."),
 )
 
@@ -103,6 +115,16 @@ def derived_warnings(run: RunData, summary: dict[str, Any]) -> list[str]:
         out.append("run interrupted before its planned end: totals cover a partial run")
     if summary["sessions"] and summary["failed"]:
         out.append(f"{summary['failed']} of {summary['sessions']} sessions failed (see errors by kind)")
+    for name, s in (("", summary), (" (direct)", summary.get("direct") or {})):
+        if s.get("unverified"):
+            out.append(f"completeness unverified{name}: {s['unverified']} of {s['sessions']} sessions ended "
+                       "without the sim's stamps (the target removed them, or is not the sim), so a lost chunk "
+                       "would go unseen; "
+                       "they are not counted as completed")
+    n = summary.get("resent")
+    if n:
+        out.append(f"{n} request{'s' if n != 1 else ''} re-sent on a fresh connection (the kept-alive one was "
+                   "found closed before the request was written)")
     if run.connect_retries:
         out.append(f"{run.connect_retries} connect retries")
     return [w for w in out if w not in run.warnings]
@@ -202,7 +224,9 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
     rows: list[tuple[str, Any, str]] = [
         ("Sessions", s.get("sessions"), "n"),
         ("Completed", s.get("completed"), "n"),
+        ("Completeness unverified (no sim stamps)", s.get("unverified"), "n"),
         ("Failed", s.get("failed"), "n"),
+        ("Re-sent (connection found closed before writing)", s.get("resent"), "n"),
         ("Peak concurrency", s.get("peak_concurrency"), "n"),
     ]
     if s.get("upstream_peak_open") is not None:  # embedded mode: what the relay itself held at once

@@ -165,7 +165,7 @@ class WorkerLoad:
                 timeout_s=self.cfg.timeout_s, keepalive=self.cfg.keepalive, retries=self.retries,
             )
         finally:
-            live.finished(rec.error_kind is None, rec.ttfc_ms)
+            live.finished(rec.error_kind is None, rec.ttfc_ms, rec.unverified)
 
     def _ticket(self, first: bool) -> bool:
         """May a closed-loop slot start another session now?"""
@@ -267,15 +267,16 @@ class _ReportingStats(LiveStats):
 
     def __init__(self) -> None:
         super().__init__()
-        self._sent = (0, 0, 0)
+        self._sent = (0, 0, 0, 0)
         self._new_ttfc: list[float] = []
 
     def add_ttfc(self, ttfc_ms: float) -> None:
         self._new_ttfc.append(ttfc_ms)
 
     def delta(self) -> dict[str, Any]:
-        now = (self.open, self.completed, self.failed)
-        d = {k: a - b for k, a, b in zip(("open", "completed", "failed"), now, self._sent, strict=True)}
+        now = (self.open, self.completed, self.unverified, self.failed)
+        keys = ("open", "completed", "unverified", "failed")
+        d = {k: a - b for k, a, b in zip(keys, now, self._sent, strict=True)}
         d["ttfc"] = [round(t, 1) for t in self._new_ttfc]
         self._sent = now
         self._new_ttfc = []

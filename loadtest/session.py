@@ -4,17 +4,36 @@ The pure part, :class:`StreamAccounting`, turns response-body bytes plus receive
 record's chunk counts, gaps, relay delays, usage and error verdicts; :func:`run_session` is the thin
 I/O shell around it (connect or reuse, send, read, classify).
 
+The sim stamps every data chunk ``"sim": {"ns": send time, "seq": k, "of": n}``, ``k`` counting from 0
+to ``n - 1`` (:mod:`loadtest.simcontent`). A stream is *completed* only when it ended cleanly
+(``[DONE]`` for SSE, the end of the body for NDJSON) and every data chunk carries a stamp whose seq is
+the previous one + 1, starting at 0, ``n`` chunks in all. A stream that ended cleanly with at least one
+data chunk but no stamp at all is *unverified* (``SessionRecord.unverified``, no error kind): the
+target removed the stamps (or is not the sim), so a lost chunk would go unseen; it is counted apart from
+both completed and failed. A non-streaming body is complete when it is one JSON object: HTTP framing
+(Content-Length or chunked) already vouches for its end.
+
 Error kinds (``SessionRecord.error_kind``), first match wins:
 
 - ``connect``: the TCP connect failed (after retries);
 - ``http_<status>``: a status other than 200;
 - ``error_event``: an ``{"error": ...}`` event (SSE) or line (NDJSON) in a 200 response;
-- ``malformed``: a chunk that is not JSON, data after ``[DONE]``, or bytes that are not HTTP;
+- ``malformed``: a chunk that is not JSON, data after ``[DONE]``, or bytes that are not HTTP
+  (a chunk-size line that is not hex digits included);
 - ``timeout``: the session's overall timeout expired;
 - ``reset``: the connection broke before the response ended;
-- ``missing_chunks``: fewer data events than the sim announced (``"sim": {"of": n}``);
+- ``bad_seq``: a stamped chunk whose seq is not the previous + 1 (from 0): a gap, a duplicate or a
+  reorder, named in the detail;
+- ``unstamped``: some data chunks carry the sim's stamp and some do not (the target altered chunks);
+- ``missing_chunks`` / ``extra_chunks``: fewer / more data events than the sim announced;
 - ``no_done``: a stream that ended cleanly without ``data: [DONE]``;
+- ``empty_stream``: a stream that ended cleanly without a single data chunk (``[DONE]`` alone);
 - ``interrupted``: the run was stopped (Ctrl-C) while this session was in flight.
+
+Re-sends: a request goes out on a fresh connection only when the kept-alive connection it was to reuse
+is found closed (or dirty) *before* any byte of it was written; ``SessionRecord.resent`` counts that.
+Any failure after the first byte was written is that session's failure, never a silent second send: the
+target may have read the request.
 """
 
 from __future__ import annotations
@@ -28,7 +47,6 @@ import h11
 import trio
 
 from loadtest.client import (
-    ClientError,
     ConnectFailed,
     Connection,
     ConnectionReset,
@@ -42,6 +60,7 @@ from proxy.sse import EventSplitter, event_data
 
 DONE = b"[DONE]"
 _SIM_KEY = b'"sim"'
+SEQ_START = 0  # the sim's first seq (loadtest.simcontent.stream_events)
 _ERROR_DETAIL_BYTES = 300
 
 
@@ -117,22 +136,32 @@ def _usage_into(rec: SessionRecord, obj: Any) -> None:
             rec.completion_tokens = c
 
 
-def _sim_stamp(data: bytes, i: int) -> tuple[int, int] | None:
-    """``(ns, of)`` from the ``"sim":{"ns":N,"seq":K,"of":M}`` object at ``data[i:]``.
+def _sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
+    """``(ns, seq, of)`` from the ``"sim":{"ns":N,"seq":K,"of":M}`` object at ``data[i:]``.
 
-    Two ``int()`` of byte slices: ~1 µs, against ~5 µs for ``json.loads`` of the stamp object and
+    Three ``int()`` of byte slices: ~1 µs, against ~5 µs for ``json.loads`` of the stamp object and
     ~15 µs for the whole chunk; at 10,000 streams this is the per-chunk path.
     """
     a = data.find(b'"ns":', i)
-    b = data.find(b",", a)
-    o = data.find(b'"of":', b)
+    b = data.find(b',"seq":', a)
+    o = data.find(b',"of":', b)
     e = data.find(b"}", o)
     if a < 0 or b < 0 or o < 0 or e < 0:
         return None
     try:
-        return int(data[a + 5 : b]), int(data[o + 5 : e])
+        return int(data[a + 5 : b]), int(data[b + 7 : o]), int(data[o + 6 : e])
     except ValueError:
         return None
+
+
+def _parsed_stamp(obj: dict) -> tuple[int, int, int] | None:
+    sim = obj.get("sim")
+    if not isinstance(sim, dict):
+        return None
+    ns, seq, of = sim.get("ns"), sim.get("seq"), sim.get("of")
+    if type(ns) is int and type(seq) is int and type(of) is int:
+        return ns, seq, of
+    return None
 
 
 class StreamAccounting:
@@ -141,10 +170,12 @@ class StreamAccounting:
     Per-chunk cost matters (10,000 streams on two cores shared with the relay and the sim): a chunk
     that carries the sim's stamp and looks whole (``{...}``) is accounted from a byte search plus the
     tiny stamp object; only chunks without a stamp, or that mention ``usage``/``error``, are parsed as
-    JSON.
+    JSON. The seq check is one comparison per stamped chunk; what went wrong is worked out once, in
+    :meth:`verdict`.
     """
 
-    __slots__ = ("rec", "ndjson", "_split", "_last_ns", "malformed", "error_event", "_line_buf")
+    __slots__ = ("rec", "ndjson", "_split", "_last_ns", "malformed", "error_event", "_line_buf", "stamped",
+                 "_next_seq", "_seq_break", "_seqs")
 
     def __init__(self, rec: SessionRecord, *, ndjson: bool = False) -> None:
         self.rec = rec
@@ -154,6 +185,10 @@ class StreamAccounting:
         self._last_ns = 0
         self.malformed: str | None = None
         self.error_event: str | None = None
+        self.stamped = 0  # data chunks that carried the sim's stamp
+        self._next_seq = SEQ_START
+        self._seq_break: tuple[int, int] | None = None  # the first (seq due, seq received) that differed
+        self._seqs: list[int] | None = None  # every seq received, kept only once one was out of line
 
     def feed(self, data: bytes, t_ns: int) -> None:
         rec = self.rec
@@ -218,16 +253,22 @@ class StreamAccounting:
             rec.gaps_ms.append((t_ns - self._last_ns) / 1e6)
         self._last_ns = t_ns
         if i >= 0:
-            if obj is None:
-                stamp = _sim_stamp(data, i)
-            else:
-                sim = obj.get("sim")
-                stamp = (sim.get("ns"), sim.get("of")) if isinstance(sim, dict) else None
+            stamp = _sim_stamp(data, i) if obj is None else _parsed_stamp(obj)
+            if stamp is None and obj is None:  # not the sim's compact bytes (a peer re-serialised them)
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    self._bad(f"chunk is not JSON: {bytes(data[:80])!r}")
+                    return
+                stamp = _parsed_stamp(obj) if isinstance(obj, dict) else None
             if stamp is not None:
-                ns, of = stamp
-                if isinstance(ns, int):
-                    rec.relay_delay_ms.append((t_ns - ns) / 1e6)
-                if isinstance(of, int) and (rec.expected_chunks is None or of > rec.expected_chunks):
+                ns, seq, of = stamp
+                self.stamped += 1
+                rec.relay_delay_ms.append((t_ns - ns) / 1e6)
+                if seq != self._next_seq or self._seqs is not None:
+                    self._out_of_line(seq)
+                self._next_seq = seq + 1
+                if rec.expected_chunks is None or of > rec.expected_chunks:
                     rec.expected_chunks = of
         if b'"usage"' in data:
             if obj is None:
@@ -238,6 +279,60 @@ class StreamAccounting:
                     return
             _usage_into(rec, obj)
 
+    def _out_of_line(self, seq: int) -> None:
+        """Keep every seq from the first one out of line on (rare: a healthy stream never comes here)."""
+        if self._seqs is None:
+            self._seq_break = (self._next_seq, seq)
+            self._seqs = list(range(SEQ_START, self._next_seq))
+        self._seqs.append(seq)
+
+    def _seq_problem(self) -> str:
+        """What went wrong with the seqs, in words, from the whole list of them."""
+        assert self._seq_break is not None and self._seqs is not None
+        due, got = self._seq_break
+        seqs = self._seqs
+        seen: set[int] = set()
+        for k in seqs:
+            if k in seen:
+                return f"duplicate: seq {k} received twice"
+            seen.add(k)
+        of = self.rec.expected_chunks or 0
+        announced = set(range(SEQ_START, SEQ_START + of))
+        if seen == announced:
+            return f"reordered: seq {got} arrived where {due} was due"
+        missing = sorted(announced - seen)
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            listed = ", ".join(map(str, missing[:5]))
+            return f"gap: seq {listed}{more} missing (seq {got} arrived where {due} was due)"
+        return f"seq {max(seen)} beyond the {of} announced"
+
+    def verdict(self) -> tuple[str | None, str | None]:
+        """``(error kind, detail)`` of a stream that ended cleanly, ``(None, None)`` when it did not fail.
+
+        Sets ``rec.unverified`` for a stream with data chunks but no stamp; sets ``rec.done`` for NDJSON,
+        whose clean end is its [DONE].
+        """
+        rec = self.rec
+        n, stamped = rec.chunks, self.stamped
+        if self._seq_break is not None:
+            return "bad_seq", self._seq_problem()
+        if stamped and stamped < n:
+            return "unstamped", f"{n - stamped} of {n} data chunks without the sim's stamp"
+        expected = rec.expected_chunks
+        if expected is not None and n < expected:
+            return "missing_chunks", f"{n} of {expected} chunks"
+        if expected is not None and n > expected:
+            return "extra_chunks", f"{n} chunks, {expected} announced"
+        if self.ndjson:
+            rec.done = True
+        elif not rec.done:
+            return "no_done", f"{n} chunks, no [DONE]"
+        if n == 0:
+            return "empty_stream", "no data chunk before the end of the stream"
+        if not stamped:
+            rec.unverified = True
+        return None, None
 
 
 def account_full_body(rec: SessionRecord, body: bytes) -> str | None:
@@ -299,10 +394,10 @@ async def run_session(
 ) -> SessionRecord:
     """Run one request into ``rec`` (``intended_ns`` and the identity fields set by the caller).
 
-    The slot's connection is reused when it is alive; a reused connection that fails before the
-    first response byte (the server closed it while idle: the keep-alive race) is replaced once by a
-    fresh one. Cancellation from outside (Ctrl-C) propagates after the record is marked
-    ``interrupted``. Never raises a :class:`ClientError`.
+    The slot's connection is reused when it is alive; one the server closed while idle is replaced
+    by a fresh one before the request is written (``rec.resent``); a failure after that is the session's.
+    Cancellation from outside (Ctrl-C) propagates after the record is marked ``interrupted``. Never
+    raises a :class:`ClientError`.
     """
     rec.stream = spec.stream
     rec.start_ns = now_ns()
@@ -352,12 +447,7 @@ def _verdict(
     if kind is not None:
         return kind, detail or rec.error_detail
     if acct is not None:
-        if rec.expected_chunks is not None and rec.chunks < rec.expected_chunks:
-            return "missing_chunks", f"{rec.chunks} of {rec.expected_chunks} chunks"
-        if not rec.done and not acct.ndjson:
-            return "no_done", f"{rec.chunks} chunks, no [DONE]"
-        if acct.ndjson:
-            rec.done = True
+        return acct.verdict()
     return None, None
 
 
@@ -370,25 +460,20 @@ async def _exchange(
     retries: RetryCounter | None,
 ) -> str | None:
     conn = slot.conn
-    if conn is not None:
-        try:
-            await conn.send_request(spec.request, spec.data)
-            rec.sent_ns = now_ns()
-            response = await conn.receive_response()
-        except ClientError:
-            if conn.received_any:
-                raise
-            # The keep-alive race: the server closed the idle connection as we reused it.
-            slot.conn = None
-            await conn.aclose()
-            conn = None
+    if conn is not None and conn.closed_by_peer():
+        # The server closed the idle connection before we wrote a byte of this request: it provably never
+        # saw it, so it goes on a fresh connection, counted. Once a byte is written, a failure is final.
+        slot.conn = None
+        await conn.aclose()
+        conn = None
+        rec.resent += 1
     if conn is None:
         conn = await open_connection(endpoint, on_retry=retries)
         slot.conn = conn
         rec.connected_ns = now_ns()
-        await conn.send_request(spec.request, spec.data)
-        rec.sent_ns = now_ns()
-        response = await conn.receive_response()
+    await conn.send_request(spec.request, spec.data)
+    rec.sent_ns = now_ns()
+    response = await conn.receive_response()
     rec.headers_ns = now_ns()
     rec.status = response.status_code
 

@@ -5,9 +5,13 @@ Definitions used throughout (the report's "Metric definitions" section repeats t
 - Percentiles use linear interpolation between closest ranks, numpy's default (``method="linear"``,
   Hyndman & Fan type 7): for sorted values ``x[0..n-1]`` the p-th percentile sits at rank
   ``h = (n - 1) * p / 100`` and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
-- Latency statistics (TTFC, E2E, gaps, relay delay) are over *completed* measured sessions; connect time
-  is over every measured session that opened a new connection. Warmup sessions are excluded from all of
-  them, but still count in the open-sessions and chunks/s series (the server saw them).
+- Sessions are *completed* (verified against the sim's stamps), *unverified* (ended cleanly, but the
+  chunks carried no stamps, so a lost chunk would go unseen) or *failed*; see :mod:`loadtest.session`.
+- Latency statistics (TTFC, E2E, gaps, relay delay) and requests/s are over measured sessions that ended
+  without a detected error (completed and unverified: their timing is real even where their completeness
+  is not known); goodput needs *completed*. Connect time is over every measured session that opened a new
+  connection. Warmup sessions are excluded from all of them, but still count in the open-sessions and
+  chunks/s series (the server saw them).
 - TTFC and E2E are measured from the *intended* start (open-loop schedule or slot-free time), so time a
   session spent waiting for the load generator counts: no coordinated omission.
 - A target's measured window runs from the intended start of its first measured session to the end of its
@@ -212,7 +216,7 @@ def downsample(series: Sequence[Sequence[float]], max_points: int = MAX_SERIES_P
 
 
 def _meets(r: SessionRecord, slo: Mapping[str, float]) -> bool:
-    if not r.ok:
+    if not r.completed:
         return False
     if "ttfc_ms" in slo:
         t = r.ttfc_ms
@@ -226,7 +230,7 @@ def _meets(r: SessionRecord, slo: Mapping[str, float]) -> bool:
 
 
 def goodput(records: Sequence[SessionRecord], slo: Mapping[str, float]) -> dict[str, Any]:
-    """Sessions that completed AND met every SLO: ``{slo, sessions, fraction, per_s}``.
+    """Sessions that completed (verified) AND met every SLO: ``{slo, sessions, fraction, per_s}``.
 
     SLO keys: ``ttfc_ms`` (from intended start), ``e2e_ms``, ``gap_ms`` (the session's own p99 gap).
     ``fraction`` is over all given sessions (failed ones count against it); ``per_s`` divides by the
@@ -270,16 +274,23 @@ def _rate(n: float, seconds: float) -> float | None:
 
 
 def target_summary(records: Sequence[SessionRecord], slo: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Counts, throughput and latency percentiles of one target's records (warmup included in peak only)."""
+    """Counts, throughput and latency percentiles of one target's records (warmup included in peak only).
+
+    ``sessions`` = ``completed`` + ``unverified`` + ``failed``; ``resent`` counts requests that went on a
+    fresh connection because their kept-alive one was found closed before they were written.
+    """
     measured = [r for r in records if not r.warmup]
-    done = [r for r in measured if r.ok]
+    done = [r for r in measured if r.ok]  # completed or unverified: no detected error
+    unverified = sum(1 for r in done if r.unverified)
     window = window_s(measured)
     chunks = sum(r.chunks for r in measured)
     completion = sum(r.completion_tokens or 0 for r in measured)
     out: dict[str, Any] = {
         "sessions": len(measured),
-        "completed": len(done),
+        "completed": len(done) - unverified,
+        "unverified": unverified,
         "failed": len(measured) - len(done),
+        "resent": sum(r.resent for r in measured),
         "warmup_sessions": len(records) - len(measured),
         "errors_by_kind": dict(sorted(Counter(r.error_kind for r in measured if not r.ok).items())),
         "peak_concurrency": peak_open(records),

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import struct
 import time
 
 import pytest
@@ -183,13 +184,184 @@ async def test_stall_times_out(nursery):
 
 
 async def test_connect_refused_is_counted():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nobody listens there now
-    ep = Endpoint.from_url(f"http://127.0.0.1:{port}/v1")
-    spec = build_request(ep, model="m", messages=MESSAGES, max_tokens=None, stream=True)
-    retries = RetryCounter()
-    rec = await run_session(ep, spec, SessionRecord(), ConnectionSlot(), timeout_s=5, retries=retries)
+    with socket.socket() as s:  # bound, never listening: connections are refused, and nobody else can take the port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        ep = Endpoint.from_url(f"http://127.0.0.1:{port}/v1")
+        spec = build_request(ep, model="m", messages=MESSAGES, max_tokens=None, stream=True)
+        retries = RetryCounter()
+        rec = await run_session(ep, spec, SessionRecord(), ConnectionSlot(), timeout_s=5, retries=retries)
     assert rec.error_kind == "connect"
     assert retries.n == 3
+
+
+# --- completeness, seq order, chunk sizes, re-sends (issue 17 item 7) ---------------------------------
+
+
+def _plain_chunk(text: str = "x") -> bytes:
+    """A chat.completion.chunk as a peer that re-serialises chunks sends it: without the sim's stamp."""
+    body = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _sse_response(events: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {len(events)}\r\n\r\n"
+    return head.encode() + events
+
+
+async def _read_request(stream: trio.SocketStream, buf: bytearray) -> bool:
+    """Read one whole request (headers plus Content-Length body) off ``buf``/``stream``; False at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = await stream.receive_some(65536)
+        if not data:
+            return False
+        buf += data
+    end = buf.index(b"\r\n\r\n") + 4
+    length = 0
+    for line in bytes(buf[:end]).split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    while len(buf) < end + length:
+        data = await stream.receive_some(65536)
+        if not data:
+            return False
+        buf += data
+    del buf[: end + length]
+    return True
+
+
+class ScriptedTarget:
+    """A raw-socket HTTP/1.1 target: ``answer(conn_index, request_index)`` says what each request gets.
+
+    An answer is the response bytes (the connection stays open for the next request), ``"close"`` (the
+    response, then a clean close), or ``"reset"`` (no response: an RST right after reading the request).
+    """
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.requests: list[tuple[int, int]] = []  # (connection, request on it) of every request read
+        self.connections = 0
+        self.closed = trio.Event()  # set when a "close" answer's connection is closed
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        index = self.connections
+        self.connections += 1
+        buf = bytearray()
+        async with stream:
+            k = 0
+            while await _read_request(stream, buf):
+                self.requests.append((index, k))
+                what = self.answer(index, k)
+                k += 1
+                if what == "reset":
+                    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if isinstance(what, tuple):  # ("close", response)
+                    await stream.send_all(what[1])
+                    await stream.aclose()
+                    self.closed.set()
+                    return
+                await stream.send_all(what)
+
+
+async def _scripted_session(nursery, events: bytes) -> SessionRecord:
+    target = ScriptedTarget(lambda conn, k: _sse_response(events))
+    port = await nursery.start(target.serve)
+    return await _session(f"http://127.0.0.1:{port}/v1")
+
+
+async def test_stream_without_stamps_is_unverified_not_completed(nursery):
+    """A target that strips the sim's stamps: nothing can check the chunk count, so it is not "completed"."""
+    rec = await _scripted_session(nursery, _plain_chunk("a") + _plain_chunk("b") + b"data: [DONE]\n\n")
+    assert rec.error_kind is None and rec.chunks == 2 and rec.done
+    assert rec.unverified and not rec.completed
+
+
+async def test_done_only_stream_is_not_complete(nursery):
+    rec = await _scripted_session(nursery, b"data: [DONE]\n\n")
+    assert rec.error_kind == "empty_stream", (rec.error_kind, rec.error_detail)
+    assert not rec.ok
+
+
+@pytest.mark.parametrize(
+    "seqs, of, word",
+    [
+        ((0, 2), 3, "gap"),  # seq 1 never came
+        ((0, 2, 1), 3, "reordered"),
+        ((0, 1, 1), 3, "duplicate"),
+        ((0, 1, 1, 2), 3, "duplicate"),  # a duplicate plus the whole count: still failed
+        ((1, 2, 3), 3, "gap"),  # the sim starts at seq 0
+    ],
+)
+async def test_seq_gap_reorder_duplicate_fail_with_reason(nursery, seqs, of, word):
+    events = b"".join(_chunk(s, of) for s in seqs) + b"data: [DONE]\n\n"
+    rec = await _scripted_session(nursery, events)
+    assert rec.error_kind == "bad_seq", (rec.error_kind, rec.error_detail)
+    assert word in rec.error_detail
+
+
+def test_partly_stamped_stream_fails():
+    """Stamps on some chunks but not all: the target altered chunks; the count cannot vouch for them."""
+    rec = SessionRecord()
+    acct = StreamAccounting(rec)
+    acct.feed(_chunk(0, 3) + _chunk(1, 3) + _plain_chunk() + b"data: [DONE]\n\n", 1)
+    acct.end(2)
+    assert acct.verdict() == ("unstamped", "1 of 3 data chunks without the sim's stamp")
+
+
+@pytest.mark.parametrize(
+    "size, n",  # n: the payload Python's int(size, 16) would have read
+    [(b"0x1f", 31), (b"1_0", 16), (b" +3 ", 3), (b"-1", 1), (b"", 0), (b"1f ", 31), (b"+1f", 31), (b"\t3", 3),
+     (b"0" * 16 + b"3", 3)],
+)
+def test_chunk_size_rejects_what_rfc9112_does_not_allow(size, n):
+    with pytest.raises(ProtocolError):
+        ChunkedDecoder().feed(size + b"\r\n" + b"x" * n + b"\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("line, n", [(b"1f", 31), (b"1F", 31), (b"a;ext=1", 10), (b"a ; ext=1", 10), (b"00a", 10)])
+def test_chunk_size_accepts_hex_with_extensions(line, n):
+    dec = ChunkedDecoder()
+    assert dec.feed(line + b"\r\n" + b"x" * n + b"\r\n0\r\n\r\n") == b"x" * n and dec.done
+
+
+async def test_reused_connection_reset_after_request_is_a_failure_not_resent(nursery):
+    """The request reached the target (it read it) before the reset: sending it again could run it twice."""
+    ok = _sse_response(_chunk(0, 1) + b"data: [DONE]\n\n")
+    target = ScriptedTarget(lambda conn, k: "reset" if (conn, k) == (0, 1) else ok)
+    port = await nursery.start(target.serve)
+    slot = ConnectionSlot()
+    try:
+        first = await _session(f"http://127.0.0.1:{port}/v1", slot=slot)
+        assert first.ok, (first.error_kind, first.error_detail)
+        second = await _session(f"http://127.0.0.1:{port}/v1", slot=slot)
+    finally:
+        await slot.aclose()
+    assert second.error_kind == "reset", (second.error_kind, second.error_detail)
+    assert second.resent == 0
+    assert target.requests == [(0, 0), (0, 1)]  # never sent a second time
+
+
+async def test_reused_connection_found_closed_is_resent_and_counted(nursery):
+    """The target closed the idle connection before the next request: nothing was written, a re-send is safe."""
+    ok = _sse_response(_chunk(0, 1) + b"data: [DONE]\n\n")
+    target = ScriptedTarget(lambda conn, k: ("close", ok) if conn == 0 else ok)
+    port = await nursery.start(target.serve)
+    slot = ConnectionSlot()
+    try:
+        first = await _session(f"http://127.0.0.1:{port}/v1", slot=slot)
+        assert first.ok and slot.conn is not None
+        with trio.fail_after(5):
+            await target.closed.wait()
+            await trio.lowlevel.wait_readable(slot.conn.socket)  # the target's FIN is here
+        second = await _session(f"http://127.0.0.1:{port}/v1", slot=slot)
+    finally:
+        await slot.aclose()
+    assert second.ok, (second.error_kind, second.error_detail)
+    assert second.resent == 1 and second.connected_ns is not None
+    assert target.requests == [(0, 0), (1, 0)]

@@ -205,3 +205,21 @@ def test_worker_balance_is_reported_per_process():
     assert "worker balance" in md
     rows = [line for line in md.splitlines() if line.startswith(("| relay | 11 |", "| relay | 12 |"))]
     assert len(rows) == 2 and "10,040" in rows[0] and "9,990" in rows[1]
+
+
+def test_unverified_and_resent_are_said_prominently():
+    run = make_run(baseline=False)
+    for r in run.records[:2]:
+        r.unverified = True
+    run.records[2].resent = 1
+    result = report.build_result(run, machine=MACHINE, versions={})
+    s = result["summary"]
+    assert (s["completed"], s["unverified"], s["failed"], s["resent"]) == (1, 2, 3, 1)
+    assert any(w.startswith("completeness unverified: 2 of 6 sessions") for w in result["warnings"])
+    assert any(w.startswith("1 request re-sent on a fresh connection") for w in result["warnings"])
+    md = report.render_markdown(result)
+    assert "| Completed | 1 |" in md
+    assert "| Completeness unverified (no sim stamps) | 2 |" in md
+    assert "| Re-sent (connection found closed before writing) | 1 |" in md
+    assert "> ⚠ completeness unverified: 2 of 6 sessions" in md
+    assert "**Completeness unverified**" in md and "**Re-sent**" in md

@@ -336,3 +336,20 @@ def test_histogram_shares_edges_and_counts_everything():
     assert sum(h["counts"]["relay"]) == 3 and sum(h["counts"]["direct"]) == 1
     assert h["counts"]["relay"][-1] == 1  # the maximum falls in the closed last bucket
     assert stats.histogram({"relay": []})["edges"] == []
+
+
+def test_unverified_and_resent_are_counted_apart_from_completed():
+    """A stream without the sim's stamps is neither completed nor failed; it cannot be good put."""
+    stripped = rec(0.0, 0.1, 1.0)
+    stripped.unverified = True
+    resent = rec(0.2, 0.3, 1.2)
+    resent.resent = 1
+    rs = [rec(0.0, 0.1, 1.0), stripped, resent, rec(0.5, None, 0.6, error="bad_seq")]
+    run = RunData(command=["loadtest"], config={}, started_unix=0.0, t0_ns=0, t_end_ns=ns(2), records=rs,
+                  slo={"ttfc_ms": 500})
+    s = stats.summarize(run)
+    assert (s["sessions"], s["completed"], s["unverified"], s["failed"]) == (4, 2, 1, 1)
+    assert s["resent"] == 1
+    assert s["ttfc_ms"]["count"] == 3  # its timing is real: latency includes it
+    assert s["goodput"]["sessions"] == 2  # its completeness is not known: goodput does not
+    assert s["errors_by_kind"] == {"bad_seq": 1}
