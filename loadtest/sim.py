@@ -89,6 +89,8 @@ class SimStats:
     def __init__(self) -> None:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self.cancel_ns: collections.deque[int] = collections.deque(maxlen=CANCELS_KEPT)
+        # The request's OpenAI ``user`` field, index for index with cancel_ns: a client pairs its close with its cancel.
+        self.cancel_users: collections.deque[str | None] = collections.deque(maxlen=CANCELS_KEPT)
 
     def _add(self, name: str, n: int) -> None:
         self._counts[name] += n
@@ -101,10 +103,11 @@ class SimStats:
         self._add("completed", 1)
         self._add("open", -1)
 
-    def on_cancelled(self, ns: int) -> None:
+    def on_cancelled(self, ns: int, user: str | None = None) -> None:
         self._add("cancelled", 1)
         self._add("open", -1)
         self.cancel_ns.append(ns)
+        self.cancel_users.append(user)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._counts)
@@ -114,6 +117,7 @@ class SimStats:
         for name in ("started", "completed", "cancelled"):
             self._counts[name] = 0
         self.cancel_ns.clear()
+        self.cancel_users.clear()
 
 
 class SharedSimStats(SimStats):
@@ -145,6 +149,7 @@ class SharedSimStats(SimStats):
             for name in ("started", "completed", "cancelled"):
                 self._array[row * width + self._index[name]] = 0
         self.cancel_ns.clear()
+        self.cancel_users.clear()
 
 
 @dataclass
@@ -471,9 +476,8 @@ class _Sim:
         if path == "/sim/stats" and method == "GET":
             return await self._send_simple(stream, conn, 200, simcontent.dumps(self.stats.snapshot()))
         if path == "/sim/cancels" and method == "GET":
-            return await self._send_simple(
-                stream, conn, 200, simcontent.dumps({"cancel_ns": list(self.stats.cancel_ns)})
-            )
+            cancels = {"cancel_ns": list(self.stats.cancel_ns), "user": list(self.stats.cancel_users)}
+            return await self._send_simple(stream, conn, 200, simcontent.dumps(cancels))
         if path == "/sim/reset" and method == "POST":
             self.stats.reset()
             self.server.recent.clear()
@@ -591,7 +595,8 @@ class _Sim:
             if finished:
                 self.stats.on_completed()
             else:
-                self.stats.on_cancelled(exchange.gone_ns or time.monotonic_ns())
+                user = body.get("user") if isinstance(body.get("user"), str) else None
+                self.stats.on_cancelled(exchange.gone_ns or time.monotonic_ns(), user)
             # The watcher must have stopped reading before anyone else reads from this stream.
             with trio.CancelScope(shield=True):
                 await exchange.watch_done.wait()

@@ -94,12 +94,11 @@ def test_run_against_url_writes_report_then_report_and_compare(sim_url, tmp_path
 def test_failures_give_exit_status_1(tmp_path):
     import socket
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    code = main(["--url", f"http://127.0.0.1:{port}/v1", "-c", "2", "--out", str(tmp_path), "--quiet",
-                 "--no-save-requests"])
+    with socket.socket() as s:  # bound, never listening: connections are refused, and nobody else can take the port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        code = main(["--url", f"http://127.0.0.1:{port}/v1", "-c", "2", "--out", str(tmp_path), "--quiet",
+                     "--no-save-requests"])
     assert code == 1
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["summary"]["errors_by_kind"] == {"connect": 2}

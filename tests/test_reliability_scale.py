@@ -2,7 +2,8 @@
 
 Sim and relay run as subprocesses (as in production, and so the clients' own work here does not
 delay their detection); cancel latency is the sim's ``time.monotonic_ns()`` stamp of each detected
-disconnect minus the client's stamp just before it closed, one clock on one host.
+disconnect minus the client's stamp just before it closed, one clock on one host; each pair is matched by the
+request's ``user`` field, which the sim records with its cancel.
 """
 
 import json
@@ -17,7 +18,7 @@ import pytest
 import trio
 
 N = 1000
-CHAT = json.dumps({"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def _start(nursery, argv: list[str], marker: bytes, log_path) -> tuple[trio.Process, str]:
@@ -49,18 +50,19 @@ async def _start(nursery, argv: list[str], marker: bytes, log_path) -> tuple[tri
 
 
 class Client:
-    """One raw HTTP/1.1 streaming request; ``opened`` once the first SSE event arrived."""
+    """One raw HTTP/1.1 streaming request tagged with its own ``user``; ``opened`` once the first SSE event arrived."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, user: str) -> None:
+        self.host, self.port, self.user = host, port, user
         self.opened = trio.Event()
         self.leave = trio.Event()
         self.closed_ns = 0
 
     async def run(self) -> None:
+        body = json.dumps({**CHAT, "user": self.user})
         head = (
             f"POST /v1/chat/completions HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(CHAT)}\r\n\r\n{CHAT}"
+            f"content-length: {len(body)}\r\n\r\n{body}"
         ).encode()
         stream = await trio.open_tcp_stream(self.host, self.port)
         try:
@@ -78,7 +80,7 @@ class Client:
 
 
 async def _open_all(nursery, host: str, port: int, n: int) -> list[Client]:
-    clients = [Client(host, port) for _ in range(n)]
+    clients = [Client(host, port, f"client-{i}") for i in range(n)]
     limiter = trio.CapacityLimiter(100)  # connect in waves: a 1,000-SYN burst only measures the backlog
 
     async def one(client: Client) -> None:
@@ -149,7 +151,7 @@ async def test_a_thousand_clients_leave_and_the_upstream_hears_each(nursery, tmp
         assert trio.current_time() - t0 < 5
         await _until(back_to_baseline, 10, "relay fds and tasks back to baseline")
 
-        # Round 2: staggered, one every 5 ms; each cancel is paired with the close it follows.
+        # Round 2: staggered, one every 5 ms; each client's close is paired with the cancel of its own request.
         await http.post(sim_root + "/sim/reset")
         async with trio.open_nursery() as clients_nursery:
             clients = await _open_all(clients_nursery, host, int(port), N)
@@ -161,9 +163,10 @@ async def test_a_thousand_clients_leave_and_the_upstream_hears_each(nursery, tmp
             return len((await sim_get("/sim/cancels"))["cancel_ns"]) >= N
 
         await _until(all_stamped, 5, f"{N} cancel stamps")
-        cancels = sorted((await sim_get("/sim/cancels"))["cancel_ns"])
-        closes = sorted(c.closed_ns for c in clients)
-        latencies_ms = sorted((c - o) / 1e6 for c, o in zip(cancels, closes, strict=True))
+        cancels = await sim_get("/sim/cancels")
+        assert sorted(cancels["user"]) == sorted(c.user for c in clients)  # each request cancelled once
+        cancel_ns = dict(zip(cancels["user"], cancels["cancel_ns"], strict=True))
+        latencies_ms = sorted((cancel_ns[c.user] - c.closed_ns) / 1e6 for c in clients)
         p99 = latencies_ms[int(0.99 * N) - 1]
         assert latencies_ms[0] >= 0
         assert p99 < 100, f"p50 {latencies_ms[N // 2]:.1f} ms, p99 {p99:.1f} ms, max {latencies_ms[-1]:.1f} ms"

@@ -121,11 +121,9 @@ async def test_workers_merge_records(nursery):
 async def test_connect_failures_counted_and_warned():
     import socket
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    with trio.fail_after(10):
+    with socket.socket() as s, trio.fail_after(10):  # bound, never listening: refused, and nobody can take the port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
         run = await Runner(LoadConfig(url=f"http://127.0.0.1:{port}/v1", concurrency=2)).run()
     assert [r.error_kind for r in run.records] == ["connect", "connect"]
     assert run.connect_retries == 6

@@ -289,6 +289,7 @@ async def test_fault_status_by_header(nursery):
 async def test_fault_stall(nursery, fault):
     server = await start(nursery, ttft=0.0)
     stream = await raw_request(server, {**STREAM, "sim_fault": fault})
+    await wait_for_stat(server, "started", 1)  # the window below opens once the sim has the request (ttft 0)
     received = b""
     with trio.move_on_after(0.3):
         while data := await stream.receive_some(65536):
