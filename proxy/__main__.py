@@ -9,6 +9,7 @@ from dataclasses import fields
 
 from .auth import load_client_keys
 from .config import ENV_PREFIX, Settings, load
+from .passthrough import header_names
 from .routing import upstream_configs
 from .server import run
 
@@ -31,6 +32,7 @@ _HELP = {
     "graceful_timeout_s": "on SIGTERM, how long in-flight streams may finish; the rest end with a shutting_down error",
     "access_log": "one JSON line per request on stderr; off = none",
     "metrics": "serve Prometheus /metrics; off = none",
+    "metrics_auth": "on: /metrics needs a client key (--api-keys or --api-keys-file); off: open, like /readyz",
     "cors_origins": "comma-separated browser origins allowed to call the relay, * = any",
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "api_keys_file": "file of client keys, one per line (# comments); clients then need Authorization: Bearer",
@@ -41,7 +43,9 @@ _HELP = {
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
     "gc_tuning": "on: freeze the start-up heap and collect garbage less often (no full-heap stalls); off: CPython's",
     "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",
+    "client_write_timeout_s": "a client write not done in this time closes the connection and its upstream; 0 = never",
     "passthrough": "other /v1/* paths passed to the upstream: off, on (all), or comma-separated path globs",
+    "passthrough_headers": "client request headers pass-through forwards beyond its allow-list (comma-separated)",
     "max_upload_bytes": "largest streamed pass-through request body (file uploads), 413 beyond",
 }
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load(args, os.environ, config_file)
         load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
+        header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2

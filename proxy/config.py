@@ -48,14 +48,19 @@ class Settings:
     retries: int = 1  # extra attempts before the first byte, for connect errors and 429/502/503 only
     retry_max_wait_s: float = 5.0  # longest backoff; a longer Retry-After is relayed instead of waited out
     heartbeat_s: float = 15.0  # SSE ": ping" comment after this much upstream silence; 0 = never
+    # A write to a client that does not complete in this time closes that connection and ends its upstream
+    # request (a client that stops reading would hold both forever); 0 = no deadline.
+    client_write_timeout_s: float = 30.0
     direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/direct.py); "off" = ASGI
     gc_tuning: str = "on"  # freeze the start-up heap, rarer collections (proxy/gcpolicy.py); "off" = CPython's defaults
     # Observability (proxy/observe.py)
     access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none
     metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted
+    metrics_auth: str = "off"  # "on": GET /metrics needs a client key like every /v1 route (needs api_keys)
     cors_origins: str = ""  # comma-separated browser origins allowed to call the relay; "*" = any
     # Routing (proxy/routing.py) and pass-through (proxy/passthrough.py)
     passthrough: str = "off"  # other /v1/* paths to the upstream: "off", "on" (all), or comma-separated path globs
+    passthrough_headers: str = ""  # request headers pass-through forwards beyond its allow-list (comma-separated)
     max_upload_bytes: int = 100 * 1024 * 1024  # largest streamed pass-through body (Moonshot files: 100 MB)
     # [[upstreams]] tables from the config file only (no flag or variable): several upstreams, routed by model.
     # Empty: the flat upstream settings above define the one default upstream.

@@ -7,7 +7,10 @@ per K seconds: ~670 heap operations a second at 10,000 streams and K = 15 s), an
 stream's reader with ``interrupt(HEARTBEAT)``; its body then returns the comment and reads on.
 
 Streams are registered only once the upstream answered 200 (a ping before the status is known
-would commit the client to a 200), and a ping is never a chunk: it carries no ``data:`` line.
+would commit the client to a 200), and a ping is never a chunk: it carries no ``data:`` line. It
+can go out whenever it is due, since the body has only ever forwarded whole events (an upstream
+that stalls mid-event has its partial event held back, :class:`proxy.relay.SSEBody`): the ping is
+always an event of its own, never inside a ``data:`` line.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ causes, two small fixes:
 1. hypercorn re-arms the timer from inside the app's last ``send``, and quart-trio has already
    cancelled that task (it saw ``http.disconnect``), so the new timer task dies at once: each
    response's last body message is sent shielded (:func:`send_last`, :func:`shielding_last`; the
-   observability layer, :class:`proxy.observe.Observer`, does it for every call). hypercorn already
-   shields the socket write itself, so this adds no new way to block. (The timer below needs no
+   observability layer, :class:`proxy.observe.Observer`, does it for every call). The socket write
+   itself is shielded already, and bounded by the client write deadline (``TCPServer._send_rest``,
+   :func:`proxy.direct.send_rest`), so this adds no new way to block. (The timer below needs no
    task, but the shield is still what lets a response on a closing connection end cleanly:
    without it tests/test_direct.py's HTTP/1.0 and ``connection: close`` cases fail.)
    The same layer marks a response sent before its request body was read as ``connection: close``
@@ -27,8 +28,10 @@ body can write its chunks straight to the socket (:mod:`proxy.direct`), and writ
 bytes (response heads, terminators, whole small responses) with one non-blocking ``os.write`` where the
 socket takes them, instead of ``send_all`` under a ``trio.Lock`` and a shielded scope: four scheduler
 round trips per write (lock acquire and ``send_all``'s two checkpoints each side). Only when the buffer
-is full, or another write holds the lock, does the rest go hypercorn's way. Bytes a direct writer left
-in ``pending`` (a body's last piece) go out first, in the same write.
+is full, or another write holds the lock, does the rest go hypercorn's way, with the client write
+deadline added: a client that stops reading has its connection aborted after ``client_write_timeout_s``
+instead of holding the write (and the request's stream and upstream slot) forever. Bytes a direct writer
+left in ``pending`` (a body's last piece) go out first, in the same write.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from hypercorn.trio.tcp_server import TCPServer as _HypercornTCPServer
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr
 
-from .direct import CONNECTION
+from .direct import CONNECTION, NO_CONFIG, ClientWrites, abort, send_rest
 
 
 async def send_last(send: Callable, message: dict) -> None:
@@ -69,6 +72,11 @@ def shielding_last(send: Callable) -> Callable:
             await send(message)
 
     return send_shielding_last
+
+
+def write_timed_out() -> bool:
+    """A write on this task's connection ran past the client write deadline (once per request: its log line)."""
+    return getattr(CONNECTION.get(), "write_timed_out", False)
 
 
 def request_body_unread() -> bool:
@@ -111,6 +119,10 @@ class TCPServer(_HypercornTCPServer):
         self.watches_eof = self._fd >= 0 and self.config.read_timeout is None
         self.eof_scope: trio.CancelScope | None = None
         self.client_eof = False
+        # The client write deadline (proxy.direct.send_rest); set when a write ran past it: the connection was
+        # aborted, and the request it served says so in its log line and the metrics (proxy.observe).
+        self.writes: ClientWrites = getattr(self.config, "client_writes", None) or NO_CONFIG
+        self.write_timed_out = False
 
     async def protocol_send(self, event: Event) -> None:
         if type(event) is RawData:
@@ -125,11 +137,21 @@ class TCPServer(_HypercornTCPServer):
                 if sent == len(data):
                     return
                 data = data[sent:]
-            event = RawData(data=data)
-        elif type(event) is Closed and self.pending:  # no terminator came (an app error): the piece still goes
-            await super().protocol_send(RawData(data=self.pending))
-            self.pending = b""
+            await self._send_rest(data)
+            return
+        if type(event) is Closed and self.pending:  # no terminator came (an app error): the piece still goes
+            pending, self.pending = self.pending, b""
+            await self._send_rest(pending)
         await super().protocol_send(event)
+
+    async def _send_rest(self, data: bytes) -> None:
+        """hypercorn's write (locked, shielded), with the client write deadline: past it, the connection is aborted."""
+        sent = await send_rest(self.stream, self.send_lock, data, self.writes)
+        if sent is None:
+            self.write_timed_out = True
+            abort(self.stream)
+        if not sent:
+            await self.protocol.handle(Closed())
 
     async def _close(self) -> None:
         """hypercorn's close, without its half-close when the client has closed already (the usual end of a

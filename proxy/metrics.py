@@ -6,6 +6,12 @@ any worker sums them all. prometheus-client picks its value class when it is *im
 server parent calls :func:`prepare_multiprocess` before it forks and nothing imports
 prometheus_client before that (this module imports it lazily, in :class:`Metrics`).
 
+Labels are bounded: a label value never comes from a client or an upstream unchecked, or every
+distinct string would be a new series held forever (and written to every worker's file). Models keep
+their name when configured (the default model, exact names in ``[[upstreams]]`` ``models``), else
+``other``; error kinds are the relay's own codes or ``http_<status>``, else ``upstream_error``. Routes
+are URL rules and upstreams configured names (set by the app).
+
 Cost: nothing is touched per chunk. Each request ends with one counter per family and one or two
 histogram observations (a few µs, ~1 % of a 20-chunk stream's relay CPU); chunks are counted in a
 local int and added once, so ``moonrelay_chunks_relayed_total`` moves when a response ends.
@@ -17,6 +23,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -25,6 +32,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds. TTFC of a chat model spans 0.2 s to minutes; relays in front of the simulator see ms.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+OTHER_MODEL = "other"
+# The codes the relay itself writes with type upstream_error (proxy/errors.py); an upstream's body may say anything.
+KINDS = frozenset(
+    {"upstream_error", "upstream_unavailable", "upstream_timeout", "upstream_connect_timeout", "upstream_busy",
+     "upstream_malformed"} | {f"http_{status}" for status in range(100, 600)}
+)  # fmt: skip
 
 
 def prepare_multiprocess(settings: Any) -> str | None:
@@ -51,12 +64,14 @@ def prepare_multiprocess(settings: Any) -> str | None:
 
 
 class Metrics:
-    """The relay's metric families, registered in a registry of their own (one per app)."""
+    """The relay's metric families, registered in a registry of their own (one per app); ``models`` are the
+    model names that get a label of their own (the rest are ``other``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: Iterable[str] = ()) -> None:
         import prometheus_client as prom  # here, not at import: see the module docstring
 
         self._prom = prom
+        self.models = frozenset(models)
         from prometheus_client import values
 
         # Decided when prometheus_client was imported, whatever the environment says now.
@@ -93,6 +108,11 @@ class Metrics:
             "moonrelay_upstream_errors", "Upstream failures by kind (transport error code, or http_<status>).",
             ("upstream", "kind"), registry=reg,
         )  # fmt: skip
+        self.client_write_timeouts = prom.Counter(
+            "moonrelay_client_write_timeouts",
+            "Responses cut off because the client did not take a write within client_write_timeout_s.",
+            registry=reg,
+        )  # fmt: skip
         self.prompt_tokens = prom.Counter(
             "moonrelay_prompt_tokens", "Prompt tokens from upstream usage.", ("upstream", "model"), registry=reg
         )
@@ -123,8 +143,12 @@ class Metrics:
         if rec.chunks:
             self.chunks.labels(rec.route).inc(rec.chunks)
         if kind is not None:
-            self.upstream_errors.labels(rec.upstream, kind).inc()
-        if rec.prompt_tokens is not None:
-            self.prompt_tokens.labels(rec.upstream, rec.model or "").inc(rec.prompt_tokens)
-        if rec.completion_tokens is not None:
-            self.completion_tokens.labels(rec.upstream, rec.model or "").inc(rec.completion_tokens)
+            self.upstream_errors.labels(rec.upstream, kind if kind in KINDS else "upstream_error").inc()
+        if rec.prompt_tokens is not None or rec.completion_tokens is not None:
+            model = rec.model or ""  # "": a pass-through response with usage (no model noted)
+            if model and model not in self.models:
+                model = OTHER_MODEL
+            if rec.prompt_tokens is not None:
+                self.prompt_tokens.labels(rec.upstream, model).inc(rec.prompt_tokens)
+            if rec.completion_tokens is not None:
+                self.completion_tokens.labels(rec.upstream, model).inc(rec.completion_tokens)

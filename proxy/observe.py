@@ -29,7 +29,7 @@ from .accesslog import upstream_error_kind as error_kind
 from .config import Settings
 from .cors import CORSPolicy
 from .demo import PAGE
-from .keepalive import request_body_unread, send_last, shielding_last
+from .keepalive import request_body_unread, send_last, shielding_last, write_timed_out
 from .usage import STRIPPED_USAGE
 
 log = logging.getLogger("moonrelay")
@@ -40,7 +40,7 @@ UPSTREAM = "moonrelay.upstream"  # ASGI scope key: the name of the upstream the 
 UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
 UNMATCHED = "unmatched"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
-UNLOGGED = frozenset({"/healthz"})  # probes would drown the log
+UNLOGGED = frozenset({"/healthz", "/metrics"})  # probes and scrapes (when the app answers them) would drown the log
 TAP = "moonrelay.tap"  # ASGI scope key: the request's Tap
 MODEL = "moonrelay.model"  # ASGI scope key: the model a chat request named (set by the view once it read the body)
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
@@ -140,8 +140,9 @@ class Observer:
         self.metrics = None
         if settings.metrics != "off":
             from .metrics import Metrics
+            from .routing import configured_models  # here: routing imports this module
 
-            self.metrics = Metrics()
+            self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
         self.serving = False
 
     # -- the answers this layer gives itself ------------------------------------------------------
@@ -165,7 +166,7 @@ class Observer:
         if path == "/readyz":
             status, body = self.ready()
             await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
-        elif path == "/metrics" and self.metrics is not None:
+        elif path == "/metrics" and self.metrics is not None and self.settings.metrics_auth != "on":  # else: the app
             from .metrics import CONTENT_TYPE
 
             await self._answer(send, 200, self.metrics.render(), CONTENT_TYPE.encode(), cors)
@@ -270,6 +271,10 @@ class Observer:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.direct)
+        if timed_out:
+            rec.completed = False
+            rec.error = "client_write_timeout"
         if self.logger is not None:
             self.logger.info(rec.line())
         if self.metrics is not None:
@@ -277,6 +282,8 @@ class Observer:
             first_byte_s = (head_ns - started) / 1e9 if head_ns and status == 200 and streamed else None
             ttfc_s = rec.ttfc_ms / 1000 if rec.ttfc_ms is not None and status == 200 else None
             self.metrics.record(rec, streamed=streamed, first_byte_s=first_byte_s, ttfc_s=ttfc_s, kind=kind)
+            if timed_out:
+                self.metrics.client_write_timeouts.inc()
 
 
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:

@@ -38,7 +38,18 @@ PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see tr
 
 
 class SSEBody:
-    """Upstream SSE bytes, passed through untouched as each read completes: byte-identical events.
+    """Upstream SSE bytes, passed through untouched as each read completes them: byte-identical events.
+
+    Only whole events go out. A read that ends mid-event forwards the events it completed and keeps
+    the partial one (the splitter holds it anyway) until a later read completes it, so what the client
+    has is always at an event boundary: a heartbeat ping, an error event or the shutdown event can then
+    be written at any moment and is an event of its own, and a failure mid-event drops the unfinished
+    event (never sent) instead of sending half of it merged with the error. The alternatives were
+    worse: a ping is due exactly when the upstream stalls, which may be mid-event, and a partial event
+    already sent cannot be ended cleanly (a truncated JSON data line fails the client's SDK whatever
+    follows it). Cost: nothing per event; per read, two length checks, and a copy only when a read
+    split an event (the event's bytes then go out with the read that completes it, which is when a
+    client could first parse it anyway). A whole read goes out as it came, with no added delay.
 
     Completed events are checked (``well_formed``: a JSON object per data event); the first one that
     is not ends the stream with an ``upstream_malformed`` error event in its place, since a client SDK
@@ -134,15 +145,17 @@ class SSEBody:
         return self._error(exc)  # type: ignore[arg-type]
 
     def _convert(self, data: bytes) -> bytes:
-        for event in self._splitter.feed(data):
+        events, whole = self._splitter.feed_whole(data)
+        for event in events:
             if not well_formed(event):
                 self._finished = True
-                cut = data.find(event)
-                return (data[:cut] if cut >= 0 else b"") + MALFORMED_SSE
-        return data
+                return whole[: _start_of(event, events, whole)] + MALFORMED_SSE
+        return whole
 
     def _end(self) -> bytes | None:
-        return None
+        # The body ended without a blank line after its last event: those bytes go out as the upstream sent
+        # them (nothing follows them; an SSE client drops an unterminated event anyway).
+        return self._splitter.pending or None
 
     def _error(self, exc: httpx.TransportError) -> bytes:
         return sse_error_event(exc)
@@ -165,8 +178,23 @@ class SSEBody:
         await self._response.aclose()
 
 
+def _start_of(event: bytes, events: list[bytes], whole: bytes) -> int:
+    """Where ``event`` (one of ``events``, in order) starts in ``whole``, the bytes they were split from."""
+    pos = 0
+    for one in events:
+        start = whole.find(one, pos)
+        if one is event:
+            return start
+        pos = start + len(one)
+    return 0
+
+
 class NDJSONBody(SSEBody):
-    """The seed's browser format: each upstream event's JSON on a line of its own, [DONE] dropped."""
+    """The seed's browser format: each upstream event's JSON on a line of its own, [DONE] dropped.
+
+    Only completed events become lines, so the output always ends at a line boundary and an error or
+    shutdown line is a line of its own.
+    """
 
     __slots__ = ()
 

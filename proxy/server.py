@@ -23,6 +23,7 @@ from hypercorn.trio.run import worker_serve
 from .admission import Streams
 from .app import create_app
 from .config import Settings
+from .direct import ClientWrites
 from .gcpolicy import tune_gc
 from .heartbeat import Heartbeats
 from .keepalive import install as install_keepalive_fix
@@ -67,6 +68,8 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S
     config.accesslog = None
     config.errorlog = "-"
+    # Read by each proxy.keepalive.TCPServer: the client write deadline, and the writes that wait on it.
+    config.client_writes = ClientWrites(settings.client_write_timeout_s)  # type: ignore[attr-defined]
     return config
 
 
@@ -76,7 +79,9 @@ async def _wait_for_signal() -> None:
             return
 
 
-async def drain(streams: Streams, grace_s: float, sock: socket.socket, done: Callable[[], None]) -> None:
+async def drain(
+    streams: Streams, grace_s: float, sock: socket.socket, done: Callable[[], None], writes: ClientWrites | None = None
+) -> None:
     """After a shutdown signal: stop accepting, give in-flight requests ``grace_s``, then end the rest.
 
     Runs once hypercorn's trigger has returned; by then the cancel of hypercorn's accept loop has
@@ -86,6 +91,10 @@ async def drain(streams: Streams, grace_s: float, sock: socket.socket, done: Cal
     ``done`` ends serving once no request is in flight: hypercorn 0.18 does not close idle
     keep-alive connections on shutdown (its idle task ends after the first response), so it would
     otherwise wait for them until its own graceful timeout.
+
+    ``writes``: a stream whose client stopped reading cannot take its final event; its write would hold
+    the worker until the client write deadline. Once the final events had their time, such writes end
+    and their connections are aborted.
     """
     await trio.lowlevel.checkpoint()
     trio.lowlevel.notify_closing(sock)
@@ -95,6 +104,8 @@ async def drain(streams: Streams, grace_s: float, sock: socket.socket, done: Cal
     streams.stop_all()
     with trio.move_on_after(FINAL_EVENT_S):
         await streams.wait_idle()
+    if writes is not None:
+        writes.stop()
     done()
 
 
@@ -138,7 +149,9 @@ async def serve(
             async def trigger() -> None:
                 await shutdown_trigger()
                 streams.draining = True
-                nursery.start_soon(drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel)
+                nursery.start_soon(
+                    drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel, config.client_writes
+                )
 
         async def hypercorn(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await worker_serve(

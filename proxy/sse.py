@@ -51,6 +51,20 @@ class EventSplitter:
         self._buf = buf
         return events
 
+    def feed_whole(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """``feed``, and the bytes those events were: everything fed so far up to the last event's end.
+
+        What a relay may forward so that its output always ends at an event boundary: a read that ends
+        mid-event keeps that event's start here until a later read completes it. No copy unless an event
+        was split across reads.
+        """
+        held = self._buf
+        events = self.feed(data)
+        if held:
+            data = held + data
+        rest = len(self._buf)
+        return events, data[: len(data) - rest] if rest else data
+
 
 def event_data(event: bytes) -> bytes | None:
     """The ``data`` field of one event (multi-line data joined with \\n); None for comment-only events."""

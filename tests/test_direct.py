@@ -2,6 +2,7 @@
 
 import json
 
+import h11 as h11_module
 import httpx
 import pytest
 import trio
@@ -210,3 +211,148 @@ async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monk
     with pytest.raises(StopAsyncIteration):
         await body.__anext__()
     assert upstream.reads == 1
+
+
+# -- a write cut short: the frame is finished or the connection closed, never bytes after half a frame ------------
+
+
+class _Server:
+    """What a DirectWriter reads of proxy.keepalive.TCPServer."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.pending = b""
+        self.writes = direct.ClientWrites(timeout_s)
+        self.write_timed_out = False
+
+
+class _HalfOs:
+    """``os`` for proxy.direct whose first ``write`` sends only half: a socket buffer that is almost full."""
+
+    def __init__(self) -> None:
+        self.halved = False
+
+    def write(self, fd: int, data: bytes) -> int:
+        import os
+
+        if not self.halved:
+            self.halved = True
+            data = data[: len(data) // 2]
+        return os.write(fd, data)
+
+
+def _sending_body() -> h11_module.Connection:
+    conn = h11_module.Connection(h11_module.SERVER)
+    conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    conn.next_event()
+    conn.next_event()
+    conn.send(h11_module.Response(status_code=200, headers=[]))  # no length: chunked
+    return conn
+
+
+async def _tcp_pair(sndbuf: int | None = None) -> tuple[trio.SocketStream, trio.socket.SocketType]:
+    import socket
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    peer = trio.socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await peer.connect(listener.getsockname())
+    ours, _ = await listener.accept()
+    listener.close()
+    if sndbuf is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    return trio.SocketStream(ours), peer
+
+
+async def _received(peer: trio.socket.SocketType) -> tuple[bytes, bool]:
+    """Everything the peer can read, and whether the connection ended in a reset."""
+    raw = b""
+    with trio.fail_after(5):
+        while True:
+            try:
+                data = await peer.recv(1 << 16)
+            except ConnectionResetError:
+                return raw, True
+            if not data:
+                return raw, False
+            raw += data
+
+
+async def test_a_write_cancelled_after_half_its_frame_finishes_the_frame_or_closes(monkeypatch):
+    stream, peer = await _tcp_pair()
+    with peer:
+        monkeypatch.setattr(direct, "os", _HalfOs())
+        writer = direct.DirectWriter(_sending_body(), stream, trio.Lock(), _Server(5.0))
+        piece = b"x" * 1000
+        with trio.CancelScope() as scope:
+            scope.cancel()  # already cancelled as the write starts: the client left, or a drain ended the stream
+            rest = writer.write_nowait(piece)
+            assert rest and len(rest) < len(piece)  # half of the frame is on the wire
+            await writer.write_rest(rest)
+        # The connection goes on (hypercorn's terminator, say) unless the cancelled write closed it.
+        sent = await writer.write(b"after")
+        await stream.aclose()
+        raw, _ = await _received(peer)
+    frame = b"3e8\r\n" + piece + b"\r\n"
+    if sent:
+        assert raw == frame + b"5\r\nafter\r\n"  # the frame was finished, then the next one
+    else:
+        assert frame.startswith(raw)  # the connection was closed: at most that frame, nothing after it
+
+
+async def test_a_write_waiting_for_the_lock_when_cancelled_leaves_whole_frames():
+    stream, peer = await _tcp_pair()
+    with peer:
+        lock = trio.Lock()
+        writer = direct.DirectWriter(_sending_body(), stream, lock, _Server(5.0))
+        piece = b"y" * 1000
+        held, release = trio.Event(), trio.Event()
+
+        async def hypercorn_writing() -> None:
+            async with lock:
+                held.set()
+                await release.wait()
+
+        async def let_go() -> None:
+            release.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hypercorn_writing)
+            await held.wait()
+            rest = writer.write_nowait(piece)
+            assert rest == b"3e8\r\n" + piece + b"\r\n"  # nothing written: the whole frame waits for the lock
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                nursery.start_soon(let_go)
+                await writer.write_rest(rest)
+        sent = await writer.write(b"after")
+        await stream.aclose()
+        raw, _ = await _received(peer)
+    frame, after = b"3e8\r\n" + piece + b"\r\n", b"5\r\nafter\r\n"
+    assert raw in (frame + after, after) if sent else frame.startswith(raw)
+
+
+async def _close_after(sock: trio.socket.SocketType, delay_s: float) -> None:
+    await trio.sleep(delay_s)
+    sock.close()
+
+
+async def test_a_write_past_the_deadline_aborts_the_connection():
+    stream, peer = await _tcp_pair(sndbuf=4096)
+    with peer:
+        server = _Server(0.2)
+        writer = direct.DirectWriter(_sending_body(), stream, trio.Lock(), server)
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            # Without a deadline the write waits (shielded) for as long as the peer lives: end the peer then.
+            nursery.start_soon(_close_after, peer, 3.0)
+            while await writer.write(b"z" * 65536):  # the peer never reads: a write waits, then runs out of time
+                pass
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - t0 < 2
+        assert server.write_timed_out
+        assert writer.write_nowait(b"more") is None  # shut down: no byte can follow the cut frame
+        await stream.aclose()
+        raw, reset = await _received(peer)
+    assert reset or not raw.endswith(b"0\r\n\r\n")  # the client sees the connection end, never a clean body

@@ -156,19 +156,32 @@ async def test_long_ttft_is_not_cut_by_short_defaults(nursery):
 
 
 async def test_more_than_100_concurrent_streams(nursery):
-    sim = await start_sim(nursery, ttft=0.3, interval=0.05, chunks=3)
+    # 150 completions must also be open upstream at once: a relay that queued them 50 at a time would
+    # complete them all too. Each holds its first chunk 1 s, so all 150 overlap unless something caps them.
+    sim = await start_sim(nursery, ttft=1.0, interval=0.05, chunks=3)
     root = await start_relay(nursery, sim.url)
     results = []
+    peak = 0
 
     async def one(client):
         r = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
         results.append((r.status_code, r.content.endswith(b"data: [DONE]\n\n")))
 
+    async def watch_open():  # the sim's open gauge: streams the relay holds upstream right now
+        nonlocal peak
+        while True:
+            peak = max(peak, sim.stats.snapshot()["open"])
+            await trio.sleep(0.005)
+
     limits = httpx.Limits(max_connections=300)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client, trio.open_nursery() as n:
-        for _ in range(150):
-            n.start_soon(one, client)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client, trio.open_nursery() as watching:
+        watching.start_soon(watch_open)
+        async with trio.open_nursery() as n:
+            for _ in range(150):
+                n.start_soon(one, client)
+        watching.cancel_scope.cancel()
     assert results == [(200, True)] * 150
+    assert peak > 100, f"the sim saw at most {peak} streams open at once"
 
 
 async def test_pool_limit_waits_then_fails_with_503(nursery):

@@ -282,9 +282,18 @@ async def test_long_retry_after_is_relayed_not_waited(nursery):
     assert upstream.seen == 1
 
 
-async def test_connect_errors_are_retried(nursery):
+async def test_connect_errors_are_retried(nursery, monkeypatch):
     # A bound socket that does not listen refuses connections; it starts listening once the
     # relay has been refused, so only a retry can reach it.
+    from proxy import attempts
+
+    refused = trio.Event()
+
+    def delay_after_a_refusal(*args, **kwargs):  # asked only after a connect error here: nothing listens yet
+        refused.set()
+        return retry_delay(*args, **kwargs)
+
+    monkeypatch.setattr(attempts, "retry_delay", delay_after_a_refusal)
     sock = trio.socket.socket()
     await sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -296,16 +305,18 @@ async def test_connect_errors_are_retried(nursery):
         async with httpx.AsyncClient(timeout=10) as client:
             result.append(await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True}))
 
-    async with trio.open_nursery() as n:
-        n.start_soon(call)
-        await trio.sleep(0.05)  # the first attempt is refused (it connects within ms)
-        sock.listen(10)
-        listener = trio.SocketListener(sock)
-        n.start_soon(trio.serve_listeners, upstream._handle, [listener])
-        with trio.fail_after(5):
-            while not result:  # noqa: ASYNC110 - waiting for the client task above
-                await trio.sleep(0.01)
-        n.cancel_scope.cancel()
+    with sock:
+        async with trio.open_nursery() as n:
+            n.start_soon(call)
+            with trio.fail_after(5):
+                await refused.wait()  # the first attempt was refused
+            sock.listen(10)
+            listener = trio.SocketListener(sock)
+            n.start_soon(trio.serve_listeners, upstream._handle, [listener])
+            with trio.fail_after(5):
+                while not result:  # noqa: ASYNC110 - waiting for the client task above
+                    await trio.sleep(0.01)
+            n.cancel_scope.cancel()
     assert result[0].status_code == 200 and upstream.seen == 1
 
 

@@ -60,3 +60,27 @@ def test_well_formed():
     assert not well_formed(b'data: {"a": 1} x')
     assert not well_formed(b'data: {"a": 1}{"b": 2}')
     assert not well_formed(b'data: {"a": "\xff"}')  # not UTF-8
+
+
+def test_feed_whole_forwards_only_completed_events():
+    s = EventSplitter()
+    assert s.feed_whole(b'data: {"a":1}\n\ndata: {"b"') == ([b'data: {"a":1}'], b'data: {"a":1}\n\n')
+    assert s.feed_whole(b":2") == ([], b"")  # still mid-event: nothing to forward
+    assert s.feed_whole(b"}\n\n") == ([b'data: {"b":2}'], b'data: {"b":2}\n\n')
+    whole = b"data: x\n\n"
+    assert s.feed_whole(whole)[1] is whole  # a read of whole events goes out as it came, uncopied
+
+
+@given(events, st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=50))
+def test_feed_whole_of_any_split_is_the_stream_cut_at_event_ends(evs, cuts):
+    stream = b"".join(e + b"\n\n" for e in evs)
+    s = EventSplitter()
+    out, pos, i = [], 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        _, whole = s.feed_whole(stream[pos : pos + step])
+        assert whole == b"" or whole.endswith(b"\n\n")
+        out.append(whole)
+        pos += step
+        i += 1
+    assert b"".join(out) == stream
