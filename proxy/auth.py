@@ -61,8 +61,11 @@ class ClientKeys:
 def load_client_keys(settings: Settings) -> ClientKeys | None:
     """The configured client keys, or None when the relay is open.
 
-    A keys file that is given but holds no key is an error: a typo must not open the relay.
+    A keys file that is given but holds no key is an error: a typo must not open the relay. So is
+    ``metrics_auth = "on"`` without keys: it would leave ``/metrics`` open while saying it is not.
     """
+    if settings.metrics_auth not in ("on", "off"):
+        raise ValueError(f"metrics_auth: expected on or off, got {settings.metrics_auth!r}")
     keys: list[str] = []
     if settings.api_keys:
         keys += [k.strip() for k in settings.api_keys.split(",") if k.strip()]
@@ -72,4 +75,6 @@ def load_client_keys(settings: Settings) -> ClientKeys | None:
         if not from_file:
             raise ValueError(f"api_keys_file {settings.api_keys_file!r} holds no key")
         keys += from_file
+    if not keys and settings.metrics_auth == "on":
+        raise ValueError("metrics_auth on needs client keys (api_keys or api_keys_file)")
     return ClientKeys(keys) if keys else None

@@ -9,12 +9,18 @@ Which upstream: the ``X-Moonrelay-Upstream: <name>`` header when given; else, fo
 (read whole up to ``--max-body-bytes``, like a chat request), the one its ``model`` routes to (so
 ``/v1/embeddings`` with an OpenAI model goes where ``gpt-*`` goes); else the default upstream.
 
-What goes upstream: the method, the path below ``/v1`` and the query, the client's headers but
-hop-by-hop ones, ``Host``, ``Cookie``, ``Origin``, the client's ``Authorization`` (the upstream's
-key replaces it) and ``Accept-Encoding`` (identity, as for chat); the body as it arrives, with its
-``Content-Length`` when the client gave one, else chunked. What comes back: the status, the
-body read by read, and ``Content-Type``, ``Content-Disposition``, ``Content-Length``, caching
-headers, ``Retry-After`` and ``X-RateLimit-*``.
+Which path: the request line's, normalised once (:mod:`proxy.paths`); the allow-list is matched on
+that, and that is what goes upstream. A path that resolves to one of the relay's own routes
+(``/v1/chat/completions``, ``/v1/models``) never passes: chat must go through validation, limits and
+the SSE checks.
+
+What goes upstream: the method, the normalised path below ``/v1`` and the query, the client's
+headers named in ``FORWARDED`` (an allow-list: the relay's key is an account key, so a client must
+not pick the organisation or project it bills, nor anything else the relay does not know), the
+upstream's key and ``Accept-Encoding: identity`` (as for chat); the body as it arrives, with its
+``Content-Length`` when the client gave one, else chunked. What comes back: the status, the body
+read by read, and ``Content-Type``, ``Content-Encoding`` (the bytes are relayed as they came),
+``Content-Disposition``, ``Content-Length``, caching headers, ``Retry-After`` and ``X-RateLimit-*``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from quart import Request, Response
@@ -33,6 +40,7 @@ from .attempts import send_with_retries
 from .config import Settings
 from .errors import error_body
 from .keypool import AllKeysResting
+from .paths import PathRefused, normalise
 from .responses import json_error, keys_resting, relayed_headers, upstream_error
 from .routing import model_not_found
 from .transport import _IteratorReader, reader
@@ -43,15 +51,28 @@ log = logging.getLogger("moonrelay")
 
 UPSTREAM_HEADER = "x-moonrelay-upstream"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # HEAD and OPTIONS come with Quart (and the CORS layer)
-# Never forwarded: hop-by-hop (RFC 9110 7.6.1), what httpx sets from the URL and body, what the relay replaces.
-_DROPPED = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "accept-encoding", "cookie",
-     "origin", UPSTREAM_HEADER}
+# The relay's own /v1 routes: a pass-through path that resolves to one of them is refused, never relayed.
+OWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
+# The only client request headers that go upstream: what describes the body (its type, its encoding),
+# what the client accepts, who it is, and what OpenAI-compatible endpoints read from SDKs (``OpenAI-Beta``
+# for the Assistants/Realtime betas, ``Idempotency-Key``), plus conditionals for the ETag/Last-Modified
+# passed back. Not ``OpenAI-Organization``/``OpenAI-Project`` (they choose who pays with the relay's key),
+# not ``Authorization``/``Cookie`` (the client's own credentials), not hop-by-hop ones; ``Host`` and
+# ``Content-Length`` httpx sets from the URL and body.
+FORWARDED = frozenset(
+    {b"content-type", b"content-encoding", b"accept", b"user-agent", b"openai-beta", b"idempotency-key",
+     b"if-none-match", b"if-modified-since"}
+)  # fmt: skip
+# What ``--passthrough-headers`` may not add: the relay sets these itself, or they belong to one hop only.
+_NEVER_FORWARDED = frozenset(
+    {"authorization", "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+     "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade", "accept-encoding", "cookie",
+     UPSTREAM_HEADER}
 )  # fmt: skip
 _PASSED_BACK = frozenset(
-    {"content-type", "content-disposition", "content-length", "cache-control", "etag", "last-modified", "location"}
-)
+    {"content-type", "content-encoding", "content-disposition", "content-length", "cache-control", "etag",
+     "last-modified", "location"}
+)  # fmt: skip
 
 
 def path_filter(spec: str) -> Any:
@@ -73,7 +94,7 @@ def request_class(settings: Settings) -> type[Request]:
 
     class RelayRequest(TrioRequest):
         def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
-            if path.startswith("/v1/") and path not in ("/v1/chat/completions", "/v1/models"):
+            if path.startswith("/v1/") and path not in OWN_PATHS:
                 kwargs["max_content_length"] = max(settings.max_upload_bytes, settings.max_body_bytes)
             super().__init__(method, scheme, path, *args, **kwargs)
 
@@ -156,13 +177,44 @@ class PassthroughBody:
         await self._response.aclose()
 
 
-def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The client's request headers that go upstream (names are lower case in ASGI)."""
+def header_names(spec: str) -> frozenset[bytes]:
+    """``--passthrough-headers`` (comma-separated names) → every request header name pass-through forwards.
+
+    Raises ValueError for a name the relay sets itself or that belongs to one hop (``_NEVER_FORWARDED``).
+    """
+    extra = {n.strip().lower() for n in spec.split(",") if n.strip()}
+    refused = sorted(extra & _NEVER_FORWARDED)
+    if refused:
+        raise ValueError(f"passthrough_headers: {', '.join(refused)} cannot be forwarded")
+    return FORWARDED | {n.encode("latin-1") for n in extra}
+
+
+def forwarded_headers(raw: list[tuple[bytes, bytes]], names: frozenset[bytes] = FORWARDED) -> list[tuple[bytes, bytes]]:
+    """The client's request headers that go upstream: those in ``names`` (lower case, as in ASGI) that
+    ``Connection`` does not name as hop-by-hop."""
     named: set[bytes] = set()
     for name, value in raw:
-        if name == b"connection":  # and whatever it names as hop-by-hop
+        if name == b"connection":
             named.update(v.strip().lower() for v in value.split(b","))
-    return [(n, v) for n, v in raw if n.decode("latin-1") not in _DROPPED and n not in named]
+    return [(n, v) for n, v in raw if n in names and n not in named]
+
+
+def checked_path(request: Request, allowed: Any) -> str:
+    """The request's normalised path (:mod:`proxy.paths`) when it may pass: under ``/v1/``, not one of the
+    relay's own routes, and ``allowed`` by the ``--passthrough`` globs. Else an InvalidRequest: 400
+    ``invalid_path``, 405 for another method on a route of the relay's own, 404 when no glob allows it."""
+    raw = request.scope.get("raw_path") or quote(request.path).encode()
+    try:
+        path = normalise(raw)
+    except PathRefused as exc:
+        raise InvalidRequest(str(exc), "invalid_path") from None
+    if path in OWN_PATHS:
+        if path == request.path:  # the route itself, with a method it does not take
+            raise InvalidRequest(f"Method {request.method} is not allowed on {path}.", "method_not_allowed", 405)
+        raise InvalidRequest(f"The relay serves {path} itself: send the request to exactly that path.", "invalid_path")
+    if not allowed(path):
+        raise InvalidRequest(f"No route for {request.path}.", "not_found", 404)
+    return path
 
 
 async def read_body(request: Request, settings: Settings) -> tuple[bytes | UploadBody, str | None]:
@@ -196,13 +248,21 @@ def choose(upstreams: Upstreams, named: str | None, model: str | None) -> Upstre
     return upstreams.default
 
 
-async def relay(upstream: Upstream, request: Request, content: bytes | UploadBody, settings: Settings) -> Response:
-    """Send the request upstream and answer with what came back (retried only when ``content`` is bytes)."""
-    target = request.scope.get("raw_path", request.path.encode()).decode("latin-1").removeprefix("/v1")
+async def relay(
+    upstream: Upstream,
+    request: Request,
+    path: str,
+    content: bytes | UploadBody,
+    settings: Settings,
+    names: frozenset[bytes] = FORWARDED,
+) -> Response:
+    """Send the request to ``path`` (normalised: :func:`checked_path`) upstream, with the client's headers in
+    ``names``, and answer with what came back (retried only when ``content`` is bytes)."""
+    target = path.removeprefix("/v1")
     query = request.scope.get("query_string", b"")
     if query:
         target += "?" + query.decode("latin-1")
-    headers = forwarded_headers(request.scope["headers"])
+    headers = forwarded_headers(request.scope["headers"], names)
     if not isinstance(content, bytes) and request.content_length is not None:
         headers.append((b"content-length", b"%d" % request.content_length))
     try:
@@ -221,8 +281,9 @@ async def relay(upstream: Upstream, request: Request, content: bytes | UploadBod
         return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))
     back = relayed_headers(response, also=_PASSED_BACK)
     content_type = back.pop("content-type", "application/octet-stream")
-    if read is not None:  # a failed attempt that was read to decide on a retry
+    if read is not None:  # a failed attempt that was read (and decoded) to decide on a retry
         back.pop("content-length", None)
+        back.pop("content-encoding", None)
         return Response(read, status=response.status_code, headers=back, content_type=content_type)
     body = PassthroughBody(response, upstream.name)
     return Response(body, status=response.status_code, headers=back, content_type=content_type)

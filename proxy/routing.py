@@ -234,6 +234,15 @@ class Router:
         return self.default
 
 
+def configured_models(settings: Settings) -> frozenset[str]:
+    """The model names an operator configured: the default model and the exact names (not globs) in every
+    upstream's ``models``. Only these name a metrics series; clients can send any string."""
+    names = {settings.default_model}
+    for config in upstream_configs(settings):
+        names.update(m for m in config.models if _is_exact(m))
+    return frozenset(names)
+
+
 def describe_upstreams(settings: Settings) -> str:
     """For the startup line: ``upstream URL``, or the configured upstreams' names."""
     if not settings.upstreams:

@@ -99,3 +99,47 @@ def test_cli_refuses_a_missing_or_empty_keys_file(tmp_path, capsys):
     (tmp_path / "empty").write_text("\n# none\n")
     assert main(["--api-keys-file", str(tmp_path / "empty")]) == 2
     assert "holds no key" in capsys.readouterr().err
+
+
+async def test_open_routes_and_metrics_behind_a_key_with_metrics_auth(nursery):
+    sim = await start_sim(nursery)
+    page = "https://app.example"
+    open_root = await start_relay(nursery, sim.url, api_keys=CLIENT_KEY, cors_origins=page)
+    closed_root = await start_relay(nursery, sim.url, api_keys=CLIENT_KEY, metrics_auth="on")
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    preflight = {"origin": page, "access-control-request-method": "POST"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for path in ("/healthz", "/readyz", "/metrics", "/"):  # no key needed (metrics_auth off, the default)
+            assert (await client.get(open_root + path)).status_code == 200, path
+        assert (await client.options(open_root + "/v1/chat/completions", headers=preflight)).status_code == 204
+        assert (await client.get(open_root + "/v1/models")).status_code == 401
+
+        assert (await client.post(closed_root + "/v1/chat/completions", json=CHAT, headers=auth)).status_code == 200
+        refused = [await client.get(closed_root + "/metrics", headers=h) for h in ({}, {"authorization": "Bearer x"})]
+        scraped = await client.get(closed_root + "/metrics", headers=auth)
+        probes = [(await client.get(closed_root + path)).status_code for path in ("/healthz", "/readyz")]
+    for resp in refused:
+        assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+        assert b"moonrelay_" not in resp.content
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert 'moonrelay_requests_total{route="/v1/chat/completions"' in scraped.text
+    assert "/metrics" not in scraped.text  # scrapes are neither logged nor counted
+    assert probes == [200, 200]
+
+
+def test_metrics_auth_setting(tmp_path, capsys):
+    from proxy.__main__ import build_parser, main
+
+    assert Settings().metrics_auth == "off"
+    assert load({}, {"MOONRELAY_METRICS_AUTH": "on"}).metrics_auth == "on"
+    assert vars(build_parser().parse_args(["--metrics-auth", "on"]))["metrics_auth"] == "on"
+    config = tmp_path / "relay.toml"
+    config.write_text('metrics_auth = "on"\napi_keys = "mr-one"\n')
+    settings = load({}, {}, str(config))
+    assert settings.metrics_auth == "on" and len(load_client_keys(settings)) == 1
+    with pytest.raises(ValueError, match="needs client keys"):  # "on" without keys would leave /metrics open
+        load_client_keys(Settings(metrics_auth="on"))
+    with pytest.raises(ValueError, match="on or off"):
+        load_client_keys(Settings(metrics_auth="yes"))
+    assert main(["--metrics-auth", "on"]) == 2
+    assert "needs client keys" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.config import Settings
 from proxy.metrics import MULTIPROC_ENV, prepare_multiprocess
 from tests.conftest import start_relay, start_sim
+from tests.recorder import serve_recorder
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,3 +172,65 @@ async def test_stream_error_event_counts_by_kind(nursery):
         assert resp.status_code == 200 and b"upstream_malformed" in resp.content
         found = await scrape_after(client, root, 1)
     assert total(found, "moonrelay_upstream_errors_total", kind="upstream_malformed") == 1
+
+
+def label_values(found: dict, name: str, label: str) -> set[str]:
+    return {dict(labels)[label] for (n, labels) in found if n == name}
+
+
+async def test_client_chosen_strings_do_not_make_new_series(nursery):
+    """Model names label a series only when configured (default model, exact names in [[upstreams]]); any other
+    (a client's invention, or one only a glob matches) is ``other``. An upstream's own error code is no kind."""
+    sim = await start_sim(nursery, chunks=2)
+    tables = ({"name": "moon", "base_url": sim.url, "models": ["moonshot-v1-32k", "kimi-*"], "default": True},)
+    root = await start_relay(nursery, sim.url, upstreams=tables)
+    chat = root + "/v1/chat/completions"
+    names = [f"client-model-{i}" for i in range(30)] + ["kimi-k2", "moonshot-v1-32k", "moonshot-v1-8k"]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for model in names:
+            assert (await client.post(chat, json={**CHAT, "model": model})).status_code == 200
+        found = await scrape_after(client, root, len(names))
+    for family in ("moonrelay_completion_tokens_total", "moonrelay_prompt_tokens_total"):
+        assert label_values(found, family, "model") == {"moonshot-v1-32k", "moonshot-v1-8k", "other"}
+    assert total(found, "moonrelay_completion_tokens_total", model="other") == 31 * 2
+
+    recorder = await nursery.start(serve_recorder)
+    codes = iter(range(1000))
+
+    def failing(_) -> bytes:
+        body = json.dumps({"error": {"message": "no", "type": "upstream_error", "code": f"code-{next(codes)}"}})
+        return b"HTTP/1.1 500 x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            len(body), body.encode())  # fmt: skip
+
+    recorder.reply = failing
+    passing = await start_relay(nursery, recorder.url + "/v1", passthrough="on", retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(20):
+            assert (await client.get(passing + "/v1/files")).status_code == 500
+        found = await scrape_after(client, passing, 20)
+    assert label_values(found, "moonrelay_upstream_errors_total", "kind") == {"upstream_error"}
+    assert total(found, "moonrelay_upstream_errors_total") == 20
+
+
+async def test_healthz_reads_counts_instead_of_walking_the_tasks(nursery, monkeypatch):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    walks = []
+    real = trio.lowlevel.current_root_task
+
+    def counted():
+        walks.append(1)
+        return real()
+
+    monkeypatch.setattr(trio.lowlevel, "current_root_task", counted)  # what a walk of the task tree starts from
+    async with httpx.AsyncClient(timeout=10) as client:
+        before = (await client.get(root + "/healthz")).json()
+        async with trio.open_nursery() as extra:
+            for _ in range(300):
+                extra.start_soon(trio.sleep_forever)
+            during = (await client.get(root + "/healthz")).json()
+            extra.cancel_scope.cancel()
+        after = (await client.get(root + "/healthz")).json()
+    assert walks == []  # three probes, no walk: the cost does not grow with the tasks
+    assert during["tasks"] - before["tasks"] >= 290 and during["tasks"] - after["tasks"] >= 290  # still meaningful
+    assert (before["status"], before["in_flight"], before["streams"]) == ("ok", 1, 0)

@@ -1,6 +1,7 @@
 """/v1/* pass-through: other endpoints relayed to the chosen upstream with both bodies streamed, against the
 sim (one per upstream), real sockets on ephemeral ports."""
 
+import gzip
 import hashlib
 import json
 
@@ -8,17 +9,19 @@ import httpx
 import pytest
 import trio
 
-from proxy.passthrough import forwarded_headers, path_filter
+from proxy.passthrough import forwarded_headers, header_names, path_filter
 from tests.conftest import start_relay, start_sim
+from tests.recorder import serve_recorder
 from tests.test_sim_endpoints import MULTIPART
 
 UPSTREAM_KEY = "sk-upstream-secret-0123"
 CLIENT_KEY = "mr-client-key-abcdef"
 EMBED = {"model": "moonshot-embed", "input": ["the moon", "the sun"]}
+SIM_HEADERS = "x-sim-chunks,x-sim-interval,x-sim-ttft,x-sim-fault"  # the sim's controls, beyond the allow-list
 
 
 async def pass_relay(nursery, sim, **overrides) -> str:
-    return await start_relay(nursery, sim.url, passthrough="on", **overrides)
+    return await start_relay(nursery, sim.url, passthrough="on", passthrough_headers=SIM_HEADERS, **overrides)
 
 
 def slow_parts(chunks: int, interval: float) -> dict[str, str]:
@@ -59,15 +62,26 @@ def test_path_filter():
     assert not only("/v1/users/me/balance") and not only("/v1/embeddings/x")
 
 
-def test_hop_by_hop_and_relay_headers_stay_behind():
+def test_only_allow_listed_headers_go_upstream():
     raw = [
         (b"connection", b"keep-alive, x-hop"), (b"x-hop", b"1"), (b"keep-alive", b"5"), (b"host", b"relay"),
         (b"authorization", b"Bearer client"), (b"cookie", b"s=1"), (b"content-length", b"3"),
         (b"transfer-encoding", b"chunked"), (b"x-moonrelay-upstream", b"a"), (b"accept-encoding", b"gzip"),
-        (b"content-type", b"application/json"), (b"x-custom", b"kept"), (b"user-agent", b"sdk/1"),
+        (b"openai-organization", b"org-other"), (b"openai-project", b"proj-other"), (b"x-custom", b"x"),
+        (b"content-type", b"application/json"), (b"openai-beta", b"assistants=v2"), (b"user-agent", b"sdk/1"),
+        (b"idempotency-key", b"k-1"), (b"accept", b"application/json"), (b"origin", b"https://page.example"),
     ]  # fmt: skip
-    assert forwarded_headers(raw) == [(b"content-type", b"application/json"), (b"x-custom", b"kept"),
-                                      (b"user-agent", b"sdk/1")]  # fmt: skip
+    assert forwarded_headers(raw) == [
+        (b"content-type", b"application/json"), (b"openai-beta", b"assistants=v2"), (b"user-agent", b"sdk/1"),
+        (b"idempotency-key", b"k-1"), (b"accept", b"application/json"),
+    ]  # fmt: skip
+    extended = forwarded_headers(raw, header_names(" X-Custom, openai-project"))
+    assert (b"x-custom", b"x") in extended and (b"openai-project", b"proj-other") in extended
+    assert (b"openai-organization", b"org-other") not in extended
+    assert forwarded_headers([(b"connection", b"user-agent"), (b"user-agent", b"sdk/1")]) == []  # named hop-by-hop
+    for name in ("Authorization", "host", "accept-encoding", "content-length", "x-moonrelay-upstream", "te"):
+        with pytest.raises(ValueError, match=name.lower()):
+            header_names(f"x-ok,{name}")
 
 
 # -- the relay ----------------------------------------------------------------------------------------
@@ -100,7 +114,7 @@ async def test_embeddings_and_moonshot_endpoints_pass_with_the_relays_key(nurser
         anonymous = await client.get(root + "/v1/users/me/balance")
     assert relayed.status_code == 200 and relayed.content == direct.content
     assert relayed.headers["content-type"] == "application/json" and "x-request-id" in relayed.headers
-    assert seen["authorization"] == f"Bearer {UPSTREAM_KEY}" and seen["x-custom"] == "kept"
+    assert seen["authorization"] == f"Bearer {UPSTREAM_KEY}" and "x-custom" not in seen
     assert "cookie" not in seen and seen["accept-encoding"] == "identity"
     assert CLIENT_KEY not in json.dumps(list(sim.recent)) and UPSTREAM_KEY not in relayed.text
     assert count.json()["data"] == {"total_tokens": 1} and balance.json()["status"] is True
@@ -271,7 +285,7 @@ async def test_only_the_listed_paths_pass(nursery, spec):
 async def test_the_upstream_cap_counts_pass_through_requests(nursery):
     sim = await start_sim(nursery)
     tables = ({"name": "moon", "base_url": sim.url, "default": True, "max_concurrent": 1},)
-    root = await start_relay(nursery, sim.url, passthrough="on", upstreams=tables)
+    root = await start_relay(nursery, sim.url, passthrough="on", passthrough_headers=SIM_HEADERS, upstreams=tables)
     async with httpx.AsyncClient(timeout=10) as client:
         file_id = await upload(client, root)
         async with client.stream("GET", f"{root}/v1/files/{file_id}/content", headers=slow_parts(3, 0.2)) as resp:
@@ -292,3 +306,44 @@ async def test_an_upstream_failing_mid_body_cuts_the_response_off(nursery, caplo
         assert (await client.get(root + "/healthz")).status_code == 200
     assert "pass-through response from upstream 127.0.0.1" in caplog.text and "broke off" in caplog.text
     assert "Traceback" not in caplog.text and "Error in ASGI" not in caplog.text
+
+
+async def test_headers_that_pick_who_pays_never_reach_the_upstream(nursery, monkeypatch):
+    monkeypatch.setenv("MOONSHOT_API_KEY", UPSTREAM_KEY)
+    recorder = await nursery.start(serve_recorder)
+    root = await start_relay(nursery, recorder.url + "/v1", passthrough="on")
+    headers = {
+        "OpenAI-Organization": "org-other", "OpenAI-Project": "proj-other", "X-Custom": "x", "Cookie": "s=1",
+        "Origin": "https://page.example", "Authorization": "Bearer mr-client", "X-Forwarded-For": "10.0.0.1",
+        "OpenAI-Beta": "assistants=v2", "Idempotency-Key": "k-1", "User-Agent": "sdk/1", "Accept": "application/json",
+    }  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(root + "/v1/embeddings", json=EMBED, headers=headers)
+    assert resp.status_code == 200 and len(recorder.requests) == 1
+    seen = {name.decode().lower(): value.decode() for name, value in recorder.requests[0].headers}
+    assert set(seen) == {"host", "content-type", "content-length", "accept", "user-agent", "openai-beta",
+                         "idempotency-key", "authorization", "accept-encoding"}, seen  # fmt: skip
+    assert seen["authorization"] == f"Bearer {UPSTREAM_KEY}" and seen["accept-encoding"] == "identity"
+    assert (seen["openai-beta"], seen["idempotency-key"], seen["user-agent"]) == ("assistants=v2", "k-1", "sdk/1")
+
+
+async def test_a_gzip_encoded_response_stays_readable(nursery):
+    """Raw bytes keep their Content-Encoding; a body the relay read (and httpx decoded) to decide on a retry
+    goes back without it."""
+    recorder = await nursery.start(serve_recorder)
+    data = {"object": "list", "data": [{"id": "file-1"}] * 50}
+    packed = gzip.compress(json.dumps(data).encode())
+
+    def gzipped(status: bytes, extra: bytes = b"") -> bytes:
+        head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n" % status
+        return head + extra + b"content-length: %d\r\n\r\n" % len(packed) + packed
+
+    root = await start_relay(nursery, recorder.url + "/v1", passthrough="on", retries=1, retry_max_wait_s=0.1)
+    async with httpx.AsyncClient(timeout=10) as client:
+        recorder.reply = lambda _: gzipped(b"200 OK")
+        relayed = await client.get(root + "/v1/files")
+        recorder.reply = lambda _: gzipped(b"503 Service Unavailable", b"retry-after: 100\r\n")  # not waited out
+        read = await client.get(root + "/v1/files")
+    assert relayed.status_code == 200 and relayed.headers["content-encoding"] == "gzip"
+    assert relayed.json() == data  # httpx decoded it: the header came with the gzip bytes
+    assert read.status_code == 503 and "content-encoding" not in read.headers and read.json() == data
