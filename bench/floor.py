@@ -8,7 +8,11 @@ hypercorn. This measures how much of that budget the frameworks spend before a r
 the same client sends the same ``POST /v1/chat/completions`` to
 
 - ``h11``, ``hypercorn``, ``quart-trio``: servers that answer it themselves with one SSE event
-  (:mod:`bench.floor_servers`): trio + h11, a bare ASGI app under hypercorn, a one-route QuartTrio app;
+  (:mod:`bench.floor_servers`): trio + h11, a bare ASGI app under hypercorn, a one-route QuartTrio app.
+  hypercorn and quart-trio run stock, without the changes moonrelay makes to them (its connection read
+  loop and writes in place of hypercorn's ``TCPServer``, chunks written straight to the socket,
+  quart-trio's request handled without its extra tasks, its GC policy): this is the unmodified
+  frameworks' floor, not a floor under moonrelay's own stack;
 - ``moonrelay`` (one worker) and ``nginx`` (one worker, the bench's config), each relaying the
   simulated upstream's shortest answer (one content event, the usage event, ``[DONE]``).
 
@@ -99,7 +103,7 @@ def _launch(target: str, sim_url: str | None, workdir: Path) -> Launch:
         return Launch(argv=[sys.executable, "-m", "bench.floor_servers", target, str(port)],
                       url=f"http://127.0.0.1:{port}/v1")
     assert sim_url is not None
-    return PEERS[target].launch(sim_url, workdir, 1)
+    return PEERS[target].launch(sim_url, workdir, 1, CLIENTS)
 
 
 async def measure(target: str, requests: int, rundir: Path) -> dict[str, float]:

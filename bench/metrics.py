@@ -4,9 +4,13 @@ One run's figures come from the load generator's ``summary`` and the process-tre
 :mod:`bench.procs` sampled. Definitions (issue 5):
 
 - CPU per chunk = proxy CPU seconds (all its processes) / chunks the client received;
-- memory per open stream = (peak tree RSS - idle tree RSS) / peak streams open at the upstream (the sim's
-  ``open`` gauge, sampled with the RSS: the streams the proxy holds; the load generator's peak also counts
-  sessions an overloaded proxy has not accepted yet, which cost it nothing);
+- memory per upstream stream = (peak tree RSS - idle tree RSS) / peak streams open at the upstream (the sim's
+  ``open`` gauge, sampled with the RSS: the streams the proxy relays);
+- memory per client session = the same growth / peak client sessions open (the load generator's own peak).
+  Both, because they differ where a proxy holds more client requests than it opens upstream streams: a peer
+  that caps its upstream connections holds the other client requests waiting inside it (divided by the
+  upstream streams, their memory looks like the streams'), and sessions still waiting in a proxy's listen
+  backlog cost it nothing (divided by the client sessions, the proxy looks cheaper than it is);
 - TTFC overhead = the target's TTFC percentile - direct's, from the same repeat (the same machine noise);
 - first-chunk delay = each session's first chunk, client receive time - the sim's send stamp (CLOCK_MONOTONIC):
   the TTFC overhead measured at the source, which queueing in the sim or load generator does not blur;
@@ -38,7 +42,9 @@ def figures(
     peak_open = summary.get("peak_concurrency") or 0
     f: dict[str, Any] = {
         "completed": summary.get("completed"),
+        "unverified": summary.get("unverified"),
         "failed": summary.get("failed"),
+        "resent": summary.get("resent"),
         "peak_open_streams": peak_open,
         "upstream_peak_open": upstream_open,
         "chunks": chunks,
@@ -54,7 +60,7 @@ def figures(
         "sim_cpu_s": sim.get("cpu_s"),
         "loadtest_cpu_utilization": summary.get("loadtest_cpu_utilization"),
         "proxy_cpu_s": None, "proxy_core_pct": None, "cpu_us_per_chunk": None, "chunks_per_cpu_s": None,
-        "idle_rss_mib": None, "peak_rss_mib": None, "mem_per_stream_kb": None,
+        "idle_rss_mib": None, "peak_rss_mib": None, "mem_per_stream_kb": None, "mem_per_session_kb": None,
     }
     if proxy is not None:
         cpu = proxy["cpu_s"]
@@ -67,6 +73,7 @@ def figures(
         grown = proxy["peak_rss_bytes"] - proxy["idle_rss_bytes"]
         held = upstream_open or peak_open
         f["mem_per_stream_kb"] = grown / held / 1024 if held else None
+        f["mem_per_session_kb"] = grown / peak_open / 1024 if peak_open else None
     return f
 
 

@@ -7,6 +7,11 @@ run raises :class:`PeerUnavailable` with the exact reason, and the run goes on w
 
 Ports: moonrelay binds port 0 and prints its URL; the third-party servers cannot report a port, so
 :func:`free_port` asks the kernel for one just before they start (a small race, acceptable here).
+
+The same listen backlog everywhere (:data:`BACKLOG`), and each Python peer twice: as its own command
+line starts it, and ``-tuned``, with the connection caps its installed version documents raised to the
+scenario's stream count (bench/README.md lists each setting and where it is documented), so that a
+cap in the tables is a setting someone chose, not a finding about the peer.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 # and upstream connections alike, so one worker relays ~9,990 streams (issue 5).
 FD_PER_WORKER = 20_000
 INSTALL_TIMEOUT_S = 1_200
+# One listen backlog for every target: moonrelay's default (--backlog), nginx's `listen ... backlog=`,
+# uvicorn's --backlog in the tuned rows (uvicorn's own default is 2,048); net.core.somaxconn here is 4,096.
+BACKLOG = 4_096
+# The versions bench/README.md's tuned settings were checked against, in their installed source.
+LITELLM_VERSION = "1.108.7"
+OPENAI_FORWARD_VERSION = "0.8.1"
 
 
 class PeerUnavailable(RuntimeError):
@@ -77,7 +88,9 @@ class Peer:
         """Install if missing; return the version string."""
         raise NotImplementedError
 
-    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        """The command line serving the sim's API with ``workers`` processes; ``streams``: the scenario's
+        concurrent sessions (the tuned rows size their connection caps to it)."""
         raise NotImplementedError
 
 
@@ -92,12 +105,14 @@ class Moonrelay(Peer):
                                cwd=Path(__file__).parent).stdout.strip()
         return f"git {rev or '?'}{' + uncommitted proxy/ changes' if dirty else ''}"
 
-    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        # The access log on stderr is the run's log file (bench.procs): one JSON line per request, as nginx's
+        # access.log has (nginx.conf.template). Set here, so an inherited MOONRELAY_ACCESS_LOG cannot change it.
         return Launch(
             argv=[sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--upstream", sim_url,
-                  "--workers", str(workers)],
+                  "--workers", str(workers), "--backlog", str(BACKLOG)],
             url_pattern=rb"listening on (http://\S+)",
-            env={"MOONSHOT_API_KEY": API_KEY, **self.extra_env},
+            env={"MOONSHOT_API_KEY": API_KEY, "MOONRELAY_ACCESS_LOG": "stderr", **self.extra_env},
         )
 
 
@@ -131,12 +146,12 @@ class Nginx(Peer):
         out = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
         return out.removeprefix("nginx version: ")
 
-    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
         port = free_port()
         up = urlsplit(sim_url)
         conf = string.Template(NGINX_TEMPLATE.read_text()).substitute(
             workers=workers, nofile=FD_PER_WORKER, connections=FD_PER_WORKER - 10,
-            prefix=workdir, upstream=up.netloc, listen=f"127.0.0.1:{port}",
+            prefix=workdir, upstream=up.netloc, listen=f"127.0.0.1:{port}", backlog=BACKLOG,
         )
         path = workdir / "nginx.conf"
         path.write_text(conf)
@@ -153,11 +168,13 @@ def _venv_version(venv: Path, dist: str) -> str | None:
     return p.stdout.strip() if p.returncode == 0 else None
 
 
-def _ensure_venv(venv: Path, requirements: list[str], dist: str, probe: str) -> str:
-    """A virtualenv of its own with ``requirements``; ``probe`` (an import) proves it is complete."""
-    version = _venv_version(venv, dist)
-    if version and subprocess.run([venv / "bin" / "python", "-c", probe], capture_output=True).returncode == 0:
-        return version
+def _ensure_venv(venv: Path, requirements: list[str], dist: str, probe: str, version: str | None = None) -> str:
+    """A virtualenv of its own with ``requirements``; ``probe`` (an import) proves it is complete. With
+    ``version``, a venv holding another version of ``dist`` is reinstalled to it."""
+    found = _venv_version(venv, dist)
+    if (found and (version is None or found == version)
+            and subprocess.run([venv / "bin" / "python", "-c", probe], capture_output=True).returncode == 0):
+        return found
     log = BENCH_HOME / f"{venv.name}-install.log"
     if not (venv / "bin" / "python").exists():
         # The base interpreter, not moonrelay's venv: the peer must not see moonrelay's packages.
@@ -189,10 +206,10 @@ class LiteLLM(Peer):
     venv = BENCH_HOME / "litellm-venv"
 
     def ensure(self) -> str:
-        return _ensure_venv(self.venv, ["litellm[proxy]"], "litellm", "import litellm.proxy.proxy_server")
+        return _ensure_venv(self.venv, [f"litellm[proxy]=={LITELLM_VERSION}"], "litellm",
+                            "import litellm.proxy.proxy_server", LITELLM_VERSION)
 
-    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
-        port = free_port()
+    def write_config(self, sim_url: str, workdir: Path) -> Path:
         # JSON is YAML: no PyYAML needed on our side.
         config = {
             "model_list": [{
@@ -205,6 +222,11 @@ class LiteLLM(Peer):
         }
         path = workdir / "litellm.yaml"
         path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        port = free_port()
+        path = self.write_config(sim_url, workdir)
         return Launch(
             argv=[str(self.venv / "bin" / "litellm"), "--config", str(path), "--host", "127.0.0.1",
                   "--port", str(port), "--num_workers", str(workers)],
@@ -212,15 +234,53 @@ class LiteLLM(Peer):
         )
 
 
+# LiteLLM 1.108.7's defaults (litellm/constants.py): 1,000 connections per aiohttp connector, 500 per host,
+# per worker process: 2 workers reach the sim with 1,000 streams at most. 0 does not mean "no limit" in this
+# version, whatever the docs say: litellm then leaves `limit` out and aiohttp's own default of 100 applies.
+LITELLM_CONNECTOR_DEFAULT = 1_000
+
+
+class LiteLLMTuned(LiteLLM):
+    """LiteLLM with its documented connection caps raised to the scenario's streams and the common backlog.
+
+    The ``litellm`` CLI passes no backlog to uvicorn (2,048), so this row runs the same app the CLI runs
+    (``litellm.proxy.proxy_server:app``, config from ``CONFIG_FILE_PATH``) under uvicorn itself, with the
+    arguments the CLI would give it (uvloop, no server header, the log level from ``LITELLM_LOG``) plus
+    ``--backlog``. ``--limit-concurrency`` stays unset: uvicorn's default, no limit.
+    """
+
+    name = "litellm-tuned"
+
+    @staticmethod
+    def connector_env(streams: int) -> dict[str, str]:
+        """Per worker: one worker may be handed every stream."""
+        limit = str(max(streams, LITELLM_CONNECTOR_DEFAULT))
+        return {"AIOHTTP_CONNECTOR_LIMIT": limit, "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": limit}
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        port = free_port()
+        path = self.write_config(sim_url, workdir)
+        env = {**LITELLM_ENV, "CONFIG_FILE_PATH": str(path), "NUM_WORKERS": str(workers), **self.connector_env(streams)}
+        return Launch(
+            argv=[str(self.venv / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
+                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+                  "--no-server-header", "--log-level", "error", "--backlog", str(BACKLOG)],
+            url=f"http://127.0.0.1:{port}/v1", env=env, cwd=workdir,
+        )
+
+
 class OpenAIForward(Peer):
     name = "openai-forward"
     venv = BENCH_HOME / "openai-forward-venv"
 
+    extra_args: tuple[str, ...] = ()  # set by OpenAIForwardTuned
+
     def ensure(self) -> str:
         # openai_forward/__init__.py imports yaml, which openai-forward 0.8.1 does not declare.
-        return _ensure_venv(self.venv, ["openai-forward", "pyyaml"], "openai-forward", "import yaml, openai_forward")
+        return _ensure_venv(self.venv, [f"openai-forward=={OPENAI_FORWARD_VERSION}", "pyyaml"], "openai-forward",
+                            "import yaml, openai_forward", OPENAI_FORWARD_VERSION)
 
-    def launch(self, sim_url: str, workdir: Path, workers: int) -> Launch:
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
         port = free_port()
         # openai_forward/settings.py: FORWARD_CONFIG routes "/" to base_url, keeping the /v1/... path.
         # Its CLI (`aifd run`) binds 0.0.0.0; uvicorn directly keeps it on loopback with the same app.
@@ -232,12 +292,25 @@ class OpenAIForward(Peer):
         return Launch(
             argv=[str(self.venv / "bin" / "python"), "-m", "uvicorn", "openai_forward.app:app",
                   "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-                  "--no-access-log"],
+                  "--no-access-log", *self.extra_args],
             url=f"http://127.0.0.1:{port}/v1", env=env, cwd=workdir,
         )
 
 
-PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), OpenAIForward(), MoonrelayQuiet())}
+class OpenAIForwardTuned(OpenAIForward):
+    """openai-forward with the common backlog; ``--limit-concurrency`` stays unset (uvicorn: no limit).
+
+    Its upstream cap cannot be raised by a setting: 0.8.1 builds its aiohttp connector with a literal
+    ``TCPConnector(limit=500, ...)`` (openai_forward/forward/core.py, ``build_client``) and reads no
+    variable for it, so each worker holds at most 500 upstream streams in both rows.
+    """
+
+    name = "openai-forward-tuned"
+    extra_args = ("--backlog", str(BACKLOG))
+
+
+PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), LiteLLMTuned(), OpenAIForward(),
+                                              OpenAIForwardTuned(), MoonrelayQuiet())}
 TARGETS = ("direct", *PEERS)
 DEFAULT_TARGETS = tuple(t for t in TARGETS if t != "moonrelay-quiet")  # the quiet variant runs only on request
 _URL_SUFFIX = re.compile(r"/v1/?$")

@@ -10,11 +10,12 @@ matplotlib.use("Agg")  # files only; no display on a benchmark box
 import matplotlib.pyplot as plt  # noqa: E402
 
 # One colour per target in every figure.
-COLORS = {"direct": "C7", "moonrelay": "C0", "nginx": "C1", "litellm": "C2", "openai-forward": "C3"}
+COLORS = {"direct": "C7", "moonrelay": "C0", "nginx": "C1", "litellm": "C2", "openai-forward": "C3",
+          "litellm-tuned": "C8", "openai-forward-tuned": "C6", "moonrelay-quiet": "C9"}
 
 
 def ttfc_cdf(title: str, samples: dict[str, list[float]], path: Path) -> None:
-    """Empirical CDFs rather than histograms: five overlaid histograms hide each other, CDFs do not."""
+    """Empirical CDFs rather than histograms: overlaid histograms hide each other, CDFs do not."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for target, values in samples.items():
         if not values:

@@ -10,7 +10,9 @@ from typing import Any
 # (key, label, format, show the ratio to nginx)
 ROWS: list[tuple[str, str, str, bool]] = [
     ("completed", "completed", "{:.0f}", False),
+    ("unverified", "ended cleanly, completeness unverified (no sim stamps)", "{:.0f}", False),
     ("failed", "failed", "{:.0f}", False),
+    ("resent", "requests re-sent on a fresh connection", "{:.0f}", False),
     ("peak_open_streams", "peak open sessions (load generator)", "{:.0f}", False),
     ("upstream_peak_open", "peak streams open at the upstream (held by the proxy)", "{:.0f}", False),
     ("chunks_per_s", "chunks/s received", "{:,.0f}", False),
@@ -30,7 +32,10 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("e2e_p99_ms", "E2E p99 ms", "{:,.0f}", False),
     ("idle_rss_mib", "idle RSS MiB (all processes)", "{:.1f}", True),
     ("peak_rss_mib", "peak RSS MiB (all processes)", "{:.1f}", True),
-    ("mem_per_stream_kb", "memory per open stream KB (peak − idle RSS) / peak upstream streams", "{:.1f}", True),
+    ("mem_per_stream_kb", "memory per upstream stream KB: (peak − idle RSS) / peak streams open at the upstream",
+     "{:.1f}", True),
+    ("mem_per_session_kb", "memory per client session KB: (peak − idle RSS) / peak open client sessions",
+     "{:.1f}", True),
     ("sim_cpu_s", "sim CPU s", "{:.2f}", False),
 ]
 

@@ -5,7 +5,8 @@ the same repeat): start the sim, start the target pointed at it, wait until it a
 with a few requests (LiteLLM imports lazily on its first call), open the measured window (idle RSS,
 CPU baseline), run ``python -m loadtest --url`` while sampling the target's and the sim's process trees,
 then stop everything. Results: ``<out>/<scenario>-<target>.json`` (medians + every repeat),
-``<out>/README.md``, plots, and the raw runs under ``<out>/runs/``.
+``<out>/README.md``, plots, and the raw runs under ``<out>/runs/``, each with its sessions in the
+compact ``loadtest/requests.jsonl.gz`` that ``python -m bench.recompute`` recomputes every figure from.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import httpx
 import psutil
 import trio
 
-from bench import metrics, plots, readme
+from bench import metrics, plots, readme, recompute
 from bench.peers import API_KEY, DEFAULT_TARGETS, PEERS, TARGETS, Launch, PeerUnavailable
 from bench.procs import StartError, Tree, sample_forever, serve
 from bench.scenarios import SCENARIOS, Scenario, parse
@@ -105,7 +106,7 @@ async def one_run(sc: Scenario, target: str, rundir: Path) -> dict[str, Any]:
                 trees: list[Tree] = [sim.tree]
                 url, proxy_tree = sim.url, None
                 if target != "direct":
-                    launch = PEERS[target].launch(sim.url, workdir, sc.proxy_workers)
+                    launch = PEERS[target].launch(sim.url, workdir, sc.proxy_workers, sc.streams)
                     record["target_command"] = shlex.join(launch.argv)
                     server = await stack.enter_async_context(serve(target, launch, rundir / f"{target}.log"))
                     url, proxy_tree = server.url, server.tree
@@ -163,6 +164,9 @@ def _finish(record: dict[str, Any], rundir: Path) -> dict[str, Any]:
     for log in rundir.glob("*.log"):
         trim_log(log)
     result_path = rundir / "loadtest" / "result.json"
+    sessions = rundir / "loadtest" / recompute.JSONL_NAME
+    if sessions.exists():
+        recompute.write_compact(sessions, sessions.with_name(recompute.GZ_NAME))
     if "error" not in record:
         if result_path.exists():
             record["summary"] = json.loads(result_path.read_text())["summary"]
@@ -176,16 +180,9 @@ def _finish(record: dict[str, Any], rundir: Path) -> dict[str, Any]:
 
 
 def ttfc_samples(rundir: Path) -> list[float]:
-    path = rundir / "loadtest" / "requests.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    with path.open() as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("error_kind") is None and not r.get("warmup") and r.get("ttfc_ms") is not None:
-                out.append(r["ttfc_ms"])
-    return out
+    """TTFC of every measured session that ended without error (the load generator's TTFC population)."""
+    return [r.ttfc_ms for r in recompute.load_records(rundir / "loadtest")
+            if r.ok and not r.warmup and r.ttfc_ms is not None]
 
 
 def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[str, str],
@@ -200,11 +197,7 @@ def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[
     commands = list(dict.fromkeys([*old, *([] if "--report" in command else [command])]))
     meta_path.write_text(json.dumps({"commands": commands, "machine": facts, "versions": versions,
                                      "unavailable": unavailable}, indent=2, default=str))
-    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
-    for f in sorted(out.glob("*.json")):
-        d = json.loads(f.read_text())
-        if isinstance(d, dict) and "scenario" in d and "target" in d:
-            by_scenario.setdefault(d["scenario"]["name"], {})[d["target"]] = d
+    by_scenario = recompute.scenario_docs(out)
     order = [n for n in SCENARIOS if n in by_scenario]
     report, cpu = [], {}
     for name in order:
@@ -217,13 +210,22 @@ def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[
                        "repeats": max(len(d["repeats"]) for d in docs.values()), "command": first["command"],
                        "versions": {t: d.get("version") for t, d in docs.items() if t != "direct"}})
         cpu[name] = {t: m["cpu_us_per_chunk"] for t, m in medians.items() if m.get("cpu_us_per_chunk")}
-        samples = {t: [x for r in docs[t]["repeats"] for x in ttfc_samples(Path(r["rundir"]))]
+        samples = {t: [x for r in docs[t]["repeats"] for x in ttfc_samples(out / "runs" / name / t / f"r{r['repeat']}")]
                    for t in TARGETS if t in docs}
         plots.ttfc_cdf(f"{name}: TTFC, all repeats", samples, out / f"{name}-ttfc.png")
     plots.cpu_bars(cpu, list(TARGETS), out / "cpu-per-chunk.png")
     notes = [
         "The load generator and the sim run on the same cores as the proxy, and other work on the machine adds "
         "noise: each run's `load_average_before` is in its `runs/<scenario>/<target>/r<k>/run.json`.",
+        "Every session of every run is in `runs/<scenario>/<target>/r<k>/loadtest/requests.jsonl.gz`; "
+        f"`python -m bench.recompute {out}` recomputes every figure above from those files and the runs' records.",
+        "`-tuned` rows: the same peer with its documented connection caps raised to the scenario's stream count "
+        "and the same listen backlog as moonrelay and nginx (settings and sources in bench/README.md). "
+        "moonrelay and nginx both write one JSON access-log line per request to a file; LiteLLM and "
+        "openai-forward write none, in both their rows.",
+        "Memory per upstream stream divides a proxy's RSS growth by the streams it held open at the sim; memory "
+        "per client session divides it by the client sessions open at the peak, some of which a capped peer "
+        "holds waiting for an upstream connection and an overloaded one has not accepted yet.",
         "`direct` shows what the load generator and sim alone reach: where its TTFC is already far above the "
         "sim's TTFT, the machine itself is saturated and the overheads measure queueing, not relay cost.",
     ]
@@ -266,12 +268,26 @@ async def run_all(args: argparse.Namespace, scenarios: list[Scenario], targets: 
                 if "figures" in record:
                     this_rep[target] = record["figures"]
                     f = record["figures"]
-                    print(f"[bench]   completed {f['completed']} failed {f['failed']} "
+                    print(f"[bench]   completed {f['completed']} unverified {f.get('unverified')} failed {f['failed']} "
                           f"TTFC p99 {f['ttfc_p99_ms']} ms, CPU µs/chunk {f['cpu_us_per_chunk']}", flush=True)
                 else:
                     print(f"[bench]   error: {record.get('error', '')[:300]}", flush=True)
             metrics.add_overheads(this_rep)
     return runs
+
+
+def write_scenario_docs(out: Path, scenarios: list[Scenario], runs: dict[str, dict[str, list[dict[str, Any]]]],
+                        versions: dict[str, str], command: str, facts: dict[str, Any]) -> None:
+    """``<out>/<scenario>-<target>.json``: every repeat's record (figures with overheads) and the medians."""
+    for sc in scenarios:
+        for t, recs in runs[sc.name].items():
+            ok = [r["figures"] for r in recs if "figures" in r]
+            if recs:
+                (out / f"{sc.name}-{t}.json").write_text(json.dumps({
+                    "scenario": dataclasses.asdict(sc), "target": t, "version": versions.get(t),
+                    "median": metrics.median(ok) if ok else None, "repeats": recs, "command": command,
+                    "machine": facts,
+                }, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,16 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {t} unavailable: {exc}", flush=True)
 
     runs = trio.run(run_all, args, scenarios, targets, unavailable)
-
-    for sc in scenarios:
-        for t, recs in runs[sc.name].items():
-            ok = [r["figures"] for r in recs if "figures" in r]
-            if recs:
-                (args.out / f"{sc.name}-{t}.json").write_text(json.dumps({
-                    "scenario": dataclasses.asdict(sc), "target": t, "version": versions.get(t),
-                    "median": metrics.median(ok) if ok else None, "repeats": recs, "command": command,
-                    "machine": facts,
-                }, indent=2, default=str))
+    write_scenario_docs(args.out, scenarios, runs, versions, command, facts)
     write_report(args.out, command, facts, versions, unavailable, scale=args.scale)
     print(f"[bench] wrote {args.out}/README.md", flush=True)
     return 0
