@@ -77,9 +77,13 @@ def test_every_untested_framework_is_named_in_the_one_line(installed, caplog):
     assert "quart-trio not installed" in line and "h11 0.17.0" in line and "trio 0.36.0" in line
 
 
-def test_prerelease_of_the_next_minor_is_untested(installed):
-    installed["trio"] = "0.36.0rc1"
-    assert versions.untested_frameworks() == ["trio 0.36.0rc1 (tested >=0.35.0,<0.36)"]
+def test_a_prerelease_is_untested(installed):
+    installed["trio"] = "0.35.1rc1"  # inside the tested minor, but nobody tested a prerelease
+    installed["hypercorn"] = "0.18.0.post1"  # a post-release is a different build: untested under an exact pin
+    assert versions.untested_frameworks() == [
+        "hypercorn 0.18.0.post1 (tested ==0.18.0)",
+        "trio 0.35.1rc1 (tested >=0.35.0,<0.36)",
+    ]
 
 
 def test_forced_off_is_off_without_a_warning(installed, caplog):

@@ -49,8 +49,8 @@ def untested_frameworks() -> list[str]:
         except metadata.PackageNotFoundError:
             untested.append(f"{name} not installed (tested {spec})")
             continue
-        # prereleases=True: a pin to a prerelease must match it; "==0.18.0" never matches "0.18.1rc1" either way.
-        if not SpecifierSet(spec).contains(installed, prereleases=True):
+        # Only releases are pinned, so a prerelease is never the tested version, even inside a tested minor.
+        if not SpecifierSet(spec).contains(installed, prereleases=False):
             untested.append(f"{name} {installed} (tested {spec})")
     return untested
 
