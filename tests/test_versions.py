@@ -11,18 +11,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from proxy.serving import versions
+from tests.test_dependencies import locked_versions
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def locked_versions() -> dict[str, str]:
-    """``name -> version`` of every pin in requirements.lock."""
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line and not line[0].isspace() and not line.startswith("#"):
-            name, _, version = line.split(" ")[0].partition("==")
-            pins[canonicalize_name(name)] = version
-    return pins
 
 
 @pytest.fixture
