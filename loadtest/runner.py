@@ -32,10 +32,10 @@ from typing import Any
 import trio
 
 from loadtest.client import Endpoint, now_ns
+from loadtest.fdlimit import raise_nofile_limit
 from loadtest.progress import LiveStats
 from loadtest.record import ProcessUsage, RunData, SessionRecord
 from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, build_request, run_session
-from proxy.limits import raise_nofile_limit
 
 SATURATION = 0.85  # CPU seconds per wall second of one process: above this it measures its own queueing
 FD_RESERVE = 64  # fds a load process needs besides its sockets (stdio, pipes, trio's wakeup fds, files)

@@ -56,7 +56,7 @@ from loadtest.client import (
     open_connection,
 )
 from loadtest.record import SessionRecord
-from proxy.sse import EventSplitter, event_data
+from loadtest.ssereader import SSEReader
 
 DONE = b"[DONE]"
 _SIM_KEY = b'"sim"'
@@ -174,13 +174,13 @@ class StreamAccounting:
     :meth:`verdict`.
     """
 
-    __slots__ = ("rec", "ndjson", "_split", "_last_ns", "malformed", "error_event", "_line_buf", "stamped",
+    __slots__ = ("rec", "ndjson", "_sse", "_last_ns", "malformed", "error_event", "_line_buf", "stamped",
                  "_next_seq", "_seq_break", "_seqs")
 
     def __init__(self, rec: SessionRecord, *, ndjson: bool = False) -> None:
         self.rec = rec
         self.ndjson = ndjson
-        self._split = EventSplitter()
+        self._sse = SSEReader()
         self._line_buf = b""
         self._last_ns = 0
         self.malformed: str | None = None
@@ -202,10 +202,7 @@ class StreamAccounting:
                 if line:
                     self._chunk(line, t_ns)
             return
-        for event in self._split.feed(data):
-            payload = event_data(event)
-            if payload is None:
-                continue  # comment / keep-alive
+        for payload in self._sse.feed(data):  # comments and events without data give none
             if payload == DONE:
                 if rec.done:
                     self._bad("second [DONE]")
@@ -221,7 +218,7 @@ class StreamAccounting:
         if self.ndjson and self._line_buf.strip():
             self._chunk(self._line_buf.strip(), t_ns)
             self._line_buf = b""
-        elif not self.ndjson and self._split.pending.strip():
+        elif not self.ndjson and self._sse.pending.strip():
             self._bad("unterminated event at end of stream")
 
     def _bad(self, why: str) -> None:

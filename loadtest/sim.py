@@ -42,8 +42,8 @@ import h11
 import trio
 
 from loadtest import simcontent
+from loadtest.fdlimit import raise_nofile_limit
 from loadtest.timer import DeadlineTimer
-from proxy.limits import raise_nofile_limit
 
 __all__ = ["SimConfig", "SimServer", "SimStats", "SharedSimStats", "serve_sim", "main"]
 
