@@ -3,8 +3,8 @@
 Why not httpx on the hot path: at 1,000 concurrent streams on this machine one shared
 ``httpx.AsyncClient`` cost 1.6 ms CPU per received chunk, a raw trio + h11 client 0.12 ms. At 10,000
 streams the former alone would need more than the two cores we have. This module only moves bytes
-between a socket and h11; what the bytes mean (SSE events, sim stamps, usage) is
-:mod:`loadtest.session`'s business.
+between a socket and h11 (a chunked body through :mod:`loadtest.chunked`); what the bytes mean (SSE
+events, sim stamps, usage) is :mod:`loadtest.accounting`'s business.
 
 Exceptions, all subclasses of :class:`ClientError`, map the transport's many failure types at this one
 boundary::

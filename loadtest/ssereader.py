@@ -22,7 +22,8 @@ The rules, as implemented here:
 Bytes stay bytes (the caller parses the data as JSON, which decodes it). Work is per read, not per byte
 in Python: line endings are normalised with two ``bytes.replace`` only when a CR is present, events are
 cut with one ``bytes.split``, and an event that is a single ``data: `` line (every chunk of an
-OpenAI-compatible stream) is taken by one slice.
+OpenAI-compatible stream) is taken by one slice. The unended tail is joined to the next read, so an event
+split over k reads is scanned k times: cheap for chat chunks of a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ class SSEReader:
     """Incremental reader: ``feed(read)`` returns the data of every event that read completed, in order.
 
     :meth:`feed_events` returns whole :class:`Event` tuples instead (type, data, last event ID); the load
-    generator grades data only, as the OpenAI SDKs do for chat streams. An event's fields take effect when
-    its blank line arrives, so ``last_event_id`` and ``retry_ms`` are those of the events ended so far (the
-    standard applies ``retry`` at once: they differ only for an event that the stream's end cuts off).
+    generator grades data only (a chat completion stream sends every chunk as a default-type event). An
+    event's fields take effect when its blank line arrives, so ``last_event_id`` and ``retry_ms`` are those
+    of the events ended so far (the standard applies ``retry`` at once: they differ only for an event that
+    the stream's end cuts off).
     """
 
     __slots__ = ("_buf", "_cr", "_head", "last_event_id", "retry_ms")
