@@ -269,7 +269,7 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
     import signal
 
     from loadtest.embedded import servers
-    from proxy.limits import raise_nofile_limit
+    from loadtest.fdlimit import raise_nofile_limit
 
     fd_soft, _ = raise_nofile_limit()
     profile = _profile(args)

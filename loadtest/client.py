@@ -3,8 +3,8 @@
 Why not httpx on the hot path: at 1,000 concurrent streams on this machine one shared
 ``httpx.AsyncClient`` cost 1.6 ms CPU per received chunk, a raw trio + h11 client 0.12 ms. At 10,000
 streams the former alone would need more than the two cores we have. This module only moves bytes
-between a socket and h11; what the bytes mean (SSE events, sim stamps, usage) is
-:mod:`loadtest.session`'s business.
+between a socket and h11 (a chunked body through :mod:`loadtest.chunked`); what the bytes mean (SSE
+events, sim stamps, usage) is :mod:`loadtest.accounting`'s business.
 
 Exceptions, all subclasses of :class:`ClientError`, map the transport's many failure types at this one
 boundary::
@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from loadtest.chunked import ChunkedDecoder, ChunkedError
+
 RECEIVE_SIZE = 65536
 _END = h11.EndOfMessage()
-_HEXDIG = b"0123456789abcdefABCDEF"
-_MAX_SIZE_DIGITS = 16  # a chunk of 2**64 bytes or more is an attack, not a response
 
 # Connect errors that a retry can cure: a full listen backlog (SYNs dropped or answered with RST when
 # tcp_abort_on_overflow is set), or a server that is still binding. Anything else fails at once.
@@ -172,71 +172,6 @@ async def open_connection(
     return Connection(stream)
 
 
-class ChunkedDecoder:
-    """Sans-I/O ``Transfer-Encoding: chunked`` body decoder: ``feed(bytes)`` returns the payload bytes.
-
-    Why not h11 for the body: h11 runs its reader, event construction and state machine for every
-    HTTP chunk (~30 µs each here); a stream of small SSE events is nothing but chunks. h11 still parses
-    the status line and headers; this takes over after them. ``done`` is set by the last-chunk and
-    trailer section; bytes after it are a protocol error (we never pipeline).
-    """
-
-    __slots__ = ("_buf", "_left", "done")
-
-    _SIZE, _DATA_CRLF, _TRAILERS = 0, -2, -3
-    _MAX_LINE = 4096
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._left = 0  # > 0: payload bytes left in this chunk; else one of the states above
-        self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        buf = self._buf + data if self._buf else data
-        out: list[bytes] = []
-        pos, n = 0, len(buf)
-        while pos < n:
-            left = self._left
-            if left > 0:
-                take = min(left, n - pos)
-                out.append(buf[pos : pos + take])
-                pos += take
-                self._left = left - take or self._DATA_CRLF
-            elif left == self._DATA_CRLF:
-                if n - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                pos += 2
-                self._left = self._SIZE
-            else:
-                i = buf.find(b"\r\n", pos)
-                if i < 0:
-                    if n - pos > self._MAX_LINE:
-                        raise ProtocolError("chunk header line too long")
-                    break
-                line = buf[pos:i]
-                pos = i + 2
-                if left == self._TRAILERS:
-                    if not line:
-                        self.done = True
-                        if pos != n:
-                            raise ProtocolError("bytes after the end of the response")
-                        break
-                    continue
-                # RFC 9112 7.1: chunk-size = 1*HEXDIG, then BWS ";" chunk-ext. int(x, 16) alone would
-                # also take "0x1f", "1_0", " +3 " and "-1"; translate() drops the hex digits, so anything
-                # left over is not one.
-                semi = line.find(b";")
-                digits = line if semi < 0 else line[:semi].rstrip(b" \t")
-                if not digits or len(digits) > _MAX_SIZE_DIGITS or digits.translate(None, _HEXDIG):
-                    raise ProtocolError(f"bad chunk size line {bytes(line[:40])!r}")
-                size = int(digits, 16)
-                self._left = size if size else self._TRAILERS
-        self._buf = buf[pos:] if pos < n else b""
-        return b"".join(out) if len(out) != 1 else out[0]
-
-
 class Connection:
     """One HTTP/1.1 connection: bytes between a trio stream and an h11 client state machine."""
 
@@ -321,29 +256,32 @@ class Connection:
         """
         dec = self._chunked
         if dec is not None:
-            pending = self._pending
-            if pending:
-                self._pending = b""
-                out = dec.feed(pending)
-                if dec.done:
-                    self._chunked = None
-                    return out, True
-                if out:
-                    return out, False
-            while True:
-                try:
-                    data = await self._stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise ConnectionReset(f"receive: {exc}") from exc
-                if not data:
-                    self._keep_alive = False
-                    raise ConnectionReset("peer closed connection without sending complete message body")
-                out = dec.feed(data)
-                if dec.done:
-                    self._chunked = None
-                    return out, True
-                if out:
-                    return out, False
+            try:  # free unless raised (Python >= 3.11)
+                pending = self._pending
+                if pending:
+                    self._pending = b""
+                    out = dec.feed(pending)
+                    if dec.done:
+                        self._chunked = None
+                        return out, True
+                    if out:
+                        return out, False
+                while True:
+                    try:
+                        data = await self._stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        raise ConnectionReset(f"receive: {exc}") from exc
+                    if not data:
+                        self._keep_alive = False
+                        raise ConnectionReset("peer closed connection without sending complete message body")
+                    out = dec.feed(data)
+                    if dec.done:
+                        self._chunked = None
+                        return out, True
+                    if out:
+                        return out, False
+            except ChunkedError as exc:
+                raise ProtocolError(str(exc)) from exc
         h = self._h11
         parts: list[bytes] = []
         while True:

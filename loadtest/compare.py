@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loadtest.report import fmt_num
+from loadtest.reportmd import fmt_num
 
 # Metrics where a larger B is an improvement; everything else numeric (latencies, failures, CPU) is
 # better smaller. Used only to colour the delta.

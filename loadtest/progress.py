@@ -57,7 +57,7 @@ class LiveStats:
         return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
     def merge_delta(self, d: dict[str, Any]) -> None:
-        """Apply a worker process's progress message (see ``loadtest.runner``)."""
+        """Apply a worker process's progress message (see :mod:`loadtest.workers`)."""
         self.open += d.get("open", 0)
         self.completed += d.get("completed", 0)
         self.unverified += d.get("unverified", 0)

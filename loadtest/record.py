@@ -14,10 +14,10 @@ from typing import Any
 class SessionRecord:
     """What one streaming (or non-streaming) chat completion did, as seen by the load generator.
 
-    Three outcomes (:mod:`loadtest.session` has the exact rules): *completed* (``error_kind`` None and
-    not ``unverified``): HTTP 200, no error event, every chunk the sim announced, in seq order, and
-    ``[DONE]``; *unverified*: it ended cleanly but its chunks carried no sim stamps, so nothing could
-    check that none was lost; *failed*: ``error_kind`` says why.
+    Three outcomes (:mod:`loadtest.accounting` and :mod:`loadtest.session` have the exact rules):
+    *completed* (``error_kind`` None and not ``unverified``): HTTP 200, no error event, every chunk the
+    sim announced, in seq order, and ``[DONE]``; *unverified*: it ended cleanly but its chunks carried no
+    sim stamps, so nothing could check that none was lost; *failed*: ``error_kind`` says why.
     """
 
     worker: int = 0

@@ -6,7 +6,7 @@ Definitions used throughout (the report's "Metric definitions" section repeats t
   Hyndman & Fan type 7): for sorted values ``x[0..n-1]`` the p-th percentile sits at rank
   ``h = (n - 1) * p / 100`` and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
 - Sessions are *completed* (verified against the sim's stamps), *unverified* (ended cleanly, but the
-  chunks carried no stamps, so a lost chunk would go unseen) or *failed*; see :mod:`loadtest.session`.
+  chunks carried no stamps, so a lost chunk would go unseen) or *failed*; see :mod:`loadtest.accounting`.
 - Latency statistics (TTFC, E2E, gaps, relay delay) and requests/s are over measured sessions that ended
   without a detected error (completed and unverified: their timing is real even where their completeness
   is not known); goodput needs *completed*. Connect time is over every measured session that opened a new

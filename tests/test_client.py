@@ -8,15 +8,11 @@ import time
 import pytest
 import trio
 
-from loadtest.client import ChunkedDecoder, Endpoint, ProtocolError
+from loadtest.accounting import StreamAccounting
+from loadtest.chunked import ChunkedDecoder, ChunkedError
+from loadtest.client import Endpoint
 from loadtest.record import SessionRecord
-from loadtest.session import (
-    ConnectionSlot,
-    RetryCounter,
-    StreamAccounting,
-    build_request,
-    run_session,
-)
+from loadtest.session import ConnectionSlot, RetryCounter, build_request, run_session
 from tests.conftest import start_sim
 
 MESSAGES = [{"role": "user", "content": "Tell me about the moon"}]
@@ -86,7 +82,7 @@ def test_chunked_decoder_any_split():
 
 @pytest.mark.parametrize("wire", [b"zz\r\n", b"3\r\nabcXY", b"0\r\n\r\nextra", b"1" * 5000])
 def test_chunked_decoder_rejects_garbage(wire):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ChunkedError):
         ChunkedDecoder().feed(wire)
 
 
@@ -320,8 +316,19 @@ def test_partly_stamped_stream_fails():
      (b"0" * 16 + b"3", 3)],
 )
 def test_chunk_size_rejects_what_rfc9112_does_not_allow(size, n):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ChunkedError):
         ChunkedDecoder().feed(size + b"\r\n" + b"x" * n + b"\r\n0\r\n\r\n")
+
+
+async def test_a_bad_chunk_size_on_the_wire_is_a_malformed_response(nursery):
+    """The decoder's ChunkedError becomes the client's ProtocolError, so the session fails as ``malformed``."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    event = _chunk(0, 2)
+    body = b"%x\r\n%b\r\n" % (len(event), event) + b"0x10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n"
+    target = ScriptedTarget(lambda conn, k: ("close", head + body))
+    port = await nursery.start(target.serve)
+    rec = await _session(f"http://127.0.0.1:{port}/v1")
+    assert rec.error_kind == "malformed" and "bad chunk size" in rec.error_detail, (rec.error_kind, rec.error_detail)
 
 
 @pytest.mark.parametrize("line, n", [(b"1f", 31), (b"1F", 31), (b"a;ext=1", 10), (b"a ; ext=1", 10), (b"00a", 10)])

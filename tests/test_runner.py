@@ -1,11 +1,14 @@
 """Load shapes against the sim over real sockets: closed and open loop, keep-alive, interrupt, workers."""
 
+from functools import partial
+
 import httpx
 import trio
 
 from loadtest import stats
 from loadtest.progress import LiveStats
 from loadtest.runner import LoadConfig, Runner
+from loadtest.sim import SimConfig, SimStats, serve_sim
 from tests.conftest import start_sim
 
 
@@ -129,3 +132,41 @@ async def test_connect_failures_counted_and_warned():
     assert run.connect_retries == 6
     assert any("connect retries" in w for w in run.warnings)
     assert any("2 of 2 sessions failed" in w for w in run.warnings)
+
+
+class SimOpenWatch(SimStats):
+    """The sim's counters, with ``reached`` set once ``n`` chat requests are open at the sim."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.reached = trio.Event()
+
+    def on_started(self) -> None:
+        super().on_started()
+        if self.snapshot()["open"] >= self.n:
+            self.reached.set()
+
+
+async def test_interrupt_stops_worker_processes_and_keeps_their_records(nursery):
+    watch = SimOpenWatch(10)
+    sim = await nursery.start(partial(serve_sim, SimConfig(port=0, ttft=30, chunks=2), stats=watch))
+    runner = Runner(LoadConfig(url=sim.url, concurrency=10, timeout_s=60), workers=2)
+    done = trio.Event()
+    result = []
+
+    async def run():
+        result.append(await runner.run())
+        done.set()
+
+    nursery.start_soon(run)
+    with trio.fail_after(30):
+        await watch.reached.wait()  # every session of both children is in flight at the sim
+        runner.interrupt()
+        await done.wait()
+    run_data = result[0]
+    assert run_data.interrupted
+    assert len(run_data.records) == 10 and {r.worker for r in run_data.records} == {0, 1}
+    assert {r.error_kind for r in run_data.records} == {"interrupted"}
+    assert [p.role for p in run_data.processes] == ["loadtest-worker", "loadtest-worker"]
+    assert not any("returned no records" in w for w in run_data.warnings)

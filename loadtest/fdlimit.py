@@ -1,0 +1,24 @@
+"""The load generator's file-descriptor limit: every open stream costs a socket, so raise it first."""
+
+from __future__ import annotations
+
+import resource
+
+__all__ = ["raise_nofile_limit"]
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (1,048,576 when unlimited); return the (soft, hard) in force.
+
+    Callers size their process counts from the soft limit it returns; a limit the kernel refuses is left
+    as it was.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -1,0 +1,217 @@
+"""Load shapes: the closed loop (``--concurrency``) and the open loop (``--rate``), for one process's share.
+
+:class:`LoadConfig` is what to send and how (pickled to worker processes as it is); :class:`WorkerLoad`
+runs one process's share of one phase in one nursery that owns every session: slots ``worker,
+worker + W, ...`` of the closed loop, or rate ``R / W`` of the open loop. Running the phases, in this
+process or in several, is :mod:`loadtest.runner`'s and :mod:`loadtest.workers`' business.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import trio
+
+from loadtest.client import Endpoint, now_ns
+from loadtest.progress import LiveStats
+from loadtest.record import SessionRecord
+from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, build_request, run_session
+
+__all__ = ["LoadConfig", "WorkerLoad"]
+
+
+@dataclass
+class LoadConfig:
+    """What to send and how: everything a worker process needs (pickled to it)."""
+
+    url: str
+    concurrency: int = 1
+    requests: int | None = None
+    duration_s: float | None = None
+    rate: float | None = None
+    max_concurrency: int | None = None
+    ramp_up_s: float = 0.0
+    warmup_s: float = 0.0
+    keepalive: bool = True
+    timeout_s: float = 120.0
+    stream: bool = True
+    ndjson: bool = False
+    model: str = "moonshot-v1-8k"
+    prompts: list[list[dict[str, Any]]] = field(default_factory=lambda: [[{"role": "user", "content": "Hello"}]])
+    max_tokens: int | None = None
+    seed: int = 0
+    api_key: str | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    baseline_url: str | None = None  # --baseline: the same load against this URL first, as target "direct"
+
+    def describe(self) -> dict[str, Any]:
+        """The config as recorded in result.json (the dataset summarised, not copied)."""
+        d = asdict(self)
+        d["prompts"] = len(self.prompts)
+        d["api_key"] = "set" if self.api_key else None
+        d["mode"] = "open" if self.rate else "closed"
+        return d
+
+    def share(self, total: int | None, worker: int, workers: int) -> int | None:
+        if total is None:
+            return None
+        return total // workers + (1 if worker < total % workers else 0)
+
+
+class WorkerLoad:
+    """One process's share of one phase: slots ``worker, worker + W, ...`` of the closed loop, or
+    rate ``R / W`` of the open loop (a sum of independent Poisson processes is Poisson with rate R)."""
+
+    def __init__(
+        self, cfg: LoadConfig, *, target: str, url: str, worker: int = 0, workers: int = 1,
+        live: LiveStats | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.target = target
+        self.endpoint = Endpoint.from_url(url)
+        self.worker = worker
+        self.workers = workers
+        self.live = live if live is not None else LiveStats()
+        self.records: list[SessionRecord] = []
+        self.retries = RetryCounter()
+        self.interrupted = False
+        self._scope: trio.CancelScope | None = None
+        self._specs: dict[int, RequestSpec] = {}
+        self._rng = random.Random(f"{cfg.seed}/{worker}/{target}")
+        self._tickets = cfg.share(cfg.requests, worker, workers)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- request choice ----------------------------------------------------------------------------
+
+    def _spec(self) -> RequestSpec:
+        cfg = self.cfg
+        i = self._rng.randrange(len(cfg.prompts)) if len(cfg.prompts) > 1 else 0
+        spec = self._specs.get(i)
+        if spec is None:
+            spec = self._specs[i] = build_request(
+                self.endpoint, model=cfg.model, messages=cfg.prompts[i], max_tokens=cfg.max_tokens,
+                stream=cfg.stream, ndjson=cfg.ndjson, api_key=cfg.api_key, extra=cfg.extra_body,
+            )
+        return spec
+
+    # -- clock -------------------------------------------------------------------------------------
+
+    def _clock(self, t0_ns: int) -> None:
+        # trio's clock and CLOCK_MONOTONIC tick together; one offset converts between them.
+        self._offset = trio.current_time() - time.monotonic_ns() / 1e9
+        self._t0_ns = t0_ns
+        self._warmup_end_ns = t0_ns + int(self.cfg.warmup_s * 1e9)
+        self._end_ns = None if self.cfg.duration_s is None else self._warmup_end_ns + int(self.cfg.duration_s * 1e9)
+
+    def _trio_time(self, ns: int) -> float:
+        return ns / 1e9 + self._offset
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    async def _one(self, rec: SessionRecord, slot: ConnectionSlot) -> None:
+        self.records.append(rec)
+        live = self.live
+        live.started()
+        try:
+            await run_session(
+                self.endpoint, self._spec(), rec, slot,
+                timeout_s=self.cfg.timeout_s, keepalive=self.cfg.keepalive, retries=self.retries,
+            )
+        finally:
+            live.finished(rec.error_kind is None, rec.ttfc_ms, rec.unverified)
+
+    def _ticket(self, first: bool) -> bool:
+        """May a closed-loop slot start another session now?"""
+        if self._tickets is not None:
+            if self._tickets <= 0:
+                return False
+            self._tickets -= 1
+            return True
+        if self._end_ns is not None:
+            return now_ns() < self._end_ns
+        return first
+
+    async def _slot(self, index: int, start_ns: int) -> None:
+        await trio.sleep_until(self._trio_time(start_ns))
+        slot = ConnectionSlot()
+        intended = start_ns
+        seq = 0
+        try:
+            while self._ticket(seq == 0):
+                rec = SessionRecord(
+                    worker=self.worker, slot=index, seq=seq, target=self.target, intended_ns=intended,
+                    warmup=intended < self._warmup_end_ns,
+                )
+                await self._one(rec, slot)
+                intended = rec.end_ns  # the slot is free again: the next session is due now
+                seq += 1
+        finally:
+            with trio.CancelScope(shield=True):
+                await slot.aclose()
+
+    async def _closed_loop(self, nursery: trio.Nursery) -> None:
+        n = self.cfg.concurrency
+        ramp_ns = int(self.cfg.ramp_up_s * 1e9)
+        for index in range(self.worker, n, self.workers):
+            start = self._t0_ns + (ramp_ns * index // n if n > 1 else 0)
+            nursery.start_soon(self._slot, index, start)
+
+    async def _arrival(self, seq: int, intended_ns: int, cap: trio.Semaphore, pool: list[ConnectionSlot]) -> None:
+        async with cap:
+            slot = pool.pop() if pool else ConnectionSlot()
+            rec = SessionRecord(
+                worker=self.worker, slot=-1, seq=seq, target=self.target, intended_ns=intended_ns,
+                warmup=intended_ns < self._warmup_end_ns,
+            )
+            try:
+                await self._one(rec, slot)
+            finally:
+                if slot.conn is not None:
+                    pool.append(slot)
+
+    async def _open_loop(self, nursery: trio.Nursery, pool: list[ConnectionSlot]) -> None:
+        cfg = self.cfg
+        assert cfg.rate
+        rate = cfg.rate / self.workers
+        cap_total = cfg.max_concurrency or cfg.concurrency
+        cap = trio.Semaphore(max(1, self.cfg.share(cap_total, self.worker, self.workers) or 1))
+        arrivals = self._rng_arrivals = random.Random(f"{cfg.seed}/{self.worker}/arrivals")
+        t = self._t0_ns
+        seq = 0
+        while True:
+            if self._tickets is not None:
+                if self._tickets <= 0:
+                    break
+            elif self._end_ns is None:
+                break
+            t += int(arrivals.expovariate(rate) * 1e9)
+            if self._end_ns is not None and t >= self._end_ns:
+                break
+            if self._tickets is not None:
+                self._tickets -= 1
+            await trio.sleep_until(self._trio_time(t))
+            nursery.start_soon(self._arrival, seq, t, cap, pool)
+            seq += 1
+
+    async def run(self, t0_ns: int) -> None:
+        """Run this share of the load from ``t0_ns``; returns when every session ended or on interrupt."""
+        self._clock(t0_ns)
+        pool: list[ConnectionSlot] = []
+        with trio.CancelScope() as self._scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    if self.cfg.rate:
+                        await self._open_loop(nursery, pool)
+                    else:
+                        await self._closed_loop(nursery)
+            finally:
+                with trio.CancelScope(shield=True):
+                    for slot in pool:
+                        await slot.aclose()

@@ -1,0 +1,136 @@
+"""One request's plan, pure: its timing and the fault to inject.
+
+Defaults come from :class:`~loadtest.sim._config.SimConfig`, then ``X-Sim-*`` headers, then ``sim_*`` body
+fields (the body wins). Faults (``sim_fault`` / ``X-Sim-Fault``):
+
+- ``status:N``: answer status N with Moonshot's error body instead of a completion;
+- ``stall``: never answer; ``headers-then-stall``: send the response head, then nothing;
+- ``drop:K``: close the connection abruptly before content chunk K (no final chunk, no ``[DONE]``);
+- ``malformed:K``: content chunk K is not JSON;
+- ``drip``: every chunk in pieces of at most 7 bytes, spread over the interval.
+
+The behaviours live inline in the chat handler's send loop (:mod:`loadtest.sim._chat`), so a request
+without a fault pays one comparison per chunk and no call.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from loadtest.sim._config import SimConfig
+
+__all__ = ["FAULTS", "BadRequest", "Plan", "make_plan", "schedule", "truthy"]
+
+FAULTS = ("status", "stall", "drop", "malformed", "drip", "headers-then-stall")
+
+
+class BadRequest(Exception):
+    """A request the sim answers with 400 invalid_request_error."""
+
+
+@dataclass(slots=True)
+class Plan:
+    ttft: float
+    ttft_jitter: float
+    chunks: int
+    interval: float
+    interval_jitter: float
+    tokens_per_chunk: int
+    fault: str | None
+    fault_arg: int
+    deterministic: bool
+
+
+_OVERRIDES = {
+    # body field / header suffix -> (Plan attribute, parser)
+    "ttft": ("ttft", float),
+    "ttft_jitter": ("ttft_jitter", float),
+    "chunks": ("chunks", int),
+    "interval": ("interval", float),
+    "tokens_per_chunk": ("tokens_per_chunk", int),
+    "fault": ("fault", str),
+    "deterministic": ("deterministic", None),
+}
+
+
+def truthy(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def make_plan(config: SimConfig, body: Mapping, headers: Mapping[str, str]) -> Plan:
+    """The request's timing and faults: config defaults, then ``X-Sim-*`` headers, then ``sim_*`` body fields."""
+    values: dict[str, object] = {
+        "ttft": config.ttft,
+        "ttft_jitter": config.ttft_jitter,
+        "chunks": config.chunks,
+        "interval": config.interval,
+        "interval_jitter": config.interval_jitter,
+        "tokens_per_chunk": config.tokens_per_chunk,
+        "fault": None,
+        "deterministic": False,
+    }
+    for key, (attr, parse) in _OVERRIDES.items():
+        raw = headers.get("x-sim-" + key.replace("_", "-"))
+        if "sim_" + key in body:
+            raw = body["sim_" + key]
+        if raw is None:
+            continue
+        try:
+            if parse is None:
+                values[attr] = truthy(raw)
+            elif parse is str:
+                values[attr] = str(raw).strip().lower()
+            elif isinstance(raw, bool):
+                raise ValueError("booleans are not numbers")
+            else:
+                number = parse(raw)
+                if parse is float and not math.isfinite(number):
+                    raise ValueError("not finite")
+                values[attr] = number
+        except (TypeError, ValueError):
+            raise BadRequest(f"sim_{key}: invalid value {raw!r}") from None
+    for attr in ("ttft", "ttft_jitter", "interval", "chunks"):
+        if values[attr] < 0:
+            raise BadRequest(f"sim_{attr}: must not be negative")
+    if values["tokens_per_chunk"] < 1:
+        raise BadRequest("sim_tokens_per_chunk: must be at least 1")
+    if values["chunks"] > 1_000_000:
+        raise BadRequest("sim_chunks: too many")
+    fault, fault_arg = _parse_fault(values.pop("fault"))
+    return Plan(fault=fault, fault_arg=fault_arg, **values)
+
+
+def _parse_fault(spec: object) -> tuple[str | None, int]:
+    if spec is None or spec in ("", "none"):
+        return None, 0
+    name, _, arg = str(spec).partition(":")
+    if name not in FAULTS:
+        raise BadRequest(f"sim_fault: unknown fault {spec!r}; known: {', '.join(FAULTS)}")
+    if name in ("status", "drop", "malformed"):
+        try:
+            number = int(arg)
+        except ValueError:
+            raise BadRequest(f"sim_fault: {name} needs an integer, e.g. {name}:3") from None
+        if number < 0 or (name == "status" and not 200 <= number <= 599):
+            raise BadRequest(f"sim_fault: bad argument in {spec!r}")
+        return name, number
+    return name, 0
+
+
+def schedule(plan: Plan, start: float, rng: random.Random) -> list[float]:
+    """Absolute send times of the ``plan.chunks`` content chunks (at least one entry)."""
+    ttft = plan.ttft
+    if plan.ttft_jitter:
+        ttft = max(0.0, rng.uniform(ttft - plan.ttft_jitter, ttft + plan.ttft_jitter))
+    times = [start + ttft]
+    for _ in range(plan.chunks - 1):
+        gap = plan.interval
+        if plan.interval_jitter:
+            gap = max(0.0, rng.uniform(gap - plan.interval_jitter, gap + plan.interval_jitter))
+        times.append(times[-1] + gap)
+    return times
