@@ -7,8 +7,15 @@ events: the NDJSON conversion, usage extraction, and the load generator's client
 from __future__ import annotations
 
 import json
+import re
 
-_SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# The end of an event: a line break, then an empty line (CRLF, LF or CR each; CR LF is one break). A CR that
+# ends the bytes so far may be the first half of a CRLF: it ends nothing until the next byte shows which.
+_BREAK = rb"(?:\r\n|\r(?=[^\n])|\n)"
+_EVENT_END = re.compile(_BREAK + _BREAK)
+_BREAK_AT_END = rb"(?:\r\n|\r(?!\n)|\n)"  # the stream ended: a last CR is a line break
+_LAST_EVENT_END = re.compile(_BREAK_AT_END + _BREAK_AT_END)
+_BOM = b"\xef\xbb\xbf"
 
 
 class EventSplitter:
@@ -18,10 +25,11 @@ class EventSplitter:
     terminator arrives, so a TCP read that ends mid-event never produces a broken event.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_fresh")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._fresh = True  # nothing fed yet: a byte order mark may lead the stream
 
     @property
     def pending(self) -> bytes:
@@ -29,26 +37,36 @@ class EventSplitter:
         return self._buf
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The events ``data`` completed, by the standard's line rules (CRLF, LF or CR, mixed).
+
+        A CR that ends one read and an LF that starts the next are one line break: the empty line
+        that may follow it then reads as an empty event, which is skipped like any other.
+        """
         buf = self._buf + data if self._buf else data
-        if b"\n\n" in buf and b"\r" not in buf:
+        if self._fresh:  # the standard drops a byte order mark at the start of the stream
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf = buf
+                return []
+            self._fresh = False
+            if buf.startswith(_BOM):
+                buf = buf[3:]
+        if b"\r" not in buf:
+            if b"\n\n" not in buf:
+                self._buf = buf
+                return []
             # The common case (every OpenAI-compatible upstream we know frames with \n\n).
             parts = buf.split(b"\n\n")
             self._buf = parts.pop()
             return [p for p in parts if p]
-        events: list[bytes] = []
-        while True:
-            cut = -1
-            sep_len = 0
-            for sep in _SEPARATORS:
-                i = buf.find(sep)
-                if i != -1 and (cut == -1 or i < cut):
-                    cut, sep_len = i, len(sep)
-            if cut == -1:
-                break
-            if cut:
-                events.append(buf[:cut])
-            buf = buf[cut + sep_len :]
-        self._buf = buf
+        events, start = _split(buf, _EVENT_END)
+        self._buf = buf[start:]
+        return events
+
+    def end(self) -> list[bytes]:
+        """At the end of the stream: the events its last bytes completed (a final CR is a line break now).
+        An event without its empty line is not one (the standard drops it) and stays in ``pending``."""
+        events, start = _split(self._buf, _LAST_EVENT_END)
+        self._buf = self._buf[start:]
         return events
 
     def feed_whole(self, data: bytes) -> tuple[list[bytes], bytes]:
@@ -66,15 +84,29 @@ class EventSplitter:
         return events, data[: len(data) - rest] if rest else data
 
 
+def _split(buf: bytes, ends: re.Pattern[bytes]) -> tuple[list[bytes], int]:
+    """The events in ``buf`` and where the bytes after the last one start."""
+    events: list[bytes] = []
+    start = 0
+    for end in ends.finditer(buf):
+        event = buf[start : end.start()].lstrip(b"\r\n")  # leading empty lines dispatch nothing
+        if event:
+            events.append(event)
+        start = end.end()
+    return events, start
+
+
 def event_data(event: bytes) -> bytes | None:
     """The ``data`` field of one event (multi-line data joined with \\n); None for comment-only events."""
-    if event.startswith(b"data: ") and b"\n" not in event:
+    if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
         return event[6:]
     lines = []
     for line in event.splitlines():
         if line.startswith(b"data:"):
             value = line[5:]
             lines.append(value[1:] if value.startswith(b" ") else value)
+        elif line == b"data":  # a field with no colon has an empty value
+            lines.append(b"")
     if not lines:
         return None
     return b"\n".join(lines)

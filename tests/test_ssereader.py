@@ -2,8 +2,7 @@
 relay's own parser fed the same streams.
 
 The load generator must not grade the relay with the relay's parser, so it has its own. Here both read the
-same tricky streams at every byte boundary: where they agree, they must keep agreeing; where the relay's
-``proxy.sse`` is knowingly narrower, ``NARROWER`` writes down what each returns today.
+same tricky streams at every byte boundary and must agree with each other and with the standard.
 """
 
 from __future__ import annotations
@@ -98,6 +97,10 @@ def relay_data(reads: list[bytes]) -> list[bytes]:
             payload = event_data(event)
             if payload is not None:
                 out.append(payload)
+    for event in splitter.end():
+        payload = event_data(event)
+        if payload is not None:
+            out.append(payload)
     return out
 
 
@@ -123,31 +126,22 @@ AGREED = {
     "a colon in the value": (b'data: {"a":"b:c"}\n\n', [b'{"a":"b:c"}']),
     "unterminated last event is dropped": (b"data: a\n\ndata: b\n", [b"a"]),
     "a BOM later in the stream is content": (b"data: a\n\n" + BOM + b"data: b\n\n", [b"a"]),
-}
-
-# Where the relay's proxy.sse (EventSplitter + event_data) is knowingly narrower than the standard:
-# name -> (stream, data by the standard, data by the relay today). If the relay is fixed, move the case up.
-NARROWER = {
-    # event_data's one-line shortcut checks for LF only, so a CR-only multi-line event is taken as one line.
-    "CR-only line breaks inside an event": (b"data: a\rdata: b\r\r", [b"a\nb"], [b"a\rdata: b"]),
-    # EventSplitter ends events at \n\n, \r\n\r\n or \r\r only: an LF line followed by a CRLF or CR blank
-    # line never ends the event.
-    "LF line, then a CRLF blank line": (b"data: a\n\r\n", [b"a"], []),
-    "LF line, then a CR blank line": (b"data: a\n\r", [b"a"], []),
-    "CRLF line, then a CR blank line": (b"data: a\r\n\rdata: b\r\n\r\n", [b"a", b"b"], [b"a\nb"]),  # two as one
-    # A CRLF line followed by an LF blank line ends at the \n\n inside "\r\n\n": the CR stays in the data.
-    "CRLF line, then an LF blank line": (b"data: a\r\n\n", [b"a"], [b"a\r"]),
-    # A line without a colon is a field with an empty value: `data` alone adds an empty data line.
-    "data without colon": (b"data\n\n", [b""], []),
-    "data without colon, between lines": (b"data: a\ndata\ndata: b\n\n", [b"a\n\nb"], [b"a\nb"]),
-    # The relay does not drop a byte order mark at the start of the stream: its first event is lost.
-    "BOM at the start": (BOM + b"data: a\n\ndata: b\n\n", [b"a", b"b"], [b"b"]),
+    # Mixed line breaks (the relay's splitter once missed these; both parsers now follow the standard).
+    "CR-only line breaks inside an event": (b"data: a\rdata: b\r\r", [b"a\nb"]),
+    "LF line, then a CRLF blank line": (b"data: a\n\r\n", [b"a"]),
+    "LF line, then a CR blank line": (b"data: a\n\r", [b"a"]),
+    "CRLF line, then a CR blank line": (b"data: a\r\n\rdata: b\r\n\r\n", [b"a", b"b"]),
+    "CRLF line, then an LF blank line": (b"data: a\r\n\n", [b"a"]),
+    "data without colon": (b"data\n\n", [b""]),
+    "data without colon, between lines": (b"data: a\ndata\ndata: b\n\n", [b"a\n\nb"]),
+    "BOM at the start": (BOM + b"data: a\n\ndata: b\n\n", [b"a", b"b"]),
 }
 
 
-@pytest.mark.parametrize("name", sorted({**AGREED, **NARROWER}))
+
+@pytest.mark.parametrize("name", sorted(AGREED))
 def test_reader_follows_the_standard_at_every_split(name: str) -> None:
-    stream, expected = (AGREED[name] if name in AGREED else NARROWER[name][:2])
+    stream, expected = AGREED[name]
     spec, _ = spec_events(stream)
     assert [e.data for e in spec] == expected  # the table itself is right
     for reads in splits(stream):
@@ -161,14 +155,6 @@ def test_relay_and_load_generator_agree_at_every_split(name: str) -> None:
     stream, expected = AGREED[name]
     for reads in splits(stream):
         assert relay_data(reads) == read_data(reads) == expected, reads
-
-
-@pytest.mark.parametrize("name", sorted(NARROWER))
-def test_where_the_relay_is_narrower(name: str) -> None:
-    stream, spec, relay_today = NARROWER[name]
-    for reads in splits(stream):
-        assert read_data(reads) == spec, reads
-        assert relay_data(reads) == relay_today, reads
 
 
 def test_a_simulated_stream_agrees_cut_anywhere_twice() -> None:
