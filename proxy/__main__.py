@@ -40,6 +40,7 @@ _HELP = {
     "max_streams": "in-flight chat requests per worker, 0 = unlimited; beyond it an immediate 429",
     "retries": "extra upstream attempts before the first byte (connect errors, 429/502/503 only)",
     "retry_max_wait_s": "longest wait between attempts; a longer Retry-After is relayed to the client instead",
+    "fast_paths": "on: the serving fast paths on framework internals (proxy/serving/); off: plain hypercorn ASGI",
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
     "gc_tuning": "on: freeze the start-up heap and collect garbage less often (no full-heap stalls); off: CPython's",
     "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",

@@ -25,10 +25,10 @@ from .keypool import AllKeysResting
 from .metrics import CONTENT_TYPE
 from .models import merged_models
 from .observe import MODEL, TAP, UPSTREAM, install_observability
-from .quartcall import InlineHTTPConnection
 from .relay import NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
 from .responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
 from .routing import model_not_found
+from .serving import fast_paths_allowed, prepare_app
 from .upstream import Upstream, Upstreams
 from .usage import asked_for_usage, with_usage
 from .validate import ChatRequest, InvalidRequest, check_chat_object, check_content_type, parse_chat_request
@@ -93,7 +93,8 @@ def create_app(
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
     # (404, or 400 from pass-through's path check). Set before any route of ours is added.
     app.url_map.merge_slashes = False
-    app.asgi_http_class = InlineHTTPConnection  # type: ignore[assignment]
+    fast = fast_paths_allowed(settings.fast_paths)
+    prepare_app(app, fast_paths=fast)
     # Quart would cut every response at 60 s; a long completion streams for minutes.
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -101,6 +102,7 @@ def create_app(
     client_keys = load_client_keys(settings)
     if client_keys is not None:
         log.info("client keys required: %d configured", len(client_keys))
+    direct_writes = fast and settings.direct_writes != "off"
     state: dict[str, Upstreams] = {}
     if isinstance(upstreams, Upstream):
         upstreams = Upstreams(settings, [upstreams])
@@ -130,7 +132,7 @@ def create_app(
         relayed = relayed_headers(response)
         if content is None and stream and response.status_code == 200:
             body_iter: SSEBody
-            direct = request.method if settings.direct_writes != "off" else None
+            direct = request.method if direct_writes else None
             tap = request.scope.get(TAP)
             if ndjson:
                 if strip_usage:

@@ -51,6 +51,8 @@ class Settings:
     # A write to a client that does not complete in this time closes that connection and ends its upstream
     # request (a client that stops reading would hold both forever); 0 = no deadline.
     client_write_timeout_s: float = 30.0
+    # Every fast path that relies on framework internals (proxy/serving/); "off" = plain hypercorn + quart-trio ASGI
+    fast_paths: str = "on"
     direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/direct.py); "off" = ASGI
     gc_tuning: str = "on"  # freeze the start-up heap, rarer collections (proxy/gcpolicy.py); "off" = CPython's defaults
     # Observability (proxy/observe.py)

@@ -9,7 +9,7 @@ readiness, CORS and the demo page.
 
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
 body's tail, kept for usage); clocks are read twice per request (response start, first chunk). A
-streamed body that writes its chunks straight to the socket (:mod:`proxy.direct`) bypasses
+streamed body that writes its chunks straight to the socket (:func:`proxy.serving.current_writer`) bypasses
 ``send``; it reports each chunk to the request's :class:`Tap` (``scope[TAP]``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
 """
@@ -29,7 +29,7 @@ from .accesslog import upstream_error_kind as error_kind
 from .config import Settings
 from .cors import CORSPolicy
 from .demo import PAGE
-from .keepalive import request_body_unread, send_last, shielding_last, write_timed_out
+from .serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
 from .usage import STRIPPED_USAGE
 
 log = logging.getLogger("moonrelay")
@@ -56,11 +56,11 @@ class Tap:
 
     __slots__ = (
         "chunks", "first_ns", "prev", "last", "gone", "completed", "status", "head_ns", "streamed", "content_type",
-        "_send", "_rid", "_cors", "_metrics",
+        "_send", "_rid", "_cors", "_metrics", "_watch",
     )  # fmt: skip
 
     def __init__(self, send: Callable | None = None, rid: bytes = b"", cors: list | None = None,
-                 metrics: Any = None) -> None:  # fmt: skip
+                 metrics: Any = None, watch: BodyWatch | None = None) -> None:  # fmt: skip
         self.gone = False  # a direct write found the client gone (the body then ends as if complete)
         self.completed = False  # the last body message was sent
         self.chunks = 0
@@ -74,6 +74,7 @@ class Tap:
         self._rid = rid
         self._cors = cors or []
         self._metrics = metrics
+        self._watch = watch  # without the fast paths: whether the request's body was read to the end
 
     def seen(self, body: bytes) -> None:
         # The hot path: one call per chunk. Keep it to an increment and two reference moves.
@@ -93,7 +94,7 @@ class Tap:
                 self.seen(body)
             if not message.get("more_body", False):
                 self.completed = True  # before the send: the server may cancel us as it ends the response
-                with trio.CancelScope(shield=True):  # see proxy.keepalive: the last send must not be cut
+                with trio.CancelScope(shield=True):  # see proxy.serving._connection: the last send must not be cut
                     await self._send(message)  # type: ignore[misc]
                 return
         elif message["type"] == "http.response.start":
@@ -113,13 +114,37 @@ class Tap:
             headers.append((name, value))
         headers.append((b"x-request-id", self._rid))
         headers.extend(self._cors)
-        if request_body_unread():
+        if request_body_unread() if self._watch is None else not self._watch.done:
             headers.append((b"connection", b"close"))
         message["headers"] = headers
         self.content_type = content_type
         self.streamed = content_type.startswith(_STREAM_TYPES)
         if self.streamed and self._metrics is not None:
             self._metrics.in_flight.inc()
+
+
+class BodyWatch:
+    """``receive`` that notes when the request's body was read to the end: the plain path's way of telling an
+    early response (:func:`proxy.serving.request_body_unread` reads it from h11 on the fast path)."""
+
+    __slots__ = ("_receive", "done")
+
+    def __init__(self, receive: Callable) -> None:
+        self._receive = receive
+        self.done = False
+
+    async def __call__(self) -> dict:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
+            return True
+    return False
 
 
 def upstream_label(base_url: str) -> str:
@@ -133,6 +158,7 @@ class Observer:
     def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
         self.app = app
         self.settings = settings
+        self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
         self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
         self.cors = CORSPolicy(settings.cors_origins)
@@ -184,7 +210,7 @@ class Observer:
         """The ASGI call; with hypercorn's two extra arguments this is also the app hypercorn calls directly.
 
         One layer, one coroutine frame for the whole request: the request id, log and metrics, the
-        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.keepalive`
+        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.serving`
         used to be four nested ASGI wrappers, each a frame held for as long as its stream was open.
         """
         if scope["type"] != "http":
@@ -220,7 +246,10 @@ class Observer:
             rid = request_id(rid_header.decode("latin-1") if rid_header is not None else None)
             started = time.monotonic_ns()
             metrics = self.metrics
-            tap = scope[TAP] = Tap(send, rid.encode(), cors, metrics)
+            watch = None
+            if self.plain and _declares_body(scope["headers"]):
+                receive = watch = BodyWatch(receive)
+            tap = scope[TAP] = Tap(send, rid.encode(), cors, metrics, watch)
             try:
                 await self.app(scope, receive, tap.send)
             finally:
@@ -271,7 +300,7 @@ class Observer:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
-        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.direct)
+        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.serving)
         if timed_out:
             rec.completed = False
             rec.error = "client_write_timeout"

@@ -32,7 +32,6 @@ from urllib.parse import quote
 
 import httpx
 from quart import Request, Response
-from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .accesslog import model_from_body
@@ -43,6 +42,7 @@ from .keypool import AllKeysResting
 from .paths import PathRefused, normalise
 from .responses import json_error, keys_resting, relayed_headers, upstream_error
 from .routing import model_not_found
+from .serving import request_class as limited_request_class
 from .transport import _IteratorReader, reader
 from .upstream import Upstream, Upstreams
 from .validate import InvalidRequest
@@ -87,18 +87,13 @@ def path_filter(spec: str) -> Any:
 
 
 def request_class(settings: Settings) -> type[Request]:
-    """Quart's request, with pass-through paths allowed ``--max-upload-bytes`` instead of ``--max-body-bytes``.
+    """Quart's request, with pass-through paths allowed ``--max-upload-bytes`` instead of ``--max-body-bytes``."""
+    upload = max(settings.max_upload_bytes, settings.max_body_bytes)
 
-    Quart sizes a request's body limit when it makes the request, before any view runs.
-    """
+    def limit_for(path: str) -> int | None:
+        return upload if path.startswith("/v1/") and path not in OWN_PATHS else None
 
-    class RelayRequest(TrioRequest):
-        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
-            if path.startswith("/v1/") and path not in OWN_PATHS:
-                kwargs["max_content_length"] = max(settings.max_upload_bytes, settings.max_body_bytes)
-            super().__init__(method, scheme, path, *args, **kwargs)
-
-    return RelayRequest
+    return limited_request_class(limit_for)
 
 
 class UploadTooLarge(Exception):

@@ -8,7 +8,7 @@ client that goes away stops the tokens it was paying for.
 Plain classes rather than async generators: no generator frame per response, and no ``yield``
 inside a cancel scope (PEP 789).
 
-Where the connection allows it (:func:`proxy.direct.current_writer`), the first ``__anext__`` does
+Where the connection allows it (:func:`proxy.serving.current_writer`), the first ``__anext__`` does
 not return a chunk: it relays the whole body itself, writing each piece straight to the client's
 socket, and then ends the iteration; Quart and hypercorn still send the head and the end of the
 response (the end carrying the body's last piece). A client that leaves still cancels the task that runs it.
@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 
-from .direct import current_writer
 from .errors import (
     MALFORMED_NDJSON,
     MALFORMED_SSE,
@@ -30,6 +29,7 @@ from .errors import (
     map_transport_error,
     sse_error_event,
 )
+from .serving import current_writer
 from .sse import DONE, EventSplitter, event_data, well_formed
 from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
 from .usage import STRIPPED_USAGE, UsageStripper, usage_only

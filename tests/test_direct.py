@@ -7,7 +7,7 @@ import httpx
 import pytest
 import trio
 
-from proxy import direct
+from proxy.serving import _direct as direct
 from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}],
@@ -67,7 +67,7 @@ async def test_last_piece_goes_out_with_the_terminator_in_one_write(nursery, mon
     """Head, one write per piece before the last, then last piece + terminator: one ``send`` fewer per response."""
     from hypercorn.events import RawData
 
-    from proxy import keepalive
+    from proxy.serving import _connection as keepalive
 
     sent = []  # what hypercorn's own writes carried (heads, terminators), in order
     protocol_send = keepalive.TCPServer.protocol_send

@@ -7,10 +7,11 @@ import pytest
 import trio
 import trio.testing
 
-from proxy import gcpolicy, keepalive, server
+from proxy import gcpolicy, server
 from proxy.__main__ import build_parser
 from proxy.config import load
 from proxy.heartbeat import Heartbeats
+from proxy.serving import _connection as keepalive
 from tests.conftest import start_relay, start_sim
 
 
