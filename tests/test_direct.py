@@ -1,4 +1,4 @@
-"""Streamed bodies written straight to the client socket (proxy/direct.py): same bytes as the ASGI path."""
+"""Streamed bodies written straight to the client socket (proxy/serving/_direct.py): same bytes as the ASGI path."""
 
 import json
 
@@ -9,6 +9,8 @@ import trio
 
 from proxy.serving import _direct as direct
 from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
+
+pytestmark = pytest.mark.fast_paths("direct writes are a fast path")
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}],
         "sim_deterministic": True}
