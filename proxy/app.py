@@ -1,4 +1,8 @@
-"""The relay's routes on quart-trio: OpenAI-compatible /v1 and the seed's NDJSON /chat/completions."""
+"""The relay's routes on quart-trio: OpenAI-compatible /v1 and the seed's NDJSON /chat/completions.
+
+:class:`Relay` holds the request path (admit, route, exchange, body) with its dependencies passed in;
+:func:`create_app` makes the Quart app around one.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ from .heartbeat import Heartbeats
 from .keypool import AllKeysResting
 from .metrics import CONTENT_TYPE
 from .models import merged_models
-from .observe import MODEL, TAP, UPSTREAM, install_observability
+from .observe import install_observability
 from .relay import NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
 from .responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
 from .routing import model_not_found
 from .serving import fast_paths_allowed, prepare_app
+from .state import STATE, RequestState
 from .upstream import Upstream, Upstreams
 from .usage import asked_for_usage, with_usage
 from .validate import ChatRequest, InvalidRequest, check_chat_object, check_content_type, parse_chat_request
@@ -77,6 +82,203 @@ class TaskCount(trio.abc.Instrument):
         self.live -= 1
 
 
+class Relay:
+    """The relay's request handling, with explicit dependencies: no sockets needed to test a method.
+
+    ``upstreams`` may be set later (an app that opens its own when serving starts); ``streams`` holds the
+    worker's in-flight chat requests (admission, drain); ``heartbeats``, if given and running, pings silent
+    SSE streams; ``direct_writes``: streamed bodies may write straight to the client socket (proxy.serving).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        upstreams: Upstreams | None,
+        streams: Streams,
+        heartbeats: Heartbeats | None = None,
+        *,
+        direct_writes: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.upstreams = upstreams
+        self.streams = streams
+        self.heartbeats = heartbeats
+        self.direct_writes = direct_writes
+
+    # -- admission and routing --------------------------------------------------------------------
+
+    def refuse_if_draining(self) -> None:
+        if self.streams.draining:
+            raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
+
+    def hold(self, state: RequestState, upstream: Upstream) -> None:
+        """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
+        if not self.streams.hold(state, upstream):
+            raise InvalidRequest(
+                f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
+                "requests on this relay worker; retry shortly.",
+                "upstream_concurrency_limit",
+                429,
+            )
+
+    def admit(self, state: RequestState, upstream: Upstream) -> None:
+        """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
+        503 while draining)."""
+        self.refuse_if_draining()
+        if not self.streams.admit(state):
+            raise InvalidRequest(
+                f"The relay is at its limit of {self.settings.max_streams} concurrent requests; retry shortly.",
+                "relay_overloaded",
+                429,
+            )
+        self.hold(state, upstream)
+
+    def route(self, state: RequestState, model: str) -> Upstream:
+        """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
+        upstream = self.upstreams.route(model)  # type: ignore[union-attr]
+        if upstream is None:
+            raise model_not_found(model)
+        state.upstream = upstream.name
+        return upstream
+
+    # -- the exchange with the upstream -----------------------------------------------------------
+
+    def body(self, response: httpx.Response, state: RequestState, method: str, *, ndjson: bool,
+             strip_usage: bool) -> SSEBody:  # fmt: skip
+        """The streaming body that relays ``response`` (SSE, or the seed's NDJSON), tracked for drain and
+        heartbeats; ``method`` is the client's (a HEAD gets no direct writes)."""
+        direct = method if self.direct_writes else None
+        tap = state.tap
+        body: SSEBody
+        if ndjson:
+            if strip_usage:
+                body = UsageStrippedNDJSON(response, state, direct=direct, tap=tap)
+            else:
+                body = NDJSONBody(response, direct=direct, tap=tap)
+        else:
+            if strip_usage:
+                body = UsageStrippedSSE(response, state, direct=direct, tap=tap)
+            else:
+                body = SSEBody(response, direct=direct, tap=tap)
+            if self.heartbeats is not None:
+                self.heartbeats.watch(body)
+        self.streams.track_body(state, body)
+        return body
+
+    async def exchange(
+        self, state: RequestState, client_method: str, upstream: Upstream, method: str, path: str,
+        body: bytes | None, stream: bool, ndjson: bool = False, strip_usage: bool = False,
+    ) -> Response:  # fmt: skip
+        """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back."""
+        try:
+            response, content = await send_with_retries(
+                upstream, lambda key: upstream.send(method, path, body, stream=stream, key=key), self.settings
+            )
+        except httpx.TransportError as exc:
+            return upstream_error(exc, ndjson=ndjson)
+        except AllKeysResting as exc:
+            return keys_resting(exc, upstream.name, ndjson=ndjson)
+        relayed = relayed_headers(response)
+        if content is None and stream and response.status_code == 200:
+            body_iter = self.body(response, state, client_method, ndjson=ndjson, strip_usage=strip_usage)
+            if ndjson:
+                return Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
+            relayed["cache-control"] = "no-cache"
+            relayed["x-accel-buffering"] = "no"  # tell nginx in front of us not to buffer either
+            content_type = response.headers.get("content-type", "text/event-stream")
+            return Response(body_iter, status=200, headers=relayed, content_type=content_type)
+        if content is None:
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                return upstream_error(exc, ndjson=False)
+            finally:
+                await response.aclose()
+        content_type = response.headers.get("content-type", JSON)
+        if ndjson:
+            content = content.rstrip(b"\n") + b"\n"
+            content_type = "application/x-ndjson"
+        return Response(content, status=response.status_code, headers=relayed, content_type=content_type)
+
+    async def until_answered(self, answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
+        """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""
+        # One cancel scope per request (not per chunk): a drain that runs out of time cancels it.
+        scope = trio.CancelScope()
+        waiting = self.streams.waiting
+        waiting.add(scope)
+        try:
+            with scope:
+                return await answer()
+        finally:
+            waiting.discard(scope)
+        # Only reached when the drain cancelled the scope.
+        return error_response(503, SHUTTING_DOWN, ndjson=ndjson)
+
+    async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
+        state.model = chat.model  # for the access log
+        upstream = self.route(state, chat.model)
+        self.admit(state, upstream)
+        body, strip_usage = chat.body, False
+        if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
+            body, strip_usage = with_usage(chat.data), True
+        path = "/chat/completions"
+        exchange = partial(self.exchange, state, client_method, upstream, "POST", path, body, chat.stream, ndjson,
+                           strip_usage)  # fmt: skip
+        return await self.until_answered(exchange, ndjson)
+
+    async def read_chat(self, state: RequestState, *, allow_text: bool = False) -> ChatRequest:
+        check_content_type(request.mimetype, allow_text=allow_text)
+        raw = await request.get_data(cache=False)
+        try:
+            return parse_chat_request(raw, self.settings.default_model)
+        except InvalidRequest:
+            state.model = model_from_body(raw)  # the access log names what the refused body asked for
+            raise
+
+    # -- the views (Quart's ``request`` is the one now being handled) -------------------------------
+
+    async def chat_completions(self) -> Response:
+        state = request.scope[STATE]
+        return await self.relay_chat(state, await self.read_chat(state), request.method, ndjson=False)
+
+    async def models(self) -> Response:
+        state = request.scope[STATE]
+        everyone = self.upstreams.all  # type: ignore[union-attr]
+        if len(everyone) == 1:  # one upstream: its own answer, status and all
+            state.upstream = everyone[0].name
+            return await self.until_answered(partial(self.exchange, state, "GET", everyone[0], "GET", "/models",
+                                                     None, False))  # fmt: skip
+        state.upstream = "all"
+        return await self.until_answered(partial(merged_models, everyone))
+
+    async def seed_chat(self) -> Response:
+        """The seed's browser format: NDJSON lines of chunk JSON over chunked HTTP."""
+        state = request.scope[STATE]
+        if request.method == "GET":
+            content = request.args.get("content", "")
+            data: dict[str, Any] = {"messages": [{"role": "user", "content": content}], "stream": True}
+            if "model" in request.args:
+                data["model"] = request.args["model"]
+            chat = check_chat_object(data, None, self.settings.default_model)
+        else:
+            chat = await self.read_chat(state, allow_text=True)  # a browser's fetch() sends text/plain by default
+        return await self.relay_chat(state, chat, request.method, ndjson=True)
+
+    async def pass_through(self, allowed: Any, forwarded: frozenset[bytes]) -> Response:
+        """Every other /v1/* endpoint, both bodies streamed (proxy/passthrough.py)."""
+        state = request.scope[STATE]
+        settings = self.settings
+        path = passthrough.checked_path(request, allowed)
+        self.refuse_if_draining()
+        content, model = await passthrough.read_body(request, settings)
+        named = request.headers.get(passthrough.UPSTREAM_HEADER)
+        upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
+        state.upstream = upstream.name
+        self.hold(state, upstream)
+        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded)
+        return await self.until_answered(relay)
+
+
 def create_app(
     settings: Settings,
     upstreams: Upstreams | Upstream | None = None,
@@ -84,7 +286,8 @@ def create_app(
     streams: Streams | None = None,
     heartbeats: Heartbeats | None = None,
 ) -> QuartTrio:
-    """The app; with no ``upstreams`` it opens its own when serving starts and closes them when serving stops.
+    """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
+    them when serving stops.
 
     ``streams`` holds the worker's in-flight chat requests (admission, drain); ``heartbeats``, if
     given and running, pings silent SSE streams.
@@ -102,144 +305,19 @@ def create_app(
     client_keys = load_client_keys(settings)
     if client_keys is not None:
         log.info("client keys required: %d configured", len(client_keys))
-    direct_writes = fast and settings.direct_writes != "off"
-    state: dict[str, Upstreams] = {}
     if isinstance(upstreams, Upstream):
         upstreams = Upstreams(settings, [upstreams])
-    if upstreams is not None:
-        state["upstreams"] = upstreams
-    else:
+    relay = Relay(settings, upstreams, streams, heartbeats, direct_writes=fast and settings.direct_writes != "off")
+    if upstreams is None:
 
         @app.before_serving
         async def open_upstreams() -> None:
-            state["upstreams"] = Upstreams(settings)
+            relay.upstreams = Upstreams(settings)
 
         @app.after_serving
         async def close_upstreams() -> None:
-            await state.pop("upstreams").aclose()
-
-    async def exchange(
-        upstream: Upstream, method: str, path: str, body: bytes | None, stream: bool, ndjson: bool, strip_usage: bool
-    ) -> Response:
-        try:
-            response, content = await send_with_retries(
-                upstream, lambda key: upstream.send(method, path, body, stream=stream, key=key), settings
-            )
-        except httpx.TransportError as exc:
-            return upstream_error(exc, ndjson=ndjson)
-        except AllKeysResting as exc:
-            return keys_resting(exc, upstream.name, ndjson=ndjson)
-        relayed = relayed_headers(response)
-        if content is None and stream and response.status_code == 200:
-            body_iter: SSEBody
-            direct = request.method if direct_writes else None
-            tap = request.scope.get(TAP)
-            if ndjson:
-                if strip_usage:
-                    body_iter = UsageStrippedNDJSON(response, request.scope, direct=direct, tap=tap)
-                else:
-                    body_iter = NDJSONBody(response, direct=direct, tap=tap)
-                out = Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
-            else:
-                relayed["cache-control"] = "no-cache"
-                relayed["x-accel-buffering"] = "no"  # tell nginx in front of us not to buffer either
-                if strip_usage:
-                    body_iter = UsageStrippedSSE(response, request.scope, direct=direct, tap=tap)
-                else:
-                    body_iter = SSEBody(response, direct=direct, tap=tap)
-                content_type = response.headers.get("content-type", "text/event-stream")
-                out = Response(body_iter, status=200, headers=relayed, content_type=content_type)
-                if heartbeats is not None:
-                    heartbeats.watch(body_iter)
-            streams.track_body(request.scope, body_iter)
-            return out
-        if content is None:
-            try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
-                return upstream_error(exc, ndjson=False)
-            finally:
-                await response.aclose()
-        content_type = response.headers.get("content-type", JSON)
-        if ndjson:
-            content = content.rstrip(b"\n") + b"\n"
-            content_type = "application/x-ndjson"
-        return Response(content, status=response.status_code, headers=relayed, content_type=content_type)
-
-    async def until_answered(answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
-        """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""
-        # One cancel scope per request (not per chunk): a drain that runs out of time cancels it.
-        scope = trio.CancelScope()
-        streams.waiting.add(scope)
-        try:
-            with scope:
-                return await answer()
-        finally:
-            streams.waiting.discard(scope)
-        # Only reached when the drain cancelled the scope.
-        return error_response(503, SHUTTING_DOWN, ndjson=ndjson)
-
-    async def forward(
-        upstream: Upstream, method: str, path: str, body: bytes | None, stream: bool, *,
-        ndjson: bool = False, strip_usage: bool = False,
-    ) -> Response:  # fmt: skip
-        return await until_answered(
-            partial(exchange, upstream, method, path, body, stream, ndjson, strip_usage), ndjson
-        )
-
-    def refuse_if_draining() -> None:
-        if streams.draining:
-            raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
-
-    def hold(upstream: Upstream) -> None:
-        """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
-        if not streams.hold(request.scope, upstream):
-            raise InvalidRequest(
-                f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
-                "requests on this relay worker; retry shortly.",
-                "upstream_concurrency_limit",
-                429,
-            )
-
-    def admit(upstream: Upstream) -> None:
-        """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
-        503 while draining)."""
-        refuse_if_draining()
-        if not streams.admit(request.scope):
-            raise InvalidRequest(
-                f"The relay is at its limit of {settings.max_streams} concurrent requests; retry shortly.",
-                "relay_overloaded",
-                429,
-            )
-        hold(upstream)
-
-    def route(model: str) -> Upstream:
-        """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
-        upstream = state["upstreams"].route(model)
-        if upstream is None:
-            raise model_not_found(model)
-        request.scope[UPSTREAM] = upstream.name
-        return upstream
-
-    async def relay_chat(chat: ChatRequest, *, ndjson: bool) -> Response:
-        request.scope[MODEL] = chat.model  # for the access log
-        upstream = route(chat.model)
-        admit(upstream)
-        body, strip_usage = chat.body, False
-        if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
-            body, strip_usage = with_usage(chat.data), True
-        return await forward(
-            upstream, "POST", "/chat/completions", body, chat.stream, ndjson=ndjson, strip_usage=strip_usage
-        )
-
-    async def read_chat(*, allow_text: bool = False) -> ChatRequest:
-        check_content_type(request.mimetype, allow_text=allow_text)
-        raw = await request.get_data(cache=False)
-        try:
-            return parse_chat_request(raw, settings.default_model)
-        except InvalidRequest:
-            request.scope[MODEL] = model_from_body(raw)  # the access log names what the refused body asked for
-            raise
+            opened, relay.upstreams = relay.upstreams, None
+            await opened.aclose()  # type: ignore[union-attr]
 
     @app.before_request
     async def authenticate() -> Response | None:
@@ -274,31 +352,9 @@ def create_app(
         msg = f"Method {request.method} is not allowed on {request.path}."
         return json_error(405, error_body(msg, "invalid_request_error", "method_not_allowed"))
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions() -> Response:
-        return await relay_chat(await read_chat(), ndjson=False)
-
-    @app.get("/v1/models")
-    async def models() -> Response:
-        everyone = state["upstreams"].all
-        if len(everyone) == 1:  # one upstream: its own answer, status and all
-            request.scope[UPSTREAM] = everyone[0].name
-            return await forward(everyone[0], "GET", "/models", None, False)
-        request.scope[UPSTREAM] = "all"
-        return await until_answered(partial(merged_models, everyone))
-
-    @app.route("/chat/completions", methods=["GET", "POST"])
-    async def seed_chat() -> Response:
-        """The seed's browser format: NDJSON lines of chunk JSON over chunked HTTP."""
-        if request.method == "GET":
-            content = request.args.get("content", "")
-            data: dict[str, Any] = {"messages": [{"role": "user", "content": content}], "stream": True}
-            if "model" in request.args:
-                data["model"] = request.args["model"]
-            chat = check_chat_object(data, None, settings.default_model)
-        else:
-            chat = await read_chat(allow_text=True)  # a browser's fetch() sends text/plain by default
-        return await relay_chat(chat, ndjson=True)
+    app.add_url_rule("/v1/chat/completions", view_func=relay.chat_completions, methods=["POST"])
+    app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])
+    app.add_url_rule("/chat/completions", view_func=relay.seed_chat, methods=["GET", "POST"])
 
     allowed = passthrough.path_filter(settings.passthrough)
     if allowed is not None:
@@ -306,18 +362,10 @@ def create_app(
         app.request_class = passthrough.request_class(settings)
         app.asgi_app = passthrough.ending_broken_bodies(app.asgi_app)  # type: ignore[method-assign]
 
-        @app.route("/v1/<path:rest>", methods=passthrough.METHODS)
         async def pass_through(rest: str) -> Response:
-            """Every other /v1/* endpoint, both bodies streamed (proxy/passthrough.py)."""
-            path = passthrough.checked_path(request, allowed)
-            refuse_if_draining()
-            content, model = await passthrough.read_body(request, settings)
-            named = request.headers.get(passthrough.UPSTREAM_HEADER)
-            upstream = passthrough.choose(state["upstreams"], named, model)
-            request.scope[UPSTREAM] = upstream.name
-            hold(upstream)
-            relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded)
-            return await until_answered(relay)
+            return await relay.pass_through(allowed, forwarded)
+
+        app.add_url_rule("/v1/<path:rest>", view_func=pass_through, methods=passthrough.METHODS)
 
     tasks = TaskCount()
     app.before_serving(tasks.install)

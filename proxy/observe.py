@@ -10,7 +10,7 @@ readiness, CORS and the demo page.
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
 body's tail, kept for usage); clocks are read twice per request (response start, first chunk). A
 streamed body that writes its chunks straight to the socket (:func:`proxy.serving.current_writer`) bypasses
-``send``; it reports each chunk to the request's :class:`Tap` (``scope[TAP]``) instead.
+``send``; it reports each chunk to the request's :class:`Tap` (``RequestState.tap``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
 """
 
@@ -30,19 +30,14 @@ from .config import Settings
 from .cors import CORSPolicy
 from .demo import PAGE
 from .serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
-from .usage import STRIPPED_USAGE
+from .state import STATE, UNMATCHED, RequestState
 
 log = logging.getLogger("moonrelay")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
-ROUTE = "moonrelay.route"  # ASGI scope key: the Quart URL rule that matched (set by a before_request hook)
-UPSTREAM = "moonrelay.upstream"  # ASGI scope key: the name of the upstream the request was routed to
 UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
-UNMATCHED = "unmatched"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 UNLOGGED = frozenset({"/healthz", "/metrics"})  # probes and scrapes (when the app answers them) would drown the log
-TAP = "moonrelay.tap"  # ASGI scope key: the request's Tap
-MODEL = "moonrelay.model"  # ASGI scope key: the model a chat request named (set by the view once it read the body)
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
 
@@ -218,6 +213,7 @@ class Observer:
         streams = self.streams
         if streams is not None:
             streams.calls += 1
+        state = scope[STATE] = RequestState()
         try:
             method: str = scope["method"]
             path: str = scope["path"]
@@ -249,22 +245,22 @@ class Observer:
             watch = None
             if self.plain and _declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
-            tap = scope[TAP] = Tap(send, rid.encode(), cors, metrics, watch)
+            tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch)
             try:
                 await self.app(scope, receive, tap.send)
             finally:
                 if tap.streamed and metrics is not None:
                     metrics.in_flight.dec()
                 try:
-                    self._finish(scope, method, path, rid, authorization, started, tap)
+                    self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
             if streams is not None:
-                streams.leave(scope)
+                streams.leave(state)
 
     def _finish(
-        self, scope: dict, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
+        self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
     ) -> None:
         """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
@@ -272,15 +268,15 @@ class Observer:
             tap.status, tap.head_ns, tap.first_ns, tap.streamed, tap.content_type
         )
         tail, chunks, completed = tap.tail, tap.chunks, tap.completed and not tap.gone
-        route = scope.get(ROUTE, UNMATCHED)
-        stripped = scope.get(STRIPPED_USAGE)
+        route = state.route
+        stripped = state.stripped_usage
         if stripped is not None:
             tail = tail + b"\n" + stripped
         rec = AccessRecord(
             request_id=rid,
             method=method,
             route=route,
-            upstream=scope.get(UPSTREAM, self.upstream),
+            upstream=state.upstream or self.upstream,
             client_key=key_prefix(authorization.decode("latin-1")) if authorization is not None else None,
             status=status,
             ttfc_ms=(first_ns - started) / 1e6 if first_ns else None,
@@ -289,7 +285,7 @@ class Observer:
             completed=completed,
         )
         if path in CHAT_PATHS:
-            rec.model = scope.get(MODEL) or self.settings.default_model
+            rec.model = state.model or self.settings.default_model
         kind = None
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
@@ -327,7 +323,7 @@ def install_observability(app: Any, settings: Settings, streams: Any = None) -> 
 
     async def note_route() -> None:
         rule = request.url_rule
-        request.scope[ROUTE] = rule.rule if rule is not None else UNMATCHED
+        request.scope[STATE].route = rule.rule if rule is not None else UNMATCHED
 
     # First, so that requests refused by authentication still get their route.
     app.before_request_funcs.setdefault(None, []).insert(0, note_route)

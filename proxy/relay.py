@@ -31,8 +31,9 @@ from .errors import (
 )
 from .serving import current_writer
 from .sse import DONE, EventSplitter, event_data, well_formed
+from .state import RequestState
 from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
-from .usage import STRIPPED_USAGE, UsageStripper, usage_only
+from .usage import UsageStripper, usage_only
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
@@ -235,18 +236,18 @@ class UsageStrippedSSE(SSEBody):
     A subclass rather than a flag in SSEBody: a stream that needs no cutting runs the same code as before.
     """
 
-    __slots__ = ("_stripper", "_scope")
+    __slots__ = ("_stripper", "_state")
 
-    def __init__(self, response: httpx.Response, scope: dict, **kwargs: Any) -> None:
+    def __init__(self, response: httpx.Response, state: RequestState, **kwargs: Any) -> None:
         super().__init__(response, **kwargs)
         self._stripper = UsageStripper()
-        self._scope = scope
+        self._state = state
 
     def _convert(self, data: bytes) -> bytes:
         stripper = self._stripper
         out = stripper.feed(data)
         if stripper.usage is not None:
-            self._scope[STRIPPED_USAGE] = stripper.usage
+            self._state.stripped_usage = stripper.usage
         if stripper.malformed:
             self._finished = True
             return out + MALFORMED_SSE
@@ -255,18 +256,18 @@ class UsageStrippedSSE(SSEBody):
     def _end(self) -> Any:
         rest = self._stripper.end()
         if self._stripper.usage is not None:
-            self._scope[STRIPPED_USAGE] = self._stripper.usage
+            self._state.stripped_usage = self._stripper.usage
         return rest or super()._end()
 
 
 class UsageStrippedNDJSON(NDJSONBody):
     """NDJSON lines without the usage chunk the relay asked for on the client's behalf."""
 
-    __slots__ = ("_scope",)
+    __slots__ = ("_state",)
 
-    def __init__(self, response: httpx.Response, scope: dict, **kwargs: Any) -> None:
+    def __init__(self, response: httpx.Response, state: RequestState, **kwargs: Any) -> None:
         super().__init__(response, **kwargs)
-        self._scope = scope
+        self._state = state
 
     def _convert(self, data: bytes) -> bytes:
         return self._strip(super()._convert(data))
@@ -280,7 +281,7 @@ class UsageStrippedNDJSON(NDJSONBody):
         kept = []
         for line in lines.splitlines(keepends=True):
             if usage_only(line.rstrip(b"\n")):
-                self._scope[STRIPPED_USAGE] = line.rstrip(b"\n")
+                self._state.stripped_usage = line.rstrip(b"\n")
             else:
                 kept.append(line)
         return b"".join(kept)

@@ -19,8 +19,6 @@ from typing import Any
 
 from .sse import EventSplitter, event_data, well_formed
 
-STRIPPED_USAGE = "moonrelay.stripped_usage"  # ASGI scope key: the usage chunk cut out of a stream, for the log
-
 
 def asked_for_usage(data: dict[str, Any]) -> bool:
     """Whether the client's request already asks for stream usage."""
