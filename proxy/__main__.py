@@ -7,11 +7,11 @@ import os
 import sys
 from dataclasses import fields
 
+from .app import header_names
 from .auth import load_client_keys
-from .config import ENV_PREFIX, Settings, load
-from .passthrough import header_names
-from .routing import upstream_configs
+from .config import ENV_PREFIX, Settings
 from .server import run
+from .upstream import load_settings, upstream_configs
 
 _HELP = {
     "bind": "HOST:PORT to listen on (port 0 picks a free one)",
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
     try:
-        settings = load(args, os.environ, config_file)
+        settings = load_settings(args, os.environ, config_file)
         load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
     except (ValueError, OSError) as exc:

@@ -19,16 +19,14 @@ from typing import Any
 
 import trio
 
-from .admission import Streams
-from .app import create_app
+from .app import Streams, create_app
 from .config import Settings
 from .gcpolicy import tune_gc
-from .heartbeat import Heartbeats
 from .limits import raise_nofile_limit
-from .metrics import prepare_multiprocess
-from .routing import describe_upstreams
+from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
-from .upstream import Upstreams
+from .stream import Heartbeats
+from .upstream import Upstreams, describe_upstreams
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -193,7 +191,7 @@ def run(settings: Settings) -> int:
     # resolves once and every worker joins it; it never accepts, so it takes no connections.
     holder = make_socket(host, port, settings.backlog, reuse_port=True, listen=False)
     port = holder.getsockname()[1]
-    prepare_multiprocess(settings)  # metrics summed over workers; must precede the fork (see proxy/metrics.py)
+    prepare_multiprocess(settings)  # metrics summed over workers: before the fork (proxy/observability/_metrics.py)
     ctx = multiprocessing.get_context("fork")
     workers = []
     events = []

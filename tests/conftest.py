@@ -5,8 +5,8 @@ from functools import partial
 import pytest
 import trio
 
-from proxy.accesslog import LOGGER
 from proxy.config import Settings
+from proxy.observability import LOGGER
 from proxy.server import serve
 from proxy.serving import fast_paths_allowed
 

@@ -186,7 +186,7 @@ class _GoneWriter:
 
 
 class _Upstream:
-    """A body reader (``proxy.transport.READER``) with five events, one per read."""
+    """A body reader (``proxy.upstream.READER``) with five events, one per read."""
 
     ended = False  # the end is only known from the empty read
 
@@ -199,9 +199,9 @@ class _Upstream:
 
 
 async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monkeypatch):
-    from proxy import relay
-    from proxy.observe import Tap
-    from proxy.transport import READER
+    from proxy.observability import Tap
+    from proxy.stream import _relay as relay
+    from proxy.upstream import READER
 
     monkeypatch.setattr(relay, "current_writer", lambda method: _GoneWriter())
     upstream = _Upstream()
@@ -219,7 +219,7 @@ async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monk
 
 
 class _Server:
-    """What a DirectWriter reads of proxy.keepalive.TCPServer."""
+    """What a DirectWriter reads of proxy.serving.TCPServer."""
 
     def __init__(self, timeout_s: float) -> None:
         self.pending = b""
@@ -228,7 +228,7 @@ class _Server:
 
 
 class _HalfOs:
-    """``os`` for proxy.direct whose first ``write`` sends only half: a socket buffer that is almost full."""
+    """``os`` for proxy.serving whose first ``write`` sends only half: a socket buffer that is almost full."""
 
     def __init__(self) -> None:
         self.halved = False

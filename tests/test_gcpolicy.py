@@ -10,8 +10,8 @@ import trio.testing
 from proxy import gcpolicy, server
 from proxy.__main__ import build_parser
 from proxy.config import load
-from proxy.heartbeat import Heartbeats
 from proxy.serving import _connection as keepalive
+from proxy.stream import Heartbeats
 from tests.conftest import start_relay, start_sim
 
 

@@ -1,15 +1,14 @@
-"""The relay object (proxy/app.py ``Relay``) without sockets: admission, routing and the drain's 503."""
+"""The relay object (proxy/app/_routes.py ``Relay``) without sockets: admission, routing and the drain's 503."""
 
 from types import SimpleNamespace
 
 import pytest
 import trio
 
-from proxy.admission import Streams
-from proxy.app import Relay
+from proxy.app import Relay, Streams
 from proxy.config import Settings
+from proxy.protocol import InvalidRequest
 from proxy.state import RequestState
-from proxy.validate import InvalidRequest
 
 
 class FakeUpstream:

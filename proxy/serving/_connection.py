@@ -8,7 +8,7 @@ causes, two small fixes:
 1. hypercorn re-arms the timer from inside the app's last ``send``, and quart-trio has already
    cancelled that task (it saw ``http.disconnect``), so the new timer task dies at once: each
    response's last body message is sent shielded (:func:`send_last`, :func:`shielding_last`; the
-   observability layer, :class:`proxy.observe.Observer`, does it for every call). The socket write
+   observability layer, :class:`proxy.observability.Observer`, does it for every call). The socket write
    itself is shielded already, and bounded by the client write deadline (``TCPServer._send_rest``,
    :func:`._direct.send_rest`), so this adds no new way to block. (The timer below needs no
    task, but the shield is still what lets a response on a closing connection end cleanly:
@@ -125,7 +125,7 @@ class TCPServer(_HypercornTCPServer):
         self.eof_scope: trio.CancelScope | None = None
         self.client_eof = False
         # The client write deadline (._direct.send_rest); set when a write ran past it: the connection was
-        # aborted, and the request it served says so in its log line and the metrics (proxy.observe).
+        # aborted, and the request it served says so in its log line and the metrics (proxy.observability).
         self.writes: ClientWrites = getattr(self.config, "client_writes", None) or NO_CONFIG
         self.write_timed_out = False
 

@@ -17,26 +17,29 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from . import passthrough
-from .accesslog import model_from_body
-from .admission import Streams
-from .attempts import send_with_retries
-from .auth import bearer_token, fingerprint, load_client_keys
-from .config import Settings
-from .errors import JSON, SHUTTING_DOWN, error_body
-from .heartbeat import Heartbeats
-from .keypool import AllKeysResting
-from .metrics import CONTENT_TYPE
-from .models import merged_models
-from .observe import install_observability
-from .relay import NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
-from .responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
-from .routing import model_not_found
-from .serving import fast_paths_allowed, prepare_app
-from .state import STATE, RequestState
-from .upstream import Upstream, Upstreams
-from .usage import asked_for_usage, with_usage
-from .validate import ChatRequest, InvalidRequest, check_chat_object, check_content_type, parse_chat_request
+from ..auth import bearer_token, fingerprint, load_client_keys
+from ..config import Settings
+from ..observability import CONTENT_TYPE, install_observability, model_from_body
+from ..protocol import (
+    JSON,
+    SHUTTING_DOWN,
+    ChatRequest,
+    InvalidRequest,
+    asked_for_usage,
+    check_chat_object,
+    check_content_type,
+    error_body,
+    parse_chat_request,
+    with_usage,
+)
+from ..serving import fast_paths_allowed, prepare_app
+from ..state import STATE, RequestState
+from ..stream import Heartbeats, NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
+from ..upstream import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from . import _passthrough as passthrough
+from ._admission import Streams
+from ._models import merged_models
+from ._responses import error_response, json_error, keys_resting, relayed_headers, upstream_error
 
 log = logging.getLogger("moonrelay")
 
@@ -265,7 +268,7 @@ class Relay:
         return await self.relay_chat(state, chat, request.method, ndjson=True)
 
     async def pass_through(self, allowed: Any, forwarded: frozenset[bytes]) -> Response:
-        """Every other /v1/* endpoint, both bodies streamed (proxy/passthrough.py)."""
+        """Every other /v1/* endpoint, both bodies streamed (proxy/app/_passthrough.py)."""
         state = request.scope[STATE]
         settings = self.settings
         path = passthrough.checked_path(request, allowed)

@@ -9,7 +9,7 @@ Which upstream: the ``X-Moonrelay-Upstream: <name>`` header when given; else, fo
 (read whole up to ``--max-body-bytes``, like a chat request), the one its ``model`` routes to (so
 ``/v1/embeddings`` with an OpenAI model goes where ``gpt-*`` goes); else the default upstream.
 
-Which path: the request line's, normalised once (:mod:`proxy.paths`); the allow-list is matched on
+Which path: the request line's, normalised once (:mod:`proxy.protocol`); the allow-list is matched on
 that, and that is what goes upstream. A path that resolves to one of the relay's own routes
 (``/v1/chat/completions``, ``/v1/models``) never passes: chat must go through validation, limits and
 the SSE checks.
@@ -34,18 +34,12 @@ import httpx
 from quart import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .accesslog import model_from_body
-from .attempts import send_with_retries
-from .config import Settings
-from .errors import error_body
-from .keypool import AllKeysResting
-from .paths import PathRefused, normalise
-from .responses import json_error, keys_resting, relayed_headers, upstream_error
-from .routing import model_not_found
-from .serving import request_class as limited_request_class
-from .transport import _IteratorReader, reader
-from .upstream import Upstream, Upstreams
-from .validate import InvalidRequest
+from ..config import Settings
+from ..observability import model_from_body
+from ..protocol import InvalidRequest, PathRefused, error_body, normalise
+from ..serving import request_class as limited_request_class
+from ..upstream import AllKeysResting, IteratorReader, Upstream, Upstreams, model_not_found, reader, send_with_retries
+from ._responses import json_error, keys_resting, relayed_headers, upstream_error
 
 log = logging.getLogger("moonrelay")
 
@@ -167,7 +161,7 @@ class PassthroughBody:
         return data
 
     async def aclose(self) -> None:
-        if isinstance(self._reader, _IteratorReader):
+        if isinstance(self._reader, IteratorReader):
             await self._reader.aclose()
         await self._response.aclose()
 
@@ -195,7 +189,7 @@ def forwarded_headers(raw: list[tuple[bytes, bytes]], names: frozenset[bytes] = 
 
 
 def checked_path(request: Request, allowed: Any) -> str:
-    """The request's normalised path (:mod:`proxy.paths`) when it may pass: under ``/v1/``, not one of the
+    """The request's normalised path (:mod:`proxy.protocol`) when it may pass: under ``/v1/``, not one of the
     relay's own routes, and ``allowed`` by the ``--passthrough`` globs. Else an InvalidRequest: 400
     ``invalid_path``, 405 for another method on a route of the relay's own, 404 when no glob allows it."""
     raw = request.scope.get("raw_path") or quote(request.path).encode()

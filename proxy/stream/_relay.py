@@ -21,19 +21,23 @@ from typing import Any
 
 import httpx
 
-from .errors import (
+from ..protocol import (
+    DONE,
     MALFORMED_NDJSON,
     MALFORMED_SSE,
     SHUTDOWN_NDJSON,
     SHUTDOWN_SSE,
+    EventSplitter,
+    UsageStripper,
+    event_data,
     map_transport_error,
     sse_error_event,
+    usage_only,
+    well_formed,
 )
-from .serving import current_writer
-from .sse import DONE, EventSplitter, event_data, well_formed
-from .state import RequestState
-from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
-from .usage import UsageStripper, usage_only
+from ..serving import current_writer
+from ..state import RequestState
+from ..upstream import HEARTBEAT, Interrupted, IteratorReader, reader
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
@@ -61,7 +65,7 @@ class SSEBody:
 
     def __init__(self, response: httpx.Response, *, direct: str | None = None, tap: Any = None) -> None:
         """``direct``: the request method, to relay by direct writes where they are exact (None: never);
-        ``tap``: the request's :class:`proxy.observe.Tap`, told of every piece written directly."""
+        ``tap``: the request's :class:`proxy.observability.Tap`, told of every piece written directly."""
         self._response = response
         self._reader = reader(response)
         self._finished = False
@@ -174,7 +178,7 @@ class SSEBody:
         self._reader.interrupt(reason)
 
     async def aclose(self) -> None:
-        if isinstance(self._reader, _IteratorReader):
+        if isinstance(self._reader, IteratorReader):
             await self._reader.aclose()
         await self._response.aclose()
 
@@ -231,7 +235,7 @@ class NDJSONBody(SSEBody):
 
 
 class UsageStrippedSSE(SSEBody):
-    """An SSE body without the usage chunk the relay asked for on the client's behalf (proxy/usage.py).
+    """An SSE body without the usage chunk the relay asked for on the client's behalf (proxy/protocol/_usage.py).
 
     A subclass rather than a flag in SSEBody: a stream that needs no cutting runs the same code as before.
     """

@@ -20,17 +20,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
-from .accesslog import AccessRecord, access_logger, key_prefix, request_id, scan_tail
-from .accesslog import upstream_error_kind as error_kind
-from .config import Settings
-from .cors import CORSPolicy
-from .demo import PAGE
-from .serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
-from .state import STATE, UNMATCHED, RequestState
+from ..config import Settings
+from ..serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
+from ..state import STATE, UNMATCHED, RequestState
+from ..upstream import configured_models, upstream_label
+from ._accesslog import AccessRecord, access_logger, key_prefix, request_id, scan_tail
+from ._accesslog import upstream_error_kind as error_kind
+from ._cors import CORSPolicy
+from ._demo import PAGE
 
 log = logging.getLogger("moonrelay")
 
@@ -46,7 +46,7 @@ class Tap:
 
     Its ``send`` is the ``send`` the app gets. One slotted object per call instead of two closures and
     their cells: it lives as long as the stream. The body's hot path is ``seen`` (a direct writer calls
-    it too, :mod:`proxy.direct`): an increment and two reference moves.
+    it too, :mod:`proxy.serving`): an increment and two reference moves.
     """
 
     __slots__ = (
@@ -142,13 +142,6 @@ def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def upstream_label(base_url: str) -> str:
-    """``host[:port]`` of a base URL, never its userinfo."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url
-    return f"{host}:{parts.port}" if parts.port else host
-
-
 class Observer:
     def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
         self.app = app
@@ -160,8 +153,7 @@ class Observer:
         self.logger = access_logger() if settings.access_log != "off" else None
         self.metrics = None
         if settings.metrics != "off":
-            from .metrics import Metrics
-            from .routing import configured_models  # here: routing imports this module
+            from ._metrics import Metrics
 
             self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
         self.serving = False
@@ -188,7 +180,7 @@ class Observer:
             status, body = self.ready()
             await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
         elif path == "/metrics" and self.metrics is not None and self.settings.metrics_auth != "on":  # else: the app
-            from .metrics import CONTENT_TYPE
+            from ._metrics import CONTENT_TYPE
 
             await self._answer(send, 200, self.metrics.render(), CONTENT_TYPE.encode(), cors)
         elif path in ("/", "/index.html"):
@@ -314,7 +306,7 @@ class Observer:
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
-    ``streams`` (the worker's :class:`proxy.admission.Streams`) lets ``/readyz`` report a drain.
+    ``streams`` (the worker's :class:`proxy.app.Streams`) lets ``/readyz`` report a drain.
     """
     from quart import request
 

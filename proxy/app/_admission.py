@@ -2,7 +2,7 @@
 ``max_concurrent``), draining, and who to interrupt.
 
 A request is admitted in the view, after it validated, and released when its ASGI call returns
-(:class:`proxy.observe.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
+(:class:`proxy.observability.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
 that is when the last byte went out *or* the client left (quart-trio cancels the call on
 disconnect), whatever happened in between. Releasing there instead of in the body's ``aclose``
 also covers a response that was never iterated, and costs nothing per chunk.
@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from .state import RequestState
-from .transport import SHUTDOWN
+from ..state import RequestState
+from ..upstream import SHUTDOWN
 
 
 class Streams:
