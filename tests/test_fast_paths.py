@@ -34,14 +34,30 @@ async def _traffic(root: str) -> tuple[list[bytes], bytes]:
             while b"\r\n\r\n" not in received:
                 received += await stream.receive_some(65536)
     assert received.startswith(b"HTTP/1.1 413"), received[:200]
+    await _idle_connection_is_closed(host, int(port))
     return bodies, received.split(b"\r\n\r\n", 1)[0].lower()
+
+
+async def _idle_connection_is_closed(host: str, port: int) -> None:
+    """A keep-alive connection left idle after a response is closed by the server (``keep_alive_s``)."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(f"GET /healthz HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+        received = b""
+        with trio.fail_after(10):
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break  # the server closed it
+                received += data
+    assert received.startswith(b"HTTP/1.1 200"), received[:200]
 
 
 async def _run(nursery, **overrides) -> tuple[dict[str, int], dict[str, int], list[bytes], bytes]:
     sim = await start_sim(nursery, chunks=6)
     TAKEN.reset()
     FALLBACKS.clear()
-    root = await start_relay(nursery, sim.url, max_body_bytes=2000, **overrides)
+    root = await start_relay(nursery, sim.url, max_body_bytes=2000, keep_alive_s=0.3, **overrides)
     bodies, head_413 = await _traffic(root)
     return TAKEN.snapshot(), dict(FALLBACKS), bodies, head_413
 

@@ -224,6 +224,7 @@ class TCPServer(_HypercornTCPServer):
                 if not self.watches_eof:
                     await super()._read_data()
                 else:
+                    TAKEN.own_read_loop += 1
                     fd = self._fd
                     handle = self.protocol.handle
                     sock = self.stream.socket
@@ -254,6 +255,7 @@ class TCPServer(_HypercornTCPServer):
         finally:
             idle.deadline = math.inf  # the peer is gone (or the timer fired): nothing left to time
         if idle.cancelled_caught:  # idle for keep_alive_timeout: close, as hypercorn's timer task would
+            TAKEN.idle_close += 1
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
 

@@ -13,7 +13,9 @@ class Taken:
     """How many times each fast path was taken in this process."""
 
     __slots__ = (
-        "own_connection",  # our TCPServer (own read loop, keep-alive deadline) served a connection
+        "own_connection",  # our TCPServer served a connection
+        "own_read_loop",  # ... reading the socket's fd itself (it sees the client's EOF at once)
+        "idle_close",  # ... closed by its keep-alive deadline (no timer task per request)
         "direct_app_call",  # hypercorn called the app's outer layer itself (no ASGIWrapper)
         "raw_write",  # one of hypercorn's writes went out with one os.write
         "inline_call",  # a request handled in the calling task, its body read inline

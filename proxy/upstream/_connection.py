@@ -197,4 +197,3 @@ def is_dead(conn: Connection) -> bool:
         return bool(sock.is_readable())
     except OSError:
         return True
-

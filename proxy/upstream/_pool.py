@@ -18,7 +18,6 @@ may have read (a paid completion) is never repeated here. A connection is reused
 left unread after the response: bytes past its end are nobody's answer.
 """
 
-
 from __future__ import annotations
 
 import ipaddress
@@ -142,7 +141,8 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                 self._limit.release()
             raise
 
-    async def _release(self, conn: Connection, *, reusable: bool) -> None:
+    async def release(self, conn: Connection, *, reusable: bool) -> None:
+        """Take ``conn`` back when its response ended (``ResponseStream``): kept idle if ``reusable``, else closed."""
         conn.gen += 1
         conn.deadline = conn.total = conn.queued = math.inf
         try:
@@ -203,7 +203,7 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                 elif type(event) is not h11.InformationalResponse:
                     raise httpx.RemoteProtocolError("upstream closed the connection without a response")
         except BaseException:
-            await self._release(conn, reusable=False)
+            await self.release(conn, reusable=False)
             raise
         chunked = None
         keep_alive = True
@@ -223,7 +223,7 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                     try:
                         conn.body = chunked.feed(rest)
                     except ChunkedError as exc:
-                        await self._release(conn, reusable=False)
+                        await self.release(conn, reusable=False)
                         raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
         stream = ResponseStream(conn, self, self._timeouts.idle_s, chunked, keep_alive)
         return httpx.Response(
@@ -264,4 +264,3 @@ class Upload:
                 except h11.LocalProtocolError as exc:  # more than the declared Content-Length
                     raise httpx.WriteError(f"request body does not match its length: {exc}") from exc
                 await send_all(conn, data, idle_s)
-

@@ -159,8 +159,7 @@ class ResponseStream(httpx.AsyncByteStream):
             reusable = reusable and self._keep_alive and not self._chunked.leftover
             if reusable:
                 conn.h11 = conn.new_h11()
-        await self._transport._release(conn, reusable=reusable)
-
+        await self._transport.release(conn, reusable=reusable)
 
 
 class IteratorReader:

@@ -34,12 +34,12 @@ _KEYS = frozenset(
 )  # fmt: skip
 
 
-
 def upstream_label(base_url: str) -> str:
     """``host[:port]`` of a base URL, never its userinfo."""
     parts = urlsplit(base_url)
     host = parts.hostname or base_url
     return f"{host}:{parts.port}" if parts.port else host
+
 
 class ConfigError(ValueError):
     """An ``[[upstreams]]`` table the relay refuses to start with (the CLI exits 2 with this message)."""
