@@ -1,4 +1,4 @@
-"""The relay object (proxy/app/_routes.py ``Relay``) without sockets: admission, routing and the drain's 503."""
+"""The relay object (proxy/app/_relay.py ``Relay``) without sockets: admission, routing and the drain's 503."""
 
 from types import SimpleNamespace
 

@@ -2,7 +2,8 @@
 
 from ._admission import Streams
 from ._passthrough import forwarded_headers, header_names, path_filter
-from ._routes import Relay, create_app
+from ._relay import Relay
+from ._routes import create_app
 
 __all__ = [
     "Relay",
