@@ -7,11 +7,12 @@ import os
 import sys
 from dataclasses import fields
 
+from .app import header_names
 from .auth import load_client_keys
-from .config import ENV_PREFIX, Settings, load
-from .passthrough import header_names
-from .routing import upstream_configs
+from .config import ENV_PREFIX, Settings
 from .server import run
+from .serving import fast_paths_mode
+from .upstream import load_settings, upstream_configs
 
 _HELP = {
     "bind": "HOST:PORT to listen on (port 0 picks a free one)",
@@ -40,6 +41,8 @@ _HELP = {
     "max_streams": "in-flight chat requests per worker, 0 = unlimited; beyond it an immediate 429",
     "retries": "extra upstream attempts before the first byte (connect errors, 429/502/503 only)",
     "retry_max_wait_s": "longest wait between attempts; a longer Retry-After is relayed to the client instead",
+    "fast_paths": "auto: the serving fast paths (proxy/serving/) on the tested framework versions only; "
+    "off: plain hypercorn ASGI; force: on any version",
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
     "gc_tuning": "on: freeze the start-up heap and collect garbage less often (no full-heap stalls); off: CPython's",
     "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",
@@ -78,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
     try:
-        settings = load(args, os.environ, config_file)
+        settings = load_settings(args, os.environ, config_file)
         load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
+        fast_paths_mode(settings.fast_paths)  # and an unknown fast_paths value
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2

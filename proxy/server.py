@@ -15,22 +15,18 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
 
-from .admission import Streams
-from .app import create_app
+from .app import Streams, create_app
 from .config import Settings
-from .direct import ClientWrites
 from .gcpolicy import tune_gc
-from .heartbeat import Heartbeats
-from .keepalive import install as install_keepalive_fix
 from .limits import raise_nofile_limit
-from .metrics import prepare_multiprocess
-from .routing import describe_upstreams
-from .upstream import Upstreams
+from .observability import prepare_multiprocess
+from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
+from .stream import Heartbeats
+from .upstream import Upstreams, describe_upstreams
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -59,18 +55,16 @@ HYPERCORN_GRACE_MARGIN_S = 3.0
 FINAL_EVENT_S = 1.0
 
 
-def hypercorn_config(settings: Settings) -> Config:
-    config = Config()
-    config.bind = [settings.bind]
-    config.backlog = settings.backlog
-    config.keep_alive_timeout = settings.keep_alive_s
-    config.keep_alive_max_requests = 1_000_000  # closed-loop clients reuse one connection for many sessions
-    config.graceful_timeout = settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S
-    config.accesslog = None
-    config.errorlog = "-"
-    # Read by each proxy.keepalive.TCPServer: the client write deadline, and the writes that wait on it.
-    config.client_writes = ClientWrites(settings.client_write_timeout_s)  # type: ignore[attr-defined]
-    return config
+def worker_config(settings: Settings) -> Any:
+    """hypercorn's config for one worker (proxy.serving), from the relay's settings."""
+    return hypercorn_config(
+        bind=settings.bind,
+        backlog=settings.backlog,
+        keep_alive_s=settings.keep_alive_s,
+        graceful_timeout_s=settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S,
+        client_write_timeout_s=settings.client_write_timeout_s,
+        fast_paths=fast_paths_allowed(settings.fast_paths),
+    )
 
 
 async def _wait_for_signal() -> None:
@@ -122,12 +116,11 @@ async def serve(
     in-flight chat requests get ``graceful_timeout_s`` to finish, the rest end with a
     ``shutting_down`` error (a final event for streams), then this returns.
     """
-    install_keepalive_fix()
     if sock is None:
         host, port = split_bind(settings.bind)
         sock = make_socket(host, port, settings.backlog, reuse_port=False)
     host, port = sock.getsockname()[:2]
-    config = hypercorn_config(settings)
+    config = worker_config(settings)
     # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
@@ -139,24 +132,20 @@ async def serve(
         if settings.heartbeat_s > 0 and transports:
             heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
             await nursery.start(heartbeats.run)
-        quart_app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats)
-        # The app's outer ASGI layer (proxy.observe.Observer) takes hypercorn's call itself: no
-        # ASGIWrapper and Quart.__call__ frames held under every open stream.
-        app = quart_app.asgi_app
+        app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats)
         trigger = None
         if shutdown_trigger is not None:
 
             async def trigger() -> None:
                 await shutdown_trigger()
                 streams.draining = True
+                writes = client_writes(config)
                 nursery.start_soon(
-                    drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel, config.client_writes
+                    drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel, writes
                 )
 
         async def hypercorn(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            await worker_serve(
-                app, config, sockets=Sockets([], [sock], []), shutdown_trigger=trigger, task_status=task_status
-            )
+            await serve_app(app, config, sock, shutdown_trigger=trigger, task_status=task_status)
             nursery.cancel_scope.cancel()  # served and drained: stop the watchdog and the heartbeats
 
         await nursery.start(hypercorn)
@@ -202,7 +191,7 @@ def run(settings: Settings) -> int:
     # resolves once and every worker joins it; it never accepts, so it takes no connections.
     holder = make_socket(host, port, settings.backlog, reuse_port=True, listen=False)
     port = holder.getsockname()[1]
-    prepare_multiprocess(settings)  # metrics summed over workers; must precede the fork (see proxy/metrics.py)
+    prepare_multiprocess(settings)  # metrics summed over workers: before the fork (proxy/observability/_metrics.py)
     ctx = multiprocessing.get_context("fork")
     workers = []
     events = []

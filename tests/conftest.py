@@ -5,9 +5,35 @@ from functools import partial
 import pytest
 import trio
 
-from proxy.accesslog import LOGGER
 from proxy.config import Settings
+from proxy.observability import LOGGER
 from proxy.server import serve
+from proxy.serving import fast_paths_allowed
+
+# The relay's functional tests (its behaviour over real sockets, not its units, not the slow scale runs): CI runs
+# them a second time with every serving fast path off (MOONRELAY_FAST_PATHS=off, `pytest -m functional`), so the
+# plain hypercorn + quart-trio ASGI path is proved correct too.
+FUNCTIONAL = frozenset(
+    {"test_accesslog.py", "test_auth.py", "test_boundaries.py", "test_client.py", "test_client_writes.py",
+     "test_demo.py", "test_metrics.py", "test_openai_sdk.py", "test_passthrough.py", "test_paths.py",
+     "test_relay.py", "test_reliability.py", "test_retention.py", "test_routing.py", "test_shutdown.py",
+     "test_tls.py", "test_transport_resend.py", "test_transport_stray.py", "test_usage.py"}
+)  # fmt: skip
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "functional: a relay behaviour test, run again with the fast paths off in CI")
+    config.addinivalue_line("markers", "fast_paths(why): needs a serving fast path; skipped when they are off")
+
+
+def pytest_collection_modifyitems(config, items):
+    fast = fast_paths_allowed("auto")
+    for item in items:
+        if item.path.name in FUNCTIONAL:
+            item.add_marker(pytest.mark.functional)
+        needs = item.get_closest_marker("fast_paths")
+        if needs is not None and not fast:
+            item.add_marker(pytest.mark.skip(reason=f"fast paths off (MOONRELAY_FAST_PATHS=off): {needs.args[0]}"))
 
 
 async def start_relay(nursery, upstream_url: str, **overrides) -> str:

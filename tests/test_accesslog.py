@@ -6,8 +6,8 @@ import logging
 import httpx
 import trio
 
-from proxy.accesslog import AccessRecord, key_prefix, model_from_body, request_id, scan_tail
-from proxy.accesslog import upstream_error_kind as error_kind
+from proxy.observability import AccessRecord, key_prefix, model_from_body, request_id, scan_tail
+from proxy.observability import upstream_error_kind as error_kind
 from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
 
 CHAT = {"model": "moonshot-v1-32k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}

@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from proxy.config import Settings
-from proxy.errors import SHUTDOWN_NDJSON, SHUTDOWN_SSE
-from proxy.relay import PING
+from proxy.protocol import SHUTDOWN_NDJSON, SHUTDOWN_SSE
 from proxy.server import serve
+from proxy.stream import PING
 from tests.conftest import raw_chat_request, start_relay
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]}

@@ -23,6 +23,8 @@ CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user",
 # ~4 MB of chunks as fast as the sim makes them: far more than the socket buffers to the client hold.
 FLOOD = {**CHAT, "sim_chunks": 40, "sim_tokens_per_chunk": 20_000, "sim_interval": 0}
 PATHS = [pytest.param("on", id="direct"), pytest.param("off", id="asgi")]
+# Plain hypercorn writes to a client shielded and without a deadline: only our connection class keeps one.
+pytestmark = pytest.mark.fast_paths("the client write deadline is kept by proxy/serving/_connection.py")
 
 
 async def stuck_client(root: str, body: dict) -> trio.SocketStream:

@@ -40,10 +40,10 @@ def test_key_comes_from_named_env(monkeypatch):
 
 def test_framework_defaults_that_would_cut_or_reset_streams_are_overridden():
     from proxy.app import create_app
-    from proxy.server import hypercorn_config
+    from proxy.server import worker_config
 
     app = create_app(Settings())
     assert app.config["RESPONSE_TIMEOUT"] is None  # Quart's 60 s would cut long completions
-    config = hypercorn_config(Settings())
+    config = worker_config(Settings())
     assert config.backlog >= 4096  # hypercorn's 100 resets connection storms
     assert config.keep_alive_timeout >= 60  # hypercorn's 5 s

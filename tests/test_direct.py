@@ -1,4 +1,4 @@
-"""Streamed bodies written straight to the client socket (proxy/direct.py): same bytes as the ASGI path."""
+"""Streamed bodies written straight to the client socket (proxy/serving/_direct.py): same bytes as the ASGI path."""
 
 import json
 
@@ -7,8 +7,10 @@ import httpx
 import pytest
 import trio
 
-from proxy import direct
+from proxy.serving import _direct as direct
 from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
+
+pytestmark = pytest.mark.fast_paths("direct writes are a fast path")
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}],
         "sim_deterministic": True}
@@ -67,7 +69,7 @@ async def test_last_piece_goes_out_with_the_terminator_in_one_write(nursery, mon
     """Head, one write per piece before the last, then last piece + terminator: one ``send`` fewer per response."""
     from hypercorn.events import RawData
 
-    from proxy import keepalive
+    from proxy.serving import _connection as keepalive
 
     sent = []  # what hypercorn's own writes carried (heads, terminators), in order
     protocol_send = keepalive.TCPServer.protocol_send
@@ -184,7 +186,7 @@ class _GoneWriter:
 
 
 class _Upstream:
-    """A body reader (``proxy.transport.READER``) with five events, one per read."""
+    """A body reader (``proxy.upstream.READER``) with five events, one per read."""
 
     ended = False  # the end is only known from the empty read
 
@@ -197,9 +199,9 @@ class _Upstream:
 
 
 async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monkeypatch):
-    from proxy import relay
-    from proxy.observe import Tap
-    from proxy.transport import READER
+    from proxy.observability import Tap
+    from proxy.stream import _relay as relay
+    from proxy.upstream import READER
 
     monkeypatch.setattr(relay, "current_writer", lambda method: _GoneWriter())
     upstream = _Upstream()
@@ -217,7 +219,7 @@ async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monk
 
 
 class _Server:
-    """What a DirectWriter reads of proxy.keepalive.TCPServer."""
+    """What a DirectWriter reads of proxy.serving.TCPServer."""
 
     def __init__(self, timeout_s: float) -> None:
         self.pending = b""
@@ -226,7 +228,7 @@ class _Server:
 
 
 class _HalfOs:
-    """``os`` for proxy.direct whose first ``write`` sends only half: a socket buffer that is almost full."""
+    """``os`` for proxy.serving whose first ``write`` sends only half: a socket buffer that is almost full."""
 
     def __init__(self) -> None:
         self.halved = False

@@ -7,10 +7,11 @@ import pytest
 import trio
 import trio.testing
 
-from proxy import gcpolicy, keepalive, server
+from proxy import gcpolicy, server
 from proxy.__main__ import build_parser
 from proxy.config import load
-from proxy.heartbeat import Heartbeats
+from proxy.serving import _connection as keepalive
+from proxy.stream import Heartbeats
 from tests.conftest import start_relay, start_sim
 
 
@@ -69,9 +70,10 @@ def test_heartbeats_keep_no_ended_body_alive():
         gc.enable()
 
 
+@pytest.mark.fast_paths("the cycle is broken by our connection class")
 async def test_closed_connection_is_freed_without_the_gc(nursery, monkeypatch):
     """A finished client connection's objects (hypercorn's server and protocol, h11 state, socket stream) go
-    by refcounting: no cycle is left for the collector (proxy.keepalive.TCPServer.run)."""
+    by refcounting: no cycle is left for the collector (proxy.serving._connection.TCPServer.run)."""
     servers: list[weakref.ref] = []
     init = keepalive.TCPServer.__init__
 

@@ -15,7 +15,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
-from proxy.metrics import MULTIPROC_ENV, prepare_multiprocess
+from proxy.observability import MULTIPROC_ENV, prepare_multiprocess
 from tests.conftest import start_relay, start_sim
 from tests.recorder import serve_recorder
 

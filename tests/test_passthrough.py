@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.passthrough import forwarded_headers, header_names, path_filter
+from proxy.app import forwarded_headers, header_names, path_filter
 from tests.conftest import start_relay, start_sim
 from tests.recorder import serve_recorder
 from tests.test_sim_endpoints import MULTIPART

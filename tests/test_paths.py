@@ -1,4 +1,4 @@
-"""Pass-through paths: normalised once (proxy/paths.py, pure), and end to end against a recording upstream whose
+"""Pass-through paths: normalised once (proxy/protocol, pure), and end to end against a recording upstream whose
 base URL has a path of its own, so that escaping it shows: nothing outside the base path and the allow-list
 ever arrives, and no variant of a chat or models path skips the relay's own handlers."""
 
@@ -10,8 +10,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.passthrough import path_filter
-from proxy.paths import SEGMENT_CHARS, PathRefused, normalise
+from proxy.app import path_filter
+from proxy.protocol import SEGMENT_CHARS, PathRefused, normalise
 from tests.conftest import start_relay
 from tests.recorder import raw_request, serve_recorder
 

@@ -9,8 +9,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.retry import parse_retry_after, retry_delay
-from proxy.sse import EventSplitter, event_data
+from proxy.protocol import EventSplitter, event_data, parse_retry_after, retry_delay
 from tests.conftest import open_stream_and_leave, start_relay, start_sim
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
@@ -285,7 +284,7 @@ async def test_long_retry_after_is_relayed_not_waited(nursery):
 async def test_connect_errors_are_retried(nursery, monkeypatch):
     # A bound socket that does not listen refuses connections; it starts listening once the
     # relay has been refused, so only a retry can reach it.
-    from proxy import attempts
+    from proxy.upstream import _attempts as attempts
 
     refused = trio.Event()
 

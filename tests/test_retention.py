@@ -8,6 +8,7 @@ import gc
 import json
 
 import h11
+import pytest
 import trio
 from quart.wrappers import Request
 
@@ -51,6 +52,7 @@ def _holders() -> list[str]:
     return found
 
 
+@pytest.mark.fast_paths("quart-trio keeps the request (and its body) for the whole call; the inline call drops it")
 async def test_an_open_stream_holds_no_copy_of_its_request_body(nursery):
     port = await nursery.start(_upstream)
     root = await start_relay(nursery, f"http://127.0.0.1:{port}/v1")

@@ -9,11 +9,23 @@ import httpx
 import pytest
 import trio
 
-from proxy import routing
 from proxy.auth import fingerprint
-from proxy.config import Settings, load
-from proxy.keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
-from proxy.routing import ConfigError, Router, UpstreamConfig, upstream_configs
+from proxy.config import Settings
+from proxy.upstream import (
+    DEFAULT_REST_S,
+    MAX_REST_S,
+    AllKeysResting,
+    ConfigError,
+    KeyPool,
+    Router,
+    UpstreamConfig,
+    rest_seconds,
+    upstream_configs,
+)
+from proxy.upstream import _routing as routing
+from proxy.upstream import (
+    load_settings as load,
+)
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.test_metrics import samples, total
 
@@ -418,7 +430,7 @@ def busy(retry_after: str = "1") -> httpx.Response:
 async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock):
     from types import SimpleNamespace
 
-    from proxy.attempts import send_with_retries
+    from proxy.upstream import send_with_retries
 
     pool = KeyPool(["sk-a", "sk-b"])
     upstream = SimpleNamespace(name="u", keys=pool)
@@ -447,7 +459,7 @@ async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock)
 async def test_a_single_key_is_retried_as_before(autojump_clock):
     from types import SimpleNamespace
 
-    from proxy.attempts import send_with_retries
+    from proxy.upstream import send_with_retries
 
     upstream = SimpleNamespace(name="u", keys=KeyPool(["only"]))
     answers = [busy("2"), httpx.Response(200, content=b"ok")]

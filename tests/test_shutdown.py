@@ -9,7 +9,7 @@ import sys
 import httpx
 import trio
 
-from proxy.sse import EventSplitter, event_data
+from proxy.protocol import EventSplitter, event_data
 from tests.conftest import start_sim
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}

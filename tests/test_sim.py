@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from loadtest.sim import SimConfig, serve_sim
-from proxy.sse import DONE, EventSplitter, event_data
+from proxy.protocol import DONE, EventSplitter, event_data
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 STREAM = {**CHAT, "stream": True}

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.sse import DONE, EventSplitter, event_data
+from proxy.protocol import DONE, EventSplitter, event_data
 
 
 def test_splits_events_across_reads():
@@ -47,7 +47,7 @@ def test_any_split_of_the_stream_gives_the_same_events(evs, cuts):
 
 
 def test_well_formed():
-    from proxy.sse import well_formed
+    from proxy.protocol import well_formed
 
     assert well_formed(b'data: {"a": 1}')
     assert well_formed(b"data: [DONE]")

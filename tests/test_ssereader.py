@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtest.ssereader import BOM, Event, SSEReader
-from proxy.sse import EventSplitter, event_data
+from proxy.protocol import EventSplitter, event_data
 
 # ---------------------------------------------------------------------------------------------------------
 # A literal reading of the standard: the whole stream at once, one line at a time (slow, obviously right).

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import trio
 
-from proxy.transport import H11Transport, _Connection
+from proxy.upstream import H11Transport
+from proxy.upstream._connection import Connection
 from tests.conftest import start_relay
 
 KEEP, CLOSE, RESET = "keep", "close", "reset"  # what the upstream does with the connection after it answers
@@ -101,7 +102,7 @@ async def _post(transport: H11Transport, url: str, body: bytes) -> bytes:
         await response.aclose()
 
 
-def _pooled(transport: H11Transport) -> _Connection:
+def _pooled(transport: H11Transport) -> Connection:
     [conn] = [conn for conns in transport._idle.values() for conn in conns]
     return conn
 
@@ -149,7 +150,7 @@ async def test_a_reset_first_seen_by_the_write_is_replaced_without_error(nursery
         await _post(transport, upstream.url, b'{"n": "first"}')
         with trio.fail_after(5):
             await trio.lowlevel.wait_readable(_pooled(transport).fd)
-        monkeypatch.setattr("proxy.transport._is_dead", lambda conn: False)
+        monkeypatch.setattr("proxy.upstream._pool.is_dead", lambda conn: False)
         assert await _post(transport, upstream.url, b'{"n": "second"}') == b"{}"
         assert upstream.count(b'"second"') == 1 and upstream.connections == 2
     finally:

@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtest import simcontent
-from proxy.sse import EventSplitter, event_data
-from proxy.usage import UsageStripper, asked_for_usage, usage_only, with_usage
+from proxy.protocol import EventSplitter, UsageStripper, asked_for_usage, event_data, usage_only, with_usage
 from tests.conftest import start_relay, start_sim, wait_lines
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}

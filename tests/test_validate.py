@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.validate import InvalidRequest, check_chat_object, parse_chat_request
+from proxy.protocol import InvalidRequest, check_chat_object, parse_chat_request
 
 
 def test_forwards_bytes_untouched_when_model_present():

@@ -1,4 +1,4 @@
-"""Keep-alive timeouts that work under quart-trio + hypercorn 0.18.
+"""Our hypercorn connection (``TCPServer``): keep-alive timeouts that work under quart-trio + hypercorn 0.18.
 
 Measured here: once a connection has served one request, hypercorn's keep-alive timer never fires
 under a QuartTrio app (a bare ASGI app under the same hypercorn closes an idle connection after
@@ -8,9 +8,9 @@ causes, two small fixes:
 1. hypercorn re-arms the timer from inside the app's last ``send``, and quart-trio has already
    cancelled that task (it saw ``http.disconnect``), so the new timer task dies at once: each
    response's last body message is sent shielded (:func:`send_last`, :func:`shielding_last`; the
-   observability layer, :class:`proxy.observe.Observer`, does it for every call). The socket write
+   observability layer, :class:`proxy.observability.Observer`, does it for every call). The socket write
    itself is shielded already, and bounded by the client write deadline (``TCPServer._send_rest``,
-   :func:`proxy.direct.send_rest`), so this adds no new way to block. (The timer below needs no
+   :func:`._direct.send_rest`), so this adds no new way to block. (The timer below needs no
    task, but the shield is still what lets a response on a closing connection end cleanly:
    without it tests/test_direct.py's HTTP/1.0 and ``connection: close`` cases fail.)
    The same layer marks a response sent before its request body was read as ``connection: close``
@@ -24,7 +24,7 @@ request, 7.9 % of the relay's CPU in a py-spy profile of 50 keep-alive clients),
 deadline on the cancel scope around the connection's read loop, moved at each idle/busy change.
 
 The same ``TCPServer`` also names itself in a context variable for the app's tasks, so a streamed
-body can write its chunks straight to the socket (:mod:`proxy.direct`), and writes hypercorn's own
+body can write its chunks straight to the socket (:mod:`._direct`), and writes hypercorn's own
 bytes (response heads, terminators, whole small responses) with one non-blocking ``os.write`` where the
 socket takes them, instead of ``send_all`` under a ``trio.Lock`` and a shielded scope: four scheduler
 round trips per write (lock acquire and ``send_all``'s two checkpoints each side). Only when the buffer
@@ -52,7 +52,8 @@ from hypercorn.trio.tcp_server import TCPServer as _HypercornTCPServer
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr
 
-from .direct import CONNECTION, NO_CONFIG, ClientWrites, abort, send_rest
+from ._direct import CONNECTION, NO_CONFIG, ClientWrites, abort, send_rest
+from ._taken import TAKEN
 
 
 async def send_last(send: Callable, message: dict) -> None:
@@ -89,7 +90,10 @@ def request_body_unread() -> bool:
     """
     server = CONNECTION.get()
     conn = getattr(getattr(getattr(server, "protocol", None), "protocol", None), "connection", None)
-    return type(conn) is h11.Connection and conn.their_state is h11.SEND_BODY
+    if type(conn) is h11.Connection and conn.their_state is h11.SEND_BODY:
+        TAKEN.early_close += 1
+        return True
+    return False
 
 
 class _IdleDeadline:
@@ -111,16 +115,17 @@ class _IdleDeadline:
 class TCPServer(_HypercornTCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        TAKEN.own_connection += 1
         self.idle_task = _IdleDeadline(self.config.keep_alive_timeout)  # type: ignore[assignment]
-        self.pending = b""  # framed body bytes left for the next write (proxy.direct.DirectWriter.defer)
+        self.pending = b""  # framed body bytes left for the next write (._direct.DirectWriter.defer)
         # Plain TCP only: a TLS stream's bytes are not the socket's.
         self._fd = self.stream.socket.fileno() if type(self.stream) is trio.SocketStream else -1
         # The read loop is ours (_read_data reads the fd): it can tell a request in flight that its client left.
         self.watches_eof = self._fd >= 0 and self.config.read_timeout is None
         self.eof_scope: trio.CancelScope | None = None
         self.client_eof = False
-        # The client write deadline (proxy.direct.send_rest); set when a write ran past it: the connection was
-        # aborted, and the request it served says so in its log line and the metrics (proxy.observe).
+        # The client write deadline (._direct.send_rest); set when a write ran past it: the connection was
+        # aborted, and the request it served says so in its log line and the metrics (proxy.observability).
         self.writes: ClientWrites = getattr(self.config, "client_writes", None) or NO_CONFIG
         self.write_timed_out = False
 
@@ -135,6 +140,7 @@ class TCPServer(_HypercornTCPServer):
                 except OSError:  # a full buffer, or the peer is gone: hypercorn's send_all handles both its way
                     sent = 0
                 if sent == len(data):
+                    TAKEN.raw_write += 1
                     return
                 data = data[sent:]
             await self._send_rest(data)
@@ -218,6 +224,7 @@ class TCPServer(_HypercornTCPServer):
                 if not self.watches_eof:
                     await super()._read_data()
                 else:
+                    TAKEN.own_read_loop += 1
                     fd = self._fd
                     handle = self.protocol.handle
                     sock = self.stream.socket
@@ -242,16 +249,24 @@ class TCPServer(_HypercornTCPServer):
                         del data
                         if ended:
                             break
-                    if self.eof_scope is not None:  # a request no body task watches (proxy.quartcall): gone
+                    if self.eof_scope is not None:  # a request no body task watches (._inline): gone
                         self.eof_scope.cancel()
                     await handle(Closed())
         finally:
             idle.deadline = math.inf  # the peer is gone (or the timer fired): nothing left to time
         if idle.cancelled_caught:  # idle for keep_alive_timeout: close, as hypercorn's timer task would
+            TAKEN.idle_close += 1
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
 
 
+def _tcp_server(app: Any, config: Any, context: Any, state: Any, stream: Any) -> Any:
+    """The connection hypercorn's trio worker makes for ``stream``: ours where the config asks for the fast paths."""
+    cls = TCPServer if getattr(config, "fast_paths", False) else _HypercornTCPServer
+    return cls(app, config, context, state, stream)
+
+
 def install() -> None:
-    """Make hypercorn's trio worker use the TCPServer above (hypercorn builds it by module name)."""
-    hypercorn.trio.run.TCPServer = TCPServer  # type: ignore[misc]
+    """Make hypercorn's trio worker build its connections through :func:`_tcp_server` (it names the class by
+    module global). A config without ``fast_paths = True`` still gets hypercorn's own."""
+    hypercorn.trio.run.TCPServer = _tcp_server  # type: ignore[misc,assignment]

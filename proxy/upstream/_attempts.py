@@ -1,6 +1,6 @@
 """Getting one answer from an upstream: the attempts before the client sees a byte.
 
-Retries (``--retries``, :mod:`proxy.retry`) happen only before the first byte, for connect errors
+Retries (``--retries``, :mod:`proxy.protocol`) happen only before the first byte, for connect errors
 and 429/502/503. A read, write or protocol error is never retried: the upstream may have read the
 request (a paid completion) before the connection broke. Key rotation comes first: in a pool of
 several keys, a 429 rests that key and the request goes out again at once on the next key, without
@@ -8,7 +8,7 @@ waiting and without spending a retry (a resting key is not picked, so each key i
 all rest). When every key rests, the relay waits for the first to wake if that fits in
 ``--retry-max-wait-s`` and a retry is left (the wait is the retry; the keys that woke are tried
 again), else it relays the last 429. A new request that finds every key resting is refused at once
-(:class:`proxy.keypool.AllKeysResting`, answered 429): the upstream said to wait.
+(:class:`proxy.upstream.AllKeysResting`, answered 429): the upstream said to wait.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 import trio
 
-from .config import Settings
-from .keypool import AllKeysResting, Key
-from .retry import RETRY_STATUSES, retry_delay
-from .upstream import Upstream
+from ..config import Settings
+from ..protocol import RETRY_STATUSES, retry_delay
+from ._client import Upstream
+from ._keypool import AllKeysResting, Key
 
 log = logging.getLogger("moonrelay")
 

@@ -9,7 +9,7 @@ Which upstream: the ``X-Moonrelay-Upstream: <name>`` header when given; else, fo
 (read whole up to ``--max-body-bytes``, like a chat request), the one its ``model`` routes to (so
 ``/v1/embeddings`` with an OpenAI model goes where ``gpt-*`` goes); else the default upstream.
 
-Which path: the request line's, normalised once (:mod:`proxy.paths`); the allow-list is matched on
+Which path: the request line's, normalised once (:mod:`proxy.protocol`); the allow-list is matched on
 that, and that is what goes upstream. A path that resolves to one of the relay's own routes
 (``/v1/chat/completions``, ``/v1/models``) never passes: chat must go through validation, limits and
 the SSE checks.
@@ -32,20 +32,14 @@ from urllib.parse import quote
 
 import httpx
 from quart import Request, Response
-from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .accesslog import model_from_body
-from .attempts import send_with_retries
-from .config import Settings
-from .errors import error_body
-from .keypool import AllKeysResting
-from .paths import PathRefused, normalise
-from .responses import json_error, keys_resting, relayed_headers, upstream_error
-from .routing import model_not_found
-from .transport import _IteratorReader, reader
-from .upstream import Upstream, Upstreams
-from .validate import InvalidRequest
+from ..config import Settings
+from ..observability import model_from_body
+from ..protocol import InvalidRequest, PathRefused, error_body, normalise
+from ..serving import request_class as limited_request_class
+from ..upstream import AllKeysResting, IteratorReader, Upstream, Upstreams, model_not_found, reader, send_with_retries
+from ._responses import json_error, keys_resting, relayed_headers, upstream_error
 
 log = logging.getLogger("moonrelay")
 
@@ -87,18 +81,13 @@ def path_filter(spec: str) -> Any:
 
 
 def request_class(settings: Settings) -> type[Request]:
-    """Quart's request, with pass-through paths allowed ``--max-upload-bytes`` instead of ``--max-body-bytes``.
+    """Quart's request, with pass-through paths allowed ``--max-upload-bytes`` instead of ``--max-body-bytes``."""
+    upload = max(settings.max_upload_bytes, settings.max_body_bytes)
 
-    Quart sizes a request's body limit when it makes the request, before any view runs.
-    """
+    def limit_for(path: str) -> int | None:
+        return upload if path.startswith("/v1/") and path not in OWN_PATHS else None
 
-    class RelayRequest(TrioRequest):
-        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
-            if path.startswith("/v1/") and path not in OWN_PATHS:
-                kwargs["max_content_length"] = max(settings.max_upload_bytes, settings.max_body_bytes)
-            super().__init__(method, scheme, path, *args, **kwargs)
-
-    return RelayRequest
+    return limited_request_class(limit_for)
 
 
 class UploadTooLarge(Exception):
@@ -172,7 +161,7 @@ class PassthroughBody:
         return data
 
     async def aclose(self) -> None:
-        if isinstance(self._reader, _IteratorReader):
+        if isinstance(self._reader, IteratorReader):
             await self._reader.aclose()
         await self._response.aclose()
 
@@ -200,7 +189,7 @@ def forwarded_headers(raw: list[tuple[bytes, bytes]], names: frozenset[bytes] = 
 
 
 def checked_path(request: Request, allowed: Any) -> str:
-    """The request's normalised path (:mod:`proxy.paths`) when it may pass: under ``/v1/``, not one of the
+    """The request's normalised path (:mod:`proxy.protocol`) when it may pass: under ``/v1/``, not one of the
     relay's own routes, and ``allowed`` by the ``--passthrough`` globs. Else an InvalidRequest: 400
     ``invalid_path``, 405 for another method on a route of the relay's own, 404 when no glob allows it."""
     raw = request.scope.get("raw_path") or quote(request.path).encode()

@@ -9,7 +9,7 @@ nursery. Here:
   still cancels it and an error still ends both);
 - a body of at most ``INLINE_BODY_MAX`` bytes (a chat request; no body at all) is received in this
   task before the handler runs. Then nothing is left to receive but the disconnect, and nothing
-  needs a task for it: the connection's read loop (:class:`proxy.keepalive.TCPServer`, which sees the
+  needs a task for it: the connection's read loop (:class:`._connection.TCPServer`, which sees the
   client's EOF first) cancels the request directly. A larger or streamed body (an upload passed
   through), or a connection that cannot watch (TLS), takes quart-trio's way;
 - the ``Request`` is dropped once the handler returned its response, before the body streams.
@@ -28,7 +28,8 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.wrappers import Request, Response
 from quart_trio.asgi import TrioASGIHTTPConnection
 
-from .direct import CONNECTION
+from ._direct import CONNECTION
+from ._taken import FALLBACKS, TAKEN
 
 INLINE_BODY_MAX = 64 * 1024
 INLINE_WAIT_S = 1.0  # a client slower than this sends the rest to quart-trio's body task
@@ -43,6 +44,7 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
             if complete is None:
                 return  # the client left before its request was in
             if complete:
+                TAKEN.inline_call += 1
                 # The request, cancelled by the connection's read loop if the client leaves. All in this
                 # frame: each frame here is held under the open stream.
                 with trio.CancelScope() as scope:
@@ -59,6 +61,11 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
                     finally:
                         server.eof_scope = None
                 return
+            FALLBACKS["inline_call: slow body"] += 1
+        elif server is None or not getattr(server, "watches_eof", False):
+            FALLBACKS["inline_call: connection does not watch EOF"] += 1
+        else:
+            FALLBACKS["inline_call: large or streamed body"] += 1
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.handle_messages, nursery, request, receive)
             await self.handle_request(nursery, request, send)

@@ -20,9 +20,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Settings
-from .observe import upstream_label
-from .validate import InvalidRequest
+from ..config import Settings, load
+from ..protocol import InvalidRequest
 
 CACHE_LIMIT = 10_000  # distinct model names remembered; beyond it decisions are still right, just not cached
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it goes into metric labels and a request header
@@ -33,6 +32,13 @@ _KEYS = frozenset(
     {"name", "base_url", "key_env", "key_envs", "models", "default", "max_concurrent", "include_usage",
      "ca_file", "max_connections", *_TIMEOUTS}
 )  # fmt: skip
+
+
+def upstream_label(base_url: str) -> str:
+    """``host[:port]`` of a base URL, never its userinfo."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 class ConfigError(ValueError):
@@ -254,3 +260,11 @@ def model_not_found(model: str) -> InvalidRequest:
     """The 404 for a model no upstream serves (no pattern matches, and there is no default upstream)."""
     shown = model if len(model) <= 100 else model[:100] + "…"
     return InvalidRequest(f"No upstream serves the model {shown!r}.", "model_not_found", 404)
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:
+    """``proxy.config.load``, then the ``[[upstreams]]`` tables validated: a bad one stops startup (ConfigError is
+    a ValueError)."""
+    settings = load(flags, environ, config_file)
+    upstream_configs(settings)
+    return settings

@@ -8,7 +8,7 @@ client that goes away stops the tokens it was paying for.
 Plain classes rather than async generators: no generator frame per response, and no ``yield``
 inside a cancel scope (PEP 789).
 
-Where the connection allows it (:func:`proxy.direct.current_writer`), the first ``__anext__`` does
+Where the connection allows it (:func:`proxy.serving.current_writer`), the first ``__anext__`` does
 not return a chunk: it relays the whole body itself, writing each piece straight to the client's
 socket, and then ends the iteration; Quart and hypercorn still send the head and the end of the
 response (the end carrying the body's last piece). A client that leaves still cancels the task that runs it.
@@ -21,18 +21,23 @@ from typing import Any
 
 import httpx
 
-from .direct import current_writer
-from .errors import (
+from ..protocol import (
+    DONE,
     MALFORMED_NDJSON,
     MALFORMED_SSE,
     SHUTDOWN_NDJSON,
     SHUTDOWN_SSE,
+    EventSplitter,
+    UsageStripper,
+    event_data,
     map_transport_error,
     sse_error_event,
+    usage_only,
+    well_formed,
 )
-from .sse import DONE, EventSplitter, event_data, well_formed
-from .transport import HEARTBEAT, Interrupted, _IteratorReader, reader
-from .usage import STRIPPED_USAGE, UsageStripper, usage_only
+from ..serving import current_writer
+from ..state import RequestState
+from ..upstream import HEARTBEAT, Interrupted, IteratorReader, reader
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
@@ -60,7 +65,7 @@ class SSEBody:
 
     def __init__(self, response: httpx.Response, *, direct: str | None = None, tap: Any = None) -> None:
         """``direct``: the request method, to relay by direct writes where they are exact (None: never);
-        ``tap``: the request's :class:`proxy.observe.Tap`, told of every piece written directly."""
+        ``tap``: the request's :class:`proxy.observability.Tap`, told of every piece written directly."""
         self._response = response
         self._reader = reader(response)
         self._finished = False
@@ -173,7 +178,7 @@ class SSEBody:
         self._reader.interrupt(reason)
 
     async def aclose(self) -> None:
-        if isinstance(self._reader, _IteratorReader):
+        if isinstance(self._reader, IteratorReader):
             await self._reader.aclose()
         await self._response.aclose()
 
@@ -230,23 +235,23 @@ class NDJSONBody(SSEBody):
 
 
 class UsageStrippedSSE(SSEBody):
-    """An SSE body without the usage chunk the relay asked for on the client's behalf (proxy/usage.py).
+    """An SSE body without the usage chunk the relay asked for on the client's behalf (proxy/protocol/_usage.py).
 
     A subclass rather than a flag in SSEBody: a stream that needs no cutting runs the same code as before.
     """
 
-    __slots__ = ("_stripper", "_scope")
+    __slots__ = ("_stripper", "_state")
 
-    def __init__(self, response: httpx.Response, scope: dict, **kwargs: Any) -> None:
+    def __init__(self, response: httpx.Response, state: RequestState, **kwargs: Any) -> None:
         super().__init__(response, **kwargs)
         self._stripper = UsageStripper()
-        self._scope = scope
+        self._state = state
 
     def _convert(self, data: bytes) -> bytes:
         stripper = self._stripper
         out = stripper.feed(data)
         if stripper.usage is not None:
-            self._scope[STRIPPED_USAGE] = stripper.usage
+            self._state.stripped_usage = stripper.usage
         if stripper.malformed:
             self._finished = True
             return out + MALFORMED_SSE
@@ -255,18 +260,18 @@ class UsageStrippedSSE(SSEBody):
     def _end(self) -> Any:
         rest = self._stripper.end()
         if self._stripper.usage is not None:
-            self._scope[STRIPPED_USAGE] = self._stripper.usage
+            self._state.stripped_usage = self._stripper.usage
         return rest or super()._end()
 
 
 class UsageStrippedNDJSON(NDJSONBody):
     """NDJSON lines without the usage chunk the relay asked for on the client's behalf."""
 
-    __slots__ = ("_scope",)
+    __slots__ = ("_state",)
 
-    def __init__(self, response: httpx.Response, scope: dict, **kwargs: Any) -> None:
+    def __init__(self, response: httpx.Response, state: RequestState, **kwargs: Any) -> None:
         super().__init__(response, **kwargs)
-        self._scope = scope
+        self._state = state
 
     def _convert(self, data: bytes) -> bytes:
         return self._strip(super()._convert(data))
@@ -280,7 +285,7 @@ class UsageStrippedNDJSON(NDJSONBody):
         kept = []
         for line in lines.splitlines(keepends=True):
             if usage_only(line.rstrip(b"\n")):
-                self._scope[STRIPPED_USAGE] = line.rstrip(b"\n")
+                self._state.stripped_usage = line.rstrip(b"\n")
             else:
                 kept.append(line)
         return b"".join(kept)

@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .auth import fingerprint
-from .retry import parse_retry_after
+from ..auth import fingerprint
+from ..protocol import parse_retry_after
 
 DEFAULT_REST_S = 5.0  # a 429 without a readable Retry-After
 MAX_REST_S = 300.0  # a longer Retry-After (a daily quota, say) is cut to this: the key is tried again then

@@ -10,4 +10,4 @@ from __future__ import annotations
 
 from importlib import resources
 
-PAGE: bytes = resources.files(__package__).joinpath("static/index.html").read_bytes()
+PAGE: bytes = resources.files("proxy").joinpath("static/index.html").read_bytes()

@@ -9,8 +9,8 @@ import math
 import httpx
 from quart import Response
 
-from .errors import JSON, error_body, map_transport_error
-from .keypool import AllKeysResting
+from ..protocol import JSON, error_body, map_transport_error
+from ..upstream import AllKeysResting
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
 RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")

@@ -17,10 +17,8 @@ import httpx
 import trio
 from quart import Response
 
-from .attempts import read_and_close
-from .errors import JSON, error_body, map_transport_error
-from .keypool import AllKeysResting
-from .upstream import Upstream
+from ..protocol import JSON, error_body, map_transport_error
+from ..upstream import AllKeysResting, Upstream, read_and_close
 
 log = logging.getLogger("moonrelay")
 

@@ -1,6 +1,6 @@
 """One JSON access-log line per request, sans I/O: request ids, key prefixes, usage and errors from a body's tail.
 
-Everything here is pure: the ASGI shell (:mod:`proxy.observe`) hands in header values and the last
+Everything here is pure: the ASGI shell (:mod:`proxy.observability`) hands in header values and the last
 bytes a response sent, and gets back the fields of the line. Nothing here sees a whole stream: usage
 is read from the *tail* of the body (the last two non-empty sends), where both shapes put it:
 
@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import bearer_token
+from ..auth import bearer_token
 
 LOGGER = "moonrelay.access"
 
@@ -30,7 +30,7 @@ LOGGER = "moonrelay.access"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 KEY_PREFIX_CHARS = 8
 
-# Error codes the relay itself answers with (see proxy/errors.py): not upstream errors.
+# Error codes the relay itself answers with (see proxy/protocol/_errors.py): not upstream errors.
 RELAY_CODES = frozenset(
     {"relay_overloaded", "shutting_down", "invalid_api_key", "request_too_large", "unsupported_media_type"}
 )

@@ -9,7 +9,7 @@ stream's reader with ``interrupt(HEARTBEAT)``; its body then returns the comment
 Streams are registered only once the upstream answered 200 (a ping before the status is known
 would commit the client to a 200), and a ping is never a chunk: it carries no ``data:`` line. It
 can go out whenever it is due, since the body has only ever forwarded whole events (an upstream
-that stalls mid-event has its partial event held back, :class:`proxy.relay.SSEBody`): the ping is
+that stalls mid-event has its partial event held back, :class:`proxy.stream.SSEBody`): the ping is
 always an event of its own, never inside a ``data:`` line.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from .transport import HEARTBEAT
+from ..upstream import HEARTBEAT
 
 
 class Heartbeats:

@@ -21,10 +21,11 @@ from typing import Self
 
 import httpx
 
-from .config import Settings
-from .keypool import Key, KeyPool
-from .routing import Router, UpstreamConfig, single_upstream, upstream_configs
-from .transport import H11Transport, Timeouts
+from ..config import Settings
+from ._connection import Timeouts
+from ._keypool import Key, KeyPool
+from ._pool import H11Transport
+from ._routing import Router, UpstreamConfig, single_upstream, upstream_configs
 
 log = logging.getLogger("moonrelay")
 

@@ -8,7 +8,7 @@ for it may choke on a chunk without choices), so that chunk is cut out of what i
 kept for the log. Everything else in the stream stays byte for byte what the upstream sent.
 
 Only usage-bearing events are parsed a second time (one or two per stream): every event is
-already checked by :func:`proxy.sse.well_formed`, and only those that contain ``"usage"`` are
+already checked by :func:`proxy.protocol.well_formed`, and only those that contain ``"usage"`` are
 looked at again.
 """
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .sse import EventSplitter, event_data, well_formed
-
-STRIPPED_USAGE = "moonrelay.stripped_usage"  # ASGI scope key: the usage chunk cut out of a stream, for the log
+from ._sse import EventSplitter, event_data, well_formed
 
 
 def asked_for_usage(data: dict[str, Any]) -> bool:

@@ -9,8 +9,8 @@ readiness, CORS and the demo page.
 
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
 body's tail, kept for usage); clocks are read twice per request (response start, first chunk). A
-streamed body that writes its chunks straight to the socket (:mod:`proxy.direct`) bypasses
-``send``; it reports each chunk to the request's :class:`Tap` (``scope[TAP]``) instead.
+streamed body that writes its chunks straight to the socket (:func:`proxy.serving.current_writer`) bypasses
+``send``; it reports each chunk to the request's :class:`Tap` (``RequestState.tap``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
 """
 
@@ -20,29 +20,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
-from .accesslog import AccessRecord, access_logger, key_prefix, request_id, scan_tail
-from .accesslog import upstream_error_kind as error_kind
-from .config import Settings
-from .cors import CORSPolicy
-from .demo import PAGE
-from .keepalive import request_body_unread, send_last, shielding_last, write_timed_out
-from .usage import STRIPPED_USAGE
+from ..config import Settings
+from ..serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
+from ..state import STATE, UNMATCHED, RequestState
+from ..upstream import configured_models, upstream_label
+from ._accesslog import AccessRecord, access_logger, key_prefix, request_id, scan_tail
+from ._accesslog import upstream_error_kind as error_kind
+from ._cors import CORSPolicy
+from ._demo import PAGE
 
 log = logging.getLogger("moonrelay")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
-ROUTE = "moonrelay.route"  # ASGI scope key: the Quart URL rule that matched (set by a before_request hook)
-UPSTREAM = "moonrelay.upstream"  # ASGI scope key: the name of the upstream the request was routed to
 UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
-UNMATCHED = "unmatched"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 UNLOGGED = frozenset({"/healthz", "/metrics"})  # probes and scrapes (when the app answers them) would drown the log
-TAP = "moonrelay.tap"  # ASGI scope key: the request's Tap
-MODEL = "moonrelay.model"  # ASGI scope key: the model a chat request named (set by the view once it read the body)
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
 
@@ -51,16 +46,16 @@ class Tap:
 
     Its ``send`` is the ``send`` the app gets. One slotted object per call instead of two closures and
     their cells: it lives as long as the stream. The body's hot path is ``seen`` (a direct writer calls
-    it too, :mod:`proxy.direct`): an increment and two reference moves.
+    it too, :mod:`proxy.serving`): an increment and two reference moves.
     """
 
     __slots__ = (
         "chunks", "first_ns", "prev", "last", "gone", "completed", "status", "head_ns", "streamed", "content_type",
-        "_send", "_rid", "_cors", "_metrics",
+        "_send", "_rid", "_cors", "_metrics", "_watch",
     )  # fmt: skip
 
     def __init__(self, send: Callable | None = None, rid: bytes = b"", cors: list | None = None,
-                 metrics: Any = None) -> None:  # fmt: skip
+                 metrics: Any = None, watch: BodyWatch | None = None) -> None:  # fmt: skip
         self.gone = False  # a direct write found the client gone (the body then ends as if complete)
         self.completed = False  # the last body message was sent
         self.chunks = 0
@@ -74,6 +69,7 @@ class Tap:
         self._rid = rid
         self._cors = cors or []
         self._metrics = metrics
+        self._watch = watch  # without the fast paths: whether the request's body was read to the end
 
     def seen(self, body: bytes) -> None:
         # The hot path: one call per chunk. Keep it to an increment and two reference moves.
@@ -93,7 +89,7 @@ class Tap:
                 self.seen(body)
             if not message.get("more_body", False):
                 self.completed = True  # before the send: the server may cancel us as it ends the response
-                with trio.CancelScope(shield=True):  # see proxy.keepalive: the last send must not be cut
+                with trio.CancelScope(shield=True):  # see proxy.serving._connection: the last send must not be cut
                     await self._send(message)  # type: ignore[misc]
                 return
         elif message["type"] == "http.response.start":
@@ -113,7 +109,7 @@ class Tap:
             headers.append((name, value))
         headers.append((b"x-request-id", self._rid))
         headers.extend(self._cors)
-        if request_body_unread():
+        if request_body_unread() if self._watch is None else not self._watch.done:
             headers.append((b"connection", b"close"))
         message["headers"] = headers
         self.content_type = content_type
@@ -122,25 +118,42 @@ class Tap:
             self._metrics.in_flight.inc()
 
 
-def upstream_label(base_url: str) -> str:
-    """``host[:port]`` of a base URL, never its userinfo."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url
-    return f"{host}:{parts.port}" if parts.port else host
+class BodyWatch:
+    """``receive`` that notes when the request's body was read to the end: the plain path's way of telling an
+    early response (:func:`proxy.serving.request_body_unread` reads it from h11 on the fast path)."""
+
+    __slots__ = ("_receive", "done")
+
+    def __init__(self, receive: Callable) -> None:
+        self._receive = receive
+        self.done = False
+
+    async def __call__(self) -> dict:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
+            return True
+    return False
 
 
 class Observer:
     def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
         self.app = app
         self.settings = settings
+        self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
         self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
         self.metrics = None
         if settings.metrics != "off":
-            from .metrics import Metrics
-            from .routing import configured_models  # here: routing imports this module
+            from ._metrics import Metrics
 
             self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
         self.serving = False
@@ -167,7 +180,7 @@ class Observer:
             status, body = self.ready()
             await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
         elif path == "/metrics" and self.metrics is not None and self.settings.metrics_auth != "on":  # else: the app
-            from .metrics import CONTENT_TYPE
+            from ._metrics import CONTENT_TYPE
 
             await self._answer(send, 200, self.metrics.render(), CONTENT_TYPE.encode(), cors)
         elif path in ("/", "/index.html"):
@@ -184,7 +197,7 @@ class Observer:
         """The ASGI call; with hypercorn's two extra arguments this is also the app hypercorn calls directly.
 
         One layer, one coroutine frame for the whole request: the request id, log and metrics, the
-        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.keepalive`
+        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.serving`
         used to be four nested ASGI wrappers, each a frame held for as long as its stream was open.
         """
         if scope["type"] != "http":
@@ -192,6 +205,7 @@ class Observer:
         streams = self.streams
         if streams is not None:
             streams.calls += 1
+        state = scope[STATE] = RequestState()
         try:
             method: str = scope["method"]
             path: str = scope["path"]
@@ -220,22 +234,25 @@ class Observer:
             rid = request_id(rid_header.decode("latin-1") if rid_header is not None else None)
             started = time.monotonic_ns()
             metrics = self.metrics
-            tap = scope[TAP] = Tap(send, rid.encode(), cors, metrics)
+            watch = None
+            if self.plain and _declares_body(scope["headers"]):
+                receive = watch = BodyWatch(receive)
+            tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch)
             try:
                 await self.app(scope, receive, tap.send)
             finally:
                 if tap.streamed and metrics is not None:
                     metrics.in_flight.dec()
                 try:
-                    self._finish(scope, method, path, rid, authorization, started, tap)
+                    self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
             if streams is not None:
-                streams.leave(scope)
+                streams.leave(state)
 
     def _finish(
-        self, scope: dict, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
+        self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
     ) -> None:
         """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
@@ -243,15 +260,15 @@ class Observer:
             tap.status, tap.head_ns, tap.first_ns, tap.streamed, tap.content_type
         )
         tail, chunks, completed = tap.tail, tap.chunks, tap.completed and not tap.gone
-        route = scope.get(ROUTE, UNMATCHED)
-        stripped = scope.get(STRIPPED_USAGE)
+        route = state.route
+        stripped = state.stripped_usage
         if stripped is not None:
             tail = tail + b"\n" + stripped
         rec = AccessRecord(
             request_id=rid,
             method=method,
             route=route,
-            upstream=scope.get(UPSTREAM, self.upstream),
+            upstream=state.upstream or self.upstream,
             client_key=key_prefix(authorization.decode("latin-1")) if authorization is not None else None,
             status=status,
             ttfc_ms=(first_ns - started) / 1e6 if first_ns else None,
@@ -260,7 +277,7 @@ class Observer:
             completed=completed,
         )
         if path in CHAT_PATHS:
-            rec.model = scope.get(MODEL) or self.settings.default_model
+            rec.model = state.model or self.settings.default_model
         kind = None
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
@@ -271,7 +288,7 @@ class Observer:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
-        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.direct)
+        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.serving)
         if timed_out:
             rec.completed = False
             rec.error = "client_write_timeout"
@@ -289,7 +306,7 @@ class Observer:
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
-    ``streams`` (the worker's :class:`proxy.admission.Streams`) lets ``/readyz`` report a drain.
+    ``streams`` (the worker's :class:`proxy.app.Streams`) lets ``/readyz`` report a drain.
     """
     from quart import request
 
@@ -298,7 +315,7 @@ def install_observability(app: Any, settings: Settings, streams: Any = None) -> 
 
     async def note_route() -> None:
         rule = request.url_rule
-        request.scope[ROUTE] = rule.rule if rule is not None else UNMATCHED
+        request.scope[STATE].route = rule.rule if rule is not None else UNMATCHED
 
     # First, so that requests refused by authentication still get their route.
     app.before_request_funcs.setdefault(None, []).insert(0, note_route)

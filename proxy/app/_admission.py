@@ -2,7 +2,7 @@
 ``max_concurrent``), draining, and who to interrupt.
 
 A request is admitted in the view, after it validated, and released when its ASGI call returns
-(:class:`proxy.observe.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
+(:class:`proxy.observability.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
 that is when the last byte went out *or* the client left (quart-trio cancels the call on
 disconnect), whatever happened in between. Releasing there instead of in the body's ``aclose``
 also covers a response that was never iterated, and costs nothing per chunk.
@@ -14,11 +14,8 @@ from typing import Any
 
 import trio
 
-from .transport import SHUTDOWN
-
-ADMITTED = "moonrelay.admitted"  # ASGI scope key: this call holds a slot
-BODY = "moonrelay.body"  # ASGI scope key: the streaming body being sent, if any
-UPSTREAM_SLOT = "moonrelay.upstream_slot"  # ASGI scope key: the upstream whose max_concurrent slot this call holds
+from ..state import RequestState
+from ..upstream import SHUTDOWN
 
 
 class Streams:
@@ -31,33 +28,36 @@ class Streams:
         self.draining = False
         self._idle: trio.Event | None = None
 
-    def admit(self, scope: dict) -> bool:
-        """Take a slot for this ASGI call; False when the worker is full."""
+    def admit(self, state: RequestState) -> bool:
+        """Take a slot for this call; False when the worker is full."""
         if self.limit and self.active >= self.limit:
             return False
         self.active += 1
-        scope[ADMITTED] = True
+        state.admitted = True
         return True
 
-    def hold(self, scope: dict, upstream: Any) -> bool:
+    def hold(self, state: RequestState, upstream: Any) -> bool:
         """Take one of ``upstream``'s slots (``Upstream.take``) for this call; False when it is full."""
         if not upstream.take():
             return False
-        scope[UPSTREAM_SLOT] = upstream
+        state.upstream_slot = upstream
         return True
 
-    def track_body(self, scope: dict, body: Any) -> None:
+    def track_body(self, state: RequestState, body: Any) -> None:
         self.bodies.add(body)
-        scope[BODY] = body
+        state.body = body
 
-    def release(self, scope: dict) -> None:
-        body = scope.pop(BODY, None)
+    def release(self, state: RequestState) -> None:
+        body = state.body
         if body is not None:
+            state.body = None
             self.bodies.discard(body)
-        if scope.pop(ADMITTED, False):
+        if state.admitted:
+            state.admitted = False
             self.active -= 1
-        upstream = scope.pop(UPSTREAM_SLOT, None)
+        upstream = state.upstream_slot
         if upstream is not None:
+            state.upstream_slot = None
             upstream.give_back()
 
     async def wait_idle(self) -> None:
@@ -74,9 +74,10 @@ class Streams:
         for body in list(self.bodies):
             body.interrupt(SHUTDOWN)
 
-    def leave(self, scope: dict) -> None:
+    def leave(self, state: RequestState | None) -> None:
         """The end of an HTTP call (counted in ``calls`` when it began), however it ended: release its slots."""
-        self.release(scope)
+        if state is not None:
+            self.release(state)
         self.calls -= 1
         if self.calls == 0 and self._idle is not None:
             self._idle.set()

@@ -33,7 +33,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 OTHER_MODEL = "other"
-# The codes the relay itself writes with type upstream_error (proxy/errors.py); an upstream's body may say anything.
+# The codes the relay itself writes with type upstream_error (proxy/protocol/_errors.py); upstream bodies vary.
 KINDS = frozenset(
     {"upstream_error", "upstream_unavailable", "upstream_timeout", "upstream_connect_timeout", "upstream_busy",
      "upstream_malformed"} | {f"http_{status}" for status in range(100, 600)}

@@ -15,7 +15,7 @@ encoding, or raw bytes for an HTTP/1.0 client) and written with one non-blocking
 the socket. Only when the socket's buffer is full does it fall back to hypercorn's own way:
 ``send_all`` under the connection's send lock, shielded so that a frame is never half-written.
 
-Every write that has to wait for the client (here and in :mod:`proxy.keepalive`) goes through
+Every write that has to wait for the client (here and in :mod:`proxy.serving._connection`) goes through
 :func:`send_rest`: under the send lock, shielded so that a frame is never cut by a cancellation, and
 with the worker's client write deadline (:class:`ClientWrites`), so that a client that stops reading
 cannot hold its stream, upstream request and slots forever. When the deadline passes, part of a frame
@@ -24,7 +24,8 @@ socket takes at once (``os.write``) has no deadline to set and costs nothing mor
 
 Used only where it is the same protocol underneath: plain TCP (not TLS), HTTP/1.1 via h11, the
 response head sent, no request with a suppressed body (HEAD). Anything else gets ``None`` from
-:func:`current_writer` and the caller uses the ASGI path. Relies on hypercorn 0.17/0.18 internals
+:func:`current_writer` (counted in ``FALLBACKS`` with its reason) and the caller uses the ASGI path.
+Relies on hypercorn 0.17/0.18 internals
 (``TCPServer.stream``/``send_lock``/``protocol``, ``H11Protocol.connection``), checked at each use.
 """
 
@@ -40,7 +41,9 @@ from typing import Any
 import h11
 import trio
 
-# The hypercorn TCPServer serving the current task's connection (set by proxy.keepalive.TCPServer.run;
+from ._taken import FALLBACKS, TAKEN
+
+# The hypercorn TCPServer serving the current task's connection (set by _connection.TCPServer.run;
 # the app's tasks inherit it, since hypercorn spawns them from that task).
 CONNECTION: ContextVar[Any] = ContextVar("moonrelay.connection", default=None)
 
@@ -48,7 +51,7 @@ CONNECTION: ContextVar[Any] = ContextVar("moonrelay.connection", default=None)
 class ClientWrites:
     """A worker's client write deadline, and the writes now waiting for a slow client (for shutdown to end).
 
-    One per ``serve`` (on hypercorn's config, read by each :class:`proxy.keepalive.TCPServer`).
+    One per ``serve`` (on hypercorn's config, read by each :class:`proxy.serving._connection.TCPServer`).
     """
 
     __slots__ = ("timeout_s", "waiting", "stopping")
@@ -66,7 +69,7 @@ class ClientWrites:
             scope.cancel()
 
 
-NO_CONFIG = ClientWrites(30.0)  # for a TCPServer whose hypercorn config was not made by proxy.server
+NO_CONFIG = ClientWrites(30.0)  # for a TCPServer whose hypercorn config was not made by proxy.serving
 
 
 async def send_rest(stream: trio.abc.Stream, lock: trio.Lock, data: bytes, writes: ClientWrites) -> bool | None:
@@ -101,7 +104,7 @@ def abort(stream: trio.abc.Stream) -> None:
 
     ``shutdown`` rather than ``close``: the fd stays this connection's (nothing else gets its number
     while a task may still write to it; those writes now fail), and the read loop sees EOF, which ends
-    the request as a client that left does (proxy.keepalive, proxy.quartcall). ``SO_LINGER`` 0 makes
+    the request as a client that left does (``_connection``, ``_inline``). ``SO_LINGER`` 0 makes
     the close that follows a reset, dropping what the client never read instead of keeping it queued.
     """
     sock = getattr(stream, "socket", None) or getattr(getattr(stream, "transport_stream", None), "socket", None)
@@ -127,12 +130,14 @@ class DirectWriter:
         self._fd = stream.socket.fileno()
         self._stream = stream
         self._lock = lock
-        self._server = server  # proxy.keepalive.TCPServer: its ``pending`` goes out before hypercorn's next write
+        self._server = server  # _connection.TCPServer: its ``pending`` goes out before hypercorn's next write
         self._writes: ClientWrites = getattr(server, "writes", None) or NO_CONFIG
         # h11 frames chunks without keeping state for them (ChunkedWriter): framing here is the same
         # bytes for less (h11's send was 3.8 % of the relay's CPU at 1,000 streams, hypercorn's own
         # calls included). Any other framing (HTTP/1.0: raw, then close) stays h11's.
         self._chunked = type(getattr(conn, "_writer", None)).__name__ == "ChunkedWriter"
+        if self._chunked:
+            TAKEN.own_chunked += 1
 
     def write_nowait(self, data: bytes) -> bytes | None:
         """Frame ``data`` and write what the socket takes now: the unwritten rest (b"" if none), None if gone."""
@@ -181,6 +186,7 @@ class DirectWriter:
         if not self._chunked or server is None or getattr(server, "pending", None) != b"":
             return False
         server.pending = b"%x\r\n%b\r\n" % (len(data), data)
+        TAKEN.deferred_tail += 1
         return True
 
     async def write(self, data: bytes) -> bool:
@@ -191,18 +197,26 @@ class DirectWriter:
 
 
 def current_writer(method: str) -> DirectWriter | None:
-    """A writer for the response now being sent on this task's connection, or None where it would not be exact."""
+    """A writer for the response now being sent on this task's connection, or None where it would not be exact.
+
+    Each None is counted in ``FALLBACKS`` with its reason: a fast path lost is seen, not only slower.
+    """
     if method == "HEAD":
+        FALLBACKS["direct_writer: HEAD"] += 1
         return None
     server = CONNECTION.get()
     if server is None:
+        FALLBACKS["direct_writer: not our connection"] += 1
         return None
     stream = getattr(server, "stream", None)
     if type(stream) is not trio.SocketStream:  # TLS, or something hypercorn may add later
+        FALLBACKS["direct_writer: not a plain socket (TLS)"] += 1
         return None
     protocol = getattr(getattr(server, "protocol", None), "protocol", None)
     conn = getattr(protocol, "connection", None)
     lock = getattr(server, "send_lock", None)
     if type(conn) is not h11.Connection or not isinstance(lock, trio.Lock) or conn.our_state is not h11.SEND_BODY:
+        FALLBACKS["direct_writer: not h11 in SEND_BODY"] += 1
         return None
+    TAKEN.direct_writer += 1
     return DirectWriter(conn, stream, lock, server)

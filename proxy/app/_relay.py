@@ -1,0 +1,229 @@
+"""The relay object: the request path (admit, route, exchange, body) and the views, with explicit dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import httpx
+import trio
+from quart import Response, request
+
+from ..config import Settings
+from ..observability import model_from_body
+from ..protocol import (
+    JSON,
+    SHUTTING_DOWN,
+    ChatRequest,
+    InvalidRequest,
+    asked_for_usage,
+    check_chat_object,
+    check_content_type,
+    parse_chat_request,
+    with_usage,
+)
+from ..state import STATE, RequestState
+from ..stream import Heartbeats, NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
+from ..upstream import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from . import _passthrough as passthrough
+from ._admission import Streams
+from ._models import merged_models
+from ._responses import error_response, keys_resting, relayed_headers, upstream_error
+
+
+class Relay:
+    """The relay's request handling, with explicit dependencies: no sockets needed to test a method.
+
+    ``upstreams`` may be set later (an app that opens its own when serving starts); ``streams`` holds the
+    worker's in-flight chat requests (admission, drain); ``heartbeats``, if given and running, pings silent
+    SSE streams; ``direct_writes``: streamed bodies may write straight to the client socket (proxy.serving).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        upstreams: Upstreams | None,
+        streams: Streams,
+        heartbeats: Heartbeats | None = None,
+        *,
+        direct_writes: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.upstreams = upstreams
+        self.streams = streams
+        self.heartbeats = heartbeats
+        self.direct_writes = direct_writes
+
+    # -- admission and routing --------------------------------------------------------------------
+
+    def refuse_if_draining(self) -> None:
+        if self.streams.draining:
+            raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
+
+    def hold(self, state: RequestState, upstream: Upstream) -> None:
+        """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
+        if not self.streams.hold(state, upstream):
+            raise InvalidRequest(
+                f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
+                "requests on this relay worker; retry shortly.",
+                "upstream_concurrency_limit",
+                429,
+            )
+
+    def admit(self, state: RequestState, upstream: Upstream) -> None:
+        """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
+        503 while draining)."""
+        self.refuse_if_draining()
+        if not self.streams.admit(state):
+            raise InvalidRequest(
+                f"The relay is at its limit of {self.settings.max_streams} concurrent requests; retry shortly.",
+                "relay_overloaded",
+                429,
+            )
+        self.hold(state, upstream)
+
+    def route(self, state: RequestState, model: str) -> Upstream:
+        """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
+        upstream = self.upstreams.route(model)  # type: ignore[union-attr]
+        if upstream is None:
+            raise model_not_found(model)
+        state.upstream = upstream.name
+        return upstream
+
+    # -- the exchange with the upstream -----------------------------------------------------------
+
+    def body(self, response: httpx.Response, state: RequestState, method: str, *, ndjson: bool,
+             strip_usage: bool) -> SSEBody:  # fmt: skip
+        """The streaming body that relays ``response`` (SSE, or the seed's NDJSON), tracked for drain and
+        heartbeats; ``method`` is the client's (a HEAD gets no direct writes)."""
+        direct = method if self.direct_writes else None
+        tap = state.tap
+        body: SSEBody
+        if ndjson:
+            if strip_usage:
+                body = UsageStrippedNDJSON(response, state, direct=direct, tap=tap)
+            else:
+                body = NDJSONBody(response, direct=direct, tap=tap)
+        else:
+            if strip_usage:
+                body = UsageStrippedSSE(response, state, direct=direct, tap=tap)
+            else:
+                body = SSEBody(response, direct=direct, tap=tap)
+            if self.heartbeats is not None:
+                self.heartbeats.watch(body)
+        self.streams.track_body(state, body)
+        return body
+
+    async def exchange(
+        self, state: RequestState, client_method: str, upstream: Upstream, method: str, path: str,
+        body: bytes | None, stream: bool, ndjson: bool = False, strip_usage: bool = False,
+    ) -> Response:  # fmt: skip
+        """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back."""
+        try:
+            response, content = await send_with_retries(
+                upstream, lambda key: upstream.send(method, path, body, stream=stream, key=key), self.settings
+            )
+        except httpx.TransportError as exc:
+            return upstream_error(exc, ndjson=ndjson)
+        except AllKeysResting as exc:
+            return keys_resting(exc, upstream.name, ndjson=ndjson)
+        relayed = relayed_headers(response)
+        if content is None and stream and response.status_code == 200:
+            body_iter = self.body(response, state, client_method, ndjson=ndjson, strip_usage=strip_usage)
+            if ndjson:
+                return Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
+            relayed["cache-control"] = "no-cache"
+            relayed["x-accel-buffering"] = "no"  # tell nginx in front of us not to buffer either
+            content_type = response.headers.get("content-type", "text/event-stream")
+            return Response(body_iter, status=200, headers=relayed, content_type=content_type)
+        if content is None:
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                return upstream_error(exc, ndjson=False)
+            finally:
+                await response.aclose()
+        content_type = response.headers.get("content-type", JSON)
+        if ndjson:
+            content = content.rstrip(b"\n") + b"\n"
+            content_type = "application/x-ndjson"
+        return Response(content, status=response.status_code, headers=relayed, content_type=content_type)
+
+    async def until_answered(self, answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
+        """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""
+        # One cancel scope per request (not per chunk): a drain that runs out of time cancels it.
+        scope = trio.CancelScope()
+        waiting = self.streams.waiting
+        waiting.add(scope)
+        try:
+            with scope:
+                return await answer()
+        finally:
+            waiting.discard(scope)
+        # Only reached when the drain cancelled the scope.
+        return error_response(503, SHUTTING_DOWN, ndjson=ndjson)
+
+    async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
+        state.model = chat.model  # for the access log
+        upstream = self.route(state, chat.model)
+        self.admit(state, upstream)
+        body, strip_usage = chat.body, False
+        if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
+            body, strip_usage = with_usage(chat.data), True
+        path = "/chat/completions"
+        exchange = partial(self.exchange, state, client_method, upstream, "POST", path, body, chat.stream, ndjson,
+                           strip_usage)  # fmt: skip
+        return await self.until_answered(exchange, ndjson)
+
+    async def read_chat(self, state: RequestState, *, allow_text: bool = False) -> ChatRequest:
+        check_content_type(request.mimetype, allow_text=allow_text)
+        raw = await request.get_data(cache=False)
+        try:
+            return parse_chat_request(raw, self.settings.default_model)
+        except InvalidRequest:
+            state.model = model_from_body(raw)  # the access log names what the refused body asked for
+            raise
+
+    # -- the views (Quart's ``request`` is the one now being handled) -------------------------------
+
+    async def chat_completions(self) -> Response:
+        state = request.scope[STATE]
+        return await self.relay_chat(state, await self.read_chat(state), request.method, ndjson=False)
+
+    async def models(self) -> Response:
+        state = request.scope[STATE]
+        everyone = self.upstreams.all  # type: ignore[union-attr]
+        if len(everyone) == 1:  # one upstream: its own answer, status and all
+            state.upstream = everyone[0].name
+            return await self.until_answered(partial(self.exchange, state, "GET", everyone[0], "GET", "/models",
+                                                     None, False))  # fmt: skip
+        state.upstream = "all"
+        return await self.until_answered(partial(merged_models, everyone))
+
+    async def seed_chat(self) -> Response:
+        """The seed's browser format: NDJSON lines of chunk JSON over chunked HTTP."""
+        state = request.scope[STATE]
+        if request.method == "GET":
+            content = request.args.get("content", "")
+            data: dict[str, Any] = {"messages": [{"role": "user", "content": content}], "stream": True}
+            if "model" in request.args:
+                data["model"] = request.args["model"]
+            chat = check_chat_object(data, None, self.settings.default_model)
+        else:
+            chat = await self.read_chat(state, allow_text=True)  # a browser's fetch() sends text/plain by default
+        return await self.relay_chat(state, chat, request.method, ndjson=True)
+
+    async def pass_through(self, allowed: Any, forwarded: frozenset[bytes]) -> Response:
+        """Every other /v1/* endpoint, both bodies streamed (proxy/app/_passthrough.py)."""
+        state = request.scope[STATE]
+        settings = self.settings
+        path = passthrough.checked_path(request, allowed)
+        self.refuse_if_draining()
+        content, model = await passthrough.read_body(request, settings)
+        named = request.headers.get(passthrough.UPSTREAM_HEADER)
+        upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
+        state.upstream = upstream.name
+        self.hold(state, upstream)
+        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded)
+        return await self.until_answered(relay)
