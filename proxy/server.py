@@ -176,6 +176,7 @@ def run(settings: Settings) -> int:
         flush=True,
     )
     host, port = split_bind(settings.bind)
+    fast_paths_allowed(settings.fast_paths)  # the version gate's one warning line, here: the workers fork after it
     if settings.gc_tuning != "off":
         tune_gc()  # before the workers fork: they inherit the frozen heap and the thresholds
     if settings.workers <= 1:

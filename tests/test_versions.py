@@ -1,6 +1,8 @@
 """The version gate: the tested-versions table, its agreement with pyproject.toml and the lock, and the one warning."""
 
 import logging
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -113,3 +115,44 @@ def test_the_lock_pins_tested_versions():
 def test_this_environment_runs_the_tested_frameworks():
     """The suite's own venv (./dev, from the lock) is the tested set, so the contract tests see the fast paths."""
     assert versions.untested_frameworks() == []
+
+
+_BUMPED_RELAY = """
+import sys
+from importlib import metadata
+real = metadata.version
+metadata.version = lambda name: "0.99.0" if name == "hypercorn" else real(name)
+from proxy.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+async def test_a_bumped_framework_warns_once_per_relay_and_serves_on_the_plain_path(monkeypatch, tmp_path):
+    """Two forked workers, one warning line: the gate runs in the parent before the fork."""
+    import httpx
+    import trio
+
+    monkeypatch.delenv(versions.FAST_PATHS_ENV, raising=False)
+    argv = [sys.executable, "-c", _BUMPED_RELAY, "--bind", "127.0.0.1:0", "--workers", "2",
+            "--upstream", "http://127.0.0.1:9/v1"]  # fmt: skip
+    with open(tmp_path / "stderr", "wb") as log:  # noqa: ASYNC230 - the child writes to it
+        proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
+        try:
+            seen = b""
+            with trio.fail_after(30):
+                while b"moonrelay listening on " not in seen or not seen.endswith(b"\n"):
+                    data = await proc.stdout.receive_some(4096)
+                    assert data, seen
+                    seen += data
+            root = seen.split(b"moonrelay listening on ", 1)[1].split()[0].decode()
+            async with httpx.AsyncClient(timeout=10) as client:
+                assert (await client.get(root + "/healthz")).status_code == 200
+        finally:
+            proc.terminate()
+            with trio.fail_after(20):
+                await proc.wait()
+    err = (tmp_path / "stderr").read_text()
+    lines = [line for line in err.splitlines() if "fast paths off" in line]
+    assert len(lines) == 1, err
+    assert "hypercorn 0.99.0 (tested ==0.18.0)" in lines[0]
