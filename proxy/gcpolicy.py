@@ -2,23 +2,19 @@
 
 Why: CPython starts a full (oldest-generation) collection each time the long-lived heap has grown by a
 quarter, and a full collection walks every tracked object. A relay ramping up to N streams grows its heap
-by ~200 tracked objects per stream, so the ramp itself triggers a series of ever larger full collections,
-each a stall of the whole worker. Measured (one relay worker, 1,000 streams ramped over 5 s, sim TTFT 1 s,
-20 chunks 0.5 s apart; ``gc.callbacks`` with ``time.thread_time``): 3 full collections after start-up,
-of up to ~300,000 objects, the largest 297-334 ms of CPU, GC 14-15 % of the relay's CPU, and first
-chunks delayed by up to 300-400 ms (p99 254-354 ms) behind those stalls.
+by a few hundred tracked objects per stream, so the ramp itself triggers a series of ever larger full
+collections, each a stall of the whole worker that delays every stream's next chunk.
 
-What: freeze everything alive at start-up (modules, the app: ~100,000 objects that a full collection
-would otherwise walk forever) and collect the young generations less often. Cyclic garbage is rare
-here: of ~10,000 cyclic objects per 1,000 sessions, 99 % die in the youngest generation, fewer than 60
-reach the oldest. So the oldest generation's threshold can rise until full collections become rare
-(after ~``YOUNG * MIDDLE * OLD`` net allocations); the heap still falls back to its idle size after a load.
-Same load, this policy: no full collection after start-up, GC 6 % of relay CPU, first-chunk delay p99 70 ms.
-At 5,000 streams (hold-like): GC 42 % → 10 % of relay CPU, 1,323 → 847 µs per chunk.
+What: freeze everything alive at start-up (modules, the app: objects that a full collection would otherwise
+walk forever) and collect the young generations less often. Cyclic garbage is rare here: almost all of it
+dies in the youngest generation. So the oldest generation's threshold can rise until full collections become
+rare (after ~``YOUNG * MIDDLE * OLD`` net allocations); the heap still falls back to its idle size after a
+load. Measured, policy off and on (GC share of relay CPU, full collections, first-chunk delay, CPU per chunk,
+the census of cyclic garbage): results/PERF-LOG.md, "Issue 5", step 7.
 
-Its cost: more live memory at high stream counts (peak tracked objects ~1.2 M vs ~1.1 M at 5,000 streams; the
-bench's hold figure rose from 23.1 to 34.5 KB per open stream, results/PERF-LOG.md). ``--gc-tuning off``
-restores CPython's defaults where memory matters more than CPU.
+Its cost: more live memory per open stream at high stream counts (results/PERF-LOG.md, "Side-by-side bench,
+2026-12-02", and the A/B in results/gc-policy-hold-ab/). ``--gc-tuning off`` restores CPython's defaults where
+memory matters more than CPU.
 """
 
 from __future__ import annotations

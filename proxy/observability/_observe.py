@@ -1,7 +1,7 @@
 """The observability shell: one ASGI layer around the app for request ids, access logs, metrics,
 readiness, CORS and the demo page.
 
-    client ─▶ Observer ─▶ Streams.wrap ─▶ Quart app
+    client ─▶ Observer ─▶ Quart app         (the Observer also counts the call in the worker's Streams)
               │ answers itself: GET /readyz, GET /metrics, GET / (demo), OPTIONS preflights
               │ (before authentication: probes, scrapers and preflights carry no client key)
               └ everything else: a request id in, ``X-Request-Id`` out, one log line and the

@@ -30,10 +30,6 @@ def error_body(message: str, type_: str, code: str | None) -> dict:
     return {"error": {"message": message, "type": type_, "code": code}}
 
 
-def error_bytes(message: str, type_: str, code: str | None) -> bytes:
-    return json.dumps(error_body(message, type_, code), separators=(",", ":")).encode()
-
-
 def map_transport_error(exc: httpx.TransportError) -> tuple[int, dict]:
     """(status, body) for a failure to talk to the upstream."""
     if isinstance(exc, httpx.ConnectTimeout):
@@ -64,7 +60,3 @@ MALFORMED_NDJSON = json.dumps(MALFORMED, separators=(",", ":")).encode() + b"\n"
 SHUTTING_DOWN = error_body("The relay is shutting down; retry the request.", "server_error", "shutting_down")
 SHUTDOWN_SSE = b"data: " + json.dumps(SHUTTING_DOWN, separators=(",", ":")).encode() + b"\n\n"
 SHUTDOWN_NDJSON = json.dumps(SHUTTING_DOWN, separators=(",", ":")).encode() + b"\n"
-
-
-def bad_request(message: str, code: str = "invalid_request") -> tuple[int, dict]:
-    return 400, error_body(message, "invalid_request_error", code)

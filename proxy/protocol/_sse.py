@@ -124,8 +124,8 @@ def well_formed(event: bytes) -> bool:
     if payload[:1] != b"{":
         return False
     try:
-        # json.loads(bytes) would also detect the encoding and match trailing whitespace by regex:
-        # 8.1 against 4.5 µs for a typical 250-byte chunk here, once per relayed event.
+        # json.loads(bytes) would also detect the encoding and match trailing whitespace by regex, once per
+        # relayed event (results/PERF-LOG.md, 2026-12-03, the well_formed row).
         text = payload.decode()
         end = _decode_json(text)[1]
     except ValueError:  # UnicodeDecodeError too

@@ -1,0 +1,82 @@
+"""The docs a newcomer reads first: a README that starts with the two commands and stays short, and links that lead
+somewhere (every relative link names an existing file, and every ``#anchor`` a heading in it)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+README_MAX_BYTES = 12 * 1024
+FIRST_COMMANDS = ("./dev loadtest --concurrency 10000", "./dev test")
+DOCS = [README, ROOT / "results" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# [text](target) and ![alt](target), not inside inline code; [label]: target definitions.
+INLINE_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+DEFINITION = re.compile(r"^\[[^\]]+\]:\s*(\S+)", re.M)
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+
+
+def links(text: str) -> list[str]:
+    text = CODE.sub("", text)
+    return INLINE_LINK.findall(text) + DEFINITION.findall(text)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: its text (links as their text), lowercased, punctuation dropped, spaces to -."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+)$", text, re.M)}
+
+
+def broken_links(path: Path) -> list[str]:
+    broken = []
+    for target in links(path.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:: not ours to check
+            continue
+        file_part, _, fragment = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+            broken.append(f"{target}: no such heading")
+    return broken
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = README.read_text().splitlines()
+    assert lines[0].startswith("# ")
+    block = lines[lines.index("```sh") + 1 :]
+    assert lines.index("```sh") == 2, "the command block comes right after the title"
+    assert [line.split("#")[0].strip() for line in block[:2]] == list(FIRST_COMMANDS)
+
+
+def test_readme_is_short():
+    size = len(README.read_bytes())
+    assert size <= README_MAX_BYTES, f"README.md is {size} bytes: move reference material to docs/"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_leads_somewhere(path):
+    assert links(path.read_text()), "a doc the README points to links back"
+    assert broken_links(path) == []
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\n\n## Some section, `here`\n\n```sh\n# not a heading\n```\n")
+    doc = tmp_path / "b.md"
+    doc.write_text(
+        "[ok](a.md) [ok](a.md#some-section-here) [ok](#local) [gone](missing.md) [bad](a.md#nowhere)\n"
+        "`[code](x.md)` [web](https://example.com) [bad](a.md#not-a-heading)\n\n## Local\n\n[ref]: nothere.md\n"
+    )
+    assert broken_links(doc) == [
+        "missing.md: no such file",
+        "a.md#nowhere: no such heading",
+        "a.md#not-a-heading: no such heading",
+        "nothere.md: no such file",
+    ]
