@@ -266,15 +266,13 @@ async def _run_any(args: argparse.Namespace, argv: list[str], out_dir: Path) -> 
 
 
 async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: Path, show: bool) -> RunData | None:
-    import signal
-
     from loadtest.embedded import servers
-    from loadtest.fdlimit import raise_nofile_limit
+    from wire import STOP_SIGNALS, raise_nofile_limit
 
     fd_soft, _ = raise_nofile_limit()
     profile = _profile(args)
     result: RunData | None = None
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             runner: Runner | None = None
             stopped = trio.CancelScope()

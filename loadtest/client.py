@@ -3,7 +3,7 @@
 Why not httpx on the hot path: at 1,000 concurrent streams on this machine one shared
 ``httpx.AsyncClient`` cost 1.6 ms CPU per received chunk, a raw trio + h11 client 0.12 ms. At 10,000
 streams the former alone would need more than the two cores we have. This module only moves bytes
-between a socket and h11 (a chunked body through :mod:`loadtest.chunked`); what the bytes mean (SSE
+between a socket and h11 (a chunked body through ``wire.ChunkedDecoder``); what the bytes mean (SSE
 events, sim stamps, usage) is :mod:`loadtest.accounting`'s business.
 
 Exceptions, all subclasses of :class:`ClientError`, map the transport's many failure types at this one
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from loadtest.chunked import ChunkedDecoder, ChunkedError
+from wire import ChunkedDecoder, ChunkedError
 
 RECEIVE_SIZE = 65536
 _END = h11.EndOfMessage()
@@ -263,6 +263,8 @@ class Connection:
                     out = dec.feed(pending)
                     if dec.done:
                         self._chunked = None
+                        if dec.leftover:  # we never pipeline: nothing may follow the response
+                            raise ChunkedError("bytes after the end of the response")
                         return out, True
                     if out:
                         return out, False
@@ -277,6 +279,8 @@ class Connection:
                     out = dec.feed(data)
                     if dec.done:
                         self._chunked = None
+                        if dec.leftover:  # we never pipeline: nothing may follow the response
+                            raise ChunkedError("bytes after the end of the response")
                         return out, True
                     if out:
                         return out, False

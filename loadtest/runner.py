@@ -10,18 +10,17 @@ every record made so far, with ``interrupted=True``. The load shapes themselves 
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 
 import trio
 
 from loadtest.client import now_ns
-from loadtest.fdlimit import raise_nofile_limit
 from loadtest.progress import LiveStats
 from loadtest.record import ProcessUsage, RunData, SessionRecord
 from loadtest.shapes import LoadConfig, WorkerLoad
 from loadtest.workers import WorkerProcesses, WorkerResult, cpu_s, result_of
+from wire import STOP_SIGNALS, raise_nofile_limit
 
 __all__ = ["LoadConfig", "Runner", "run_with_signals"]
 
@@ -173,7 +172,7 @@ async def run_with_signals(runner: Runner, *, show_progress: bool = False) -> Ru
     async with trio.open_nursery() as nursery:
 
         async def on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 async for _ in signals:
                     runner.interrupt()
 

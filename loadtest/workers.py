@@ -26,10 +26,10 @@ from typing import Any
 import trio
 
 from loadtest.client import now_ns
-from loadtest.fdlimit import raise_nofile_limit
 from loadtest.progress import LiveStats
 from loadtest.record import SessionRecord
 from loadtest.shapes import LoadConfig, WorkerLoad
+from wire import STOP_SIGNALS, raise_nofile_limit
 
 __all__ = ["WorkerResult", "WorkerProcesses", "cpu_s", "result_of", "worker_main"]
 
@@ -106,7 +106,7 @@ async def _worker_async(cfg: LoadConfig, target: str, url: str, worker: int, wor
             nursery.start_soon(progress)
 
         async def on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 async for _ in signals:
                     load.interrupt()
 

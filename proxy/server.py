@@ -19,34 +19,15 @@ from typing import Any
 
 import trio
 
+from wire import listen_socket, raise_nofile_limit, split_bind, url_host, wait_for_stop_signal
+
 from .app import Streams, create_app
 from .config import Settings
 from .gcpolicy import tune_gc
-from .limits import raise_nofile_limit
 from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
 from .stream import Heartbeats
 from .upstream import Upstreams, describe_upstreams
-
-
-def split_bind(bind: str) -> tuple[str, int]:
-    host, _, port = bind.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def make_socket(host: str, port: int, backlog: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(backlog)
-    sock.setblocking(False)
-    return sock
-
 
 # Hypercorn's own graceful timeout cancels whatever is left without telling the app; ours ends the
 # remaining streams with an error event first, so hypercorn's deadline is set this much later.
@@ -65,12 +46,6 @@ def worker_config(settings: Settings) -> Any:
         client_write_timeout_s=settings.client_write_timeout_s,
         fast_paths=fast_paths_allowed(settings.fast_paths),
     )
-
-
-async def _wait_for_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            return
 
 
 async def drain(
@@ -118,7 +93,7 @@ async def serve(
     """
     if sock is None:
         host, port = split_bind(settings.bind)
-        sock = make_socket(host, port, settings.backlog, reuse_port=False)
+        sock = listen_socket(host, port, settings.backlog)
     host, port = sock.getsockname()[:2]
     config = worker_config(settings)
     # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
@@ -149,17 +124,16 @@ async def serve(
             nursery.cancel_scope.cancel()  # served and drained: stop the watchdog and the heartbeats
 
         await nursery.start(hypercorn)
-        shown = f"[{host}]" if ":" in host else host
-        task_status.started(f"http://{shown}:{port}")
+        task_status.started(f"http://{url_host(host)}:{port}")
 
 
 def _worker_main(settings: Settings, host: str, port: int, ready: multiprocessing.synchronize.Event) -> None:
     raise_nofile_limit()
-    sock = make_socket(host, port, settings.backlog, reuse_port=True)
+    sock = listen_socket(host, port, settings.backlog, reuse_port=True)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=_wait_for_signal))
+            await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=wait_for_stop_signal))
             ready.set()
 
     trio.run(main)
@@ -183,14 +157,14 @@ def run(settings: Settings) -> int:
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(partial(serve, settings, shutdown_trigger=_wait_for_signal))
+                url = await nursery.start(partial(serve, settings, shutdown_trigger=wait_for_stop_signal))
                 print(f"moonrelay listening on {url} (1 worker, {describe_upstreams(settings)})", flush=True)
 
         trio.run(main)
         return 0
     # Hold the port with a bound, non-listening socket in the same SO_REUSEPORT group, so port 0
     # resolves once and every worker joins it; it never accepts, so it takes no connections.
-    holder = make_socket(host, port, settings.backlog, reuse_port=True, listen=False)
+    holder = listen_socket(host, port, settings.backlog, reuse_port=True, listen=False)
     port = holder.getsockname()[1]
     prepare_multiprocess(settings)  # metrics summed over workers: before the fork (proxy/observability/_metrics.py)
     ctx = multiprocessing.get_context("fork")
@@ -215,9 +189,8 @@ def run(settings: Settings) -> int:
                 break
     holder.close()
     if all(ev.is_set() for ev in events):
-        shown = f"[{host}]" if ":" in host else host
         print(
-            f"moonrelay listening on http://{shown}:{port} ({settings.workers} workers, "
+            f"moonrelay listening on http://{url_host(host)}:{port} ({settings.workers} workers, "
             f"{describe_upstreams(settings)})",
             flush=True,
         )

@@ -1,11 +1,11 @@
-"""The chunked-coding decoder (proxy/protocol/_chunked.py) with bytes only, against h11's encoder."""
+"""The chunked-coding decoder (wire/_chunked.py) with bytes only, against h11's encoder."""
 
 import h11
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.protocol import ChunkedDecoder, ChunkedError
+from wire import ChunkedDecoder, ChunkedError
 
 
 def _encode(pieces: list[bytes], trailers: list[tuple[bytes, bytes]] = ()) -> bytes:

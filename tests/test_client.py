@@ -9,11 +9,11 @@ import pytest
 import trio
 
 from loadtest.accounting import StreamAccounting
-from loadtest.chunked import ChunkedDecoder, ChunkedError
 from loadtest.client import Endpoint
 from loadtest.record import SessionRecord
 from loadtest.session import ConnectionSlot, RetryCounter, build_request, run_session
 from tests.conftest import start_sim
+from wire import ChunkedDecoder, ChunkedError
 
 MESSAGES = [{"role": "user", "content": "Tell me about the moon"}]
 
@@ -80,7 +80,7 @@ def test_chunked_decoder_any_split():
         assert out == b"hello" + b"x" * 26 and dec.done
 
 
-@pytest.mark.parametrize("wire", [b"zz\r\n", b"3\r\nabcXY", b"0\r\n\r\nextra", b"1" * 5000])
+@pytest.mark.parametrize("wire", [b"zz\r\n", b"3\r\nabcXY", b"1" * 5000])
 def test_chunked_decoder_rejects_garbage(wire):
     with pytest.raises(ChunkedError):
         ChunkedDecoder().feed(wire)
@@ -329,6 +329,17 @@ async def test_a_bad_chunk_size_on_the_wire_is_a_malformed_response(nursery):
     port = await nursery.start(target.serve)
     rec = await _session(f"http://127.0.0.1:{port}/v1")
     assert rec.error_kind == "malformed" and "bad chunk size" in rec.error_detail, (rec.error_kind, rec.error_detail)
+
+
+async def test_bytes_after_the_chunked_end_are_a_malformed_response(nursery):
+    """The decoder keeps them as ``leftover``; the client never pipelines, so it fails the response."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    event = _chunk(0, 1)
+    body = b"%x\r\n%b\r\n" % (len(event), event) + b"0\r\n\r\nextra"
+    target = ScriptedTarget(lambda conn, k: ("close", head + body))
+    port = await nursery.start(target.serve)
+    rec = await _session(f"http://127.0.0.1:{port}/v1")
+    assert rec.error_kind == "malformed" and "after the end" in rec.error_detail, (rec.error_kind, rec.error_detail)
 
 
 @pytest.mark.parametrize("line, n", [(b"1f", 31), (b"1F", 31), (b"a;ext=1", 10), (b"a ; ext=1", 10), (b"00a", 10)])

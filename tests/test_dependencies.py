@@ -14,10 +14,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-OWN = {"proxy", "loadtest", "bench", "tests"}
-# Who needs what: the relay runs on the base dependencies alone; the load generator and bench/ add the loadtest
-# extra; the suite adds test on top (it exercises the load generator too).
-USERS = {"proxy": ("base",), "loadtest": ("base", "loadtest"), "bench": ("base", "loadtest"),
+OWN = {"proxy", "loadtest", "wire", "bench", "tests"}
+# Who needs what: the relay and wire/ (which it shares with the load generator) run on the base dependencies alone;
+# the load generator and bench/ add the loadtest extra; the suite adds test on top (it exercises the load generator).
+USERS = {"wire": ("base",), "proxy": ("base",), "loadtest": ("base", "loadtest"), "bench": ("base", "loadtest"),
          "tests": ("base", "loadtest", "test")}
 # pip freeze leaves these out too: the installer's own tools, and the project.
 NOT_LOCKED = {"pip", "setuptools", "wheel", "moonrelay"}

@@ -17,11 +17,11 @@ from functools import partial
 
 import trio
 
-from loadtest.fdlimit import raise_nofile_limit
 from loadtest.sim._config import SimConfig
-from loadtest.sim._http import listen_socket, write_tls_files
+from loadtest.sim._http import write_tls_files
 from loadtest.sim._server import serve_sim
 from loadtest.sim._state import SharedSimStats, SimServer
+from wire import STOP_SIGNALS, listen_socket, raise_nofile_limit, split_bind
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -29,10 +29,10 @@ DESCRIPTION = "The simulated Moonshot/OpenAI upstream: a raw trio + h11 server c
 
 
 def _parse_bind(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    try:
+        return split_bind(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 async def _run_until_signal(config: SimConfig, *, sock=None, stats=None, on_ready) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(partial(serve_sim, config, sock=sock, stats=stats))
             on_ready(server)
@@ -78,7 +78,7 @@ def _announce(server: SimServer) -> None:
 
 
 def _worker(config: SimConfig, sock: socket.socket, array, row: int, workers: int, ready) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     raise_nofile_limit()
     if config.seed is not None:
@@ -113,8 +113,8 @@ def _run_workers(config: SimConfig, workers: int) -> int:
         config.tls_reuse = True
     array = SharedSimStats.allocate(workers, ctx)
     procs, pipes = [], []
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
     code = 0
     try:
         for row, sock in enumerate(socks):
@@ -138,8 +138,8 @@ def _run_workers(config: SimConfig, workers: int) -> int:
     except _Stop:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()

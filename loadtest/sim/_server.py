@@ -22,7 +22,6 @@ from loadtest.sim._http import (
     Abort,
     ClosedErrors,
     format_url,
-    listen_socket,
     next_event,
     path_of,
     send_error,
@@ -34,6 +33,7 @@ from loadtest.sim._passthrough import PASS_THROUGH, serve_pass_through
 from loadtest.sim._plan import BadRequest, make_plan
 from loadtest.sim._state import Sim, SimServer, SimStats
 from loadtest.timer import DeadlineTimer
+from wire import listen_socket
 
 __all__ = ["serve_sim"]
 

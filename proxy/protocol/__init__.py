@@ -1,7 +1,6 @@
-"""Sans-I/O protocol pieces, each pure and tested with bytes: SSE framing, chunked decoding, request
-validation, OpenAI-shaped errors, path normalisation, usage extraction, retry timing."""
+"""Sans-I/O protocol pieces, each pure and tested with bytes: SSE framing, request validation,
+OpenAI-shaped errors, path normalisation, usage extraction, retry timing."""
 
-from ._chunked import ChunkedDecoder, ChunkedError
 from ._errors import (
     JSON,
     MALFORMED_NDJSON,
@@ -21,8 +20,6 @@ from ._validate import ChatRequest, InvalidRequest, check_chat_object, check_con
 
 __all__ = [
     "ChatRequest",
-    "ChunkedDecoder",
-    "ChunkedError",
     "DONE",
     "EventSplitter",
     "InvalidRequest",

@@ -141,7 +141,7 @@ class DirectWriter:
 
     def write_nowait(self, data: bytes) -> bytes | None:
         """Frame ``data`` and write what the socket takes now: the unwritten rest (b"" if none), None if gone."""
-        if self._chunked:
+        if self._chunked:  # wire.chunk_frame, inline: no call per chunk
             frame = b"%x\r\n%b\r\n" % (len(data), data)
         else:
             try:
@@ -185,7 +185,7 @@ class DirectWriter:
         server = self._server
         if not self._chunked or server is None or getattr(server, "pending", None) != b"":
             return False
-        server.pending = b"%x\r\n%b\r\n" % (len(data), data)
+        server.pending = b"%x\r\n%b\r\n" % (len(data), data)  # wire.chunk_frame, inline as in write_nowait
         TAKEN.deferred_tail += 1
         return True
 

@@ -30,7 +30,8 @@ import h11
 import httpx
 import trio
 
-from ..protocol import ChunkedDecoder, ChunkedError
+from wire import ChunkedDecoder, ChunkedError
+
 from ._connection import READER, REUSABLE, Connection, Timeouts, Unsent, is_dead, send_all, send_first, unread
 from ._response import ResponseStream
 from ._watchdog import Watchdog

@@ -12,7 +12,8 @@ import h11
 import httpx
 import trio
 
-from ..protocol import ChunkedDecoder, ChunkedError
+from wire import ChunkedDecoder, ChunkedError
+
 from ._connection import NEXT_PART, READ_SIZE, READER, SHUTDOWN, Connection, Interrupted
 
 if TYPE_CHECKING:

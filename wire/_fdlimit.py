@@ -1,4 +1,4 @@
-"""The load generator's file-descriptor limit: every open stream costs a socket, so raise it first."""
+"""The open-file limit: every stream holds one socket (two in the relay), so the soft limit is raised first."""
 
 from __future__ import annotations
 

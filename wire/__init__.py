@@ -1,0 +1,27 @@
+"""The wire toolkit the relay and the load generator share: HTTP/1.1 chunk framing and decoding, listening
+sockets and addresses, the open-file limit, stop signals.
+
+Neutral ground: it imports neither ``proxy`` nor ``loadtest`` and no framework internals (only trio and the
+standard library), so the load generator uses it without sharing the relay's code (tests/test_layout.py).
+Each piece is sans-I/O or a thin shell around the OS, tested with bytes in tests/test_wire.py.
+
+Per-chunk code that must not pay a call (the relay's direct write, its non-blocking ``os.write`` fast paths)
+inlines what it needs and names the definition here in a comment.
+"""
+
+from ._chunked import ChunkedDecoder, ChunkedError, chunk_frame
+from ._fdlimit import raise_nofile_limit
+from ._signals import STOP_SIGNALS, wait_for_stop_signal
+from ._sockets import listen_socket, split_bind, url_host
+
+__all__ = [
+    "STOP_SIGNALS",
+    "ChunkedDecoder",
+    "ChunkedError",
+    "chunk_frame",
+    "listen_socket",
+    "raise_nofile_limit",
+    "split_bind",
+    "url_host",
+    "wait_for_stop_signal",
+]
