@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ramp_default(n: int) -> float:
-    # ~200 new sessions/s is what relay + sim + load generator set up on 2 cores without queueing
-    # while thousands of streams flow (a 10,000 run ramped at 250/s queued TTFC to p99 12.9 s).
+    # 200 new sessions/s: what relay + sim + load generator set up on 2 cores without queueing while
+    # thousands of streams flow (a faster ramp at 10,000 queued the sessions and TTFC measured the queue).
     return min(50.0, n / 200) if n >= 1000 else 0.0
 
 

@@ -1,10 +1,9 @@
 """A lean HTTP/1.1 client for the load generator: raw trio sockets around an h11 state machine.
 
-Why not httpx on the hot path: at 1,000 concurrent streams on this machine one shared
-``httpx.AsyncClient`` cost 1.6 ms CPU per received chunk, a raw trio + h11 client 0.12 ms. At 10,000
-streams the former alone would need more than the two cores we have. This module only moves bytes
-between a socket and h11 (a chunked body through ``wire.ChunkedDecoder``); what the bytes mean (SSE
-events, sim stamps, usage) is :mod:`loadtest.accounting`'s business.
+Why not httpx on the hot path: one shared ``httpx.AsyncClient`` costs many times a raw trio + h11
+client's CPU per received chunk; at 10,000 streams it alone would need more than the two cores we have.
+This module only moves bytes between a socket and h11 (a chunked body through ``wire.ChunkedDecoder``);
+what the bytes mean (SSE events, sim stamps, usage) is :mod:`loadtest.accounting`'s business.
 
 Exceptions, all subclasses of :class:`ClientError`, map the transport's many failure types at this one
 boundary::
@@ -191,7 +190,7 @@ class Connection:
 
     async def send_request(self, request: h11.Request, body: h11.Data | None) -> None:
         """Send one request. The events are built once per distinct request and reused by every session:
-        h11 validates headers when an event is constructed (~100 µs), not when it is sent."""
+        h11 validates headers when an event is constructed, not when it is sent."""
         h = self._h11
         data = h.send(request)
         if body is not None:

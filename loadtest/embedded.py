@@ -48,10 +48,10 @@ class SimProfile:
     1.5 s ± 0.5 s, then 6 chunks 12 s apart — about 62 s per session, so that with the default ramp-up
     (N/200 s, at most 50 s) every one of 10,000 sessions is open at the same time.
 
-    Why so slow a ramp: on this 2-core machine a new relayed session costs ~5 ms of CPU across relay,
-    sim and load generator (relay ~2-3.7 ms, measured with py-spy and psutil), so 10,000 sessions
-    need ~50 CPU-seconds of setup; arriving faster than ~200/s (while thousands of streams flow)
-    queues them, and TTFC then measures the queue, not the relay."""
+    Why so slow a ramp: a new relayed session costs milliseconds of CPU across relay, sim and load
+    generator (the relay's share: results/PERF-LOG.md, 'Issue 5', "Per request, not per chunk"), so on
+    2 cores 10,000 sessions need tens of CPU-seconds of setup; arriving faster than that (while thousands
+    of streams flow) queues them, and TTFC then measures the queue, not the relay."""
 
     ttft_s: float = 1.5
     ttft_jitter_s: float = 0.5
@@ -223,7 +223,7 @@ async def servers(
             async def sampler() -> None:
                 while True:
                     await trio.sleep(SAMPLE_INTERVAL_S)
-                    s.sample()  # a few /proc reads: ~1 ms, cheaper than a thread hop
+                    s.sample()  # a few /proc reads, cheaper than a thread hop
 
             nursery.start_soon(sampler)
             yield s

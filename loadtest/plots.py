@@ -2,7 +2,7 @@
 
 Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas: no pyplot, no global
 figure registry, no display. Everything plotted is already bounded in result.json (≤ 2,000 series points,
-60 histogram buckets), so drawing costs the same for 100 or 10,000 sessions (~0.1 s per plot).
+60 histogram buckets), so drawing costs the same for 100 or 10,000 sessions.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any]) -> list[Path]:
     """report.md and the plots from ``result`` alone (what ``loadtest report DIR/result.json`` does)."""
-    from loadtest import plots  # matplotlib costs ~0.3 s to import; only pay it when drawing
+    from loadtest import plots  # matplotlib is slow to import; only pay it when drawing
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

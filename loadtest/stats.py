@@ -158,7 +158,7 @@ def chunks_per_second_series(
         raise ValueError("step_s must be positive")
     step_ns = step_s * 1e9
     counts: Counter[float] = Counter()
-    # Bucket from offsets in floats, without building ns lists: 1M chunks in ~0.3 s instead of ~1.4 s.
+    # Bucket from offsets in floats, without building ns lists: the work is per chunk, millions in a long run.
     for r in records:
         if r.first_chunk_ns is None:
             continue

@@ -12,7 +12,8 @@ Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``
 arrives) and ``GET /v1/files/{id}/content`` (sent in timed parts). Timing, content size and fault injection can
 be overridden per request by ``sim_*`` body fields or ``X-Sim-*`` headers (the body wins).
 
-Why no framework: hypercorn + Quart spend hundreds of µs per chunk and a task tree per request; this
+Why no framework: hypercorn + Quart cost many times a bare trio + h11 server per request (results/PERF-LOG.md,
+'2026-12-03', 'The framework floor') and a task tree per request; this
 package keeps one connection task (plus one EOF-watch task while a response is in progress), sends
 precomputed bytes (:mod:`loadtest.simcontent`) and sleeps on one shared timer (:mod:`loadtest.timer`).
 

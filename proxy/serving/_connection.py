@@ -1,6 +1,6 @@
 """Our hypercorn connection (``TCPServer``): keep-alive timeouts that work under quart-trio + hypercorn 0.18.
 
-Measured here: once a connection has served one request, hypercorn's keep-alive timer never fires
+Under quart-trio, once a connection has served one request, hypercorn's keep-alive timer never fires
 under a QuartTrio app (a bare ASGI app under the same hypercorn closes an idle connection after
 ``keep_alive_timeout``), so idle client connections hold their fds until the client leaves. Two
 causes, two small fixes:
@@ -20,8 +20,8 @@ causes, two small fixes:
    1 fd and 2 tasks): ``TCPServer`` stops the timer when the read side ends.
 
 Instead of hypercorn's timer task (``TrioSingleTask``: a task started and a task cancelled for every
-request, 7.9 % of the relay's CPU in a py-spy profile of 50 keep-alive clients), the timer is a
-deadline on the cancel scope around the connection's read loop, moved at each idle/busy change.
+request, a visible share of the relay's CPU: results/PERF-LOG.md, 'step 6'), the timer is a deadline
+on the cancel scope around the connection's read loop, moved at each idle/busy change.
 
 The same ``TCPServer`` also names itself in a context variable for the app's tasks, so a streamed
 body can write its chunks straight to the socket (:mod:`._direct`), and writes hypercorn's own
@@ -244,8 +244,9 @@ class TCPServer(_HypercornTCPServer):
                         wait = True
                         ended = self.client_eof = not data
                         await handle(RawData(data))
-                        # Not held while waiting: a request's bytes would live as long as its stream (8 KB
-                        # per open stream with an 8 KB prompt, measured).
+                        # Not held while waiting: a request's bytes would live as long as its stream, a
+                        # cost per open stream that grows with the prompt (results/PERF-LOG.md,
+                        # '2026-12-03', 5f51aa8).
                         del data
                         if ended:
                             break

@@ -3,8 +3,8 @@
 Why: per relayed chunk, the ASGI path (Quart's send loop, our two send wrappers, hypercorn's
 ``HTTPStream.app_send`` → ``H11Protocol.stream_send`` → ``TCPServer.protocol_send``: an event
 object per layer, a ``trio.Lock``, a shielded cancel scope and ``SocketStream.send_all``, two
-scheduler round trips) was 26.5 % of the relay's CPU in a py-spy profile at 1,000 streams
-(381 µs per chunk in all); the ``send`` syscall itself was 9.2 %.
+scheduler round trips) cost more of the relay's CPU than the ``send`` syscall itself
+(results/PERF-LOG.md, 'step 4').
 
 How: hypercorn still sends the response head (``http.response.start``) and the end of the body
 (the last ``http.response.body``), so its h11 state machine, keep-alive and access handling stay
@@ -133,8 +133,8 @@ class DirectWriter:
         self._server = server  # _connection.TCPServer: its ``pending`` goes out before hypercorn's next write
         self._writes: ClientWrites = getattr(server, "writes", None) or NO_CONFIG
         # h11 frames chunks without keeping state for them (ChunkedWriter): framing here is the same
-        # bytes for less (h11's send was 3.8 % of the relay's CPU at 1,000 streams, hypercorn's own
-        # calls included). Any other framing (HTTP/1.0: raw, then close) stays h11's.
+        # bytes for less (h11's send, hypercorn's own calls included: results/PERF-LOG.md, 'step 5').
+        # Any other framing (HTTP/1.0: raw, then close) stays h11's.
         self._chunked = type(getattr(conn, "_writer", None)).__name__ == "ChunkedWriter"
         if self._chunked:
             TAKEN.own_chunked += 1
@@ -177,10 +177,10 @@ class DirectWriter:
     def defer(self, data: bytes) -> bool:
         """Leave the body's last piece, framed, for hypercorn's terminator write to carry; False where it cannot.
 
-        A loopback ``send`` costs ~100 µs of CPU on this VM (PERF-LOG), a tenth of a short request's;
-        the terminator follows within the same task's next steps (Quart's end of body), so the client
-        waits no longer for these bytes than for the end of the response. Only chunked framing: any
-        other ends by closing the connection, which this must not delay.
+        Each loopback ``send`` is a syscall with a cost of its own, one per ASGI event (results/PERF-LOG.md,
+        first section, 'Where the rest goes'); the terminator follows within the same task's next steps
+        (Quart's end of body), so the client waits no longer for these bytes than for the end of the
+        response. Only chunked framing: any other ends by closing the connection, which this must not delay.
         """
         server = self._server
         if not self._chunked or server is None or getattr(server, "pending", None) != b"":

@@ -1,9 +1,8 @@
 """The upstream APIs as the relay calls them: httpx Requests handed straight to an httpx transport.
 
 Not through ``httpx.AsyncClient.send``: per request the client merges headers, builds a cookie
-jar and runs ``http.cookiejar`` over every response. In a py-spy profile of the relay (100
-clients, no keep-alive, one-chunk answers) ``build_request`` and ``extract_cookies`` took 217 of
-2,204 busy samples (~10 %); the relay needs neither. Requests, responses, exceptions and the
+jar and runs ``http.cookiejar`` over every response, a visible share of a relayed request's CPU
+(results/PERF-LOG.md, 'step 3'); the relay needs neither. Requests, responses, exceptions and the
 transport interface stay httpx's own.
 
 One :class:`Upstream` per configured upstream (its base URL, key pool, transport and concurrency
@@ -88,7 +87,7 @@ class Upstream(_ClosedOnExit):
         self.active = 0  # requests in flight to this upstream (this worker)
         # A byte pass-through must not be handed gzip it would have to decode to relay.
         self._headers = [(b"accept-encoding", b"identity")]
-        self._urls: dict[str, httpx.URL] = {}  # parsed once: URL parsing was ~4 % of a relayed request's CPU
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per path, not per request
         self._timeouts = {
             "connect": config.connect_timeout_s,
             "read": config.idle_timeout_s,
@@ -141,8 +140,9 @@ class Upstream(_ClosedOnExit):
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """The response, without ``response.request``: the request holds its body (a whole conversation),
-        which would stay alive as long as the streamed response (+8 KB per open stream with an 8 KB prompt,
-        measured); nothing here reads it (``raise_for_status`` would)."""
+        which would stay alive as long as the streamed response, a cost per open stream that grows with the
+        prompt (results/PERF-LOG.md, '2026-12-03', 5f51aa8); nothing here reads it (``raise_for_status``
+        would)."""
         request.extensions["timeout"] = self._timeouts
         return await self.transport.handle_async_request(request)
 

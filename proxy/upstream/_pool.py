@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 transport for httpx: trio sockets, h11 framing, an O(1) connection pool.
 
 Why not httpx's default transport: httpcore's pool re-examines every connection on each request and
-each response close, and wraps every read in anyio layers. Measured here with one shared
-``httpx.AsyncClient``, a relayed chunk cost 0.64 ms of CPU at 100 streams and 1.8 ms at 1,000 —
-the pool bookkeeping grows with N. This transport keeps idle connections in a per-origin list
-(pop/append), bounds the total with one semaphore, and reads with one cancel scope per read.
+each response close, and wraps every read in anyio layers, so the CPU per relayed chunk grows with
+the number of streams (results/PERF-LOG.md, first table, the httpcore row). This transport keeps idle
+connections in a per-origin list (pop/append), bounds the total with one semaphore, and reads with one
+cancel scope per read.
 
 It plugs in behind ``httpx.AsyncClient(transport=H11Transport(...))``, so the relay keeps httpx's
 request/response API, and maps every low-level failure to httpx's own exceptions here, at one
@@ -97,8 +97,8 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         """A TCP stream to ``host``; an IP literal is connected to directly.
 
         ``trio.open_tcp_stream`` resolves even a literal (``getaddrinfo``) and races attempts in a
-        nursery of its own: 4.9 % of the relay's CPU in a py-spy profile at 1,000 new streams, where
-        each request opened an upstream connection. A name still goes through it (happy eyeballs).
+        nursery of its own, for every request that opens an upstream connection (part of results/PERF-LOG.md,
+        'step 4'). A name still goes through it (happy eyeballs).
         """
         family = self._literals.get(host)
         if family is None:
@@ -218,7 +218,7 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                 conn.body = b""
                 rest, _ = conn.h11.trailing_data  # what the read that completed the head brought of the body
                 # h11 is done with this response (the decoder takes the body): not held while it streams
-                # (its state machine and buffer, ~1 KB per open stream); a fresh one serves the next request.
+                # (its state machine and buffer, per open stream); a fresh one serves the next request.
                 conn.h11 = None
                 if rest:
                     try:
