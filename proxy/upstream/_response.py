@@ -29,7 +29,7 @@ class ResponseStream(httpx.AsyncByteStream):
         self, conn: Connection, transport: H11Transport, idle_s: float, chunked: ChunkedDecoder | None = None,
         keep_alive: bool = True,
     ) -> None:  # fmt: skip
-        """``chunked``: decode the body here instead of through h11 (see :mod:`proxy.protocol`); h11 has
+        """``chunked``: decode the body here instead of through h11 (see :mod:`wire`); h11 has
         parsed the head, and ``keep_alive`` says whether that head allows reusing the connection."""
         self._conn = conn
         self._transport = transport
