@@ -198,6 +198,9 @@ def render(runs: list[dict[str, float]], command: str, facts: dict[str, Any]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    from bench.peers import Moonrelay
     from bench.run import machine_facts, raise_fd_limit
 
     parser = argparse.ArgumentParser(prog="python -m bench.cancel", description=__doc__.split("\n\n")[0])
@@ -208,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raise_fd_limit()
     out = Path(args.out)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    runs = trio.run(measure, args.clients, args.repeat, args.stagger_s, out / "logs")
-    command = "python -m bench.cancel " + " ".join(sys.argv[1:] if argv is None else argv)
-    facts = machine_facts()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-cancel-") as logs:  # the relay's access log: 1 line a client
+        runs = trio.run(measure, args.clients, args.repeat, args.stagger_s, Path(logs))
+    command = " ".join(["python -m bench.cancel", *(sys.argv[1:] if argv is None else argv)])
+    facts = {"moonrelay": Moonrelay().ensure(), **machine_facts()}
     (out / "cancel.json").write_text(json.dumps({"command": command, "runs": runs, "machine": facts}, indent=2))
     (out / "README.md").write_text(render(runs, command, facts))
     print(f"[cancel] wrote {out}/README.md")
