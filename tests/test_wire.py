@@ -219,11 +219,15 @@ async def _supervisor(nursery, mode: str, grace_s: float) -> Supervisor:
     argv = [sys.executable, "-c", _SUPERVISOR, mode, str(grace_s)]
     proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, cwd=Path(wire.__file__).parents[1])
 
-    async def reap() -> None:  # at the test's end
+    async def reap() -> None:  # at the test's end: stopped as a user would, so that it stops its children
         try:
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True):
+                if proc.returncode is None:
+                    proc.terminate()
+                    with trio.move_on_after(10):
+                        await proc.wait()
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
@@ -234,11 +238,12 @@ async def _supervisor(nursery, mode: str, grace_s: float) -> Supervisor:
 
 
 def _gone(pid: int) -> bool:
+    """No such process, or only its exit status waits for a reaper (an orphan's may be a subreaper)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 async def _answer(port: int) -> bytes:
@@ -303,6 +308,19 @@ async def test_a_worker_that_dies_while_serving_stops_the_other_with_its_status(
         assert await sup.proc.wait() == 137
     assert (await sup.rest())[-2:] == ["exit 1 137", "status 137"]
     assert all(_gone(pid) for pid in pids)
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(nursery):
+    sup = await _supervisor(nursery, "serve", grace_s=5.0)
+    with trio.fail_after(20):
+        port = int((await sup.line("ready "))[1].rsplit(":", 1)[1])
+    sup.proc.kill()  # no forwarding: the kernel's parent-death signal
+    with trio.fail_after(5):
+        # noqa below: no event tells this test that an orphan exited
+        while not all(_gone(pid) for pid in sup.child_pids()):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    with pytest.raises(OSError):
+        await _answer(port)
 
 
 def test_exit_status_writes_a_signal_as_a_shell_does():

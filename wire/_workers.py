@@ -12,6 +12,7 @@ callers print their own lines from ``on_ready`` and ``on_exit``.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -61,6 +62,7 @@ def run_workers(
     else 0. Statuses are as a shell writes them (:func:`exit_status`).
     """
     ctx = multiprocessing.get_context("fork")
+    parent = os.getpid()
     stopped: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -81,7 +83,7 @@ def run_workers(
             receiver, sender = ctx.Pipe(duplex=False)
             pipes.append(receiver)
             proc = ctx.Process(
-                target=_child, args=(target, sock, index, sender, (wake, wake_writer), args), daemon=True
+                target=_child, args=(target, sock, index, sender, (wake, wake_writer), parent, args), daemon=True
             )
             try:
                 proc.start()
@@ -111,6 +113,7 @@ def _child(
     index: int,
     sender: multiprocessing.connection.Connection,
     wake: tuple[socket.socket, socket.socket],
+    parent: int,
     args: tuple[Any, ...],
 ) -> None:
     # The parent's handlers and wakeup fd came with the fork: a child's signals are its own (and trio.run warns
@@ -120,6 +123,7 @@ def _child(
         signal.signal(sig, signal.SIG_DFL)
     for s in wake:
         s.close()
+    _stop_with(parent)
 
     def ready(url: str) -> None:
         if not sender.closed:
@@ -127,6 +131,21 @@ def _child(
             sender.close()
 
     target(sock, index, ready, *args)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with(parent: int) -> None:
+    """Have the kernel send this child SIGTERM when the parent dies, even of SIGKILL (Linux): a worker left
+    behind would keep serving its share of the port's connections with nobody to stop it."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the parent's own stop is all there is
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _supervise(
