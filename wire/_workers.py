@@ -7,7 +7,8 @@ each child holds only its own socket and a bind error is raised in the parent, b
 
 The parent is plain blocking code (no trio loop to fork from): it waits on the children's readiness pipes, their
 exit sentinels and a wakeup socket that SIGINT/SIGTERM write to (``signal.set_wakeup_fd``), and prints nothing:
-callers print their own lines from ``on_ready`` and ``on_exit``.
+callers print their own lines from ``on_ready`` and ``on_exit``. A parent killed outright takes its children with
+it (the kernel's parent-death signal), so no worker serves on with nobody to stop it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def run_workers(
     on_exit: Callable[[int, int], None] | None = None,
 ) -> int:
     """Fork ``count`` processes that each run ``target(sock, index, ready, *args)`` on their own listening socket,
-    all bound to ``host:port``; return once they have all stopped. Call from the main thread, before any other.
+    all bound to ``host:port``; return once they have all stopped. Call it from the main thread while no other
+    thread runs (fork copies only the calling thread).
 
     A child calls ``ready(url)`` once it serves; when every child has, the parent calls ``on_ready`` with worker
     0's URL. SIGINT or SIGTERM in the parent is forwarded to the children; a child that exits on its own (before or
