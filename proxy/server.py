@@ -1,25 +1,30 @@
 """Serving the app with hypercorn's trio worker, in one process or several on one port.
 
-Several workers each bind their own SO_REUSEPORT socket, so the kernel spreads new connections
-across them by hash; one shared listening socket lets whichever worker wakes first take a whole
+Several workers (wire.run_workers) each serve their own SO_REUSEPORT socket, so the kernel spreads new
+connections across them by hash; one shared listening socket lets whichever worker wakes first take a whole
 storm of accepts, and a worker that holds too many streams runs out of fds (20,000 here).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import trio
 
-from wire import listen_socket, raise_nofile_limit, split_bind, url_host, wait_for_stop_signal
+from wire import (
+    STOP_SIGNALS,
+    Ready,
+    listen_socket,
+    raise_nofile_limit,
+    run_workers,
+    split_bind,
+    url_host,
+    wait_for_stop_signal,
+)
 
 from .app import Streams, create_app
 from .config import Settings
@@ -127,20 +132,31 @@ async def serve(
         task_status.started(f"http://{url_host(host)}:{port}")
 
 
-def _worker_main(settings: Settings, host: str, port: int, ready: multiprocessing.synchronize.Event) -> None:
-    raise_nofile_limit()
-    sock = listen_socket(host, port, settings.backlog, reuse_port=True)
+def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settings) -> None:
+    """One forked worker (wire.run_workers): serve on ``sock`` until SIGINT/SIGTERM, then drain.
+
+    The signal receiver stays open until serving ends, so a second stop signal (the terminal's SIGINT to the
+    process group, then the parent's forwarded one) waits with the first instead of killing a draining worker.
+    """
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=wait_for_stop_signal))
-            ready.set()
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+
+            async def stop_signal() -> None:
+                async for _ in signals:
+                    return
+
+            async with trio.open_nursery() as nursery:
+                ready(await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=stop_signal)))
 
     trio.run(main)
 
 
 def run(settings: Settings) -> int:
-    """Run the relay until SIGTERM/SIGINT; print the bound address once every worker listens."""
+    """Run the relay until SIGTERM/SIGINT; print the bound address once every worker listens.
+
+    Returns 0 after a stop signal, else the status of the worker that ended the run (wire.run_workers).
+    """
     soft, hard = raise_nofile_limit()
     per_worker = (soft - 64) // 2
     print(
@@ -162,52 +178,23 @@ def run(settings: Settings) -> int:
 
         trio.run(main)
         return 0
-    # Hold the port with a bound, non-listening socket in the same SO_REUSEPORT group, so port 0
-    # resolves once and every worker joins it; it never accepts, so it takes no connections.
-    holder = listen_socket(host, port, settings.backlog, reuse_port=True, listen=False)
-    port = holder.getsockname()[1]
     prepare_multiprocess(settings)  # metrics summed over workers: before the fork (proxy/observability/_metrics.py)
-    ctx = multiprocessing.get_context("fork")
-    workers = []
-    events = []
-    for _ in range(settings.workers):
-        ready = ctx.Event()
-        proc = ctx.Process(target=_worker_main, args=(settings, host, port, ready), daemon=False)
-        proc.start()
-        workers.append(proc)
-        events.append(ready)
-    stop = {"signal": None}
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["signal"] = signum
+    def announce(url: str) -> None:
+        print(f"moonrelay listening on {url} ({settings.workers} workers, {describe_upstreams(settings)})", flush=True)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for ready, proc in zip(events, workers, strict=True):
-        while not ready.wait(0.1):
-            if not proc.is_alive() or stop["signal"]:
-                break
-    holder.close()
-    if all(ev.is_set() for ev in events):
-        print(
-            f"moonrelay listening on http://{url_host(host)}:{port} ({settings.workers} workers, "
-            f"{describe_upstreams(settings)})",
-            flush=True,
-        )
-    code = 0
-    try:
-        while not stop["signal"] and all(p.is_alive() for p in workers):
-            time.sleep(0.2)
-    finally:
-        if not stop["signal"]:
-            code = 1
-            print("moonrelay: a worker exited; stopping the others", file=sys.stderr, flush=True)
-        for proc in workers:
-            if proc.is_alive() and proc.pid:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in workers:
-            proc.join(settings.graceful_timeout_s + 5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    return code
+    def worker_exited(index: int, status: int) -> None:
+        print(f"moonrelay: worker {index} exited (status {status}); stopping the others", file=sys.stderr, flush=True)
+
+    return run_workers(
+        settings.workers,
+        _worker_main,
+        (settings,),
+        host=host,
+        port=port,
+        backlog=settings.backlog,
+        # Past hypercorn's own deadline and the final events' second, a worker is stuck: it is killed.
+        grace_s=settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S + FINAL_EVENT_S + 1.0,
+        on_ready=announce,
+        on_exit=worker_exited,
+    )

@@ -1,5 +1,6 @@
 """The shared wire toolkit (wire/) with bytes and sockets: chunk framing, the chunked decoder, listening
-sockets and addresses, the fd limit, stop signals. Both the relay and the load generator depend on these."""
+sockets and addresses, the fd limit, stop signals, forked workers on one port. Both the relay and the load
+generator depend on these."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import resource
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import h11
@@ -15,7 +18,7 @@ import trio
 import trio.testing
 
 import wire
-from wire import ChunkedDecoder, ChunkedError, chunk_frame, listen_socket, split_bind, url_host
+from wire import ChunkedDecoder, ChunkedError, chunk_frame, exit_status, listen_socket, split_bind, url_host
 
 
 def _h11_chunk(data: bytes) -> bytes:
@@ -102,15 +105,13 @@ def test_listen_socket_listens_and_shares_its_port():
     first = listen_socket("127.0.0.1", 0, 16, reuse_port=True)
     port = first.getsockname()[1]
     second = listen_socket("127.0.0.1", port, 16, reuse_port=True)
-    holder = listen_socket("127.0.0.1", port, 16, reuse_port=True, listen=False)
     try:
         assert not first.getblocking() and first.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        assert not holder.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
         assert first.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
     finally:
-        for s in (first, second, holder):
+        for s in (first, second):
             s.close()
 
 
@@ -138,6 +139,192 @@ async def test_wait_for_stop_signal_returns_the_signal():
         await trio.testing.wait_all_tasks_blocked()
         os.kill(os.getpid(), signal.SIGTERM)
     assert got == [signal.SIGTERM]
+
+
+# A supervisor of two workers in a process of its own (forking pytest, threads and all, is not safe). Each
+# child prints its pid; a serving child answers every connection with its index. argv: mode, grace_s.
+_SUPERVISOR = r"""
+import os, signal, sys, time
+import trio
+import wire
+
+def child(sock, index, ready, mode):
+    # One write (the children share the pipe): index, pid, and whether its signals are its own (no handler or
+    # wakeup fd of the parent's).
+    own = all(signal.getsignal(s) is signal.SIG_DFL for s in wire.STOP_SIGNALS) and signal.set_wakeup_fd(-1) == -1
+    os.write(1, b"child %d %d %s\n" % (index, os.getpid(), b"own-signals" if own else b"parent-signals"))
+    if mode == "fail" and index == 1:
+        sys.exit(3)
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ready("stubborn")
+        time.sleep(60)
+    trio.run(serve, sock, index, ready)
+
+async def serve(sock, index, ready):
+    async def answer(stream):
+        async with stream:
+            await stream.send_all(b"%d" % index)
+
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    with trio.open_signal_receiver(*wire.STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, answer, [listener])
+            ready("http://127.0.0.1:%d" % sock.getsockname()[1])
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
+
+status = wire.run_workers(
+    2, child, (sys.argv[1],), host="127.0.0.1", port=0, backlog=16, grace_s=float(sys.argv[2]),
+    on_ready=lambda url: print("ready", url, flush=True),
+    on_exit=lambda index, status: print("exit", index, status, flush=True),
+)
+print("status", status, flush=True)
+sys.exit(status)
+"""
+
+
+class Supervisor:
+    """The supervisor script as a process: its stdout read line by line."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc, self.lines, self._buf = proc, [], b""
+
+    async def line(self, prefix: str) -> list[str]:
+        """The words of the next line that starts with ``prefix`` (AssertionError if stdout ends first)."""
+        while True:
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                self.lines.append(raw.decode())
+                if self.lines[-1].startswith(prefix):
+                    return self.lines[-1].split()
+            data = await self.proc.stdout.receive_some(4096)
+            assert data, f"no {prefix!r} line in {self.lines}"
+            self._buf += data
+
+    async def rest(self) -> list[str]:
+        """Every line until stdout ends."""
+        while data := await self.proc.stdout.receive_some(4096):
+            self._buf += data
+        self.lines += self._buf.decode().splitlines()
+        self._buf = b""
+        return self.lines
+
+    def child_pids(self) -> list[int]:
+        return [int(line.split()[2]) for line in self.lines if line.startswith("child ")]
+
+
+async def _supervisor(nursery, mode: str, grace_s: float) -> Supervisor:
+    argv = [sys.executable, "-c", _SUPERVISOR, mode, str(grace_s)]
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, cwd=Path(wire.__file__).parents[1])
+
+    async def reap() -> None:  # at the test's end: stopped as a user would, so that it stops its children
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                if proc.returncode is None:
+                    proc.terminate()
+                    with trio.move_on_after(10):
+                        await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                await proc.stdout.aclose()
+
+    nursery.start_soon(reap)
+    return Supervisor(proc)
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its exit status waits for a reaper (an orphan's may be a subreaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+async def _answer(port: int) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        return await stream.receive_some(16)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_two_workers_serve_one_port_and_a_stop_signal_stops_both_within_the_grace(nursery, signum):
+    sup = await _supervisor(nursery, "serve", grace_s=5.0)
+    with trio.fail_after(20):
+        port = int((await sup.line("ready "))[1].rsplit(":", 1)[1])
+        seen = set()
+        while seen != {b"0", b"1"}:  # a fresh connection each: the kernel spreads connections by hash
+            seen.add(await _answer(port))
+            assert len(seen) <= 2
+    t0 = trio.current_time()
+    sup.proc.send_signal(signum)
+    with trio.fail_after(5):
+        assert await sup.proc.wait() == 0
+    assert trio.current_time() - t0 < 4.0  # the children stopped on the forwarded signal, not the kill
+    lines = await sup.rest()
+    assert lines[-1] == "status 0" and not [x for x in lines if x.startswith("exit ")]
+    pids = sup.child_pids()
+    assert len(pids) == 2 and all(_gone(pid) for pid in pids), lines
+    assert all(x.endswith(" own-signals") for x in lines if x.startswith("child "))
+    with pytest.raises(OSError):
+        await _answer(port)
+
+
+async def test_children_that_ignore_the_stop_signal_are_killed_after_the_grace(nursery):
+    sup = await _supervisor(nursery, "stubborn", grace_s=0.5)
+    with trio.fail_after(20):
+        await sup.line("ready ")
+    t0 = trio.current_time()
+    sup.proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(5):
+        assert await sup.proc.wait() == 128 + signal.SIGKILL
+    assert trio.current_time() - t0 >= 0.5
+    assert (await sup.rest())[-1] == "status 137"
+    assert all(_gone(pid) for pid in sup.child_pids())
+
+
+async def test_a_child_that_fails_to_start_fails_the_call_with_its_status(nursery):
+    sup = await _supervisor(nursery, "fail", grace_s=5.0)
+    with trio.fail_after(20):
+        assert await sup.proc.wait() == 3
+    lines = await sup.rest()
+    assert lines[-2:] == ["exit 1 3", "status 3"] and not [x for x in lines if x.startswith("ready")]
+    pids = sup.child_pids()
+    assert len(pids) == 2 and all(_gone(pid) for pid in pids)  # worker 0 was stopped, not left serving
+
+
+async def test_a_worker_that_dies_while_serving_stops_the_other_with_its_status(nursery):
+    sup = await _supervisor(nursery, "serve", grace_s=5.0)
+    with trio.fail_after(20):
+        await sup.line("ready ")
+    pids = sup.child_pids()
+    os.kill(pids[1], signal.SIGKILL)
+    with trio.fail_after(5):
+        assert await sup.proc.wait() == 137
+    assert (await sup.rest())[-2:] == ["exit 1 137", "status 137"]
+    assert all(_gone(pid) for pid in pids)
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(nursery):
+    sup = await _supervisor(nursery, "serve", grace_s=5.0)
+    with trio.fail_after(20):
+        port = int((await sup.line("ready "))[1].rsplit(":", 1)[1])
+    sup.proc.kill()  # no forwarding: the kernel's parent-death signal
+    with trio.fail_after(5):
+        # noqa below: no event tells this test that an orphan exited
+        while not all(_gone(pid) for pid in sup.child_pids()):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    with pytest.raises(OSError):
+        await _answer(port)
+
+
+def test_exit_status_writes_a_signal_as_a_shell_does():
+    assert (exit_status(0), exit_status(3), exit_status(-signal.SIGKILL)) == (0, 3, 137)
 
 
 def test_wire_imports_neither_side_nor_a_framework():

@@ -13,14 +13,18 @@ from ._chunked import ChunkedDecoder, ChunkedError, chunk_frame
 from ._fdlimit import raise_nofile_limit
 from ._signals import STOP_SIGNALS, wait_for_stop_signal
 from ._sockets import listen_socket, split_bind, url_host
+from ._workers import Ready, exit_status, run_workers
 
 __all__ = [
     "STOP_SIGNALS",
     "ChunkedDecoder",
     "ChunkedError",
+    "Ready",
     "chunk_frame",
+    "exit_status",
     "listen_socket",
     "raise_nofile_limit",
+    "run_workers",
     "split_bind",
     "url_host",
     "wait_for_stop_signal",

@@ -23,14 +23,12 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def listen_socket(
-    host: str, port: int, backlog: int, *, reuse_port: bool = False, listen: bool = True
-) -> socket.socket:
-    """A bound, non-blocking TCP socket, listening unless ``listen`` is False.
+def listen_socket(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket.
 
     ``reuse_port``: several processes each bind their own socket to the port (SO_REUSEPORT), and the kernel
-    spreads new connections across them by hash; with port 0, bind the first and pass its port to the rest.
-    A bound socket that does not listen holds the port in the group without taking connections.
+    spreads new connections across them by hash; with port 0, bind the first and pass its port to the rest
+    (wire.run_workers).
     TCP_NODELAY is set here so every accepted socket inherits it: a streamed chunk goes out at once.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -41,8 +39,7 @@ def listen_socket(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
-        if listen:
-            sock.listen(backlog)
+        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()

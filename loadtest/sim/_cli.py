@@ -1,16 +1,14 @@
 """``python -m loadtest.sim``: the command line, and ``--workers`` processes sharing one port.
 
-With ``--workers W`` the parent binds W SO_REUSEPORT sockets (the first picks the port), forks one serving
-process per socket with its counters in shared memory, prints ``sim listening on URL`` once every worker
-listens, and stops them all on SIGINT/SIGTERM (or when one exits on its own).
+With ``--workers W``, ``wire.run_workers`` forks W serving processes, each on its own SO_REUSEPORT socket on one
+port, with their counters in shared memory; the parent prints ``sim listening on URL`` once every worker listens,
+and stops them all on SIGINT/SIGTERM (or when one exits on its own, with that worker's status).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import multiprocessing.connection
-import signal
 import socket
 import sys
 from functools import partial
@@ -21,7 +19,7 @@ from loadtest.sim._config import SimConfig
 from loadtest.sim._http import write_tls_files
 from loadtest.sim._server import serve_sim
 from loadtest.sim._state import SharedSimStats, SimServer
-from wire import STOP_SIGNALS, listen_socket, raise_nofile_limit, split_bind
+from wire import STOP_SIGNALS, Ready, raise_nofile_limit, run_workers, split_bind
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -77,78 +75,40 @@ def _announce(server: SimServer) -> None:
     print(f"sim listening on {server.url}", flush=True)
 
 
-def _worker(config: SimConfig, sock: socket.socket, array, row: int, workers: int, ready) -> None:
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    raise_nofile_limit()
+def _worker(sock: socket.socket, row: int, ready: Ready, config: SimConfig, array, workers: int) -> None:
+    """One forked worker (wire.run_workers): its own seed and row of the shared counters, until SIGINT/SIGTERM."""
     if config.seed is not None:
         config.seed += row
     stats = SharedSimStats(array, row, workers)
-
-    def on_ready(server: SimServer) -> None:
-        ready.send(server.url)
-        ready.close()
-
-    trio.run(partial(_run_until_signal, config, sock=sock, stats=stats, on_ready=on_ready))
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum, frame) -> None:
-    raise _Stop
+    trio.run(partial(_run_until_signal, config, sock=sock, stats=stats, on_ready=lambda server: ready(server.url)))
 
 
 def _run_workers(config: SimConfig, workers: int) -> int:
-    ctx = multiprocessing.get_context("fork")
-    socks = []
-    port = config.port
-    for _ in range(workers):
-        sock = listen_socket(config.host, port, config.backlog, reuse_port=True)
-        port = sock.getsockname()[1]  # with port 0, the first socket picks the port for the rest
-        socks.append(sock)
-    if config.tls_dir is not None:
+    if config.tls_dir is not None:  # one certificate for every worker, written before the fork
         write_tls_files(config.tls_dir, config.host)
         config.tls_reuse = True
-    array = SharedSimStats.allocate(workers, ctx)
-    procs, pipes = [], []
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _raise_stop)
-    code = 0
-    try:
-        for row, sock in enumerate(socks):
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(config, sock, array, row, workers, sender), daemon=True)
-            proc.start()
-            sender.close()
-            sock.close()
-            procs.append(proc)
-            pipes.append(receiver)
-        url = None
-        for receiver in pipes:
-            try:
-                url = receiver.recv()
-            except EOFError:
-                print("sim: a worker failed to start", file=sys.stderr, flush=True)
-                return 1
+    array = SharedSimStats.allocate(workers, multiprocessing.get_context("fork"))
+    announced = []
+
+    def on_ready(url: str) -> None:
+        announced.append(url)
         print(f"sim listening on {url}", flush=True)
-        multiprocessing.connection.wait([p.sentinel for p in procs])
-        code = 1  # a worker exited on its own
-    except _Stop:
-        pass
-    finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    return code
+
+    def on_exit(index: int, status: int) -> None:
+        what = "exited" if announced else "failed to start"
+        print(f"sim: worker {index} {what} (status {status})", file=sys.stderr, flush=True)
+
+    return run_workers(
+        workers,
+        _worker,
+        (config, array, workers),
+        host=config.host,
+        port=config.port,
+        backlog=config.backlog,
+        grace_s=10.0,
+        on_ready=on_ready,
+        on_exit=on_exit,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
