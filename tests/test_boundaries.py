@@ -22,6 +22,7 @@ from proxy.protocol import SHUTDOWN_NDJSON, SHUTDOWN_SSE
 from proxy.server import serve
 from proxy.stream import PING
 from tests.conftest import raw_chat_request, start_relay
+from tests.scripted import ScriptedServer, read_request
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -36,7 +37,7 @@ DONE = b"data: [DONE]\n\n"
 HALF = len(E2) // 2  # inside E2's JSON
 
 
-class SplittingUpstream:
+class SplittingUpstream(ScriptedServer):
     """Answers every chat request with E1 and half of E2 in one write, then does ``then``:
 
     ``"stall"``: waits ``stall_s`` and sends the rest (E2's second half, E3, [DONE]);
@@ -47,30 +48,13 @@ class SplittingUpstream:
     def __init__(self, then: str, stall_s: float = 0.5) -> None:
         self.then = then
         self.stall_s = stall_s
-        self.url = ""
         self.sent_half = trio.Event()
-
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1"
-        async with trio.open_nursery() as nursery:
-            task_status.started(self)
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
+            if not await read_request(conn, stream):
+                return
             head = conn.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream")]))
             await stream.send_all(head + conn.send(h11.Data(data=E1 + E2[:HALF])))
             self.sent_half.set()

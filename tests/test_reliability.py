@@ -11,6 +11,7 @@ import trio
 
 from proxy.protocol import EventSplitter, event_data, parse_retry_after, retry_delay
 from tests.conftest import open_stream_and_leave, start_relay, start_sim
+from tests.scripted import ScriptedServer, read_request
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 PING = b": ping\n\n"
@@ -204,38 +205,23 @@ def test_retry_delay_rules():
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(ScriptedServer):
     """Answers each request with the next scripted (status, headers, body); the last one repeats."""
 
     def __init__(self, script: list[tuple[int, list[tuple[str, str]], bytes]]) -> None:
         self.script = script
         self.seen = 0
-        self.url = ""
-
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1"
-        async with trio.open_nursery() as nursery:
-            task_status.started(self)
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                    continue
-                if isinstance(event, h11.EndOfMessage):
-                    status, headers, body = self.script[min(self.seen, len(self.script) - 1)]
-                    self.seen += 1
-                    headers = [*headers, ("content-length", str(len(body))), ("connection", "close")]
-                    out = conn.send(h11.Response(status_code=status, headers=headers))
-                    await stream.send_all(out + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-                    return
-                if isinstance(event, h11.ConnectionClosed):
-                    return
+            if not await read_request(conn, stream):
+                return
+            status, headers, body = self.script[min(self.seen, len(self.script) - 1)]
+            self.seen += 1
+            headers = [*headers, ("content-length", str(len(body))), ("connection", "close")]
+            out = conn.send(h11.Response(status_code=status, headers=headers))
+            await stream.send_all(out + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
 
 
 SSE_OK = (200, [("content-type", "text/event-stream")], b'data: {"id":"x"}\n\ndata: [DONE]\n\n')

@@ -15,6 +15,7 @@ import trio
 from proxy.upstream import H11Transport
 from proxy.upstream._connection import Connection
 from tests.conftest import start_relay
+from tests.scripted import ScriptedServer
 
 KEEP, CLOSE, RESET = "keep", "close", "reset"  # what the upstream does with the connection after it answers
 
@@ -49,7 +50,7 @@ def reset(stream: trio.SocketStream) -> None:
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class Upstream:
+class Upstream(ScriptedServer):
     """Raw HTTP/1.1 upstream. ``script(n, request)`` says what the n-th request on a connection (from 0) gets:
     the bytes to write (b"" for no answer) and KEEP, CLOSE or RESET. Every request that arrives is recorded."""
 
@@ -57,14 +58,6 @@ class Upstream:
         self.script = script
         self.arrivals: list[bytes] = []
         self.connections = 0
-        self.url = ""
-
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1"
-        async with trio.open_nursery() as nursery:
-            task_status.started(self)
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
