@@ -172,3 +172,20 @@ def test_a_full_fallback_is_skipped_and_the_slot_moves():
     assert counted == [("a", "c", "http_500")]
     assert relay.fall_back(state, a, c, 2, "http_500") is None  # type: ignore[arg-type]
     assert (state.upstream_slot, c.active) == (c, 1)
+
+
+def test_the_example_in_the_reference_loads(tmp_path):
+    from pathlib import Path
+
+    from proxy.upstream import load_settings
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    example = text.split("**Fallbacks.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "fallbacks.toml"
+    path.write_text(example)
+    configs = upstream_configs(load_settings({}, {}, str(path)))
+    assert [(c.name, c.fallbacks) for c in configs] == [
+        ("moonshot", ("moonshot-backup", "moonshot-proxy")),
+        ("moonshot-backup", ()),
+        ("moonshot-proxy", ()),
+    ]
