@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -31,6 +32,23 @@ from ._admission import Streams
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
 
+UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
+log = logging.getLogger("moonrelay")
+
+
+def fallback_reason(exc: BaseException) -> str | None:
+    """Why a failure before the first byte may move a request to a fallback upstream (a bounded metrics label);
+    None when it may not (a read or protocol error: the upstream may have taken a paid request)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, httpx.ReadTimeout):  # send() returns at the response head: this is the first-byte timeout
+        return "first_byte_timeout"
+    if isinstance(exc, AllKeysResting):
+        return "keys_resting"
+    return None
+
 
 class Relay:
     """The relay's request handling, with explicit dependencies: no sockets needed to test a method.
@@ -54,6 +72,8 @@ class Relay:
         self.streams = streams
         self.heartbeats = heartbeats
         self.direct_writes = direct_writes
+        # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
+        self.count_fallback: Callable[[str, str, str], None] | None = None
 
     # -- admission and routing --------------------------------------------------------------------
 
@@ -119,17 +139,41 @@ class Relay:
         self, state: RequestState, client_method: str, upstream: Upstream, method: str, path: str,
         body: bytes | None, stream: bool, ndjson: bool = False, strip_usage: bool = False,
     ) -> Response:  # fmt: skip
-        """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back."""
-        try:
-            response, content = await send_with_retries(
-                upstream, lambda key: upstream.send(method, path, body, stream=stream, key=key), self.settings
-            )
-        except httpx.TransportError as exc:
-            return upstream_error(exc, ndjson=ndjson)
-        except AllKeysResting as exc:
-            return keys_resting(exc, upstream.name, ndjson=ndjson)
+        """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back.
+
+        When that upstream's attempts end, before the first byte, in a connect error or timeout, a first-byte
+        timeout, a 429 or a 5xx, the request goes to the routed upstream's ``fallbacks`` in turn (:meth:`fall_back`);
+        the code for it runs only then. Once an answer is chosen nothing else is tried: a stream that breaks later
+        ends with the in-band error event."""
+        routed, tried = upstream, 0
+        while True:
+            try:
+                response, content = await send_with_retries(
+                    upstream,
+                    lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
+                    self.settings,
+                )
+            except (httpx.TransportError, AllKeysResting) as exc:
+                reason = fallback_reason(exc)
+                moved = None if reason is None else self.fall_back(state, routed, upstream, tried, reason)
+                if moved is not None:
+                    upstream, tried = moved
+                    continue
+                if isinstance(exc, AllKeysResting):
+                    return keys_resting(exc, upstream.name, ndjson=ndjson)
+                return upstream_error(exc, ndjson=ndjson)
+            status = response.status_code
+            if status == 429 or status >= 500:
+                moved = self.fall_back(state, routed, upstream, tried, f"http_{status}")
+                if moved is not None:
+                    if content is None:
+                        await response.aclose()
+                    upstream, tried = moved
+                    continue
+            break
         relayed = relayed_headers(response)
-        if content is None and stream and response.status_code == 200:
+        relayed[UPSTREAM_HEADER] = upstream.name
+        if content is None and stream and status == 200:
             body_iter = self.body(response, state, client_method, ndjson=ndjson, strip_usage=strip_usage)
             if ndjson:
                 return Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
@@ -148,7 +192,32 @@ class Relay:
         if ndjson:
             content = content.rstrip(b"\n") + b"\n"
             content_type = "application/x-ndjson"
-        return Response(content, status=response.status_code, headers=relayed, content_type=content_type)
+        return Response(content, status=status, headers=relayed, content_type=content_type)
+
+    def fall_back(self, state: RequestState, routed: Upstream, failed: Upstream, tried: int,
+                  reason: str) -> tuple[Upstream, int] | None:  # fmt: skip
+        """The next of ``routed``'s fallbacks, after the ``tried`` ones, with a free ``max_concurrent`` slot (a
+        full one is skipped), and how many are now tried; None when none is left. The request's slot moves there,
+        and the access log and metrics name it; the move is counted in ``moonrelay_fallbacks_total`` and logged."""
+        fallbacks = routed.config.fallbacks
+        by_name = self.upstreams.by_name  # type: ignore[union-attr]
+        while tried < len(fallbacks):
+            nxt = by_name[fallbacks[tried]]
+            tried += 1
+            if not nxt.take():
+                log.warning("upstream %s: fallback %s skipped, at its max_concurrent", failed.name, nxt.name)
+                continue
+            held = state.upstream_slot
+            if held is not None:
+                held.give_back()
+            state.upstream_slot = nxt
+            state.upstream = nxt.name
+            log.warning("upstream %s failed before the first byte (%s): the request goes to %s", failed.name,
+                        reason, nxt.name)  # fmt: skip
+            if self.count_fallback is not None:
+                self.count_fallback(failed.name, nxt.name, reason)
+            return nxt, tried
+        return None
 
     async def until_answered(self, answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
         """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""

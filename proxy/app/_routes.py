@@ -177,6 +177,8 @@ def create_app(
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
     observer = install_observability(app, settings, streams)
+    if observer.metrics is not None:
+        relay.count_fallback = observer.metrics.fallback
     if observer.metrics is not None and settings.metrics_auth == "on":
         metrics = observer.metrics
 

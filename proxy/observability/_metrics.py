@@ -109,6 +109,10 @@ class Metrics:
             "moonrelay_upstream_errors", "Upstream failures by kind (transport error code, or http_<status>).",
             ("upstream", "kind"), registry=reg,
         )  # fmt: skip
+        self.fallbacks = prom.Counter(
+            "moonrelay_fallbacks", "Requests moved to a fallback upstream before the first byte, by reason.",
+            ("from", "to", "reason"), registry=reg,
+        )  # fmt: skip
         self.client_write_timeouts = prom.Counter(
             "moonrelay_client_write_timeouts",
             "Responses cut off because the client did not take a write within client_write_timeout_s.",
@@ -121,6 +125,10 @@ class Metrics:
             "moonrelay_completion_tokens", "Completion tokens from upstream usage.", ("upstream", "model"),
             registry=reg,
         )  # fmt: skip
+
+    def fallback(self, failed: str, to: str, reason: str) -> None:
+        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.app._relay.fallback_reason)."""
+        self.fallbacks.labels(failed, to, reason).inc()
 
     def render(self) -> bytes:
         """The text exposition: this process's values, or every worker's summed in multiprocess mode."""

@@ -4,6 +4,8 @@ the model → upstream matcher.
     [[upstreams]]                       → UpstreamConfig (validated once, at startup)
     no [[upstreams]]: --upstream flags  → one UpstreamConfig, the default (exactly the single-upstream relay)
     Router.route("moonshot-v1-8k")      → the upstream's name, or None (→ 404 model_not_found)
+    fallbacks = ["b", "c"]              → tried in order when this upstream fails before the first byte
+                                          (proxy.app._relay; each name checked to exist, never itself)
 
 Matching: exact model names first (across all upstreams), then glob patterns (``moonshot-*``) in
 config order, then the default upstream (``default = true``, or ``"*"`` among its models). A
@@ -30,7 +32,7 @@ _GLOB_CHARS = frozenset("*?[")
 _TIMEOUTS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s", "total_timeout_s")
 _KEYS = frozenset(
     {"name", "base_url", "key_env", "key_envs", "models", "default", "max_concurrent", "include_usage",
-     "ca_file", "max_connections", *_TIMEOUTS}
+     "ca_file", "max_connections", "fallbacks", *_TIMEOUTS}
 )  # fmt: skip
 
 
@@ -60,6 +62,7 @@ class UpstreamConfig:
     total_timeout_s: float = 3600.0
     max_connections: int = 0
     ca_file: str | None = None
+    fallbacks: tuple[str, ...] = ()  # upstreams tried in order when this one fails before the first byte
 
 
 def single_upstream(settings: Settings) -> UpstreamConfig:
@@ -146,6 +149,14 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
     if ca_file is not None and not isinstance(ca_file, str):
         raise ConfigError(f"{where}: 'ca_file' must be a path")
     values["ca_file"] = ca_file
+    fallbacks = table.get("fallbacks", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+        raise ConfigError(f"{where}: 'fallbacks' must be a list of upstream names")
+    if name in fallbacks:
+        raise ConfigError(f"{where}: 'fallbacks' lists the upstream itself")
+    if len(set(fallbacks)) != len(fallbacks):
+        raise ConfigError(f"{where}: 'fallbacks' lists an upstream twice")
+    values["fallbacks"] = tuple(fallbacks)
     return UpstreamConfig(
         name=name,
         base_url=base_url,
@@ -177,7 +188,8 @@ def pattern_problem(pattern: str) -> str | None:
 
 
 def check_together(configs: Sequence[UpstreamConfig]) -> None:
-    """What no single table shows: duplicate names, two defaults, one exact model claimed twice."""
+    """What no single table shows: duplicate names, two defaults, one exact model claimed twice, a fallback
+    that names no upstream."""
     names: set[str] = set()
     owner: dict[str, str] = {}
     defaults = []
@@ -192,6 +204,10 @@ def check_together(configs: Sequence[UpstreamConfig]) -> None:
                 if model in owner and owner[model] != c.name:
                     raise ConfigError(f"model {model!r} is listed by both {owner[model]!r} and {c.name!r}")
                 owner[model] = c.name
+    for c in configs:
+        unknown = [f for f in c.fallbacks if f not in names]
+        if unknown:
+            raise ConfigError(f"upstream {c.name!r}: 'fallbacks' names no upstream: {', '.join(unknown)}")
     if len(defaults) > 1:
         raise ConfigError(f"more than one default upstream ({', '.join(defaults)}): keep one 'default = true' or '*'")
 
