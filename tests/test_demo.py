@@ -86,6 +86,7 @@ async def test_cors_preflight_and_headers(nursery):
     assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
     assert chat.status_code == 200 and chat.headers["access-control-allow-origin"] == APP_ORIGIN
     assert "x-request-id" in chat.headers["access-control-expose-headers"]
+    assert "x-moonrelay-upstream" in chat.headers["access-control-expose-headers"]  # which upstream answered
     # Errors carry the headers too, or the page could not read why it failed.
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == APP_ORIGIN
     assert foreign.status_code == 200 and "access-control-allow-origin" not in foreign.headers

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 ALLOW_METHODS = b"GET, POST, OPTIONS"
 ALLOW_HEADERS = b"authorization, content-type, x-request-id"
-EXPOSE_HEADERS = b"x-request-id, retry-after, x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens"
+EXPOSE_HEADERS = (
+    b"x-request-id, x-moonrelay-upstream, retry-after, x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens"
+)
 MAX_AGE_S = b"600"
 
 
