@@ -42,7 +42,8 @@ def test_rig_saturation_ends_the_search():
 
 def figs(**kw):
     return {"completed": 100, "failed": 0, "unverified": 0, "ttfc_p50_ms": 2000.0, "ttfc_p99_ms": 2900.0,
-            "relay_delay_p50_ms": 0.5, "relay_delay_p99_ms": 2.0, **kw}
+            "relay_delay_p50_ms": 0.5, "relay_delay_p99_ms": 2.0, "first_chunk_delay_p50_ms": 0.4,
+            "first_chunk_delay_p99_ms": 1.0, **kw}
 
 
 def test_judge_against_direct_at_the_same_count():
@@ -56,9 +57,9 @@ def test_judge_against_direct_at_the_same_count():
 
 
 def test_added_and_rig_share():
-    a = added(figs(ttfc_p99_ms=2950.0, relay_delay_p50_ms=1.5), figs())
+    a = added(figs(ttfc_p99_ms=2950.0, relay_delay_p50_ms=1.5, first_chunk_delay_p99_ms=4.0), figs())
     assert a == {"added_ttfc_p50_ms": 0.0, "added_ttfc_p99_ms": 50.0, "added_delay_p50_ms": 1.0,
-                 "added_delay_p99_ms": 0.0}
+                 "added_delay_p99_ms": 0.0, "added_first_chunk_p50_ms": 0.0, "added_first_chunk_p99_ms": 3.0}
     record = {"summary": {"run_duration_s": 10.0, "loadtest_cpu_s": 6.0}, "sim_usage": {"cpu_s": 3.0}}
     assert rig_share(record, 1) == 0.9
     assert rig_share({"summary": {}}, 1) is None
