@@ -222,8 +222,10 @@ def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[
         plots.ttfc_cdf(f"{name}: TTFC, all repeats", samples, out / f"{name}-ttfc.png")
     plots.cpu_bars(cpu, list(TARGETS), out / "cpu-per-chunk.png")
     notes = [
-        "The load generator and the sim run on the same cores as the proxy, and other work on the machine adds "
-        "noise: each run's `load_average_before` is in its `runs/<scenario>/<target>/r<k>/run.json`.",
+        ("The proxy runs pinned, apart from the load generator and the sim (" + facts["cpu pinning"] + ")"
+         if "cpu pinning" in facts else "The load generator and the sim run on the same cores as the proxy")
+        + ", and other work on the machine adds noise: each run's `load_average_before` is in its "
+        "`runs/<scenario>/<target>/r<k>/run.json`.",
         "Every session of every run is in `runs/<scenario>/<target>/r<k>/loadtest/requests.jsonl.gz`; "
         f"`python -m bench.recompute {out}` recomputes every figure above from those files and the runs' records.",
         "`-tuned` rows: the same peer with its documented connection caps raised to the scenario's stream count "
