@@ -33,6 +33,7 @@ import trio
 
 from bench import metrics, plots, readme, recompute
 from bench.peers import API_KEY, DEFAULT_TARGETS, PEERS, TARGETS, Launch, PeerUnavailable
+from bench.pinning import Pinning, pinned, plan
 from bench.procs import StartError, Tree, sample_forever, serve
 from bench.scenarios import SCENARIOS, Scenario, parse
 from loadtest.gauge import OpenStreams
@@ -88,25 +89,31 @@ async def _warm_up(url: str) -> None:
             nursery.start_soon(one, client)
 
 
-def _sim_launch(sc: Scenario) -> Launch:
-    return Launch(argv=[sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", *sc.sim_flags()],
+def _sim_launch(sc: Scenario, cores: tuple[int, ...] | None = None) -> Launch:
+    return Launch(argv=pinned([sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", *sc.sim_flags()], cores),
                   url_pattern=rb"listening on (http://\S+)")
 
 
-async def one_run(sc: Scenario, target: str, rundir: Path) -> dict[str, Any]:
-    """One measured run; returns the record written to ``rundir/run.json``."""
+async def one_run(sc: Scenario, target: str, rundir: Path, pinning: Pinning | None = None) -> dict[str, Any]:
+    """One measured run; returns the record written to ``rundir/run.json``. With ``pinning``, the target runs
+    on its core and the sim and load generator on the others."""
     await trio.Path(rundir).mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"scenario": sc.name, "target": target,
                               "load_average_before": os.getloadavg()}
+    rig = pinning.rig if pinning else None
+    if pinning:
+        record["pinning"] = dataclasses.asdict(pinning)
     with tempfile.TemporaryDirectory(prefix=f"bench-{target}-") as tmp:
         workdir = Path(tmp)
         try:
             async with AsyncExitStack() as stack:
-                sim = await stack.enter_async_context(serve("sim", _sim_launch(sc), rundir / "sim.log"))
+                sim = await stack.enter_async_context(serve("sim", _sim_launch(sc, rig), rundir / "sim.log"))
                 trees: list[Tree] = [sim.tree]
                 url, proxy_tree = sim.url, None
                 if target != "direct":
                     launch = PEERS[target].launch(sim.url, workdir, sc.proxy_workers, sc.streams)
+                    if pinning:
+                        launch = dataclasses.replace(launch, argv=pinned(launch.argv, pinning.proxy))
                     record["target_command"] = shlex.join(launch.argv)
                     server = await stack.enter_async_context(serve(target, launch, rundir / f"{target}.log"))
                     url, proxy_tree = server.url, server.tree
@@ -115,8 +122,8 @@ async def one_run(sc: Scenario, target: str, rundir: Path) -> dict[str, Any]:
                 await trio.sleep(SETTLE_S)
                 for t in trees:
                     t.mark()
-                argv = [sys.executable, "-m", "loadtest", "--url", url, *sc.loadtest_flags(), "--quiet",
-                        "--api-key", API_KEY, "--out", str(rundir / "loadtest")]
+                argv = pinned([sys.executable, "-m", "loadtest", "--url", url, *sc.loadtest_flags(), "--quiet",
+                               "--api-key", API_KEY, "--out", str(rundir / "loadtest")], rig)
                 record["loadtest_command"] = shlex.join(argv)
                 limit = sc.session_s() + (sc.duration_s or 0) + (sc.ramp_up_s or 0) + LOADTEST_SLACK_S
                 upstream_open = OpenStreams(sim.url)
@@ -215,8 +222,10 @@ def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[
         plots.ttfc_cdf(f"{name}: TTFC, all repeats", samples, out / f"{name}-ttfc.png")
     plots.cpu_bars(cpu, list(TARGETS), out / "cpu-per-chunk.png")
     notes = [
-        "The load generator and the sim run on the same cores as the proxy, and other work on the machine adds "
-        "noise: each run's `load_average_before` is in its `runs/<scenario>/<target>/r<k>/run.json`.",
+        ("The proxy runs pinned, apart from the load generator and the sim (" + facts["cpu pinning"] + ")"
+         if "cpu pinning" in facts else "The load generator and the sim run on the same cores as the proxy")
+        + ", and other work on the machine adds noise: each run's `load_average_before` is in its "
+        "`runs/<scenario>/<target>/r<k>/run.json`.",
         "Every session of every run is in `runs/<scenario>/<target>/r<k>/loadtest/requests.jsonl.gz`; "
         f"`python -m bench.recompute {out}` recomputes every figure above from those files and the runs' records.",
         "`-tuned` rows: the same peer with its documented connection caps raised to the scenario's stream count "
@@ -245,6 +254,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="runs per scenario and target; figures are medians")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's stream count (0.1: smoke)")
     p.add_argument("--out", type=Path, help="default: results/bench-<UTC date>[-scale<K>]")
+    p.add_argument("--pin-proxy-core", type=int, metavar="N",
+                   help="run each proxy on core N and the sim and load generator on the other cores (taskset)")
     p.add_argument("--report", action="store_true", help="only re-render README.md and plots from --out's JSON")
     return p.parse_args(argv)
 
@@ -261,7 +272,7 @@ async def run_all(args: argparse.Namespace, scenarios: list[Scenario], targets: 
                     continue
                 rundir = args.out / "runs" / sc.name / target / f"r{rep + 1}"
                 print(f"[bench] {sc.name} / {target} / repeat {rep + 1}: {rundir}", flush=True)
-                record = await one_run(sc, target, rundir)
+                record = await one_run(sc, target, rundir, args.pinning)
                 record["repeat"] = rep + 1
                 record["rundir"] = str(rundir)
                 runs[sc.name][target].append(record)
@@ -305,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
     raise_fd_limit()
     facts = machine_facts()
+    args.pinning = plan(args.pin_proxy_core, os.sched_getaffinity(0))
+    if args.pinning:
+        facts["cpu pinning"] = args.pinning.describe()
     if args.report:
         write_report(args.out, command, facts, {}, {}, scale=args.scale)
         return 0

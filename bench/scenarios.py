@@ -31,7 +31,7 @@ class Scenario:
 
     def sim_flags(self) -> list[str]:
         return ["--ttft", f"{self.ttft_s:g}", "--ttft-jitter", f"{self.ttft_jitter_s:g}",
-                "--chunks", str(self.chunks), "--interval", f"{self.interval_s:g}",
+                "--chunks", str(self.chunks), "--interval", f"{self.interval_s:.9g}",
                 "--workers", str(self.sim_workers)]
 
     def loadtest_flags(self) -> list[str]:
@@ -41,6 +41,10 @@ class Scenario:
         if self.ramp_up_s is not None:
             flags += ["--ramp-up", f"{self.ramp_up_s:g}"]
         return flags
+
+    def with_streams(self, streams: int) -> Scenario:
+        """The same shape at another stream count (the capacity search's steps)."""
+        return replace(self, streams=streams)
 
     def session_s(self) -> float:
         """Longest session: TTFT + jitter + every interval; bounds how long a run may take."""
@@ -62,6 +66,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     # No interval: the proxy is the bottleneck; report chunks/s per proxy core.
     Scenario("ceiling", streams=100, ttft_s=0.0, ttft_jitter_s=0.0, chunks=200, interval_s=0.0,
              duration_s=15, goal="relayed chunks/s per proxy CPU core"),
+    # Issue 16: a real token stream, one token per chunk at 30 chunks/s for 300 chunks after a 1-3 s TTFT.
+    # The per-request set-up is spread over 300 chunks, so CPU per chunk is the chunk path's own cost.
+    # One proxy worker: the capacity search (bench/capacity.py) pins it to one core and asks how many
+    # streams that core holds.
+    Scenario("token-rate", streams=100, ttft_s=2.0, ttft_jitter_s=1.0, chunks=300, interval_s=1 / 30,
+             proxy_workers=1,
+             goal="streams per proxy core with 0 failures and added inter-chunk delay p99 <= 10 ms over direct"),
 ]}
 
 

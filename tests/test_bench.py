@@ -253,3 +253,13 @@ async def serve_h11_refusing(task_status=trio.TASK_STATUS_IGNORED) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(refuse, listeners)
+
+
+def test_token_rate_scenario_is_a_real_token_stream():
+    sc = SCENARIOS["token-rate"]
+    flags = sc.sim_flags()
+    assert flags[flags.index("--ttft") + 1] == "2" and flags[flags.index("--ttft-jitter") + 1] == "1"
+    assert flags[flags.index("--chunks") + 1] == "300"
+    assert float(flags[flags.index("--interval") + 1]) == pytest.approx(1 / 30, rel=1e-8)
+    assert sc.proxy_workers == 1  # one core's worth of proxy
+    assert sc.with_streams(400).streams == 400 and sc.with_streams(400).chunks == 300

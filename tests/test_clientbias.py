@@ -1,0 +1,38 @@
+"""bench/clientbias.py's pure parts: the comparison of two clients' TTFC and its report."""
+
+import pytest
+
+from bench.clientbias import compare, render, summarize
+
+
+def test_compare_is_loadtest_minus_raw_at_each_percentile():
+    lt = [1000.0 + i for i in range(101)]  # p50 1050, p99 1099
+    raw = [1000.0 + i / 2 for i in range(101)]  # p50 1025, p99 1049.5
+    c = compare(lt, raw)
+    assert c["loadtest_p50_ms"] == 1050 and c["raw_p50_ms"] == 1025 and c["diff_p50_ms"] == 25
+    assert c["diff_p99_ms"] == pytest.approx(1099 - 1049.5)
+    assert c["loadtest_sessions"] == c["raw_sessions"] == 101
+
+
+def test_no_samples_no_difference():
+    c = compare([], [1000.0])
+    assert c["diff_p50_ms"] is None and c["raw_p50_ms"] == 1000.0
+
+
+def test_summary_pools_samples_and_takes_median_cpu_shares():
+    reps = [{**compare([1004.0], [1000.0]), "loadtest_cpu_share": s, "raw_cpu_share": 0.1} for s in (0.2, 0.4, 0.9)]
+    result = summarize(reps, {"loadtest": [1004.0, 1010.0, 1030.0], "raw": [1000.0, 1001.0, 1002.0]},
+                       command="python -m bench.clientbias", concurrency=500, ttft_s=1.0)
+    assert result["loadtest_cpu_share"] == 0.4 and result["repeat"] == 3
+    assert result["pooled"]["diff_p50_ms"] == 9.0
+    text = render(result)
+    assert "# Load generator bias at 500 streams" in text
+    assert "| TTFC p50 (ms, all repeats pooled) | 1010.0 | 1001.0 | 9.0 |" in text
+    assert "p50 within 5 ms: missed by 4.0 ms" in text
+    assert "| CPU share of one core (median) | 40% | 10% | |" in text
+    assert text.count("| 1004.0 / 1004.0 | 1000.0 / 1000.0 | 4.0 / 4.0 |") == 3
+
+
+def test_goal_met_within_five_ms():
+    result = summarize([], {"loadtest": [1003.0], "raw": [1000.0]}, command="c", concurrency=1, ttft_s=1.0)
+    assert "p50 within 5 ms: met" in render(result) and "p99 within 5 ms: met" in render(result)
