@@ -29,6 +29,7 @@ from wire import (
 from .app import Streams, create_app
 from .config import Settings
 from .gcpolicy import tune_gc
+from .limits import LocalStore
 from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
 from .stream import Heartbeats
@@ -104,7 +105,8 @@ async def serve(
     # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
-    async with Upstreams(settings) as upstreams, trio.open_nursery() as nursery:
+    store = LocalStore()  # where limits and upstream health are counted (proxy.limits)
+    async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as nursery:
         transports = list(upstreams.h11_transports())
         for transport in transports:  # their timeout watchdogs run beside the server
             await nursery.start(transport.run_watchdog)
@@ -112,7 +114,7 @@ async def serve(
         if settings.heartbeat_s > 0 and transports:
             heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
             await nursery.start(heartbeats.run)
-        app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats)
+        app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store)
         trigger = None
         if shutdown_trigger is not None:
 

@@ -12,6 +12,7 @@ import trio
 from quart import Response, request
 
 from ..config import Settings
+from ..limits import LocalStore, Store
 from ..observability import model_from_body
 from ..protocol import (
     JSON,
@@ -55,7 +56,8 @@ class Relay:
 
     ``upstreams`` may be set later (an app that opens its own when serving starts); ``streams`` holds the
     worker's in-flight chat requests (admission, drain); ``heartbeats``, if given and running, pings silent
-    SSE streams; ``direct_writes``: streamed bodies may write straight to the client socket (proxy.serving).
+    SSE streams; ``direct_writes``: streamed bodies may write straight to the client socket (proxy.serving);
+    ``store``: where limits and upstream health are counted (proxy.limits).
     """
 
     def __init__(
@@ -66,12 +68,14 @@ class Relay:
         heartbeats: Heartbeats | None = None,
         *,
         direct_writes: bool = False,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
         self.streams = streams
         self.heartbeats = heartbeats
         self.direct_writes = direct_writes
+        self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
         self.count_fallback: Callable[[str, str, str], None] | None = None
 

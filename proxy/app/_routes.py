@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 
 from ..auth import bearer_token, fingerprint, load_client_keys
 from ..config import Settings
+from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE, install_observability
 from ..protocol import (
     JSON,
@@ -80,12 +81,14 @@ def create_app(
     *,
     streams: Streams | None = None,
     heartbeats: Heartbeats | None = None,
+    store: Store | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
 
     ``streams`` holds the worker's in-flight chat requests (admission, drain); ``heartbeats``, if
-    given and running, pings silent SSE streams.
+    given and running, pings silent SSE streams; ``store`` is where limits and upstream health are counted
+    (proxy.limits; given upstreams bring theirs, else this worker's memory).
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -101,13 +104,16 @@ def create_app(
     if client_keys is not None:
         log.info("client keys required: %d configured", len(client_keys))
     if isinstance(upstreams, Upstream):
-        upstreams = Upstreams(settings, [upstreams])
-    relay = Relay(settings, upstreams, streams, heartbeats, direct_writes=fast and settings.direct_writes != "off")
+        upstreams = Upstreams(settings, [upstreams], store=store)
+    if store is None:
+        store = upstreams.store if upstreams is not None else LocalStore()
+    relay = Relay(settings, upstreams, streams, heartbeats, direct_writes=fast and settings.direct_writes != "off",
+                  store=store)  # fmt: skip
     if upstreams is None:
 
         @app.before_serving
         async def open_upstreams() -> None:
-            relay.upstreams = Upstreams(settings)
+            relay.upstreams = Upstreams(settings, store=relay.store)
 
         @app.after_serving
         async def close_upstreams() -> None:

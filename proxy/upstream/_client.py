@@ -21,6 +21,7 @@ from typing import Self
 import httpx
 
 from ..config import Settings
+from ..limits import LocalStore, Store
 from ._connection import Timeouts
 from ._keypool import Key, KeyPool
 from ._pool import H11Transport
@@ -153,7 +154,11 @@ class Upstream(_ClosedOnExit):
 class Upstreams(_ClosedOnExit):
     """Every upstream the relay serves, by name and in config order, and the router between them."""
 
-    def __init__(self, settings: Settings, upstreams: Sequence[Upstream] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, upstreams: Sequence[Upstream] | None = None, *, store: Store | None = None
+    ) -> None:
+        # Where upstream health and shared caps are counted (proxy.limits): this worker's memory unless given.
+        self.store: Store = store if store is not None else LocalStore()
         if upstreams is None:
             upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
         self.all = list(upstreams)
