@@ -76,6 +76,20 @@ def allocations(snapshot: tracemalloc.Snapshot) -> dict[str, int]:
     return dict(out)
 
 
+def by_line(snapshot: tracemalloc.Snapshot) -> dict[str, int]:
+    """Bytes still allocated, by allocating line (``package: path:line``; paths below site-packages or the repo)."""
+    out: collections.Counter[str] = collections.Counter()
+    for stat in snapshot.statistics("lineno"):
+        frame = stat.traceback[0]
+        where = group(frame.filename)
+        if where == "moonrelay bench/":
+            continue
+        path = frame.filename.replace(os.sep, "/")
+        short = path.split("/site-packages/", 1)[-1] if "/site-packages/" in path else "/".join(path.split("/")[-2:])
+        out[f"{short}:{frame.lineno}"] += stat.size
+    return dict(out)
+
+
 def objects() -> tuple[dict[str, int], dict[str, int]]:
     """Live objects the collector tracks: count and ``sys.getsizeof`` bytes by type (module-qualified)."""
     counts: collections.Counter[str] = collections.Counter()
@@ -137,6 +151,10 @@ def render(result: Mapping[str, Any]) -> str:
     total = result["alloc_per_stream"] or 1
     for name, value in result["by_package"][:TOP]:
         lines.append(f"| {name} | {value:,.0f} | {value / total:.0%} |")
+    lines += ["", f"## Allocations by line (bytes per stream, top {TOP})", "", "| line | bytes |",
+              "|---|---:|"]  # fmt: skip
+    for name, value in result["by_line"][:TOP]:
+        lines.append(f"| `{name}` | {value:,.0f} |")
     lines += ["", "## Tasks per stream, by await chain (each coroutine in a chain is one live frame)", "",
               "| tasks | chain |", "|---:|---|"]  # fmt: skip
     for name, value in result["tasks_by_chain"][:TOP]:
@@ -184,7 +202,8 @@ async def _census(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                     async for _ in r.aiter_raw():
                         break
             gc.collect()
-            base_alloc = allocations(tracemalloc.take_snapshot())
+            snapshot = tracemalloc.take_snapshot()
+            base_alloc, base_lines = allocations(snapshot), by_line(snapshot)
             base_counts, base_sizes = objects()
             base_tasks = task_chains()
             holder = await trio.lowlevel.open_process(
@@ -198,7 +217,8 @@ async def _census(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 await trio.sleep(1.0)  # the last streams' first chunks relayed: every stream idle and open
                 held = await _open_count(client, sim.url)
                 gc.collect()
-                alloc = allocations(tracemalloc.take_snapshot())
+                snapshot = tracemalloc.take_snapshot()
+                alloc, held_lines = allocations(snapshot), by_line(snapshot)
                 counts, sizes = objects()
                 tasks = task_chains()
             finally:
@@ -214,6 +234,7 @@ async def _census(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "objects_by_type": diff(base_counts, counts, held),
         "bytes_by_type": diff(base_sizes, sizes, held),
         "tasks_by_chain": diff(base_tasks, tasks, held),
+        "by_line": diff(base_lines, held_lines, held),
     }
 
 

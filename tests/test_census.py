@@ -47,10 +47,12 @@ async def test_chains_name_each_frame_of_a_waiting_task() -> None:
 def test_render_shows_every_table() -> None:
     result = {"streams": 2000, "command": "python -m bench.census", "git": "abc1234", "when": "2026-12-04T00:00:00",
               "python": "3.11.7", "alloc_per_stream": 1000.0, "objects_per_stream": 10.0,
-              "by_package": [("trio", 600.0), ("h11", 400.0)], "tasks_by_chain": [("a → b", 1.0)],
+              "by_package": [("trio", 600.0), ("h11", 400.0)], "by_line": [("trio/_core/_run.py:10", 50.0)],
+              "tasks_by_chain": [("a → b", 1.0)],
               "objects_by_type": [("builtins.set", 2.0)], "bytes_by_type": [("builtins.set", 432.0)]}  # fmt: skip
     text = render(result)
     assert "(2,000 streams held)" in text
     assert "| trio | 600 | 60% |" in text
     assert "| 1.00 | `a → b` |" in text
+    assert "| `trio/_core/_run.py:10` | 50 |" in text
     assert "| `builtins.set` | 2.00 | 432 |" in text
