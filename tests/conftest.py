@@ -98,3 +98,17 @@ def access_lines():
         yield handler.lines
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    """A real redis-server of its own (tests/redisserver.py), stopped after the test; fails, not skips, without
+    redis-server."""
+    from tests.redisserver import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

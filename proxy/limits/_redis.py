@@ -1,0 +1,171 @@
+"""The store on a Redis every worker and instance shares (``--state redis://HOST:PORT/DB``).
+
+Each operation is one Lua script (proxy/limits/_scripts.py) sent by ``EVALSHA``; the scripts are loaded once and
+again when Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). Every call has a deadline
+(``timeout_s``): a Redis that does not answer in time raises :class:`StoreUnavailable` instead of holding the
+request, and the client (coredis, on anyio, so trio's own sockets) never blocks the event loop.
+
+The store remembers the leases it handed out and not yet released, and :meth:`RedisStore.run` renews them all
+(one script call) every third of their TTL, so callers only acquire and release; a worker that dies stops renewing
+and its slots lapse by themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from . import _scripts
+from ._store import StoreUnavailable, Window
+
+log = logging.getLogger("moonrelay")
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisStore:
+    """The shared store. ``url``: ``redis://HOST:PORT/DB`` (or ``unix:///path?db=N``); ``prefix`` before every key;
+    ``timeout_s``: the most any call waits. Serve :meth:`run` in a nursery before the first call."""
+
+    shared = True
+
+    def __init__(self, url: str, *, prefix: str = "moonrelay:", timeout_s: float = 0.25) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self._client: Any = None  # coredis.Redis, opened by run()
+        self._shas = {name: _sha(text) for name, text in _scripts.ALL.items()}
+        self._leases: dict[str, tuple[str, float]] = {}  # token → (name, ttl_s): handed out, not released
+        # Tokens unique across instances: a random part per store, a counter per lease.
+        self._tag = os.urandom(6).hex()
+        self._count = itertools.count(1)
+
+    # -- the connection and the scripts -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the client, then renew the leases held every third of the shortest TTL, until cancelled. Redis need
+        not answer yet: calls fail with StoreUnavailable until it does."""
+        import coredis  # only with --state: the relay without it never imports the client
+
+        client = coredis.Redis.from_url(
+            self.url, connect_timeout=self.timeout_s, stream_timeout=self.timeout_s, decode_responses=False
+        )
+        async with client:
+            self._client = client
+            try:
+                task_status.started()
+                while True:
+                    ttls = [ttl for _, ttl in self._leases.values()]
+                    await trio.sleep(min(ttls, default=3.0) / 3)
+                    try:
+                        await self.renew_held()
+                    except StoreUnavailable:
+                        pass  # the next round tries again; a lease that lapsed meanwhile is added back then
+            finally:
+                self._client = None
+
+    async def _call(self, op: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script ``op`` within the deadline; loads it when Redis does not know it."""
+        client = self._client
+        if client is None:
+            raise StoreUnavailable("the Redis store is not running")
+        from coredis.exceptions import NoScriptError, RedisError
+
+        try:
+            with trio.fail_after(self.timeout_s):
+                try:
+                    return await client.evalsha(self._shas[op], keys, args)
+                except NoScriptError:
+                    await client.script_load(_scripts.ALL[op])
+                    return await client.evalsha(self._shas[op], keys, args)
+        except trio.TooSlowError as exc:
+            raise StoreUnavailable(f"Redis did not answer within {self.timeout_s} s") from exc
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless Redis answers within the deadline."""
+        await self._call("held", [self.prefix + "ping"], [])
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    # -- slots ---------------------------------------------------------------------------------------
+
+    async def acquire(self, name: str, limit: int, ttl_s: float) -> str | None:
+        token = f"{self._tag}.{next(self._count)}"
+        # Remembered before the call: cancelled or failed, we cannot know whether Redis took it, so it is dropped
+        # here and, if it was taken, lapses after its TTL (nobody renews it).
+        self._leases[token] = (name, ttl_s)
+        try:
+            taken = await self._call("acquire", [self._key(name)], [limit, _ms(ttl_s), token])
+        except BaseException:
+            self._leases.pop(token, None)
+            raise
+        if not taken:
+            del self._leases[token]
+            return None
+        return token
+
+    async def release(self, name: str, token: str) -> None:
+        if self._leases.pop(token, None) is None:
+            return
+        await self._call("release", [self._key(name)], [token])
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
+        if leases:
+            await self._call("renew", [self._key(name) for name, _ in leases], [_ms(ttl_s), *(t for _, t in leases)])
+
+    async def renew_held(self) -> None:
+        """Renew every lease this store handed out and that is not released yet, each by its own TTL."""
+        by_ttl: dict[float, list[tuple[str, str]]] = {}
+        for token, (name, ttl) in list(self._leases.items()):
+            by_ttl.setdefault(ttl, []).append((name, token))
+        for ttl, leases in by_ttl.items():
+            for start in range(0, len(leases), 1000):  # bounded script calls, whatever is held
+                await self.renew(leases[start : start + 1000], ttl)
+
+    async def held(self, name: str) -> int:
+        return int(await self._call("held", [self._key(name)], []))
+
+    # -- windows -------------------------------------------------------------------------------------
+
+    async def hit(self, name: str, window_s: float, limit: int, cost: int = 1) -> Window:
+        allowed, total, reset = await self._call("hit", [self._key(name)], [_ms(window_s), limit, cost])
+        return Window(bool(allowed), int(total), limit, int(reset) / 1000)
+
+    async def add(self, name: str, window_s: float, amount: int) -> int:
+        total, _ = await self._call("add", [self._key(name)], [_ms(window_s), amount])
+        return int(total)
+
+    async def used(self, name: str, window_s: float) -> tuple[int, float]:
+        total, reset = await self._call("used", [self._key(name)], [_ms(window_s)])
+        return int(total), int(reset) / 1000
+
+    # -- rests ---------------------------------------------------------------------------------------
+
+    async def rest(self, name: str, seconds: float) -> None:
+        if seconds > 0:
+            await self._call("rest", [self._key(name)], [_ms(seconds)])
+
+    async def resting(self, names: Sequence[str]) -> list[float]:
+        if not names:
+            return []
+        left = await self._call("resting", [self._key(n) for n in names], [])
+        return [int(ms) / 1000 for ms in left]
+
+    async def clear(self, name: str) -> None:
+        await self._call("clear", [self._key(name)], [])

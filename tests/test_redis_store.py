@@ -1,0 +1,128 @@
+"""The Redis store (proxy/limits/_redis.py) and its failover (proxy/limits/_failover.py) on a real redis-server.
+
+The contract cases of tests/test_store.py hold here too; then what only a shared store has: leases that lapse after
+their TTL unless renewed, two stores (two workers) counting one cap, scripts reloaded after a restart, a deadline
+on every call, and the fall back to local counting and the way back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import trio
+
+from proxy.limits import FailoverStore, LocalStore, RedisStore, StoreUnavailable
+from tests.test_store import contract_rests, contract_slots, contract_windows
+
+
+async def started(nursery, store):
+    await nursery.start(store.run)
+    return store
+
+
+@pytest.mark.parametrize("case", [contract_slots, contract_windows, contract_rests])
+async def test_redis_store_contract(case, redis_server, nursery) -> None:
+    await case(await started(nursery, RedisStore(redis_server.url)))
+
+
+@pytest.mark.parametrize("case", [contract_slots, contract_windows, contract_rests])
+async def test_failover_store_contract(case, redis_server, nursery) -> None:
+    await case(await started(nursery, FailoverStore(RedisStore(redis_server.url))))
+
+
+async def test_two_stores_share_one_cap_and_the_prefix_parts_them(redis_server, nursery) -> None:
+    a = await started(nursery, RedisStore(redis_server.url))
+    b = await started(nursery, RedisStore(redis_server.url))
+    other = await started(nursery, RedisStore(redis_server.url, prefix="other:"))
+    token = await a.acquire("slots:up", 2, 30.0)
+    assert token and await b.acquire("slots:up", 2, 30.0)
+    assert await b.acquire("slots:up", 2, 30.0) is None and await a.acquire("slots:up", 2, 30.0) is None
+    assert await other.acquire("slots:up", 2, 30.0) is not None
+    await a.release("slots:up", token)
+    assert await b.held("slots:up") == 1 and await b.acquire("slots:up", 2, 30.0) is not None
+    assert (await a.hit("rpm:k", 60.0, 1)).allowed and not (await b.hit("rpm:k", 60.0, 1)).allowed
+    await a.rest("key:x", 5.0)
+    assert (await b.resting(["key:x"]))[0] > 4.0
+
+
+async def test_a_lease_lapses_after_its_ttl_unless_its_store_renews_it(redis_server, nursery) -> None:
+    """A store that stops renewing (its worker crashed) loses its slots after the TTL; one that runs keeps them."""
+    running = await started(nursery, RedisStore(redis_server.url))
+    crashed = await started(nursery, RedisStore(redis_server.url))
+    kept = await running.acquire("slots:u", 2, 0.6)
+    lost = await crashed.acquire("slots:u", 2, 0.6)
+    assert kept and lost and await running.acquire("slots:u", 2, 0.6) is None
+    crashed._leases.clear()  # as good as dead: it renews nothing
+    await trio.sleep(1.0)  # past the TTL: running.run() renewed its lease every 0.2 s
+    assert await running.held("slots:u") == 1
+    assert await running.acquire("slots:u", 2, 0.6) is not None  # the crashed worker's slot came back
+
+
+async def test_renewal_adds_back_the_leases_a_restarted_redis_lost(redis_server, nursery) -> None:
+    store = await started(nursery, RedisStore(redis_server.url))
+    token = await store.acquire("slots:u", 5, 30.0)
+    assert token
+    redis_server.kill()
+    redis_server.start()  # empty: no persistence
+    assert await store.held("slots:u") == 0  # the client reconnects by itself
+    await store.renew_held()  # what run() does every third of the TTL; the scripts are loaded again (NOSCRIPT)
+    assert await store.held("slots:u") == 1
+
+
+async def test_scripts_are_loaded_again_after_a_script_flush(redis_server, nursery) -> None:
+    store = await started(nursery, RedisStore(redis_server.url))
+    assert (await store.hit("rpm:k", 60.0, 5)).used == 1
+    assert redis_server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+    assert (await store.hit("rpm:k", 60.0, 5)).used == 2
+
+
+async def test_a_paused_redis_costs_a_call_its_deadline_and_no_more(redis_server, nursery) -> None:
+    store = await started(nursery, RedisStore(redis_server.url, timeout_s=0.2))
+    assert await store.held("slots:u") == 0
+    redis_server.pause()
+    try:
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.acquire("slots:u", 5, 30.0)
+        assert time.monotonic() - began < 0.5
+        assert store._leases == {}  # a lease we cannot know was taken is not renewed: it lapses if it was
+    finally:
+        redis_server.resume()
+    assert await store.held("slots:u") in (0, 1)
+
+
+async def test_an_unreachable_redis_falls_back_to_local_and_comes_back(redis_server, nursery, caplog) -> None:
+    caplog.set_level(logging.INFO, "moonrelay")
+    store = FailoverStore(RedisStore(redis_server.url, timeout_s=0.2), probe_s=0.1)
+    changes: list[bool] = []
+    store.on_change = changes.append
+    await started(nursery, store)
+    shared = await store.acquire("slots:u", 1, 30.0)
+    assert shared and shared.startswith("r:") and store.up
+    redis_server.kill()
+    began = time.monotonic()
+    local = await store.acquire("slots:u", 1, 30.0)  # Redis is gone: counted here, and at once
+    assert local and local.startswith("l:") and not store.up and changes == [False]
+    assert await store.acquire("slots:u", 1, 30.0) is None  # the local cap holds while down
+    assert time.monotonic() - began < 0.5
+    await store.release("slots:u", shared)  # a Redis lease given back while down: dropped (it lapses)
+    assert store.errors >= 1
+    redis_server.start()
+    while not store.up:  # the probe finds it within a probe period
+        await trio.sleep(0.05)
+    assert changes == [False, True]
+    assert (await store.acquire("slots:u", 1, 30.0) or "").startswith("r:")
+    await store.release("slots:u", local)  # the local lease goes back to the local store
+    assert await store.local.held("slots:u") == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("state:")]
+    assert sum("unavailable" in line for line in lines) == 1 and sum("answers again" in line for line in lines) == 1
+
+
+async def test_a_redis_down_at_start_is_counted_locally_until_it_answers(tmp_path, nursery) -> None:
+    store = FailoverStore(RedisStore(f"unix://{tmp_path}/none.sock?db=0", timeout_s=0.2), LocalStore(), probe_s=0.1)
+    await started(nursery, store)
+    assert not store.up
+    assert (await store.acquire("slots:u", 1, 30.0) or "").startswith("l:")
+    assert (await store.hit("rpm:k", 60.0, 1)).allowed and not (await store.hit("rpm:k", 60.0, 1)).allowed
