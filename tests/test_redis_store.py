@@ -97,7 +97,14 @@ async def test_an_unreachable_redis_falls_back_to_local_and_comes_back(redis_ser
     caplog.set_level(logging.INFO, "moonrelay")
     store = FailoverStore(RedisStore(redis_server.url, timeout_s=0.2), probe_s=0.1)
     changes: list[bool] = []
-    store.on_change = changes.append
+    back = trio.Event()
+
+    def changed(up: bool) -> None:
+        changes.append(up)
+        if up:
+            back.set()
+
+    store.on_change = changed
     await started(nursery, store)
     shared = await store.acquire("slots:u", 1, 30.0)
     assert shared and shared.startswith("r:") and store.up
@@ -110,8 +117,8 @@ async def test_an_unreachable_redis_falls_back_to_local_and_comes_back(redis_ser
     await store.release("slots:u", shared)  # a Redis lease given back while down: dropped (it lapses)
     assert store.errors >= 1
     redis_server.start()
-    while not store.up:  # the probe finds it within a probe period
-        await trio.sleep(0.05)
+    with trio.fail_after(2):
+        await back.wait()  # the probe finds it within a probe period
     assert changes == [False, True]
     assert (await store.acquire("slots:u", 1, 30.0) or "").startswith("r:")
     await store.release("slots:u", local)  # the local lease goes back to the local store
