@@ -64,6 +64,13 @@ class Settings:
     passthrough: str = "off"  # other /v1/* paths to the upstream: "off", "on" (all), or comma-separated path globs
     passthrough_headers: str = ""  # request headers pass-through forwards beyond its allow-list (comma-separated)
     max_upload_bytes: int = 100 * 1024 * 1024  # largest streamed pass-through body (Moonshot files: 100 MB)
+    # Shared state (proxy/limits, docs/reference.md "--state"): "" = each worker counts its own limits, as always;
+    # redis://HOST:PORT/DB = one Redis counts them for every worker and instance. Also a [state] table (url, ...).
+    state: str = ""
+    state_timeout_s: float = 0.25  # the longest a request waits on Redis; past it this worker counts locally
+    state_prefix: str = "moonrelay:"  # before every Redis key: several relay fleets can share one Redis
+    state_lease_s: float = 30.0  # a crashed worker's slots come back after this long (live ones are renewed)
+    state_probe_s: float = 1.0  # while Redis is down, how often each worker tries it again
     # [[upstreams]] tables from the config file only (no flag or variable): several upstreams, routed by model.
     # Empty: the flat upstream settings above define the one default upstream.
     upstreams: tuple[dict[str, Any], ...] = field(default=(), metadata=FILE_ONLY)
@@ -118,6 +125,9 @@ def from_toml(path: str) -> dict[str, Any]:
         data = tomllib.load(f)
     relay = data.get("relay", data)
     out = {k.replace("-", "_"): v for k, v in relay.items() if not isinstance(v, dict) and k != "upstreams"}
+    state = data.get("state", relay.get("state"))
+    if isinstance(state, dict):  # [state] url = "redis://...", timeout_s = 0.25, ...: the state_* settings
+        out.update({"state" if k == "url" else f"state_{k.replace('-', '_')}": v for k, v in state.items()})
     tables = data.get("upstreams", relay.get("upstreams"))
     if tables is not None:
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):

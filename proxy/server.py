@@ -29,7 +29,7 @@ from wire import (
 from .app import Streams, create_app
 from .config import Settings
 from .gcpolicy import tune_gc
-from .limits import LocalStore
+from .limits import FailoverStore, LocalStore, RedisStore, Store
 from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
 from .stream import Heartbeats
@@ -52,6 +52,22 @@ def worker_config(settings: Settings) -> Any:
         client_write_timeout_s=settings.client_write_timeout_s,
         fast_paths=fast_paths_allowed(settings.fast_paths),
     )
+
+
+STATE_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def build_store(settings: Settings) -> Store:
+    """Where limits and upstream health are counted: this worker's memory, or (``--state``) a Redis every worker
+    and instance shares, with this worker's memory as the fallback while it does not answer."""
+    if not settings.state:
+        return LocalStore()
+    if not settings.state.startswith(STATE_SCHEMES):
+        raise ValueError(
+            f"state: expected redis://HOST:PORT/DB (or rediss://, unix://PATH?db=N), got {settings.state!r}"
+        )
+    redis = RedisStore(settings.state, prefix=settings.state_prefix, timeout_s=settings.state_timeout_s)
+    return FailoverStore(redis, probe_s=settings.state_probe_s)
 
 
 async def drain(
@@ -105,8 +121,11 @@ async def serve(
     # The upstream lives exactly as long as serving: closed on shutdown *and* on cancellation
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
-    store = LocalStore()  # where limits and upstream health are counted (proxy.limits)
+    store = build_store(settings)  # where limits and upstream health are counted (proxy.limits)
     async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as nursery:
+        run_store = getattr(store, "run", None)
+        if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
+            await nursery.start(run_store)
         transports = list(upstreams.h11_transports())
         for transport in transports:  # their timeout watchdogs run beside the server
             await nursery.start(transport.run_watchdog)
@@ -168,6 +187,7 @@ def run(settings: Settings) -> int:
         flush=True,
     )
     host, port = split_bind(settings.bind)
+    build_store(settings)  # a --state URL that cannot work fails here, once, not in every worker
     fast_paths_allowed(settings.fast_paths)  # the version gate's one warning line, here: the workers fork after it
     if settings.gc_tuning != "off":
         tune_gc()  # before the workers fork: they inherit the frozen heap and the thresholds

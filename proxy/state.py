@@ -23,4 +23,5 @@ class RequestState:
     stripped_usage: bytes | None = None  # the usage chunk cut out of a stream (proxy.protocol), for the log
     admitted: bool = False  # the call holds one of the worker's stream slots
     upstream_slot: Any = None  # the proxy.upstream.Upstream whose max_concurrent slot the call holds
+    upstream_lease: str | None = None  # that slot's lease (Upstream.take)
     body: Any = None  # the streaming body being sent (proxy.stream.SSEBody), if any

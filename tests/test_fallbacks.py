@@ -149,9 +149,10 @@ async def test_an_upstream_without_fallbacks_relays_its_failure(nursery, monkeyp
 class _State:
     upstream = "a"
     upstream_slot = None
+    upstream_lease = None
 
 
-def test_a_full_fallback_is_skipped_and_the_slot_moves():
+async def test_a_full_fallback_is_skipped_and_the_slot_moves():
     from proxy.app._admission import Streams
     from proxy.app._relay import Relay
 
@@ -165,12 +166,13 @@ def test_a_full_fallback_is_skipped_and_the_slot_moves():
     counted = []
     relay.count_fallback = lambda *names: counted.append(names)
     state = _State()
-    assert a.take() and b.take()  # the request holds a's slot; b is full
+    state.upstream_lease = await a.take()
+    assert state.upstream_lease and await b.take()  # the request holds a's slot; b is full
     state.upstream_slot = a
-    assert relay.fall_back(state, a, a, 0, "http_500") == (c, 2)  # type: ignore[arg-type]
+    assert await relay.fall_back(state, a, a, 0, "http_500") == (c, 2)  # type: ignore[arg-type]
     assert (state.upstream, state.upstream_slot, a.active, b.active, c.active) == ("c", c, 0, 1, 1)
     assert counted == [("a", "c", "http_500")]
-    assert relay.fall_back(state, a, c, 2, "http_500") is None  # type: ignore[arg-type]
+    assert await relay.fall_back(state, a, c, 2, "http_500") is None  # type: ignore[arg-type]
     assert (state.upstream_slot, c.active) == (c, 1)
 
 

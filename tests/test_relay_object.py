@@ -17,13 +17,15 @@ class FakeUpstream:
         self.config = SimpleNamespace(max_concurrent=max_concurrent, include_usage=False)
         self.active = 0
 
-    def take(self) -> bool:
-        if self.config.max_concurrent and self.active >= self.config.max_concurrent:
-            return False
-        self.active += 1
-        return True
+    store = SimpleNamespace(shared=False)
 
-    def give_back(self) -> None:
+    async def take(self) -> str | None:
+        if self.config.max_concurrent and self.active >= self.config.max_concurrent:
+            return None
+        self.active += 1
+        return "lease"
+
+    async def give_back(self, lease: str) -> None:
         self.active -= 1
 
 
@@ -49,30 +51,30 @@ def test_route_notes_the_upstream_or_refuses_an_unknown_model():
     assert (refused.value.status, refused.value.code) == (404, "model_not_found")
 
 
-def test_admit_takes_both_slots_and_release_gives_them_back():
+async def test_admit_takes_both_slots_and_release_gives_them_back():
     up = FakeUpstream("one", max_concurrent=1)
     relay = make_relay(max_streams=2, m=up)
     first, second, third = RequestState(), RequestState(), RequestState()
-    relay.admit(first, up)
+    await relay.admit(first, up)
     assert first.admitted and first.upstream_slot is up and relay.streams.active == 1 and up.active == 1
     with pytest.raises(InvalidRequest) as upstream_full:
-        relay.admit(second, up)
+        await relay.admit(second, up)
     assert (upstream_full.value.status, upstream_full.value.code) == (429, "upstream_concurrency_limit")
-    relay.streams.release(second)  # the worker slot it took goes back with the call, as the Observer does
-    relay.streams.release(first)
+    await relay.streams.release(second)  # the worker slot it took goes back with the call, as the Observer does
+    await relay.streams.release(first)
     assert relay.streams.active == 0 and up.active == 0
-    relay.admit(third, FakeUpstream("other"))
-    relay.admit(RequestState(), FakeUpstream("other"))
+    await relay.admit(third, FakeUpstream("other"))
+    await relay.admit(RequestState(), FakeUpstream("other"))
     with pytest.raises(InvalidRequest) as worker_full:
-        relay.admit(RequestState(), FakeUpstream("other"))
+        await relay.admit(RequestState(), FakeUpstream("other"))
     assert (worker_full.value.status, worker_full.value.code) == (429, "relay_overloaded")
 
 
-def test_a_draining_relay_refuses_new_requests():
+async def test_a_draining_relay_refuses_new_requests():
     relay = make_relay()
     relay.streams.draining = True
     with pytest.raises(InvalidRequest) as refused:
-        relay.admit(RequestState(), FakeUpstream("x"))
+        await relay.admit(RequestState(), FakeUpstream("x"))
     assert (refused.value.status, refused.value.code) == (503, "shutting_down")
 
 

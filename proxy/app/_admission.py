@@ -36,18 +36,22 @@ class Streams:
         state.admitted = True
         return True
 
-    def hold(self, state: RequestState, upstream: Any) -> bool:
+    async def hold(self, state: RequestState, upstream: Any) -> bool:
         """Take one of ``upstream``'s slots (``Upstream.take``) for this call; False when it is full."""
-        if not upstream.take():
+        lease = await upstream.take()
+        if lease is None:
             return False
         state.upstream_slot = upstream
+        state.upstream_lease = lease
         return True
 
     def track_body(self, state: RequestState, body: Any) -> None:
         self.bodies.add(body)
         state.body = body
 
-    def release(self, state: RequestState) -> None:
+    async def release(self, state: RequestState) -> None:
+        """Give back what the call holds. Runs as the call ends, cancelled or not (a client that left): the
+        upstream slot's return is shielded, and bounded by the store's own deadline."""
         body = state.body
         if body is not None:
             state.body = None
@@ -57,8 +61,10 @@ class Streams:
             self.active -= 1
         upstream = state.upstream_slot
         if upstream is not None:
-            state.upstream_slot = None
-            upstream.give_back()
+            lease = state.upstream_lease
+            state.upstream_slot = state.upstream_lease = None
+            with trio.CancelScope(shield=True):
+                await upstream.give_back(lease)
 
     async def wait_idle(self) -> None:
         """Until no HTTP request is in flight."""
@@ -74,10 +80,12 @@ class Streams:
         for body in list(self.bodies):
             body.interrupt(SHUTDOWN)
 
-    def leave(self, state: RequestState | None) -> None:
+    async def leave(self, state: RequestState | None) -> None:
         """The end of an HTTP call (counted in ``calls`` when it began), however it ended: release its slots."""
-        if state is not None:
-            self.release(state)
-        self.calls -= 1
-        if self.calls == 0 and self._idle is not None:
-            self._idle.set()
+        try:
+            if state is not None:
+                await self.release(state)
+        finally:
+            self.calls -= 1
+            if self.calls == 0 and self._idle is not None:
+                self._idle.set()

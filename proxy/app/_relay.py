@@ -85,17 +85,18 @@ class Relay:
         if self.streams.draining:
             raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
 
-    def hold(self, state: RequestState, upstream: Upstream) -> None:
+    async def hold(self, state: RequestState, upstream: Upstream) -> None:
         """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
-        if not self.streams.hold(state, upstream):
+        if not await self.streams.hold(state, upstream):
+            where = "across the relays sharing --state" if upstream.store.shared else "on this relay worker"
             raise InvalidRequest(
                 f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
-                "requests on this relay worker; retry shortly.",
+                f"requests {where}; retry shortly.",
                 "upstream_concurrency_limit",
                 429,
             )
 
-    def admit(self, state: RequestState, upstream: Upstream) -> None:
+    async def admit(self, state: RequestState, upstream: Upstream) -> None:
         """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
         503 while draining)."""
         self.refuse_if_draining()
@@ -105,7 +106,7 @@ class Relay:
                 "relay_overloaded",
                 429,
             )
-        self.hold(state, upstream)
+        await self.hold(state, upstream)
 
     def route(self, state: RequestState, model: str) -> Upstream:
         """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
@@ -159,7 +160,7 @@ class Relay:
                 )
             except (httpx.TransportError, AllKeysResting) as exc:
                 reason = fallback_reason(exc)
-                moved = None if reason is None else self.fall_back(state, routed, upstream, tried, reason)
+                moved = None if reason is None else await self.fall_back(state, routed, upstream, tried, reason)
                 if moved is not None:
                     upstream, tried = moved
                     continue
@@ -168,7 +169,7 @@ class Relay:
                 return upstream_error(exc, ndjson=ndjson)
             status = response.status_code
             if status == 429 or status >= 500:
-                moved = self.fall_back(state, routed, upstream, tried, f"http_{status}")
+                moved = await self.fall_back(state, routed, upstream, tried, f"http_{status}")
                 if moved is not None:
                     if content is None:
                         await response.aclose()
@@ -198,7 +199,7 @@ class Relay:
             content_type = "application/x-ndjson"
         return Response(content, status=status, headers=relayed, content_type=content_type)
 
-    def fall_back(self, state: RequestState, routed: Upstream, failed: Upstream, tried: int,
+    async def fall_back(self, state: RequestState, routed: Upstream, failed: Upstream, tried: int,
                   reason: str) -> tuple[Upstream, int] | None:  # fmt: skip
         """The next of ``routed``'s fallbacks, after the ``tried`` ones, with a free ``max_concurrent`` slot (a
         full one is skipped), and how many are now tried; None when none is left. The request's slot moves there,
@@ -208,13 +209,15 @@ class Relay:
         while tried < len(fallbacks):
             nxt = by_name[fallbacks[tried]]
             tried += 1
-            if not nxt.take():
+            lease = await nxt.take()
+            if lease is None:
                 log.warning("upstream %s: fallback %s skipped, at its max_concurrent", failed.name, nxt.name)
                 continue
-            held = state.upstream_slot
+            held, held_lease = state.upstream_slot, state.upstream_lease
+            state.upstream_slot, state.upstream_lease = nxt, lease
             if held is not None:
-                held.give_back()
-            state.upstream_slot = nxt
+                with trio.CancelScope(shield=True):  # taken and given in one step, cancelled or not
+                    await held.give_back(held_lease)
             state.upstream = nxt.name
             log.warning("upstream %s failed before the first byte (%s): the request goes to %s", failed.name,
                         reason, nxt.name)  # fmt: skip
@@ -240,7 +243,7 @@ class Relay:
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
         state.model = chat.model  # for the access log
         upstream = self.route(state, chat.model)
-        self.admit(state, upstream)
+        await self.admit(state, upstream)
         body, strip_usage = chat.body, False
         if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
             body, strip_usage = with_usage(chat.data), True
@@ -297,6 +300,6 @@ class Relay:
         named = request.headers.get(passthrough.UPSTREAM_HEADER)
         upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
         state.upstream = upstream.name
-        self.hold(state, upstream)
+        await self.hold(state, upstream)
         relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded)
         return await self.until_answered(relay)

@@ -185,6 +185,7 @@ def create_app(
     observer = install_observability(app, settings, streams)
     if observer.metrics is not None:
         relay.count_fallback = observer.metrics.fallback
+        observer.metrics.watch_store(store)
     if observer.metrics is not None and settings.metrics_auth == "on":
         metrics = observer.metrics
 

@@ -126,6 +126,25 @@ class Metrics:
             registry=reg,
         )  # fmt: skip
 
+    def watch_store(self, store: Any) -> None:
+        """The ``--state`` store's health (proxy.limits.FailoverStore: ``on_change``/``on_error``); a store
+        without them (this worker's memory) has none to show."""
+        if not hasattr(store, "on_change"):
+            return
+        prom = self._prom
+        up = prom.Gauge(
+            "moonrelay_state_backend_up",
+            "1 while the --state Redis answers; 0 while limits are counted in each worker (the lowest worker).",
+            registry=self.registry, multiprocess_mode="livemin",
+        )  # fmt: skip
+        errors = prom.Counter(
+            "moonrelay_state_errors", "Calls to the --state Redis that failed or ran past state_timeout_s.",
+            registry=self.registry,
+        )  # fmt: skip
+        up.set(1 if store.up else 0)
+        store.on_change = lambda ok: up.set(1 if ok else 0)
+        store.on_error = errors.inc
+
     def fallback(self, failed: str, to: str, reason: str) -> None:
         """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.app._relay.fallback_reason)."""
         self.fallbacks.labels(failed, to, reason).inc()

@@ -249,7 +249,7 @@ class Observer:
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
             if streams is not None:
-                streams.leave(state)
+                await streams.leave(state)
 
     def _finish(
         self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap

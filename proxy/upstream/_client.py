@@ -28,6 +28,7 @@ from ._pool import H11Transport
 from ._routing import Router, UpstreamConfig, single_upstream, upstream_configs
 
 log = logging.getLogger("moonrelay")
+UNCAPPED = "uncapped"  # the lease of an upstream without max_concurrent: nothing to count
 
 
 def build_transport(settings: Settings, config: UpstreamConfig | None = None) -> httpx.AsyncBaseTransport:
@@ -86,6 +87,11 @@ class Upstream(_ClosedOnExit):
         self.transport = transport or build_transport(settings, config)
         self.keys = KeyPool.from_env(config.key_envs, environ)
         self.active = 0  # requests in flight to this upstream (this worker)
+        # Where max_concurrent is counted: this worker's memory, or (--state) the store every worker and instance
+        # share. Upstreams hands its own store to each upstream it holds.
+        self.store: Store = LocalStore()
+        self.slots = f"slots:upstream:{self.name}"
+        self.lease_s = settings.state_lease_s
         # A byte pass-through must not be handed gzip it would have to decode to relay.
         self._headers = [(b"accept-encoding", b"identity")]
         self._urls: dict[str, httpx.URL] = {}  # parsed once per path, not per request
@@ -96,16 +102,24 @@ class Upstream(_ClosedOnExit):
             "pool": settings.pool_timeout_s,
         }
 
-    def take(self) -> bool:
-        """One of the upstream's ``max_concurrent`` slots, or False when all are taken."""
+    async def take(self) -> str | None:
+        """A lease on one of the upstream's ``max_concurrent`` slots (counted in the store: per worker, or across
+        every worker and instance with ``--state``), or None when all are taken. Give it back with
+        :meth:`give_back`; without a cap the store is not asked."""
         cap = self.config.max_concurrent
-        if cap and self.active >= cap:
-            return False
-        self.active += 1
-        return True
+        if not cap:
+            self.active += 1
+            return UNCAPPED
+        token = await self.store.acquire(self.slots, cap, self.lease_s)
+        if token is not None:
+            self.active += 1
+        return token
 
-    def give_back(self) -> None:
+    async def give_back(self, token: str) -> None:
+        """Return a lease :meth:`take` gave (at most the store's deadline; a failed return lapses by its TTL)."""
         self.active -= 1
+        if token is not UNCAPPED:
+            await self.store.release(self.slots, token)
 
     async def send(
         self, method: str, path: str, body: bytes | None = None, *, stream: bool = False, key: Key | None = None
@@ -162,6 +176,8 @@ class Upstreams(_ClosedOnExit):
         if upstreams is None:
             upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
         self.all = list(upstreams)
+        for u in self.all:
+            u.store = self.store
         self.by_name = {u.name: u for u in self.all}
         self.router = Router(u.config for u in self.all)
         self.default = self.by_name.get(self.router.default) if self.router.default else None
