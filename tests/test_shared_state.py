@@ -1,0 +1,201 @@
+"""``--state redis://…`` end to end, on a real redis-server: an upstream's ``max_concurrent`` is one cap across every
+worker and instance, and the relay rides out a Redis that dies, restarts or stalls (docs/reference.md, "--state").
+
+The simulator runs in this process and counts its own peak of open streams exactly (every request it starts);
+the relays are real ``python -m proxy --workers 2`` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from proxy.config import Settings
+from tests.conftest import start_relay, start_sim
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+SLOTS_KEY = "moonrelay:slots:upstream:sim"
+
+
+class PeakOpen:
+    """The sim's own open-stream count at its highest: read after every request the sim starts."""
+
+    def __init__(self, sim) -> None:
+        self.peak = 0
+        stats = sim.stats
+        started = stats.on_started
+
+        def on_started() -> None:
+            started()
+            self.peak = max(self.peak, stats.snapshot()["open"])
+
+        stats.on_started = on_started
+
+
+def write_config(folder: Path, sim_url: str, cap: int) -> str:
+    path = folder / "relay.toml"
+    path.write_text(f'[[upstreams]]\nname = "sim"\nbase_url = "{sim_url}"\ndefault = true\nmax_concurrent = {cap}\n')
+    return str(path)
+
+
+def start_relay_process(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m proxy ARGS`` on an ephemeral port; its root URL (killed after 30 s if it never listens)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "a") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--access-log", "off", *args],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)  # fmt: skip
+    killer = threading.Timer(30, proc.kill)
+    killer.start()
+    try:
+        for line in proc.stdout:
+            if "moonrelay listening on " in line:
+                return proc, line.split("moonrelay listening on ", 1)[1].split()[0]
+    finally:
+        killer.cancel()
+    raise AssertionError(f"the relay did not start: {log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.stdout.close()
+
+
+async def chat(client: httpx.AsyncClient, url: str, results: list) -> None:
+    """One streamed chat request, read to the end: (status, seconds to the response head, seconds in all)."""
+    began = time.monotonic()
+    async with client.stream("POST", url + "/v1/chat/completions", json=CHAT) as resp:
+        head = time.monotonic() - began
+        await resp.aread()
+    results.append((resp.status_code, head, time.monotonic() - began))
+
+
+async def push(roots: list[str], clients: int) -> list[tuple[int, float, float]]:
+    """``clients`` streams at once, spread over ``roots``, each on a new connection (so over every worker)."""
+    results: list[tuple[int, float, float]] = []
+    limits = httpx.Limits(max_keepalive_connections=0, max_connections=None)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client, trio.open_nursery() as nursery:
+        for i in range(clients):
+            nursery.start_soon(chat, client, roots[i % len(roots)], results)
+    return results
+
+
+async def test_one_relay_counts_its_cap_in_redis(redis_server, nursery) -> None:
+    sim = await start_sim(nursery, ttft=5.0)
+    tables = ({"name": "sim", "base_url": sim.url, "default": True, "max_concurrent": 1},)
+    root = await start_relay(nursery, sim.url, upstreams=tables, state=redis_server.url, access_log="off")
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with client.stream("POST", root + "/v1/chat/completions", json=CHAT) as first:
+            assert redis_server.command("ZCARD", SLOTS_KEY) == b":1\r\n"  # the slot is a lease in Redis
+            second = await client.post(root + "/v1/chat/completions", json=CHAT)
+            assert second.status_code == 429 and "across the relays" in second.json()["error"]["message"]
+            assert first.status_code == 200
+    # The client left mid-stream: the call's end gave the lease back.
+    for _ in range(100):
+        if redis_server.command("ZCARD", SLOTS_KEY) == b":0\r\n":
+            break
+        await trio.sleep(0.02)
+    assert redis_server.command("ZCARD", SLOTS_KEY) == b":0\r\n"
+
+
+@pytest.mark.slow
+async def test_two_instances_of_two_workers_share_one_cap(redis_server, nursery, tmp_path) -> None:
+    cap = 6
+    sim = await start_sim(nursery, ttft=0.3, chunks=20, interval=0.05)  # each stream lasts about 1.3 s
+    peak = PeakOpen(sim)
+    config = write_config(tmp_path, sim.url, cap)
+    args = ["--workers", "2", "--config", config, "--state", redis_server.url]
+    relays = [start_relay_process(args, tmp_path / f"relay{i}.err") for i in range(2)]
+    try:
+        results = await push([root for _, root in relays], 5 * cap)
+    finally:
+        for proc, _ in relays:
+            stop(proc)
+    served = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 429]
+    assert len(served) + len(refused) == 5 * cap, sorted({r[0] for r in results})
+    assert peak.peak <= cap, f"the sim saw {peak.peak} open streams with a shared cap of {cap}"
+    assert len(served) >= cap  # the cap was reached, not merely respected
+    assert max(head for _, head, _ in refused) < 1.0  # refused at once, not queued behind the streams
+    for i in range(2):
+        assert "Traceback" not in (tmp_path / f"relay{i}.err").read_text()
+
+
+def scrape(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def wait_backend(client: httpx.AsyncClient, root: str, up: float, within_s: float) -> None:
+    """Until the relay's /metrics says the state backend is ``up`` (1) or down (0)."""
+    deadline = time.monotonic() + within_s
+    while scrape((await client.get(root + "/metrics")).text, "moonrelay_state_backend_up") != up:
+        assert time.monotonic() < deadline, f"moonrelay_state_backend_up never became {up}"
+        await trio.sleep(0.05)  # noqa: ASYNC110 - polling another process's metrics
+
+
+@pytest.mark.slow
+async def test_a_dead_restarted_or_stalled_redis_holds_no_request(redis_server, nursery, tmp_path) -> None:
+    sim = await start_sim(nursery, ttft=0.05, chunks=5, interval=0.02)  # each stream lasts about 0.15 s
+    config = write_config(tmp_path, sim.url, 100)
+    log = tmp_path / "relay.err"
+    args = ["--workers", "2", "--config", config, "--state", redis_server.url, "--state-timeout-s", "0.25",
+            "--state-probe-s", "0.2"]  # fmt: skip
+    relay, root = start_relay_process(args, log)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            await wait_backend(client, root, 1, 5)
+            assert all(r[0] == 200 for r in await push([root], 8))
+
+            redis_server.kill()  # a crash: connections refused
+            results = await push([root], 20)
+            assert all(r[0] == 200 for r in results)
+            assert max(total for _, _, total in results) < 2.0  # stream 0.15 s + at most one 0.25 s deadline
+            assert scrape((await client.get(root + "/metrics")).text, "moonrelay_state_errors_total") >= 1
+            await wait_backend(client, root, 0, 5)
+
+            redis_server.start()  # the same port, empty
+            await wait_backend(client, root, 1, 5)
+            held = {**CHAT, "sim_fault": "headers-then-stall"}
+            async with client.stream("POST", root + "/v1/chat/completions", json=held):
+                assert redis_server.command("ZCARD", SLOTS_KEY) == b":1\r\n"  # counted in Redis again
+
+            redis_server.pause()  # a stalled Redis: connections open, no answer
+            try:
+                results = await push([root], 20)
+            finally:
+                redis_server.resume()
+            assert all(r[0] == 200 for r in results)
+            assert max(total for _, _, total in results) < 2.0
+            await wait_backend(client, root, 1, 5)
+    finally:
+        stop(relay)
+    text = log.read_text()
+    assert "Traceback" not in text
+    # One line per worker each way per outage (two outages, two workers), not one per request.
+    assert 2 <= text.count("unavailable (") <= 4 and 2 <= text.count("answers again") <= 4, text[-3000:]
+
+
+def test_the_state_url_is_checked_before_serving() -> None:
+    from proxy.server import build_store
+
+    with pytest.raises(ValueError, match="redis://HOST:PORT/DB"):
+        build_store(Settings(state="localhost:6379"))
+    assert not build_store(Settings()).shared
