@@ -199,3 +199,15 @@ def test_the_state_url_is_checked_before_serving() -> None:
     with pytest.raises(ValueError, match="redis://HOST:PORT/DB"):
         build_store(Settings(state="localhost:6379"))
     assert not build_store(Settings()).shared
+
+
+def test_the_example_in_the_reference_loads(tmp_path) -> None:
+    from proxy.upstream import load_settings, upstream_configs
+
+    text = (ROOT / "docs" / "reference.md").read_text()
+    example = text.split("## Shared state on Redis", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "relay.toml"
+    path.write_text(example)
+    settings = load_settings({}, {}, str(path))
+    assert (settings.state, settings.state_timeout_s, settings.workers) == ("redis://10.0.0.5:6379/0", 0.25, 2)
+    assert [c.max_concurrent for c in upstream_configs(settings)] == [1000]
