@@ -123,6 +123,42 @@ class MoonrelayQuiet(Moonrelay):
     extra_env = {"MOONRELAY_ACCESS_LOG": "off", "MOONRELAY_METRICS": "off"}
 
 
+class MoonrelayCapped(Moonrelay):
+    """moonrelay with a ``max_concurrent`` no run reaches, counted per worker: the A side of the ``--state`` cost
+    A/B (issue 15). Every request takes and gives back a slot, so the only difference to ``moonrelay-state`` is
+    where it is counted."""
+
+    name = "moonrelay-capped"
+    CAP = 1_000_000
+
+    def _config(self, sim_url: str, workdir: Path) -> Path:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "relay.toml"
+        path.write_text(f'[[upstreams]]\nname = "sim"\nbase_url = "{sim_url}"\ndefault = true\n'
+                        f'key_env = "MOONSHOT_API_KEY"\nmax_concurrent = {self.CAP}\n')  # fmt: skip
+        return path
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        base = super().launch(sim_url, workdir, workers, streams)
+        return Launch(argv=[*base.argv, "--config", str(self._config(sim_url, workdir))],
+                      url_pattern=base.url_pattern, env=base.env)  # fmt: skip
+
+
+class MoonrelayState(MoonrelayCapped):
+    """The same cap counted in a Redis every worker shares (``--state``): a redis-server on a unix socket in the
+    run's folder, started with the relay and part of its process tree, so its CPU counts as the relay's."""
+
+    name = "moonrelay-state"
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        base = super().launch(sim_url, workdir, workers, streams)
+        sock = workdir / "redis.sock"
+        redis = f"redis-server --port 0 --unixsocket {sock} --save '' --appendonly no --dir {workdir} --logfile ''"
+        relay = " ".join([*base.argv, "--state", f"unix://{sock}?db=0"])
+        script = f"{redis} & while [ ! -S {sock} ]; do sleep 0.05; done; exec {relay}"
+        return Launch(argv=["sh", "-c", script], url_pattern=base.url_pattern, env=base.env)
+
+
 class Nginx(Peer):
     name = "nginx"
 
@@ -310,9 +346,11 @@ class OpenAIForwardTuned(OpenAIForward):
 
 
 PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), LiteLLMTuned(), OpenAIForward(),
-                                              OpenAIForwardTuned(), MoonrelayQuiet())}
+                                              OpenAIForwardTuned(), MoonrelayQuiet(), MoonrelayCapped(),
+                                              MoonrelayState())}  # fmt: skip
 TARGETS = ("direct", *PEERS)
-DEFAULT_TARGETS = tuple(t for t in TARGETS if t != "moonrelay-quiet")  # the quiet variant runs only on request
+ON_REQUEST = {"moonrelay-quiet", "moonrelay-capped", "moonrelay-state"}  # the A/B variants run only when named
+DEFAULT_TARGETS = tuple(t for t in TARGETS if t not in ON_REQUEST)
 _URL_SUFFIX = re.compile(r"/v1/?$")
 
 

@@ -1,7 +1,7 @@
 """A real redis-server for the tests: started on a free port, stopped after; killed, restarted and paused at will.
 
-redis-server has no ``--port 0``. A port is picked at random from the ephemeral range and redis-server itself binds
-it; when that port is taken it exits at once ("Address already in use") and another is tried, so there is no
+redis-server has no ``--port 0``. A port is picked at random below Linux's ephemeral range (32768-60999, where the
+kernel picks client ports) and redis-server itself binds it; when that port is taken it exits at once ("Address already in use") and another is tried, so there is no
 bind-close-reuse race. A unix socket next to it serves the readiness check. Readiness: redis-server's own "Ready to
 accept connections" line, then a PING. No persistence (``--save "" --appendonly no``): a restart starts empty, as a
 crashed Redis without persistence does.
@@ -50,7 +50,7 @@ class RedisServer:
     def start(self, timeout_s: float = 10.0) -> None:
         """Start (again, on the same port once it has one) and return once it answers PING."""
         for _ in range(20):
-            port = self.port or random.randint(20000, 60000)
+            port = self.port or random.randint(20000, 32767)
             if self._try(port, timeout_s):
                 self.port = port
                 return
@@ -65,7 +65,7 @@ class RedisServer:
         assert process.stdout is not None
         seen = b""
         deadline = time.monotonic() + timeout_s
-        with selectors.DefaultSelector() as sel:
+        with process.stdout, selectors.DefaultSelector() as sel:
             sel.register(process.stdout, selectors.EVENT_READ)
             while READY_LINE not in seen:
                 left = deadline - time.monotonic()
@@ -80,7 +80,7 @@ class RedisServer:
                         return False
                     raise RuntimeError(f"redis-server exited ({process.returncode}): {seen[-500:]!r}")
                 seen += data
-        process.stdout.close()  # its later log lines go nowhere rather than fill a pipe nobody reads
+        # stdout is closed now: its later log lines go nowhere rather than fill a pipe nobody reads.
         self.process = process
         assert self.command("PING") == b"+PONG\r\n"
         return True

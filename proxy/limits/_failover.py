@@ -7,7 +7,8 @@ worker. :meth:`FailoverStore.run` probes Redis every ``probe_s``; when it answer
 ``on_change(True)``, and calls go back to Redis.
 
 Lease tokens carry where they were issued (``r:`` Redis, ``l:`` local), so a release goes to the store that
-holds the slot whatever happened in between; a Redis release that fails is dropped (the lease lapses by its TTL).
+holds the slot whatever happened in between; a Redis lease given back while Redis is down is only forgotten (not
+renewed, it lapses by its TTL).
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ class FailoverStore:
         where, _, own = token.partition(":")
         if where == "l":
             await self.local.release(name, own)
+            return
+        if not self.up:  # not renewed any more, so it lapses; a return now would only wait out the deadline
+            self.redis.forget(own)
             return
         try:
             await self.redis.release(name, own)

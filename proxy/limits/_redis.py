@@ -125,6 +125,10 @@ class RedisStore:
             return
         await self._call("release", [self._key(name)], [token])
 
+    def forget(self, token: str) -> None:
+        """Stop renewing a lease without telling Redis (it lapses after its TTL): for a Redis that is down."""
+        self._leases.pop(token, None)
+
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         if leases:
             await self._call("renew", [self._key(name) for name, _ in leases], [_ms(ttl_s), *(t for _, t in leases)])
