@@ -1,10 +1,10 @@
 """A real redis-server for the tests: started on a free port, stopped after; killed, restarted and paused at will.
 
 redis-server has no ``--port 0``. A port is picked at random below Linux's ephemeral range (32768-60999, where the
-kernel picks client ports) and redis-server itself binds it; when that port is taken it exits at once ("Address already in use") and another is tried, so there is no
-bind-close-reuse race. A unix socket next to it serves the readiness check. Readiness: redis-server's own "Ready to
-accept connections" line, then a PING. No persistence (``--save "" --appendonly no``): a restart starts empty, as a
-crashed Redis without persistence does.
+kernel picks client ports) and redis-server itself binds it; when that port is taken it exits at once ("Address
+already in use") and another is tried, so there is no bind-close-reuse race. A unix socket next to it serves the
+tests' own commands. Readiness: redis-server's own "Ready to accept connections" line, then a PING. No persistence
+(``--save "" --appendonly no``): a restart starts empty, as a crashed Redis without persistence does.
 """
 
 from __future__ import annotations

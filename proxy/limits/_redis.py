@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -24,8 +23,6 @@ import trio
 
 from . import _scripts
 from ._store import StoreUnavailable, Window
-
-log = logging.getLogger("moonrelay")
 
 
 def _sha(script: str) -> str:
@@ -49,6 +46,8 @@ class RedisStore:
         self._client: Any = None  # coredis.Redis, opened by run()
         self._shas = {name: _sha(text) for name, text in _scripts.ALL.items()}
         self._leases: dict[str, tuple[str, float]] = {}  # token → (name, ttl_s): handed out, not released
+        self._shortest_ttl = math.inf  # of every lease handed out: renewals run every third of it
+        self._ttl_changed = trio.Event()
         # Tokens unique across instances: a random part per store, a counter per lease.
         self._tag = os.urandom(6).hex()
         self._count = itertools.count(1)
@@ -59,17 +58,25 @@ class RedisStore:
         """Open the client, then renew the leases held every third of the shortest TTL, until cancelled. Redis need
         not answer yet: calls fail with StoreUnavailable until it does."""
         import coredis  # only with --state: the relay without it never imports the client
+        from coredis.retry import NoRetryPolicy
 
+        # No retries: coredis's default sends a call again after a timeout or a broken connection, and a script that
+        # did run the first time (an acquire, a hit) would count twice. A failed call is the failover's to handle.
         client = coredis.Redis.from_url(
-            self.url, connect_timeout=self.timeout_s, stream_timeout=self.timeout_s, decode_responses=False
+            self.url,
+            connect_timeout=self.timeout_s,
+            stream_timeout=self.timeout_s,
+            decode_responses=False,
+            retry_policy=NoRetryPolicy(),
         )
         async with client:
             self._client = client
             try:
                 task_status.started()
                 while True:
-                    ttls = [ttl for _, ttl in self._leases.values()]
-                    await trio.sleep(min(ttls, default=3.0) / 3)
+                    with trio.move_on_after(self._shortest_ttl / 3):  # no lease handed out yet: only the event
+                        await self._ttl_changed.wait()  # a shorter lease than any before: renew on its clock
+                    self._ttl_changed = trio.Event()
                     try:
                         await self.renew_held()
                     except StoreUnavailable:
@@ -107,17 +114,14 @@ class RedisStore:
 
     async def acquire(self, name: str, limit: int, ttl_s: float) -> str | None:
         token = f"{self._tag}.{next(self._count)}"
-        # Remembered before the call: cancelled or failed, we cannot know whether Redis took it, so it is dropped
-        # here and, if it was taken, lapses after its TTL (nobody renews it).
-        self._leases[token] = (name, ttl_s)
-        try:
-            taken = await self._call("acquire", [self._key(name)], [limit, _ms(ttl_s), token])
-        except BaseException:
-            self._leases.pop(token, None)
-            raise
-        if not taken:
-            del self._leases[token]
+        # Remembered (and renewed) only once Redis said yes: a call cancelled or failed midway may still have taken
+        # the slot, and that lease, renewed by nobody, lapses after its TTL.
+        if not await self._call("acquire", [self._key(name)], [limit, _ms(ttl_s), token]):
             return None
+        self._leases[token] = (name, ttl_s)
+        if ttl_s < self._shortest_ttl:
+            self._shortest_ttl = ttl_s
+            self._ttl_changed.set()
         return token
 
     async def release(self, name: str, token: str) -> None:
@@ -140,7 +144,12 @@ class RedisStore:
             by_ttl.setdefault(ttl, []).append((name, token))
         for ttl, leases in by_ttl.items():
             for start in range(0, len(leases), 1000):  # bounded script calls, whatever is held
-                await self.renew(leases[start : start + 1000], ttl)
+                batch = leases[start : start + 1000]
+                await self.renew(batch, ttl)
+                # A lease released while this renewal was on its way may have been added back after its ZREM.
+                for name, token in batch:
+                    if token not in self._leases:
+                        await self._call("release", [self._key(name)], [token])
 
     async def held(self, name: str) -> int:
         return int(await self._call("held", [self._key(name)], []))
