@@ -70,7 +70,8 @@ class _ClosedOnExit:
 
 
 class Upstream(_ClosedOnExit):
-    """One upstream: base URL, keys, transport, and its per-worker cap; closed with ``async with``."""
+    """One upstream: base URL, keys, transport, and its ``max_concurrent`` cap (per worker, or shared with
+    ``--state``); closed with ``async with``."""
 
     def __init__(
         self,
