@@ -7,8 +7,8 @@ worker. :meth:`FailoverStore.run` probes Redis every ``probe_s``; when it answer
 ``on_change(True)``, and calls go back to Redis.
 
 Lease tokens carry where they were issued (``r:`` Redis, ``l:`` local), so a release goes to the store that
-holds the slot whatever happened in between; a Redis lease given back while Redis is down is only forgotten (not
-renewed, it lapses by its TTL).
+holds the slot whatever happened in between; a Redis lease given back while Redis is down is no longer renewed and
+lapses by its TTL.
 """
 
 from __future__ import annotations
@@ -103,13 +103,7 @@ class FailoverStore:
         if where == "l":
             await self.local.release(name, own)
             return
-        if not self.up:  # not renewed any more, so it lapses; a return now would only wait out the deadline
-            self.redis.forget(own)
-            return
-        try:
-            await self.redis.release(name, own)
-        except StoreUnavailable as exc:
-            self._down(exc)
+        await self.redis.release(name, own, wait=self.up)  # while Redis is down: no wait, it lapses by its TTL
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         shared = [(name, token[2:]) for name, token in leases if token.startswith("r:")]

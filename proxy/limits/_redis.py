@@ -7,7 +7,8 @@ request, and the client (coredis, on anyio, so trio's own sockets) never blocks 
 
 The store remembers the leases it handed out and not yet released, and :meth:`RedisStore.run` renews them all
 (one script call) every third of their TTL, so callers only acquire and release; a worker that dies stops renewing
-and its slots lapse by themselves.
+and its slots lapse by themselves. Releases are sent by ``run``, every release queued meanwhile in one script
+call, so a burst of request ends costs one round trip; the caller waits for its batch (at most the deadline).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import trio
 
 from . import _scripts
 from ._store import StoreUnavailable, Window
+
+MAX_QUEUED_RELEASES = 100_000
 
 
 def _sha(script: str) -> str:
@@ -48,6 +51,9 @@ class RedisStore:
         self._leases: dict[str, tuple[str, float]] = {}  # token → (name, ttl_s): handed out, not released
         self._shortest_ttl = math.inf  # of every lease handed out: renewals run every third of it
         self._ttl_changed = trio.Event()
+        self._released: list[tuple[str, str]] = []  # (name, token) given back, not yet sent to Redis
+        self._release_queued = trio.Event()
+        self._release_sent = trio.Event()  # set once the queued batch went out (or failed)
         # Tokens unique across instances: a random part per store, a counter per lease.
         self._tag = os.urandom(6).hex()
         self._count = itertools.count(1)
@@ -69,9 +75,10 @@ class RedisStore:
             decode_responses=False,
             retry_policy=NoRetryPolicy(),
         )
-        async with client:
+        async with client, trio.open_nursery() as nursery:
             self._client = client
             try:
+                nursery.start_soon(self._send_releases)
                 task_status.started()
                 while True:
                     with trio.move_on_after(self._shortest_ttl / 3):  # no lease handed out yet: only the event
@@ -83,6 +90,23 @@ class RedisStore:
                         pass  # the next round tries again; a lease that lapsed meanwhile is added back then
             finally:
                 self._client = None
+
+    async def _send_releases(self) -> None:
+        """Send the queued releases, all of them in one call, as soon as any is queued."""
+        while True:
+            await self._release_queued.wait()
+            self._release_queued = trio.Event()
+            batch, self._released = self._released, []
+            sent, self._release_sent = self._release_sent, trio.Event()
+            try:
+                for start in range(0, len(batch), 1000):  # bounded script calls, however many ended at once
+                    part = batch[start : start + 1000]
+                    keys = [self._key(name) for name, _ in part]
+                    await self._call("release", keys, [token for _, token in part])
+            except StoreUnavailable:
+                pass  # not renewed any more: those leases lapse after their TTL
+            finally:
+                sent.set()
 
     async def _call(self, op: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``op`` within the deadline; loads it when Redis does not know it."""
@@ -124,14 +148,21 @@ class RedisStore:
             self._ttl_changed.set()
         return token
 
-    async def release(self, name: str, token: str) -> None:
+    async def release(self, name: str, token: str, *, wait: bool = True) -> None:
+        """Renewals of it stop at once; the release goes out with the next batch (module docstring), which this
+        waits for, at most the deadline, unless ``wait`` is false (a Redis known to be down: it lapses)."""
         if self._leases.pop(token, None) is None:
             return
-        await self._call("release", [self._key(name)], [token])
+        sent = self._queue_release(name, token)
+        if wait:
+            with trio.move_on_after(self.timeout_s):
+                await sent.wait()
 
-    def forget(self, token: str) -> None:
-        """Stop renewing a lease without telling Redis (it lapses after its TTL): for a Redis that is down."""
-        self._leases.pop(token, None)
+    def _queue_release(self, name: str, token: str) -> trio.Event:
+        if len(self._released) < MAX_QUEUED_RELEASES:  # beyond (Redis down for long): they lapse by their TTL
+            self._released.append((name, token))
+        self._release_queued.set()
+        return self._release_sent
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         if leases:
@@ -149,7 +180,7 @@ class RedisStore:
                 # A lease released while this renewal was on its way may have been added back after its ZREM.
                 for name, token in batch:
                     if token not in self._leases:
-                        await self._call("release", [self._key(name)], [token])
+                        self._queue_release(name, token)
 
     async def held(self, name: str) -> int:
         return int(await self._call("held", [self._key(name)], []))

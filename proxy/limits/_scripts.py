@@ -118,8 +118,13 @@ return left
 """
 )
 
-# KEYS[1] slots; ARGV token. KEYS[1] rest (or any key) to delete: plain commands would do, but one path for all.
-RELEASE = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+# KEYS slot sets, one per lease; ARGV the tokens in KEYS order → how many were still held.
+RELEASE = """
+local n = 0
+for i, key in ipairs(KEYS) do n = n + redis.call('ZREM', key, ARGV[i]) end
+return n
+"""
+# KEYS[1] a rest to end: a plain DEL would do, but one path (EVALSHA, the deadline) for every operation.
 CLEAR = "return redis.call('DEL', KEYS[1])"
 
 ALL = {
