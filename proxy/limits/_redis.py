@@ -7,8 +7,8 @@ request, and the client (coredis, on anyio, so trio's own sockets) never blocks 
 
 The store remembers the leases it handed out and not yet released, and :meth:`RedisStore.run` renews them all
 (one script call) every third of their TTL, so callers only acquire and release; a worker that dies stops renewing
-and its slots lapse by themselves. Releases are sent by ``run``, every release queued meanwhile in one script
-call, so a burst of request ends costs one round trip; the caller waits for its batch (at most the deadline).
+and its slots lapse by themselves. Acquires and releases go out in batches (proxy/limits/_batch.py): every one
+queued while the previous call was on its way, in one script call.
 """
 
 from __future__ import annotations
@@ -18,14 +18,25 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from . import _scripts
+from ._batch import Batches
 from ._store import StoreUnavailable, Window
 
-MAX_QUEUED_RELEASES = 100_000
+
+@dataclass(slots=True, eq=False)
+class _Ask:
+    """One acquire in a batch: ``taken`` stays None until Redis answered."""
+
+    name: str
+    limit: int
+    ttl_s: float
+    token: str
+    taken: bool | None = None
 
 
 def _sha(script: str) -> str:
@@ -51,9 +62,8 @@ class RedisStore:
         self._leases: dict[str, tuple[str, float]] = {}  # token → (name, ttl_s): handed out, not released
         self._shortest_ttl = math.inf  # of every lease handed out: renewals run every third of it
         self._ttl_changed = trio.Event()
-        self._released: list[tuple[str, str]] = []  # (name, token) given back, not yet sent to Redis
-        self._release_queued = trio.Event()
-        self._release_sent = trio.Event()  # set once the queued batch went out (or failed)
+        self._asks = Batches(self._send_asks)
+        self._releases = Batches(self._send_releases)  # (name, token) given back
         # Tokens unique across instances: a random part per store, a counter per lease.
         self._tag = os.urandom(6).hex()
         self._count = itertools.count(1)
@@ -78,7 +88,8 @@ class RedisStore:
         async with client, trio.open_nursery() as nursery:
             self._client = client
             try:
-                nursery.start_soon(self._send_releases)
+                nursery.start_soon(self._asks.run)
+                nursery.start_soon(self._releases.run)
                 task_status.started()
                 while True:
                     with trio.move_on_after(self._shortest_ttl / 3):  # no lease handed out yet: only the event
@@ -91,22 +102,22 @@ class RedisStore:
             finally:
                 self._client = None
 
-    async def _send_releases(self) -> None:
-        """Send the queued releases, all of them in one call, as soon as any is queued."""
-        while True:
-            await self._release_queued.wait()
-            self._release_queued = trio.Event()
-            batch, self._released = self._released, []
-            sent, self._release_sent = self._release_sent, trio.Event()
-            try:
-                for start in range(0, len(batch), 1000):  # bounded script calls, however many ended at once
-                    part = batch[start : start + 1000]
-                    keys = [self._key(name) for name, _ in part]
-                    await self._call("release", keys, [token for _, token in part])
-            except StoreUnavailable:
-                pass  # not renewed any more: those leases lapse after their TTL
-            finally:
-                sent.set()
+    async def _send_asks(self, asks: list[_Ask]) -> None:
+        args: list[Any] = []
+        for ask in asks:
+            args += [ask.limit, _ms(ask.ttl_s), ask.token]
+        try:
+            taken = await self._call("acquire", [self._key(ask.name) for ask in asks], args)
+        except StoreUnavailable:
+            return  # every ask stays unanswered: its caller raises
+        for ask, one in zip(asks, taken, strict=True):
+            ask.taken = bool(one)
+
+    async def _send_releases(self, leases: list[tuple[str, str]]) -> None:
+        try:
+            await self._call("release", [self._key(name) for name, _ in leases], [token for _, token in leases])
+        except StoreUnavailable:
+            pass  # not renewed any more: those leases lapse after their TTL
 
     async def _call(self, op: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``op`` within the deadline; loads it when Redis does not know it."""
@@ -137,32 +148,34 @@ class RedisStore:
     # -- slots ---------------------------------------------------------------------------------------
 
     async def acquire(self, name: str, limit: int, ttl_s: float) -> str | None:
-        token = f"{self._tag}.{next(self._count)}"
-        # Remembered (and renewed) only once Redis said yes: a call cancelled or failed midway may still have taken
+        """Sent with the acquires of the same moment (module docstring); waits at most the deadline."""
+        if self._client is None:
+            raise StoreUnavailable("the Redis store is not running")
+        ask = _Ask(name, limit, ttl_s, f"{self._tag}.{next(self._count)}")
+        answered = self._asks.add(ask)
+        with trio.move_on_after(self.timeout_s):
+            await answered.wait()
+        # Remembered (and renewed) only once Redis said yes: an ask answered after its caller gave up may have taken
         # the slot, and that lease, renewed by nobody, lapses after its TTL.
-        if not await self._call("acquire", [self._key(name)], [limit, _ms(ttl_s), token]):
+        if ask.taken is None:
+            raise StoreUnavailable(f"Redis did not take an acquire within {self.timeout_s} s")
+        if not ask.taken:
             return None
-        self._leases[token] = (name, ttl_s)
+        self._leases[ask.token] = (name, ttl_s)
         if ttl_s < self._shortest_ttl:
             self._shortest_ttl = ttl_s
             self._ttl_changed.set()
-        return token
+        return ask.token
 
     async def release(self, name: str, token: str, *, wait: bool = True) -> None:
-        """Renewals of it stop at once; the release goes out with the next batch (module docstring), which this
-        waits for, at most the deadline, unless ``wait`` is false (a Redis known to be down: it lapses)."""
+        """Renewals of it stop at once; the release goes out with the next batch, which this waits for, at most
+        the deadline, unless ``wait`` is false (a Redis known to be down: it lapses)."""
         if self._leases.pop(token, None) is None:
             return
-        sent = self._queue_release(name, token)
+        sent = self._releases.add((name, token))
         if wait:
             with trio.move_on_after(self.timeout_s):
                 await sent.wait()
-
-    def _queue_release(self, name: str, token: str) -> trio.Event:
-        if len(self._released) < MAX_QUEUED_RELEASES:  # beyond (Redis down for long): they lapse by their TTL
-            self._released.append((name, token))
-        self._release_queued.set()
-        return self._release_sent
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         if leases:
@@ -180,7 +193,7 @@ class RedisStore:
                 # A lease released while this renewal was on its way may have been added back after its ZREM.
                 for name, token in batch:
                     if token not in self._leases:
-                        self._queue_release(name, token)
+                        self._releases.add((name, token))
 
     async def held(self, name: str) -> int:
         return int(await self._call("held", [self._key(name)], []))

@@ -15,16 +15,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] slots; ARGV limit, ttl_ms, token → 1 taken, 0 full.
+# KEYS slot sets, one per request (a batch of them, proxy/limits/_batch.py); ARGV limit, ttl_ms, token for each, in
+# KEYS order → 1 taken or 0 full, for each; taken in order, so a batch fills a cap as one by one would.
 ACQUIRE = (
     _NOW
     + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
+local taken = {}
+for i, key in ipairs(KEYS) do
+  local limit, ttl, token = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), ARGV[3 * i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= limit then
+    taken[i] = 0
+  else
+    redis.call('ZADD', key, now + ttl, token)
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+    taken[i] = 1
+  end
+end
+return taken
 """
 )
 
