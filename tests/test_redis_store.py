@@ -12,6 +12,7 @@ import time
 
 import pytest
 import trio
+import trio.testing
 
 from proxy.limits import FailoverStore, LocalStore, RedisStore, StoreUnavailable
 from tests.test_store import contract_rests, contract_slots, contract_windows
@@ -142,3 +143,49 @@ async def test_a_redis_down_at_start_is_counted_locally_until_it_answers(tmp_pat
     assert not store.up
     assert (await store.acquire("slots:u", 1, 30.0) or "").startswith("l:")
     assert (await store.hit("rpm:k", 60.0, 1)).allowed and not (await store.hit("rpm:k", 60.0, 1)).allowed
+
+
+async def test_acquires_of_one_moment_go_out_as_one_call_and_fill_the_cap_in_order(redis_server, nursery) -> None:
+    store = await started(nursery, RedisStore(redis_server.url))
+    calls: list[int] = []
+    send = store._asks._send
+
+    async def counted(asks) -> None:
+        calls.append(len(asks))
+        await send(asks)
+
+    store._asks._send = counted
+    tokens: list[str | None] = [None] * 50
+
+    async def one(i: int) -> None:
+        tokens[i] = await store.acquire("slots:burst", 30, 30.0)
+
+    async with trio.open_nursery() as burst:
+        for i in range(50):
+            burst.start_soon(one, i)
+    assert sum(calls) == 50 and len(calls) <= 3  # the first alone at most, then the rest together
+    assert sum(t is not None for t in tokens) == 30 and await store.held("slots:burst") == 30
+
+
+async def test_batches_send_what_was_queued_meanwhile_and_signal_each_batch() -> None:
+    from proxy.limits._batch import Batches
+
+    sent: list[list[int]] = []
+    gate = trio.Event()
+
+    async def send(items: list[int]) -> None:
+        sent.append(items)
+        await gate.wait()
+
+    batches = Batches(send, most=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batches.run)
+        first = batches.add(1)
+        await trio.testing.wait_all_tasks_blocked()
+        second = batches.add(2), batches.add(3), batches.add(4)  # queued while the first call is on its way
+        assert sent == [[1]] and not first.is_set()
+        gate.set()
+        await first.wait()
+        await second[0].wait()
+        assert sent == [[1], [2, 3], [4]] and second[0] is second[2]
+        nursery.cancel_scope.cancel()

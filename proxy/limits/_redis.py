@@ -54,6 +54,10 @@ class RedisStore:
     shared = True
 
     def __init__(self, url: str, *, prefix: str = "moonrelay:", timeout_s: float = 0.25) -> None:
+        # Imported here, not in run(): the server's parent builds the store before it freezes its heap and forks
+        # (proxy/gcpolicy.py), so the client's modules are frozen with the rest instead of walked by collections.
+        import coredis  # noqa: F401
+
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
