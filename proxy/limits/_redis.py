@@ -3,7 +3,7 @@
 Each operation is one Lua script (proxy/limits/_scripts.py) sent by ``EVALSHA``; the scripts are loaded once and
 again when Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). Every call has a deadline
 (``timeout_s``): a Redis that does not answer in time raises :class:`StoreUnavailable` instead of holding the
-request, and the client (coredis, on anyio, so trio's own sockets) never blocks the event loop.
+request, and the client (proxy/limits/_resp.py, on trio's own sockets) never blocks the event loop.
 
 The store remembers the leases it handed out and not yet released, and :meth:`RedisStore.run` renews them all
 (one script call) every third of their TTL, so callers only acquire and release; a worker that dies stops renewing
@@ -25,6 +25,7 @@ import trio
 
 from . import _scripts
 from ._batch import Batches
+from ._resp import Connection, RedisUnavailable, ReplyError
 from ._store import StoreUnavailable, Window
 
 
@@ -54,14 +55,10 @@ class RedisStore:
     shared = True
 
     def __init__(self, url: str, *, prefix: str = "moonrelay:", timeout_s: float = 0.25) -> None:
-        # Imported here, not in run(): the server's parent builds the store before it freezes its heap and forks
-        # (proxy/gcpolicy.py), so the client's modules are frozen with the rest instead of walked by collections.
-        import coredis  # noqa: F401
-
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
-        self._client: Any = None  # coredis.Redis, opened by run()
+        self._client: Connection | None = None  # opened by run()
         self._shas = {name: _sha(text) for name, text in _scripts.ALL.items()}
         self._leases: dict[str, tuple[str, float]] = {}  # token → (name, ttl_s): handed out, not released
         self._shortest_ttl = math.inf  # of every lease handed out: renewals run every third of it
@@ -77,19 +74,9 @@ class RedisStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the client, then renew the leases held every third of the shortest TTL, until cancelled. Redis need
         not answer yet: calls fail with StoreUnavailable until it does."""
-        import coredis  # only with --state: the relay without it never imports the client
-        from coredis.retry import NoRetryPolicy
-
-        # No retries: coredis's default sends a call again after a timeout or a broken connection, and a script that
-        # did run the first time (an acquire, a hit) would count twice. A failed call is the failover's to handle.
-        client = coredis.Redis.from_url(
-            self.url,
-            connect_timeout=self.timeout_s,
-            stream_timeout=self.timeout_s,
-            decode_responses=False,
-            retry_policy=NoRetryPolicy(),
-        )
-        async with client, trio.open_nursery() as nursery:
+        client = Connection(self.url)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
             self._client = client
             try:
                 nursery.start_soon(self._asks.run)
@@ -128,18 +115,18 @@ class RedisStore:
         client = self._client
         if client is None:
             raise StoreUnavailable("the Redis store is not running")
-        from coredis.exceptions import NoScriptError, RedisError
-
         try:
             with trio.fail_after(self.timeout_s):
                 try:
-                    return await client.evalsha(self._shas[op], keys, args)
-                except NoScriptError:
-                    await client.script_load(_scripts.ALL[op])
-                    return await client.evalsha(self._shas[op], keys, args)
+                    return await client.call("EVALSHA", self._shas[op], len(keys), *keys, *args)
+                except ReplyError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    await client.call("SCRIPT", "LOAD", _scripts.ALL[op])
+                    return await client.call("EVALSHA", self._shas[op], len(keys), *keys, *args)
         except trio.TooSlowError as exc:
             raise StoreUnavailable(f"Redis did not answer within {self.timeout_s} s") from exc
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisUnavailable, ReplyError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
 
     async def ping(self) -> None:
