@@ -54,7 +54,7 @@ def worker_config(settings: Settings) -> Any:
     )
 
 
-STATE_SCHEMES = ("redis://", "rediss://", "unix://")
+STATE_SCHEMES = ("redis://", "unix://")
 
 
 def build_store(settings: Settings) -> Store:
@@ -63,9 +63,7 @@ def build_store(settings: Settings) -> Store:
     if not settings.state:
         return LocalStore()
     if not settings.state.startswith(STATE_SCHEMES):
-        raise ValueError(
-            f"state: expected redis://HOST:PORT/DB (or rediss://, unix://PATH?db=N), got {settings.state!r}"
-        )
+        raise ValueError(f"state: expected redis://HOST:PORT/DB (or unix:///PATH?db=N), got {settings.state!r}")
     redis = RedisStore(settings.state, prefix=settings.state_prefix, timeout_s=settings.state_timeout_s)
     return FailoverStore(redis, probe_s=settings.state_probe_s)
 
