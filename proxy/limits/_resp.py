@@ -186,8 +186,8 @@ class Connection:
                     waiting = self._waiting.popleft()
                     waiting.reply = reply
                     waiting.done.set()
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, RedisUnavailable, IndexError):
-            pass
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, RedisUnavailable, IndexError, ValueError):
+            pass  # a broken or garbled connection: every waiting call fails, the next one reconnects
         finally:
             if self._stream is stream:
                 self._break()
