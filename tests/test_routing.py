@@ -67,7 +67,7 @@ def test_decisions_are_cached_and_the_cache_is_bounded(monkeypatch):
     r = router_for(table("a", models=["m-*"]))
     monkeypatch.setattr(routing, "CACHE_LIMIT", 2)
     assert [r.route(m) for m in ("m-1", "x", "m-2", "m-3")] == ["a", None, "a", "a"]
-    assert r._cache == {"m-1": "a", "x": None}  # unknown names are cached too, up to the limit
+    assert r._cache == {"m-1": ("a",), "x": ()}  # unknown names are cached too, up to the limit
     r._patterns.clear()  # the cached decision is what answers now
     assert r.route("m-1") == "a" and r.route("m-3") is None
 
@@ -102,7 +102,11 @@ def test_per_upstream_settings_default_to_the_global_ones():
         ([table("a", models=["gpt 4"])], "whitespace"),
         ([table("a", models="gpt-*")], "must be a list"),
         ([table("a", default=True), table("b", models=["*"])], "more than one default"),
-        ([table("a", models=["gpt-4o"]), table("b", models=["gpt-4o"])], "listed by both 'a' and 'b'"),
+        ([table("a", weight=0)], "'weight' must be a whole number from 1 to 1000"),
+        ([table("a", weight=1.5)], "'weight' must be a whole number"),
+        ([table("a", breaker_failures=-1)], "'breaker_failures' must be at least 0"),
+        ([table("a", breaker_cooldown_s=0)], "'breaker_cooldown_s' must be positive"),
+        ([table("a", breaker_window_s="30")], "'breaker_window_s' must be a number"),
         ([table("a", key_env="A", key_envs=["B"])], "not both"),
         ([table("a", key_envs=["not-a-var"])], "environment variables"),
         ([table("a", key_envs=["K", "K"])], "twice"),

@@ -135,7 +135,8 @@ def create_app(
     @app.errorhandler(InvalidRequest)
     async def invalid(exc: InvalidRequest) -> Response:
         type_ = {429: "rate_limit_error", 503: "server_error"}.get(exc.status, "invalid_request_error")
-        headers = {"retry-after": "1"} if exc.status in (429, 503) else None
+        wait = getattr(exc, "retry_after_s", 1)  # every upstream open or resting: the first one's wait (_candidates)
+        headers = {"retry-after": str(wait)} if exc.status in (429, 503) else None
         body = error_body(str(exc), type_, exc.code)
         return error_response(exc.status, body, headers, ndjson=request.path == "/chat/completions")
 
@@ -183,8 +184,16 @@ def create_app(
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
     observer = install_observability(app, settings, streams)
+    observer.upstream_health = relay.upstream_health
     if observer.metrics is not None:
         relay.count_fallback = observer.metrics.fallback
+        metrics_ = observer.metrics
+
+        @app.before_serving
+        async def watch_circuits() -> None:  # after open_upstreams: the upstreams exist now
+            if relay.upstreams is not None:
+                relay.upstreams.health.changed = metrics_.circuit
+
     if observer.metrics is not None and settings.metrics_auth == "on":
         metrics = observer.metrics
 

@@ -16,6 +16,7 @@ Parsing (the request's model, the tail's usage) happens once, after the response
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -157,6 +158,8 @@ class Observer:
 
             self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
         self.serving = False
+        # Every upstream's health now ({name: proxy.upstream.Seen}): the /readyz detail and the circuit gauge
+        self.upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # -- the answers this layer gives itself ------------------------------------------------------
 
@@ -178,16 +181,34 @@ class Observer:
             return False
         if path == "/readyz":
             status, body = self.ready()
+            health = await self._health()
+            if health is not None:
+                detail = {n: {"state": s.circuit.label, "resting_s": round(s.wait_s, 1)} for n, s in health.items()}
+                body = json.dumps({**json.loads(body), "upstreams": detail}, separators=(",", ":")).encode()
             await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
         elif path == "/metrics" and self.metrics is not None and self.settings.metrics_auth != "on":  # else: the app
             from ._metrics import CONTENT_TYPE
 
+            health = await self._health()
+            if health is not None:
+                self.metrics.circuits({name: int(seen.circuit) for name, seen in health.items()})
             await self._answer(send, 200, self.metrics.render(), CONTENT_TYPE.encode(), cors)
         elif path in ("/", "/index.html"):
             await self._answer(send, 200, PAGE, b"text/html; charset=utf-8", [(b"cache-control", b"no-cache"), *cors])
         else:
             return False
         return True
+
+    async def _health(self) -> dict[str, Any] | None:
+        """The upstreams' health from the store, or None (not known yet, or the store failed: a probe still
+        answers)."""
+        if self.upstream_health is None:
+            return None
+        try:
+            return await self.upstream_health()
+        except Exception:  # noqa: BLE001 - readiness and scrapes must answer whatever the store does
+            log.exception("reading upstream health from the store failed")
+            return None
 
     # -- the ASGI call ----------------------------------------------------------------------------
 
@@ -257,7 +278,11 @@ class Observer:
         """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
         status, head_ns, first_ns, streamed, content_type = (
-            tap.status, tap.head_ns, tap.first_ns, tap.streamed, tap.content_type
+            tap.status,
+            tap.head_ns,
+            tap.first_ns,
+            tap.streamed,
+            tap.content_type,
         )
         tail, chunks, completed = tap.tail, tap.chunks, tap.completed and not tap.gone
         route = state.route
