@@ -215,3 +215,14 @@ async def test_no_breaker_with_zero_failures_and_a_rest_is_not_a_circuit():
     await health.rest("d", 7)
     (seen,) = (await health.report()).values()
     assert (seen.circuit, seen.usable, seen.wait_s) == (Circuit.CLOSED, False, 7)
+
+
+async def test_a_deployment_whose_every_key_rests_is_not_usable():
+    health, _, _ = health_of()
+    health.keys = {"d": ["key:aaaa", "key:bbbb"]}
+    await health.store.rest("key:aaaa", 4)
+    (seen,) = await health.look(["d"])
+    assert seen.usable and seen.keys_s == 0  # one key is free
+    await health.store.rest("key:bbbb", 2)
+    (seen,) = await health.look(["d"])
+    assert (seen.usable, seen.keys_s, seen.wait_s, seen.circuit) == (False, 2, 2, Circuit.CLOSED)

@@ -94,10 +94,8 @@ class Candidates:
             probe = None
             if self.seen is not None and health is not None:
                 seen = self.seen[upstream.name]
-                now = trio.current_time()
-                keys_wait = 0.0 if upstream.keys.ready(now) else upstream.keys.wake_in(now)
-                if not seen.usable or keys_wait > 0:
-                    self._skipped(max(seen.wait_s, keys_wait), seen.circuit is Circuit.OPEN)
+                if not seen.usable:
+                    self._skipped(seen.wait_s, seen.circuit is Circuit.OPEN)
                     continue
                 if seen.circuit is Circuit.HALF_OPEN:
                     probe = await health.probe(upstream.name)

@@ -1,6 +1,6 @@
 """The upstream client: the h11 transport (connection, pool, watchdog, body reader), keys, retries, routing."""
 
-from ._attempts import read_and_close, send_with_retries
+from ._attempts import free_key, read_and_close, send_with_retries
 from ._balance import SmoothWeighted
 from ._balance import order as balance_order
 from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
@@ -33,6 +33,7 @@ __all__ = [
     "SmoothWeighted",
     "Step",
     "balance_order",
+    "free_key",
     "breaker_outcome",
     "ConfigError",
     "DEFAULT_REST_S",

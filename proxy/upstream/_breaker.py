@@ -70,10 +70,11 @@ class Seen:
     tripped_s: float = 0.0
     rest_s: float = 0.0  # resting after a 429
     failing_s: float = 0.0
+    keys_s: float = 0.0  # every key of its pool rests after a 429 (0: one is free, or the pool does not rotate)
 
     @classmethod
-    def of(cls, rests: Sequence[float]) -> Seen:
-        return cls(*rests)
+    def of(cls, rests: Sequence[float], keys_s: float = 0.0) -> Seen:
+        return cls(*rests, keys_s=keys_s)
 
     @property
     def circuit(self) -> Circuit:
@@ -86,12 +87,12 @@ class Seen:
     @property
     def usable(self) -> bool:
         """Whether a request may go there now (half-open: if it gets the probe)."""
-        return self.open_s <= 0 and self.rest_s <= 0
+        return self.open_s <= 0 and self.rest_s <= 0 and self.keys_s <= 0
 
     @property
     def wait_s(self) -> float:
         """Seconds until it may take a request again (0: now, or as soon as a probe is free)."""
-        return max(self.open_s, self.rest_s, 0.0)
+        return max(self.open_s, self.rest_s, self.keys_s, 0.0)
 
 
 CLOSED = Seen()

@@ -87,6 +87,7 @@ class Upstream(_ClosedOnExit):
         self.base = config.base_url.rstrip("/")
         self.transport = transport or build_transport(settings, config)
         self.keys = KeyPool.from_env(config.key_envs, environ)
+        self.store: Store = LocalStore()  # where its keys' rests are kept: Upstreams hands it theirs
         self.active = 0  # requests in flight to this upstream (this worker)
         # A byte pass-through must not be handed gzip it would have to decode to relay.
         self._headers = [(b"accept-encoding", b"identity")]
@@ -164,12 +165,17 @@ class Upstreams(_ClosedOnExit):
         if upstreams is None:
             upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
         self.all = list(upstreams)
+        for u in self.all:
+            u.store = self.store
         self.by_name = {u.name: u for u in self.all}
         self.router = Router(u.config for u in self.all)
         # Breakers and 429 rests of deployments, in the store; a probe's slot outlives a dead worker this long.
         attempts = 1 + settings.retries
-        ttl = max((u.config.connect_timeout_s + u.config.first_byte_timeout_s) * attempts for u in self.all)
-        self.health = Health(self.store, [u.config for u in self.all], ttl + settings.retry_max_wait_s * (attempts - 1))
+        each = (u.config.connect_timeout_s + u.config.first_byte_timeout_s for u in self.all)
+        ttl = max(each, default=0.0) * attempts
+        ttl += settings.retry_max_wait_s * settings.retries
+        keys = {u.name: u.keys.names for u in self.all if u.keys.rotating}
+        self.health = Health(self.store, [u.config for u in self.all], ttl, keys)
         self._balancers: dict[tuple[str, ...], SmoothWeighted] = {}  # this worker's place in each weighted round
         self.default = self.by_name.get(self.router.default) if self.router.default else None
         for u in self.all:  # fingerprints only: a key never reaches a log line

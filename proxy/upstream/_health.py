@@ -5,10 +5,11 @@ states). Nothing here is kept in Python attributes but the settings and the metr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..limits import Store
 from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step, opens, step, store_names
+from ._keypool import keys_wait
 from ._routing import UpstreamConfig
 
 log = logging.getLogger("moonrelay")
@@ -18,18 +19,28 @@ class Health:
     """The breakers and rests of the configured upstreams; ``probe_ttl_s`` bounds how long a probe's slot is held
     by a worker that died with it (a probe's verdict comes with the response head)."""
 
-    def __init__(self, store: Store, configs: Sequence[UpstreamConfig], probe_ttl_s: float) -> None:
+    def __init__(self, store: Store, configs: Sequence[UpstreamConfig], probe_ttl_s: float,
+                 keys: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
         self.store = store
+        self.keys = dict(keys or {})  # a rotating key pool's rests (proxy.upstream._keypool), by upstream
         self.configs = {c.name: c for c in configs}
         self.probe_ttl_s = probe_ttl_s
         # (deployment, circuit, opened): a circuit this worker saw change; the metrics' gauge and counter
         self.changed: Callable[[str, Circuit, bool], None] | None = None
 
     async def look(self, names: Sequence[str]) -> list[Seen]:
-        """Each deployment's health now, in one store call."""
-        wanted = [n for name in names for n in store_names(name)]
+        """Each deployment's health now (its keys' rests too), in one store call."""
+        wanted: list[str] = []
+        for name in names:
+            wanted += store_names(name)
+            wanted += self.keys.get(name, ())
         rests = await self.store.resting(wanted)
-        return [Seen.of(rests[i : i + 4]) for i in range(0, len(rests), 4)]
+        seen, i = [], 0
+        for name in names:
+            n = len(self.keys.get(name, ()))
+            seen.append(Seen.of(rests[i : i + 4], keys_wait(rests[i + 4 : i + 4 + n])))
+            i += 4 + n
+        return seen
 
     async def probe(self, name: str) -> str | None:
         """The half-open deployment's one probe (a lease token), or None when another request holds it."""
