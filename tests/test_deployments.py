@@ -210,3 +210,20 @@ async def test_nothing_moves_after_the_first_byte(nursery, monkeypatch, access_l
     assert json.loads(events[-1])["error"]["type"] == "upstream_error"
     (line,) = await wait_lines(access_lines, 1)
     assert line["upstream"] == "primary" and started(backup) == 0
+
+
+def test_the_example_in_the_reference_loads(tmp_path):
+    from pathlib import Path
+
+    from proxy.upstream import Router, load_settings, upstream_configs
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    example = text.split("**Deployments and circuit breakers.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "deployments.toml"
+    path.write_text(example)
+    configs = upstream_configs(load_settings({}, {}, str(path)))
+    a, b, gateway = configs
+    assert Router(configs).deployments("kimi-k2-0711-preview") == ("moonshot-a", "moonshot-b")
+    assert Router(configs).deployments("moonshot-v1-8k") == ("moonshot-a",)
+    assert (a.weight, b.weight, a.fallbacks, gateway.breaker_failures) == (3, 1, ("gateway",), 0)
+    assert (a.breaker_failures, a.breaker_window_s, a.breaker_cooldown_s) == (5, 30.0, 60.0)
