@@ -226,3 +226,40 @@ async def test_a_deployment_whose_every_key_rests_is_not_usable():
     await health.store.rest("key:bbbb", 2)
     (seen,) = await health.look(["d"])
     assert (seen.usable, seen.keys_s, seen.wait_s, seen.circuit) == (False, 2, 2, Circuit.CLOSED)
+
+
+def test_the_circuit_gauge_is_a_state_not_a_sum_over_workers(tmp_path):
+    """Two workers (processes) write the gauge in multiprocess mode: the scrape shows the most recent state, where a
+    summed gauge would show 2 + 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    write = "from proxy.observability._metrics import Metrics; Metrics().circuit('a', {}, {})"
+    for state, opened in ((2, True), (1, False)):  # one worker opened it, then another saw it half-open
+        subprocess.run([sys.executable, "-c", write.format(state, opened)], env=env, check=True)
+    scrape = "from proxy.observability._metrics import Metrics; print(Metrics().render().decode())"
+    text = subprocess.run([sys.executable, "-c", scrape], env=env, check=True, capture_output=True, text=True).stdout
+    assert 'moonrelay_upstream_circuit_state{upstream="a"} 1.0' in text
+    assert 'moonrelay_upstream_circuit_openings_total{upstream="a"} 1.0' in text
+
+
+async def test_a_request_cancelled_while_probing_gives_the_probe_back():
+    import httpx
+
+    from proxy.app._candidates import Candidates
+    from proxy.state import RequestState
+    from proxy.upstream import Upstream, Upstreams
+
+    settings = Settings(upstreams=[table("a", models=["m"], breaker_failures=1), table("b", models=["m"])])
+    upstreams = Upstreams(settings, [Upstream(settings, httpx.MockTransport(lambda r: None), config=c)
+                                     for c in upstream_configs(settings)])  # fmt: skip
+    await upstreams.store.rest("tripped:a", 60)  # a is half-open
+    candidates = await Candidates.plan(upstreams, upstreams.deployments("m"))
+    assert [u.name for u in candidates.order] == ["a", "b"]  # a half-open deployment may be chosen: for its probe
+    state = RequestState()
+    assert (await candidates.next(state)).name == "a" and candidates.probe is not None
+    assert await upstreams.health.probe("a") is None  # held
+    await candidates.abandon()
+    assert candidates.probe is None and await upstreams.health.probe("a") is not None

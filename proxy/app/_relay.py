@@ -181,7 +181,12 @@ class Relay:
                         return keys_resting(exc, upstream.name, ndjson=ndjson)
                     return upstream_error(exc, ndjson=ndjson)
                 status = response.status_code
-                await candidates.settle(status, response.headers.get("retry-after"))
+                try:
+                    await candidates.settle(status, response.headers.get("retry-after"))
+                except BaseException:
+                    if content is None:
+                        await response.aclose()
+                    raise
                 if status == 429 or status >= 500:
                     moved = await self.move(state, candidates, upstream, f"http_{status}")
                     if moved is not None:
