@@ -83,7 +83,7 @@ def _error(limit: str, key: ClientKey, used: int, retry_s: int) -> dict:
     else:
         msg, type_, code = (f"{who} has used its budget of {key.budget} tokens for this period ({used} used); it "
                             f"resets in {retry_s}s.", "insufficient_quota", "insufficient_quota")  # fmt: skip
-    return {"error": {"message": msg, "type": type_, "param": None, "code": code}}
+    return {"error": {"message": msg, "type": type_, "code": code}}
 
 
 class Admission:
