@@ -20,7 +20,7 @@ from proxy.limits import (
     openai_duration,
     parse_keys_file,
 )
-from proxy.observability._accesslog import scan_tail
+from proxy.observability import scan_tail
 from tests.test_store import FakeClock
 
 MINUTE_START = 1_000_020.0  # a multiple of 60: a minute starts here
