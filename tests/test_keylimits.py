@@ -189,3 +189,13 @@ def test_the_reference_example_loads():
     assert block is not None
     keys = parse_keys_file(block.group(1), defaults(rpm=600))
     assert len(keys) >= 3 and all(limits.limited for _, limits in keys)
+
+
+def test_a_typo_in_the_keys_file_stops_startup(tmp_path, capsys):
+    from proxy.__main__ import main
+
+    path = tmp_path / "keys"
+    path.write_text("mr-secret-web name=web rpm=60\nmr-secret-ops name=ops tmp=100\n")
+    assert main(["--api-keys-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: unknown field 'tmp'" in err and "mr-secret" not in err
