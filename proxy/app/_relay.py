@@ -12,7 +12,7 @@ import trio
 from quart import Response, request
 
 from ..config import Settings
-from ..limits import LocalStore, Store
+from ..limits import ClientKey, ClientLimits, LocalStore, Refusal, Store
 from ..observability import model_from_body
 from ..protocol import (
     JSON,
@@ -77,10 +77,22 @@ class Relay:
         self.heartbeats = heartbeats
         self.direct_writes = direct_writes
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
+        # Client keys' limits; a concurrency lease outlives a crashed worker by at most the longest request.
+        self.client_limits = ClientLimits(self.store, settings.total_timeout_s + settings.graceful_timeout_s)
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
         self.count_fallback: Callable[[str, str, str], None] | None = None
 
     # -- admission and routing --------------------------------------------------------------------
+
+    async def limit_client(self, state: RequestState, key: ClientKey, *, ndjson: bool) -> Response | None:
+        """Check ``key``'s limits before anything else: None (admitted; its admission is settled when the call
+        ends, proxy.observability) or the 429 to answer, nothing sent upstream."""
+        verdict = await self.client_limits.admit(key)
+        if isinstance(verdict, Refusal):
+            state.limited = (verdict.limit, key.label)
+            return error_response(verdict.status, verdict.body, verdict.headers, ndjson=ndjson)
+        state.client = verdict
+        return None
 
     def refuse_if_draining(self) -> None:
         if self.streams.draining:
@@ -271,7 +283,9 @@ class Relay:
         upstream = candidates.current
         assert upstream is not None
         body, strip_usage = chat.body, False
-        if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
+        client = state.client  # a client key that counts tokens needs every stream's usage
+        counts_tokens = client is not None and client.key.counts_tokens
+        if chat.stream and (upstream.config.include_usage or counts_tokens) and not asked_for_usage(chat.data):
             body, strip_usage = with_usage(chat.data), True
         path = "/chat/completions"
         exchange = partial(self.exchange, state, client_method, candidates, "POST", path, body, chat.stream, ndjson,

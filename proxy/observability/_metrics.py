@@ -128,6 +128,11 @@ class Metrics:
             "Responses cut off because the client did not take a write within client_write_timeout_s.",
             registry=reg,
         )  # fmt: skip
+        self.client_limit_rejections = prom.Counter(
+            "moonrelay_client_limit_rejections",
+            "Requests refused (429, nothing sent upstream) by a client key's limit: concurrent, rpm, tpm or budget; "
+            "key: its name, else its fingerprint.", ("limit", "key"), registry=reg,
+        )  # fmt: skip
         self.prompt_tokens = prom.Counter(
             "moonrelay_prompt_tokens", "Prompt tokens from upstream usage.", ("upstream", "model"), registry=reg
         )

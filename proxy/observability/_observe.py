@@ -227,6 +227,7 @@ class Observer:
         if streams is not None:
             streams.calls += 1
         state = scope[STATE] = RequestState()
+        tokens = None
         try:
             method: str = scope["method"]
             path: str = scope["path"]
@@ -265,17 +266,22 @@ class Observer:
                 if tap.streamed and metrics is not None:
                     metrics.in_flight.dec()
                 try:
-                    self._finish(state, method, path, rid, authorization, started, tap)
+                    tokens = self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
+            admission = state.client
+            if admission is not None:  # a client key with limits: its slot back, its tokens counted (shielded)
+                state.client = None
+                await admission.settle(tokens)
             if streams is not None:
                 streams.leave(state)
 
     def _finish(
         self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
-    ) -> None:
-        """After the call: parse what is worth parsing once, write the line, add to the metrics."""
+    ) -> int | None:
+        """After the call: parse what is worth parsing once, write the line, add to the metrics; the tokens the
+        response's usage reported (for the client key's limits)."""
         end = time.monotonic_ns()
         status, head_ns, first_ns, streamed, content_type = (
             tap.status,
@@ -303,16 +309,23 @@ class Observer:
         )
         if path in CHAT_PATHS:
             rec.model = state.model or self.settings.default_model
-        kind = None
+        kind = tokens = None
+        if state.client is not None:
+            rec.extra["key_name"] = state.client.key.label
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
+            tokens = found.total_tokens
             if path in CHAT_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+        limited = state.limited
+        if limited is not None:  # refused by the client key's limits: the relay's answer, not an upstream error
+            kind = None
+            rec.extra["key_name"] = limited[1]
         timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.serving)
         if timed_out:
             rec.completed = False
@@ -326,6 +339,9 @@ class Observer:
             self.metrics.record(rec, streamed=streamed, first_byte_s=first_byte_s, ttfc_s=ttfc_s, kind=kind)
             if timed_out:
                 self.metrics.client_write_timeouts.inc()
+            if limited is not None:
+                self.metrics.client_limit_rejections.labels(*limited).inc()
+        return tokens
 
 
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
