@@ -1,0 +1,212 @@
+"""``python -m bench.witness``: an independent witness for ``loadtest``'s TTFT and ITL (issue 16, item 5).
+
+One sim with known timing (TTFT 1 s, no jitter; ``--chunks`` chunks ``--interval`` s apart, one vocabulary word,
+so one token, per chunk); against it, one after the other, ``python -m loadtest`` and NVIDIA AIPerf
+(``aiperf profile``, installed apart from the project: ``--aiperf PATH``, by default ``/work/venv-aiperf/bin/aiperf``)
+run the same closed loop: ``--concurrency`` lanes, ``--requests`` streaming chat requests in all. AIPerf counts
+tokens with a tokenizer; this script writes a local one (``tokenizer.json``: a WordLevel model over the sim's
+vocabulary, split on whitespace), so AIPerf needs no network and counts exactly one token per sim chunk.
+
+Like for like: TTFT is loadtest's TTFC (first data event) and AIPerf's ``time_to_first_token``; ITL is, per
+request, (last chunk - first chunk) / (chunks - 1) (AIPerf's ``inter_token_latency`` definition), p50 and p99
+over requests. Both, side by side with their relative difference (goal: within 5 %), go to ``<out>/README.md``
+and ``<out>/witness.json``.
+
+``tokenizer_files``, ``loadtest_metrics``, ``aiperf_metrics``, ``compare`` and ``render`` are pure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loadtest.simcontent import VOCABULARY
+from loadtest.stats import percentiles
+
+GOAL = 0.05  # relative difference
+DEFAULT_AIPERF = "/work/venv-aiperf/bin/aiperf"
+UNK = "[UNK]"
+
+
+def tokenizer_files(vocabulary: Iterable[str]) -> dict[str, str]:
+    """A HuggingFace fast tokenizer (file name -> JSON text) that splits on whitespace and punctuation and knows
+    every word of ``vocabulary``: no download, one token per sim word."""
+    vocab = {UNK: 0}
+    for word in vocabulary:
+        vocab.setdefault(word, len(vocab))
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": 0, "content": UNK, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True}],
+        "normalizer": None, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None,
+        "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": UNK},
+    }
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": UNK, "model_max_length": 1_000_000}
+    return {"tokenizer.json": json.dumps(tokenizer), "tokenizer_config.json": json.dumps(config)}
+
+
+def _p(xs: list[float]) -> dict[str, float | None]:
+    q = percentiles(xs, (50, 99))
+    return {"p50": q["p50"], "p99": q["p99"], "count": q["count"]}
+
+
+def loadtest_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """TTFT and per-request ITL (ms) of loadtest's measured sessions that ended without error (requests.jsonl)."""
+    ttft, itl = [], []
+    for r in records:
+        if r.get("error_kind") is not None or r.get("warmup") or r.get("ttfc_ms") is None:
+            continue
+        ttft.append(r["ttfc_ms"])
+        gaps = r.get("gaps_ms") or []
+        if gaps:
+            itl.append(statistics.fmean(gaps))  # (last - first) / (chunks - 1)
+    return {"ttft_ms": _p(ttft), "itl_ms": _p(itl)}
+
+
+def _in_ms(metric: Mapping[str, Any], key: str) -> float | None:
+    v = metric.get(key)
+    if v is None:
+        return None
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3}[str(metric.get("unit", "ms")).lower()]
+    return float(v) * scale
+
+
+def aiperf_metrics(doc: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """TTFT and ITL (ms) from AIPerf's ``profile_export_aiperf.json`` (metrics at the top level or under
+    ``records``/``metrics``, each ``{"unit": ..., "p50": ..., "p99": ...}``)."""
+    metrics = doc.get("records") or doc.get("metrics") or doc
+    out = {}
+    for name, key in (("ttft_ms", "time_to_first_token"), ("itl_ms", "inter_token_latency")):
+        m = metrics.get(key) or {}
+        out[name] = {"p50": _in_ms(m, "p50"), "p99": _in_ms(m, "p99"), "count": m.get("count")}
+    return out
+
+
+def compare(loadtest: Mapping[str, Mapping[str, Any]], aiperf: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """One row per metric and percentile: both values, loadtest / AIPerf - 1, and whether that is within 5 %."""
+    rows = []
+    for metric in ("ttft_ms", "itl_ms"):
+        for p in ("p50", "p99"):
+            a, b = loadtest[metric][p], aiperf[metric][p]
+            rel = a / b - 1 if a is not None and b else None
+            rows.append({"metric": metric, "p": p, "loadtest": a, "aiperf": b, "relative": rel,
+                         "within_goal": None if rel is None else abs(rel) <= GOAL})
+    return rows
+
+
+def _f(v: float | None, spec: str = ".1f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def render(result: Mapping[str, Any]) -> str:
+    """README.md: both clients' TTFT and ITL, the verdict, the commands and the versions."""
+    lines = [f"# Independent witness: loadtest and AIPerf on the same sim, {result['concurrency']} streams", "",
+             f"`{result['command']}`", "",
+             f"Sim: TTFT {result['ttft_s']:g} s, no jitter, {result['chunks']} chunks {result['interval_s']:g} s "
+             f"apart, one token per chunk; closed loop, {result['concurrency']} concurrent, {result['requests']} "
+             "streaming chat requests per client, loadtest first, then AIPerf, against the same sim.", "",
+             "| metric | loadtest | AIPerf | loadtest / AIPerf - 1 | within 5 % |", "|---|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        ok = "—" if r["within_goal"] is None else "yes" if r["within_goal"] else "no"
+        lines.append(f"| {r['metric'].removesuffix('_ms').upper()} {r['p']} (ms) | {_f(r['loadtest'])} | "
+                     f"{_f(r['aiperf'])} | {_f(None if r['relative'] is None else 100 * r['relative'], '+.2f')} % "
+                     f"| {ok} |")
+    n = result.get("sessions") or {}
+    lines += ["", f"Requests measured: loadtest {n.get('loadtest', '—')}, AIPerf {n.get('aiperf', '—')}.", ""]
+    if result.get("notes"):
+        lines += [*(f"- {note}" for note in result["notes"]), ""]
+    lines += ["Commands:", "", "```", *result["commands"], "```", ""]
+    for title, facts in (("Versions", result.get("versions")), ("Machine", result.get("machine"))):
+        if facts:
+            lines.append(f"{title}: " + "; ".join(f"{k} {v}" for k, v in facts.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _aiperf_argv(aiperf: str, url: str, args: argparse.Namespace, tokenizer: Path, artifacts: Path) -> list[str]:
+    return [aiperf, "profile", "--model", "moonshot-v1-8k", "--url", url.removesuffix("/v1"),
+            "--endpoint-type", "chat", "--streaming", "--tokenizer", str(tokenizer),
+            "--concurrency", str(args.concurrency), "--request-count", str(args.requests),
+            "--prompt-input-tokens-mean", "16", "--prompt-input-tokens-stddev", "0",
+            "--ui-type", "none", "--no-server-metrics", "--output-artifact-dir", str(artifacts)]
+
+
+async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    import trio
+
+    from bench.procs import serve
+    from bench.run import _sim_launch
+    from bench.scenarios import Scenario
+
+    sc = Scenario("witness", streams=args.concurrency, ttft_s=args.ttft, ttft_jitter_s=0.0, chunks=args.chunks,
+                  interval_s=args.interval)
+    tok = out / "tokenizer"
+    tok.mkdir(parents=True, exist_ok=True)
+    for name, text in tokenizer_files(VOCABULARY).items():
+        (tok / name).write_text(text)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    async with serve("sim", _sim_launch(sc), out / "sim.log") as sim:
+        lt = [sys.executable, "-m", "loadtest", "--url", sim.url, "-c", str(args.concurrency),
+              "--requests", str(args.requests), "--ramp-up", "0", "--quiet", "--out", str(out / "loadtest")]
+        with (out / "loadtest.log").open("wb") as log:
+            await trio.run_process(lt, stdout=log, stderr=subprocess.STDOUT)
+        ap = _aiperf_argv(args.aiperf, sim.url, args, tok, out / "aiperf")
+        with (out / "aiperf.log").open("wb") as log:
+            await trio.run_process(ap, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+    return {"loadtest_argv": lt, "aiperf_argv": ap}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import trio
+
+    p = argparse.ArgumentParser(prog="python -m bench.witness", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concurrency", "-c", type=int, default=50)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--ttft", type=float, default=1.0)
+    p.add_argument("--chunks", type=int, default=20)
+    p.add_argument("--interval", type=float, default=0.05)
+    p.add_argument("--aiperf", default=DEFAULT_AIPERF)
+    p.add_argument("--out", type=Path, default=Path("results") / "witness")
+    args = p.parse_args(argv)
+    from bench.run import machine_facts
+    from loadtest.report import package_versions
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "bench.witness", *(sys.argv[1:] if argv is None else argv)])
+    ran = trio.run(_measure, args, args.out)
+    records = [json.loads(ln) for ln in (args.out / "loadtest" / "requests.jsonl").read_text().splitlines()]
+    lt = loadtest_metrics(records)
+    exports = sorted((args.out / "aiperf").rglob("profile_export_aiperf.json"))
+    if not exports:
+        print(f"AIPerf wrote no profile_export_aiperf.json; see {args.out / 'aiperf.log'}", file=sys.stderr)
+        return 1
+    ai = aiperf_metrics(json.loads(exports[-1].read_text()))
+    aiperf_version = subprocess.run([args.aiperf, "--version"], capture_output=True, text=True).stdout.strip()
+    result = {
+        "command": command, "concurrency": args.concurrency, "requests": args.requests, "ttft_s": args.ttft,
+        "chunks": args.chunks, "interval_s": args.interval, "loadtest": lt, "aiperf": ai,
+        "rows": compare(lt, ai),
+        "sessions": {"loadtest": lt["ttft_ms"]["count"], "aiperf": ai["ttft_ms"]["count"]},
+        "commands": [shlex.join(ran["loadtest_argv"]), shlex.join(ran["aiperf_argv"])],
+        "versions": {"python": platform.python_version(), "aiperf": aiperf_version.splitlines()[-1:] or "?",
+                     **{k: v for k, v in package_versions().items() if k in ("trio", "h11")}},
+        "machine": machine_facts(),
+    }
+    (args.out / "witness.json").write_text(json.dumps(result, indent=2, default=str))
+    text = render(result)
+    (args.out / "README.md").write_text(text)
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
