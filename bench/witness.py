@@ -8,8 +8,8 @@ tokens with a tokenizer; this script writes a local one (``tokenizer.json``: a W
 vocabulary, split on whitespace), so AIPerf needs no network and counts exactly one token per sim chunk.
 
 Like for like: TTFT is loadtest's TTFC (first data event) and AIPerf's ``time_to_first_token``; ITL is, per
-request, (last chunk - first chunk) / (chunks - 1) (AIPerf's ``inter_token_latency`` definition), p50 and p99
-over requests. Both, side by side with their relative difference (goal: within 5 %), go to ``<out>/README.md``
+request, (last event - first event) / (completion tokens - 1) (AIPerf's ``inter_token_latency`` definition), p50
+and p99 over requests. Both, side by side with their relative difference (goal: within 5 %), go to ``<out>/README.md``
 and ``<out>/witness.json``.
 
 ``tokenizer_files``, ``loadtest_metrics``, ``aiperf_metrics``, ``compare`` and ``render`` are pure.
@@ -67,8 +67,13 @@ def loadtest_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str
             continue
         ttft.append(r["ttfc_ms"])
         gaps = r.get("gaps_ms") or []
-        if gaps:
-            itl.append(statistics.fmean(gaps))  # (last - first) / (chunks - 1)
+        tokens = r.get("completion_tokens")
+        if gaps and tokens and tokens > 1:
+            # AIPerf's definition: (last response - first) / (output tokens - 1). The sim's last event carries
+            # usage and no token, so the mean gap between events would divide by one gap too many.
+            itl.append(sum(gaps) / (tokens - 1))
+        elif gaps:
+            itl.append(statistics.fmean(gaps))
     return {"ttft_ms": _p(ttft), "itl_ms": _p(itl)}
 
 
@@ -152,7 +157,9 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     tok.mkdir(parents=True, exist_ok=True)
     for name, text in tokenizer_files(VOCABULARY).items():
         (tok / name).write_text(text)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    # Not HF_HUB_OFFLINE: AIPerf 0.13.0 then looks every tokenizer name up in the hub cache, a local path too,
+    # and fails; without it a directory path loads from the directory and touches no network.
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"}
     async with serve("sim", _sim_launch(sc), out / "sim.log") as sim:
         lt = [sys.executable, "-m", "loadtest", "--url", sim.url, "-c", str(args.concurrency),
               "--requests", str(args.requests), "--ramp-up", "0", "--quiet", "--out", str(out / "loadtest")]
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": compare(lt, ai),
         "sessions": {"loadtest": lt["ttft_ms"]["count"], "aiperf": ai["ttft_ms"]["count"]},
         "commands": [shlex.join(ran["loadtest_argv"]), shlex.join(ran["aiperf_argv"])],
-        "versions": {"python": platform.python_version(), "aiperf": aiperf_version.splitlines()[-1:] or "?",
+        "versions": {"python": platform.python_version(), "aiperf": (aiperf_version.splitlines() or ["?"])[-1],
                      **{k: v for k, v in package_versions().items() if k in ("trio", "h11")}},
         "machine": machine_facts(),
     }

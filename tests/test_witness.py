@@ -22,12 +22,15 @@ def _rec(ttfc, gaps, **kw):
     return {"error_kind": None, "warmup": False, "ttfc_ms": ttfc, "gaps_ms": gaps, **kw}
 
 
-def test_loadtest_itl_is_each_requests_mean_gap_and_failures_are_left_out():
-    recs = [_rec(1000.0 + i, [40.0, 60.0]) for i in range(100)] + [_rec(1000.0 + 100, [50.0, 70.0])]
+def test_loadtest_itl_divides_by_tokens_minus_one_and_failures_are_left_out():
+    # Three tokens 40 and 60 ms apart, then the usage event 0.5 ms later: (100.5) / (3 - 1), not a mean of 3 gaps.
+    recs = [_rec(1000.0 + i, [40.0, 60.0, 0.5], completion_tokens=3) for i in range(100)]
+    recs += [_rec(1000.0 + 100, [50.0, 70.0])]  # no usage: the mean gap
     recs += [_rec(5.0, [1.0], error_kind="reset"), _rec(5.0, [1.0], warmup=True), _rec(None, [])]
     m = loadtest_metrics(recs)
     assert m["ttft_ms"] == {"p50": 1050.0, "p99": 1099.0, "count": 101}
-    assert m["itl_ms"]["p50"] == 50.0 and m["itl_ms"]["count"] == 101
+    assert m["itl_ms"]["p50"] == pytest.approx(50.25) and 50.25 < m["itl_ms"]["p99"] <= 60.0  # the mean gap, 60
+    assert m["itl_ms"]["count"] == 101
 
 
 def test_aiperf_metrics_in_ms_whatever_their_unit():
