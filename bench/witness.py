@@ -21,10 +21,12 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -60,12 +62,15 @@ def _p(xs: list[float]) -> dict[str, float | None]:
 
 
 def loadtest_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """TTFT and per-request ITL (ms) of loadtest's measured sessions that ended without error (requests.jsonl)."""
-    ttft, itl = [], []
+    """TTFT and per-request ITL (ms) of loadtest's measured sessions that ended without error (requests.jsonl);
+    also TTFT from the request written (``ttfc_sent_ms``), an origin nearer AIPerf's (its request's start)."""
+    ttft, sent, itl = [], [], []
     for r in records:
         if r.get("error_kind") is not None or r.get("warmup") or r.get("ttfc_ms") is None:
             continue
         ttft.append(r["ttfc_ms"])
+        if r.get("ttfc_sent_ms") is not None:
+            sent.append(r["ttfc_sent_ms"])
         gaps = r.get("gaps_ms") or []
         tokens = r.get("completion_tokens")
         if gaps and tokens and tokens > 1:
@@ -74,7 +79,7 @@ def loadtest_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str
             itl.append(sum(gaps) / (tokens - 1))
         elif gaps:
             itl.append(statistics.fmean(gaps))
-    return {"ttft_ms": _p(ttft), "itl_ms": _p(itl)}
+    return {"ttft_ms": _p(ttft), "itl_ms": _p(itl), "ttft_from_sent_ms": _p(sent)}
 
 
 def _in_ms(metric: Mapping[str, Any], key: str) -> float | None:
@@ -126,7 +131,16 @@ def render(result: Mapping[str, Any]) -> str:
                      f"{_f(r['aiperf'])} | {_f(None if r['relative'] is None else 100 * r['relative'], '+.2f')} % "
                      f"| {ok} |")
     n = result.get("sessions") or {}
-    lines += ["", f"Requests measured: loadtest {n.get('loadtest', '—')}, AIPerf {n.get('aiperf', '—')}.", ""]
+    lines += ["", f"Requests measured: loadtest {n.get('loadtest', '—')}, AIPerf {n.get('aiperf', '—')}."]
+    sent = (result.get("loadtest") or {}).get("ttft_from_sent_ms")
+    if sent and sent.get("p50") is not None:
+        lines.append("loadtest counts TTFT from the session's intended start (connect and its own queue included); "
+                     f"from the request written instead: p50 {_f(sent['p50'])} ms, p99 {_f(sent['p99'])} ms.")
+    cpu, wall = result.get("process_cpu_s") or {}, result.get("process_wall_s") or {}
+    if cpu:
+        lines.append("Whole client process trees, start to exit (set-up, load and reports): " + "; ".join(
+            f"{name} {cpu[name]:.1f} CPU s in {wall[name]:.1f} s" for name in cpu if name in wall) + ".")
+    lines.append("")
     if result.get("notes"):
         lines += [*(f"- {note}" for note in result["notes"]), ""]
     lines += ["Commands:", "", "```", *result["commands"], "```", ""]
@@ -163,12 +177,21 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     async with serve("sim", _sim_launch(sc), out / "sim.log") as sim:
         lt = [sys.executable, "-m", "loadtest", "--url", sim.url, "-c", str(args.concurrency),
               "--requests", str(args.requests), "--ramp-up", "0", "--quiet", "--out", str(out / "loadtest")]
-        with (out / "loadtest.log").open("wb") as log:
-            await trio.run_process(lt, stdout=log, stderr=subprocess.STDOUT)
+        cpu: dict[str, float] = {}
+        wall: dict[str, float] = {}
         ap = _aiperf_argv(args.aiperf, sim.url, args, tok, out / "aiperf")
-        with (out / "aiperf.log").open("wb") as log:
-            await trio.run_process(ap, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-    return {"loadtest_argv": lt, "aiperf_argv": ap}
+        for name, argv, child_env in (("loadtest", lt, None), ("aiperf", ap, env)):
+            c0, w0 = _children_cpu_s(), time.monotonic()
+            with (out / f"{name}.log").open("wb") as log:
+                await trio.run_process(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, check=False)
+            cpu[name], wall[name] = _children_cpu_s() - c0, time.monotonic() - w0
+    return {"loadtest_argv": lt, "aiperf_argv": ap, "cpu_s": cpu, "wall_s": wall}
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process and its own waited-for children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": compare(lt, ai),
         "sessions": {"loadtest": lt["ttft_ms"]["count"], "aiperf": ai["ttft_ms"]["count"]},
         "commands": [shlex.join(ran["loadtest_argv"]), shlex.join(ran["aiperf_argv"])],
+        "process_cpu_s": ran["cpu_s"], "process_wall_s": ran["wall_s"],
         "versions": {"python": platform.python_version(), "aiperf": (aiperf_version.splitlines() or ["?"])[-1],
                      **{k: v for k, v in package_versions().items() if k in ("trio", "h11")}},
         "machine": machine_facts(),

@@ -19,7 +19,8 @@ def test_tokenizer_knows_every_sim_word_once():
 
 
 def _rec(ttfc, gaps, **kw):
-    return {"error_kind": None, "warmup": False, "ttfc_ms": ttfc, "gaps_ms": gaps, **kw}
+    sent = None if ttfc is None else ttfc - 30.0
+    return {"error_kind": None, "warmup": False, "ttfc_ms": ttfc, "ttfc_sent_ms": sent, "gaps_ms": gaps, **kw}
 
 
 def test_loadtest_itl_divides_by_tokens_minus_one_and_failures_are_left_out():
@@ -29,6 +30,7 @@ def test_loadtest_itl_divides_by_tokens_minus_one_and_failures_are_left_out():
     recs += [_rec(5.0, [1.0], error_kind="reset"), _rec(5.0, [1.0], warmup=True), _rec(None, [])]
     m = loadtest_metrics(recs)
     assert m["ttft_ms"] == {"p50": 1050.0, "p99": 1099.0, "count": 101}
+    assert m["ttft_from_sent_ms"] == {"p50": 1020.0, "p99": 1069.0, "count": 101}
     assert m["itl_ms"]["p50"] == pytest.approx(50.25) and m["itl_ms"]["count"] == 101
     assert loadtest_metrics([_rec(1000.0, [50.0, 70.0])])["itl_ms"]["p50"] == 60.0  # no usage: the mean gap
 
@@ -50,10 +52,12 @@ def test_compare_within_five_percent_and_render():
     assert by["ttft_ms", "p50"]["relative"] == pytest.approx(0.04) and by["ttft_ms", "p50"]["within_goal"]
     assert by["ttft_ms", "p99"]["within_goal"] is False  # +9.1 %
     assert by["itl_ms", "p99"]["within_goal"] is None
-    text = render({"command": "python -m bench.witness", "concurrency": 50, "requests": 200, "ttft_s": 1.0,
+    sent = {"ttft_from_sent_ms": {"p50": 1010.0, "p99": 1150.0}}
+    text = render({"loadtest": sent, "command": "python -m bench.witness", "concurrency": 50, "requests": 200, "ttft_s": 1.0,
                    "chunks": 20, "interval_s": 0.05, "rows": rows, "sessions": {"loadtest": 200, "aiperf": 200},
                    "commands": ["loadtest ...", "aiperf profile ..."], "notes": ["a note"]})
     assert "| TTFT p50 (ms) | 1040.0 | 1000.0 | +4.00 % | yes |" in text
     assert "| TTFT p99 (ms) | 1200.0 | 1100.0 | +9.09 % | no |" in text
     assert "| ITL p99 (ms) | — | 51.0 | — % | — |" in text
     assert "- a note" in text and "aiperf profile ..." in text
+    assert "from the request written instead: p50 1010.0 ms, p99 1150.0 ms." in text
