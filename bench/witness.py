@@ -82,6 +82,49 @@ def loadtest_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str
     return {"ttft_ms": _p(ttft), "itl_ms": _p(itl), "ttft_from_sent_ms": _p(sent)}
 
 
+def loadtest_sim_view(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """What the sim itself did in loadtest's run, from its send stamps: per-request ITL by the same definition
+    (send of the last event - send of the first) / (tokens - 1), and every chunk's read lag (loadtest's receive
+    stamp - the sim's send stamp), ms."""
+    itl, lag = [], []
+    for r in records:
+        gaps, delays, tokens = r.get("gaps_ms") or [], r.get("relay_delay_ms") or [], r.get("completion_tokens")
+        if r.get("error_kind") is not None or r.get("warmup") or not gaps or len(delays) != len(gaps) + 1:
+            continue
+        received = sum(gaps)  # last receive - first receive
+        if tokens and tokens > 1:
+            itl.append((received - delays[-1] + delays[0]) / (tokens - 1))
+        lag += delays
+    return {"sim_itl_ms": _p(itl), "read_lag_ms": _p(lag)}
+
+
+def aiperf_sim_view(raw_lines: Iterable[str]) -> dict[str, dict[str, float | None]]:
+    """The same from AIPerf's ``profile_export_raw.jsonl`` (``--export-level raw``): each response's ``perf_ns``
+    (``time.perf_counter_ns``: CLOCK_MONOTONIC on Linux, the sim's clock) against the ``"sim"`` stamp in its data,
+    content-bearing responses only (AIPerf's tokens)."""
+    itl, lag = [], []
+    for line in raw_lines:
+        if not line.strip():
+            continue
+        sends: list[int] = []
+        for resp in json.loads(line).get("responses") or []:
+            for packet in resp.get("packets") or []:
+                try:
+                    data = json.loads(packet.get("value") or "")
+                except ValueError:
+                    continue
+                choices = data.get("choices") if isinstance(data, dict) else None
+                if not choices or not (choices[0].get("delta") or {}).get("content"):
+                    continue
+                stamp = data.get("sim", {}).get("ns")
+                if isinstance(stamp, int):
+                    sends.append(stamp)
+                    lag.append((resp["perf_ns"] - stamp) / 1e6)
+        if len(sends) > 1:
+            itl.append((sends[-1] - sends[0]) / 1e6 / (len(sends) - 1))
+    return {"sim_itl_ms": _p(itl), "read_lag_ms": _p(lag)}
+
+
 def _in_ms(metric: Mapping[str, Any], key: str) -> float | None:
     v = metric.get(key)
     if v is None:
@@ -136,6 +179,21 @@ def render(result: Mapping[str, Any]) -> str:
     if sent and sent.get("p50") is not None:
         lines.append("loadtest counts TTFT from the session's intended start (connect and its own queue included); "
                      f"from the request written instead: p50 {_f(sent['p50'])} ms, p99 {_f(sent['p99'])} ms.")
+    views = result.get("sim_view") or {}
+    if views:
+        lines += ["", "Against the sim's own send stamps (each chunk carries one; same clock), in each client's run:",
+                  "",
+                  "| client | sim-stamped ITL p50 / p99 (ms) | client's ITL p50 / p99 (ms) | read lag p50 / p99 (ms) |",
+                  "|---|---|---|---|"]
+        measured = {"loadtest": result.get("loadtest"), "aiperf": result.get("aiperf")}
+        for name, v in views.items():
+            if not v:
+                continue
+            m = (measured.get(name) or {}).get("itl_ms") or {}
+            lines.append(f"| {name} | {_f(v['sim_itl_ms']['p50'])} / {_f(v['sim_itl_ms']['p99'])} | "
+                         f"{_f(m.get('p50'))} / {_f(m.get('p99'))} | {_f(v['read_lag_ms']['p50'], '.2f')} / "
+                         f"{_f(v['read_lag_ms']['p99'], '.2f')} |")
+        lines.append("")
     cpu, wall = result.get("process_cpu_s") or {}, result.get("process_wall_s") or {}
     if cpu:
         lines.append("Whole client process trees, start to exit (set-up, load and reports): " + "; ".join(
@@ -155,7 +213,8 @@ def _aiperf_argv(aiperf: str, url: str, args: argparse.Namespace, tokenizer: Pat
             "--endpoint-type", "chat", "--streaming", "--tokenizer", str(tokenizer),
             "--concurrency", str(args.concurrency), "--request-count", str(args.requests),
             "--prompt-input-tokens-mean", "16", "--prompt-input-tokens-stddev", "0",
-            "--ui-type", "none", "--no-server-metrics", "--output-artifact-dir", str(artifacts)]
+            "--ui-type", "none", "--no-server-metrics", "--export-level", "raw",
+            "--output-artifact-dir", str(artifacts)]
 
 
 async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -167,7 +226,7 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     sc = Scenario("witness", streams=args.concurrency, ttft_s=args.ttft, ttft_jitter_s=0.0, chunks=args.chunks,
                   interval_s=args.interval)
-    tok = out / "tokenizer"
+    tok = (out / "tokenizer").resolve()  # AIPerf 0.13.0 takes a relative path for a hub name
     tok.mkdir(parents=True, exist_ok=True)
     for name, text in tokenizer_files(VOCABULARY).items():
         (tok / name).write_text(text)
@@ -220,11 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"AIPerf wrote no profile_export_aiperf.json; see {args.out / 'aiperf.log'}", file=sys.stderr)
         return 1
     ai = aiperf_metrics(json.loads(exports[-1].read_text()))
+    raw = sorted((args.out / "aiperf").rglob("profile_export_raw.jsonl"))
+    views = {"loadtest": loadtest_sim_view(records),
+             "aiperf": aiperf_sim_view(raw[-1].read_text().splitlines()) if raw else None}
     aiperf_version = subprocess.run([args.aiperf, "--version"], capture_output=True, text=True).stdout.strip()
     result = {
         "command": command, "concurrency": args.concurrency, "requests": args.requests, "ttft_s": args.ttft,
         "chunks": args.chunks, "interval_s": args.interval, "loadtest": lt, "aiperf": ai,
-        "rows": compare(lt, ai),
+        "rows": compare(lt, ai), "sim_view": views,
         "sessions": {"loadtest": lt["ttft_ms"]["count"], "aiperf": ai["ttft_ms"]["count"]},
         "commands": [shlex.join(ran["loadtest_argv"]), shlex.join(ran["aiperf_argv"])],
         "process_cpu_s": ran["cpu_s"], "process_wall_s": ran["wall_s"],

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from bench.witness import aiperf_metrics, compare, loadtest_metrics, render, tokenizer_files
+from bench.witness import (
+    aiperf_metrics,
+    aiperf_sim_view,
+    compare,
+    loadtest_metrics,
+    loadtest_sim_view,
+    render,
+    tokenizer_files,
+)
 from loadtest.simcontent import VOCABULARY
 
 
@@ -53,7 +61,8 @@ def test_compare_within_five_percent_and_render():
     assert by["ttft_ms", "p99"]["within_goal"] is False  # +9.1 %
     assert by["itl_ms", "p99"]["within_goal"] is None
     sent = {"ttft_from_sent_ms": {"p50": 1010.0, "p99": 1150.0}}
-    text = render({"loadtest": sent, "command": "python -m bench.witness", "concurrency": 50, "requests": 200, "ttft_s": 1.0,
+    text = render({"loadtest": sent, "command": "python -m bench.witness", "concurrency": 50, "requests": 200,
+                   "ttft_s": 1.0,
                    "chunks": 20, "interval_s": 0.05, "rows": rows, "sessions": {"loadtest": 200, "aiperf": 200},
                    "commands": ["loadtest ...", "aiperf profile ..."], "notes": ["a note"]})
     assert "| TTFT p50 (ms) | 1040.0 | 1000.0 | +4.00 % | yes |" in text
@@ -61,3 +70,29 @@ def test_compare_within_five_percent_and_render():
     assert "| ITL p99 (ms) | — | 51.0 | — % | — |" in text
     assert "- a note" in text and "aiperf profile ..." in text
     assert "from the request written instead: p50 1010.0 ms, p99 1150.0 ms." in text
+
+
+def test_sim_view_of_loadtest_from_gaps_and_relay_delays():
+    # Received at 0, 50, 110 (usage event); the sim sent at -1, 49, 104: sim ITL (104 - -1) / (3 - 1).
+    rec = _rec(1000.0, [50.0, 60.0], relay_delay_ms=[1.0, 1.0, 6.0], completion_tokens=3)
+    v = loadtest_sim_view([rec, _rec(1.0, [1.0], relay_delay_ms=[1.0, 1.0], error_kind="reset")])
+    assert v["sim_itl_ms"]["p50"] == pytest.approx(52.5) and v["sim_itl_ms"]["count"] == 1
+    assert v["read_lag_ms"]["count"] == 3 and v["read_lag_ms"]["p50"] == 1.0
+
+
+def _packet(content, ns):
+    data = {"choices": [{"delta": {"content": content} if content is not None else {}}], "sim": {"ns": ns}}
+    return {"name": "data", "value": json.dumps(data)}
+
+
+def test_sim_view_of_aiperf_counts_content_chunks_only():
+    ms = 1_000_000
+    line = json.dumps({"responses": [
+        {"perf_ns": 1000 * ms + ms, "packets": [_packet("the", 1000 * ms)]},
+        {"perf_ns": 1050 * ms + 3 * ms, "packets": [_packet(" moon", 1050 * ms)]},
+        {"perf_ns": 1101 * ms, "packets": [_packet(" orbits", 1100 * ms)]},
+        {"perf_ns": 1102 * ms, "packets": [_packet(None, 1101 * ms), {"name": "data", "value": "[DONE]"}]},
+    ]})
+    v = aiperf_sim_view([line, ""])
+    assert v["sim_itl_ms"]["p50"] == pytest.approx(50.0) and v["sim_itl_ms"]["count"] == 1
+    assert v["read_lag_ms"]["count"] == 3 and v["read_lag_ms"]["p50"] == pytest.approx(1.0)
