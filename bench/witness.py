@@ -46,11 +46,25 @@ def tokenizer_files(vocabulary: Iterable[str]) -> dict[str, str]:
     for word in vocabulary:
         vocab.setdefault(word, len(vocab))
     tokenizer = {
-        "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": [{"id": 0, "content": UNK, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True}],
-        "normalizer": None, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None,
-        "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": UNK},
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": 0,
+                "content": UNK,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": UNK},
     }
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": UNK, "model_max_length": 1_000_000}
     return {"tokenizer.json": json.dumps(tokenizer), "tokenizer_config.json": json.dumps(config)}
@@ -151,8 +165,16 @@ def compare(loadtest: Mapping[str, Mapping[str, Any]], aiperf: Mapping[str, Mapp
         for p in ("p50", "p99"):
             a, b = loadtest[metric][p], aiperf[metric][p]
             rel = a / b - 1 if a is not None and b else None
-            rows.append({"metric": metric, "p": p, "loadtest": a, "aiperf": b, "relative": rel,
-                         "within_goal": None if rel is None else abs(rel) <= GOAL})
+            rows.append(
+                {
+                    "metric": metric,
+                    "p": p,
+                    "loadtest": a,
+                    "aiperf": b,
+                    "relative": rel,
+                    "within_goal": None if rel is None else abs(rel) <= GOAL,
+                }
+            )
     return rows
 
 
@@ -162,42 +184,60 @@ def _f(v: float | None, spec: str = ".1f") -> str:
 
 def render(result: Mapping[str, Any]) -> str:
     """README.md: both clients' TTFT and ITL, the verdict, the commands and the versions."""
-    lines = [f"# Independent witness: loadtest and AIPerf on the same sim, {result['concurrency']} streams", "",
-             f"`{result['command']}`", "",
-             f"Sim: TTFT {result['ttft_s']:g} s, no jitter, {result['chunks']} chunks {result['interval_s']:g} s "
-             f"apart, one token per chunk; closed loop, {result['concurrency']} concurrent, {result['requests']} "
-             "streaming chat requests per client, loadtest first, then AIPerf, against the same sim.", "",
-             "| metric | loadtest | AIPerf | loadtest / AIPerf - 1 | within 5 % |", "|---|---:|---:|---:|---|"]
+    lines = [
+        f"# Independent witness: loadtest and AIPerf on the same sim, {result['concurrency']} streams",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"Sim: TTFT {result['ttft_s']:g} s, no jitter, {result['chunks']} chunks {result['interval_s']:g} s "
+        f"apart, one token per chunk; closed loop, {result['concurrency']} concurrent, {result['requests']} "
+        "streaming chat requests per client, loadtest first, then AIPerf, against the same sim.",
+        "",
+        "| metric | loadtest | AIPerf | loadtest / AIPerf - 1 | within 5 % |",
+        "|---|---:|---:|---:|---|",
+    ]
     for r in result["rows"]:
         ok = "—" if r["within_goal"] is None else "yes" if r["within_goal"] else "no"
-        lines.append(f"| {r['metric'].removesuffix('_ms').upper()} {r['p']} (ms) | {_f(r['loadtest'])} | "
-                     f"{_f(r['aiperf'])} | {_f(None if r['relative'] is None else 100 * r['relative'], '+.2f')} % "
-                     f"| {ok} |")
+        lines.append(
+            f"| {r['metric'].removesuffix('_ms').upper()} {r['p']} (ms) | {_f(r['loadtest'])} | "
+            f"{_f(r['aiperf'])} | {_f(None if r['relative'] is None else 100 * r['relative'], '+.2f')} % "
+            f"| {ok} |"
+        )
     n = result.get("sessions") or {}
     lines += ["", f"Requests measured: loadtest {n.get('loadtest', '—')}, AIPerf {n.get('aiperf', '—')}."]
     sent = (result.get("loadtest") or {}).get("ttft_from_sent_ms")
     if sent and sent.get("p50") is not None:
-        lines.append("loadtest counts TTFT from the session's intended start (connect and its own queue included); "
-                     f"from the request written instead: p50 {_f(sent['p50'])} ms, p99 {_f(sent['p99'])} ms.")
+        lines.append(
+            "loadtest counts TTFT from the session's intended start (connect and its own queue included); "
+            f"from the request written instead: p50 {_f(sent['p50'])} ms, p99 {_f(sent['p99'])} ms."
+        )
     views = result.get("sim_view") or {}
     if views:
-        lines += ["", "Against the sim's own send stamps (each chunk carries one; same clock), in each client's run:",
-                  "",
-                  "| client | sim-stamped ITL p50 / p99 (ms) | client's ITL p50 / p99 (ms) | read lag p50 / p99 (ms) |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "Against the sim's own send stamps (each chunk carries one; same clock), in each client's run:",
+            "",
+            "| client | sim-stamped ITL p50 / p99 (ms) | client's ITL p50 / p99 (ms) | read lag p50 / p99 (ms) |",
+            "|---|---|---|---|",
+        ]
         measured = {"loadtest": result.get("loadtest"), "aiperf": result.get("aiperf")}
         for name, v in views.items():
             if not v:
                 continue
             m = (measured.get(name) or {}).get("itl_ms") or {}
-            lines.append(f"| {name} | {_f(v['sim_itl_ms']['p50'])} / {_f(v['sim_itl_ms']['p99'])} | "
-                         f"{_f(m.get('p50'))} / {_f(m.get('p99'))} | {_f(v['read_lag_ms']['p50'], '.2f')} / "
-                         f"{_f(v['read_lag_ms']['p99'], '.2f')} |")
+            lines.append(
+                f"| {name} | {_f(v['sim_itl_ms']['p50'])} / {_f(v['sim_itl_ms']['p99'])} | "
+                f"{_f(m.get('p50'))} / {_f(m.get('p99'))} | {_f(v['read_lag_ms']['p50'], '.2f')} / "
+                f"{_f(v['read_lag_ms']['p99'], '.2f')} |"
+            )
         lines.append("")
     cpu, wall = result.get("process_cpu_s") or {}, result.get("process_wall_s") or {}
     if cpu:
-        lines.append("Whole client process trees, start to exit (set-up, load and reports): " + "; ".join(
-            f"{name} {cpu[name]:.1f} CPU s in {wall[name]:.1f} s" for name in cpu if name in wall) + ".")
+        lines.append(
+            "Whole client process trees, start to exit (set-up, load and reports): "
+            + "; ".join(f"{name} {cpu[name]:.1f} CPU s in {wall[name]:.1f} s" for name in cpu if name in wall)
+            + "."
+        )
     lines.append("")
     if result.get("notes"):
         lines += [*(f"- {note}" for note in result["notes"]), ""]
@@ -209,12 +249,34 @@ def render(result: Mapping[str, Any]) -> str:
 
 
 def _aiperf_argv(aiperf: str, url: str, args: argparse.Namespace, tokenizer: Path, artifacts: Path) -> list[str]:
-    return [aiperf, "profile", "--model", "moonshot-v1-8k", "--url", url.removesuffix("/v1"),
-            "--endpoint-type", "chat", "--streaming", "--tokenizer", str(tokenizer),
-            "--concurrency", str(args.concurrency), "--request-count", str(args.requests),
-            "--prompt-input-tokens-mean", "16", "--prompt-input-tokens-stddev", "0",
-            "--ui-type", "none", "--no-server-metrics", "--export-level", "raw",
-            "--output-artifact-dir", str(artifacts)]
+    return [
+        aiperf,
+        "profile",
+        "--model",
+        "moonshot-v1-8k",
+        "--url",
+        url.removesuffix("/v1"),
+        "--endpoint-type",
+        "chat",
+        "--streaming",
+        "--tokenizer",
+        str(tokenizer),
+        "--concurrency",
+        str(args.concurrency),
+        "--request-count",
+        str(args.requests),
+        "--prompt-input-tokens-mean",
+        "16",
+        "--prompt-input-tokens-stddev",
+        "0",
+        "--ui-type",
+        "none",
+        "--no-server-metrics",
+        "--export-level",
+        "raw",
+        "--output-artifact-dir",
+        str(artifacts),
+    ]
 
 
 async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -224,8 +286,14 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from bench.run import _sim_launch
     from bench.scenarios import Scenario
 
-    sc = Scenario("witness", streams=args.concurrency, ttft_s=args.ttft, ttft_jitter_s=0.0, chunks=args.chunks,
-                  interval_s=args.interval)
+    sc = Scenario(
+        "witness",
+        streams=args.concurrency,
+        ttft_s=args.ttft,
+        ttft_jitter_s=0.0,
+        chunks=args.chunks,
+        interval_s=args.interval,
+    )
     tok = (out / "tokenizer").resolve()  # AIPerf 0.13.0 takes a relative path for a hub name
     tok.mkdir(parents=True, exist_ok=True)
     for name, text in tokenizer_files(VOCABULARY).items():
@@ -234,8 +302,22 @@ async def _measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     # and fails; without it a directory path loads from the directory and touches no network.
     env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"}
     async with serve("sim", _sim_launch(sc), out / "sim.log") as sim:
-        lt = [sys.executable, "-m", "loadtest", "--url", sim.url, "-c", str(args.concurrency),
-              "--requests", str(args.requests), "--ramp-up", "0", "--quiet", "--out", str(out / "loadtest")]
+        lt = [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "--url",
+            sim.url,
+            "-c",
+            str(args.concurrency),
+            "--requests",
+            str(args.requests),
+            "--ramp-up",
+            "0",
+            "--quiet",
+            "--out",
+            str(out / "loadtest"),
+        ]
         cpu: dict[str, float] = {}
         wall: dict[str, float] = {}
         ap = _aiperf_argv(args.aiperf, sim.url, args, tok, out / "aiperf")
@@ -256,8 +338,9 @@ def _children_cpu_s() -> float:
 def main(argv: list[str] | None = None) -> int:
     import trio
 
-    p = argparse.ArgumentParser(prog="python -m bench.witness", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.witness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--concurrency", "-c", type=int, default=50)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--ttft", type=float, default=1.0)
@@ -280,18 +363,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ai = aiperf_metrics(json.loads(exports[-1].read_text()))
     raw = sorted((args.out / "aiperf").rglob("profile_export_raw.jsonl"))
-    views = {"loadtest": loadtest_sim_view(records),
-             "aiperf": aiperf_sim_view(raw[-1].read_text().splitlines()) if raw else None}
+    views = {
+        "loadtest": loadtest_sim_view(records),
+        "aiperf": aiperf_sim_view(raw[-1].read_text().splitlines()) if raw else None,
+    }
     aiperf_version = subprocess.run([args.aiperf, "--version"], capture_output=True, text=True).stdout.strip()
     result = {
-        "command": command, "concurrency": args.concurrency, "requests": args.requests, "ttft_s": args.ttft,
-        "chunks": args.chunks, "interval_s": args.interval, "loadtest": lt, "aiperf": ai,
-        "rows": compare(lt, ai), "sim_view": views,
+        "command": command,
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "ttft_s": args.ttft,
+        "chunks": args.chunks,
+        "interval_s": args.interval,
+        "loadtest": lt,
+        "aiperf": ai,
+        "rows": compare(lt, ai),
+        "sim_view": views,
         "sessions": {"loadtest": lt["ttft_ms"]["count"], "aiperf": ai["ttft_ms"]["count"]},
         "commands": [shlex.join(ran["loadtest_argv"]), shlex.join(ran["aiperf_argv"])],
-        "process_cpu_s": ran["cpu_s"], "process_wall_s": ran["wall_s"],
-        "versions": {"python": platform.python_version(), "aiperf": (aiperf_version.splitlines() or ["?"])[-1],
-                     **{k: v for k, v in package_versions().items() if k in ("trio", "h11")}},
+        "process_cpu_s": ran["cpu_s"],
+        "process_wall_s": ran["wall_s"],
+        "versions": {
+            "python": platform.python_version(),
+            "aiperf": (aiperf_version.splitlines() or ["?"])[-1],
+            **{k: v for k, v in package_versions().items() if k in ("trio", "h11")},
+        },
         "machine": machine_facts(),
     }
     (args.out / "witness.json").write_text(json.dumps(result, indent=2, default=str))

@@ -44,8 +44,10 @@ def test_loadtest_itl_divides_by_tokens_minus_one_and_failures_are_left_out():
 
 
 def test_aiperf_metrics_in_ms_whatever_their_unit():
-    doc = {"time_to_first_token": {"unit": "ms", "p50": 1001.5, "p99": 1010.0, "count": 200},
-           "inter_token_latency": {"unit": "ns", "p50": 50_100_000, "p99": 52_000_000}}
+    doc = {
+        "time_to_first_token": {"unit": "ms", "p50": 1001.5, "p99": 1010.0, "count": 200},
+        "inter_token_latency": {"unit": "ns", "p50": 50_100_000, "p99": 52_000_000},
+    }
     m = aiperf_metrics(doc)
     assert m["ttft_ms"] == {"p50": 1001.5, "p99": 1010.0, "count": 200}
     assert m["itl_ms"]["p50"] == pytest.approx(50.1) and m["itl_ms"]["p99"] == pytest.approx(52.0)
@@ -61,10 +63,21 @@ def test_compare_within_five_percent_and_render():
     assert by["ttft_ms", "p99"]["within_goal"] is False  # +9.1 %
     assert by["itl_ms", "p99"]["within_goal"] is None
     sent = {"ttft_from_sent_ms": {"p50": 1010.0, "p99": 1150.0}}
-    text = render({"loadtest": sent, "command": "python -m bench.witness", "concurrency": 50, "requests": 200,
-                   "ttft_s": 1.0,
-                   "chunks": 20, "interval_s": 0.05, "rows": rows, "sessions": {"loadtest": 200, "aiperf": 200},
-                   "commands": ["loadtest ...", "aiperf profile ..."], "notes": ["a note"]})
+    text = render(
+        {
+            "loadtest": sent,
+            "command": "python -m bench.witness",
+            "concurrency": 50,
+            "requests": 200,
+            "ttft_s": 1.0,
+            "chunks": 20,
+            "interval_s": 0.05,
+            "rows": rows,
+            "sessions": {"loadtest": 200, "aiperf": 200},
+            "commands": ["loadtest ...", "aiperf profile ..."],
+            "notes": ["a note"],
+        }
+    )
     assert "| TTFT p50 (ms) | 1040.0 | 1000.0 | +4.00 % | yes |" in text
     assert "| TTFT p99 (ms) | 1200.0 | 1100.0 | +9.09 % | no |" in text
     assert "| ITL p99 (ms) | — | 51.0 | — % | — |" in text
@@ -87,12 +100,16 @@ def _packet(content, ns):
 
 def test_sim_view_of_aiperf_counts_content_chunks_only():
     ms = 1_000_000
-    line = json.dumps({"responses": [
-        {"perf_ns": 1000 * ms + ms, "packets": [_packet("the", 1000 * ms)]},
-        {"perf_ns": 1050 * ms + 3 * ms, "packets": [_packet(" moon", 1050 * ms)]},
-        {"perf_ns": 1101 * ms, "packets": [_packet(" orbits", 1100 * ms)]},
-        {"perf_ns": 1102 * ms, "packets": [_packet(None, 1101 * ms), {"name": "data", "value": "[DONE]"}]},
-    ]})
+    line = json.dumps(
+        {
+            "responses": [
+                {"perf_ns": 1000 * ms + ms, "packets": [_packet("the", 1000 * ms)]},
+                {"perf_ns": 1050 * ms + 3 * ms, "packets": [_packet(" moon", 1050 * ms)]},
+                {"perf_ns": 1101 * ms, "packets": [_packet(" orbits", 1100 * ms)]},
+                {"perf_ns": 1102 * ms, "packets": [_packet(None, 1101 * ms), {"name": "data", "value": "[DONE]"}]},
+            ]
+        }
+    )
     v = aiperf_sim_view([line, ""])
     assert v["sim_itl_ms"]["p50"] == pytest.approx(50.0) and v["sim_itl_ms"]["count"] == 1
     assert v["read_lag_ms"]["count"] == 3 and v["read_lag_ms"]["p50"] == pytest.approx(1.0)
