@@ -1,10 +1,13 @@
 """``python -m bench.clientbias``: how much later the project's ``loadtest`` reads TTFC than a raw trio + h11
 client on the same upstream (issue 16, item 4).
 
-One sim with a known TTFT (``--ttft``, 1 s, no jitter); for each repeat, ``python -m loadtest`` and then
-``python -m bench.rawclient`` run N concurrent sessions against it, one after the other (the same counts, the
-same sim). Each process's TTFC p50/p99 over its sessions, their difference (loadtest - raw; goal: <= 5 ms at
-p50 and p99), and each client's CPU share (of one core) are written to ``<out>/README.md`` and
+One sim with a known TTFT (``--ttft``, 1 s, no jitter); for each repeat, ``python -m loadtest`` (no ramp-up:
+all N due at once, like the raw client) and ``python -m bench.rawclient`` run N concurrent sessions against it,
+one after the other, the order alternating between repeats (the same counts, the same sim). Both count TTFC from
+the instant all N sessions were due. Each process's TTFC p50/p99 over its sessions, their difference (loadtest
+- raw; goal: <= 5 ms at p50 and p99), the spread of the per-repeat differences and of the raw client's own p50
+(the machine's noise), the load generator's first-chunk read lag (its receive time minus the sim's send stamp
+of the first chunk) and each client's CPU share of the machine are written to ``<out>/README.md`` and
 ``<out>/clientbias.json``; the load generator's runs stay under ``<out>/runs/``.
 
 ``compare`` and ``render`` are pure; ``main`` is the shell.
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import platform
 import shlex
 import statistics
 import subprocess
@@ -27,6 +32,18 @@ import trio
 from loadtest.stats import percentiles
 
 GOAL_MS = 5.0
+
+
+def first_chunk_read_lags(loadtest_out: Path) -> list[float]:
+    """Each measured session's first relay delay (ms): when the load generator stamped its first chunk minus
+    when the sim stamped sending it. What the load generator adds between the socket and its TTFC stamp."""
+    out = []
+    with (loadtest_out / "requests.jsonl").open() as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("error_kind") is None and not r.get("warmup") and r.get("relay_delay_ms"):
+                out.append(r["relay_delay_ms"][0])
+    return out
 
 
 def compare(loadtest_ms: list[float], raw_ms: list[float]) -> dict[str, Any]:
@@ -43,41 +60,74 @@ def _f(v: float | None, spec: str = ".1f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _verdict(d: float | None) -> str:
+    return "not measured" if d is None else "met" if abs(d) <= GOAL_MS else f"missed by {abs(d) - GOAL_MS:.1f} ms"
+
+
 def render(result: dict[str, Any]) -> str:
-    """README.md: the pooled comparison, the goal met or missed, and every repeat."""
+    """README.md: the pooled comparison, the goal met or missed, the noise, and every repeat."""
     pooled = result["pooled"]
     lines = [f"# Load generator bias at {result['concurrency']:,} streams", "", f"`{result['command']}`", "",
-             f"Sim: TTFT {result['ttft_s']:g} s, no jitter; {result['repeat']} repeat(s), loadtest then the raw "
-             "trio + h11 client (`bench/rawclient.py`) against the same sim, the same session count.", "",
+             f"Sim: TTFT {result['ttft_s']:g} s, no jitter; {result['repeat']} repeat(s), loadtest and the raw "
+             "trio + h11 client (`bench/rawclient.py`) one after the other against the same sim, the order "
+             "alternating (odd repeats loadtest first), the same session count, all sessions due at once; both "
+             "count TTFC from that instant.", "",
              "| | loadtest | raw client | loadtest - raw |", "|---|---:|---:|---:|"]
     for p in ("p50", "p99"):
         lines.append(f"| TTFC {p} (ms, all repeats pooled) | {_f(pooled[f'loadtest_{p}_ms'])} | "
                      f"{_f(pooled[f'raw_{p}_ms'])} | {_f(pooled[f'diff_{p}_ms'])} |")
-    lines.append(f"| CPU share of one core (median) | {_f(result['loadtest_cpu_share'], '.0%')} | "
-                 f"{_f(result['raw_cpu_share'], '.0%')} | |")
+    for p in ("p50", "p99"):
+        d = _f(result.get(f"median_diff_{p}_ms"))
+        lines.append(f"| TTFC {p} difference, median of the repeats (ms) | | | {d} |")
+    lines.append(f"| CPU share of the machine, {result.get('cores') or '?'} cores (median) | "
+                 f"{_f(result['loadtest_cpu_share'], '.1%')} | {_f(result['raw_cpu_share'], '.1%')} | |")
     lines.append("")
     for p in ("p50", "p99"):
-        d = pooled[f"diff_{p}_ms"]
-        verdict = ("not measured" if d is None else "met" if abs(d) <= GOAL_MS
-                   else f"missed by {abs(d) - GOAL_MS:.1f} ms")
-        lines.append(f"- Goal: {p} within {GOAL_MS:g} ms: {verdict}.")
-    lines += ["", "| repeat | loadtest p50 / p99 | raw p50 / p99 | diff p50 / p99 | loadtest CPU | raw CPU |",
-              "|---:|---|---|---|---:|---:|"]
+        lines.append(f"- Goal: {p} within {GOAL_MS:g} ms (pooled): {_verdict(pooled[f'diff_{p}_ms'])}; "
+                     f"median of the repeats: {_verdict(result.get(f'median_diff_{p}_ms'))}.")
+    noise = result.get("noise") or {}
+    if noise:
+        lines.append(f"- Noise: the raw client's own TTFC p50 ranged {_f(noise.get('raw_p50_min_ms'))}–"
+                     f"{_f(noise.get('raw_p50_max_ms'))} ms over the repeats; the p50 difference "
+                     f"{_f(noise.get('diff_p50_min_ms'))} to {_f(noise.get('diff_p50_max_ms'))} ms.")
+    lag = result.get("first_chunk_read_lag_ms") or {}
+    if lag.get("p50") is not None:
+        lines.append(f"- The load generator's first-chunk read lag (its receive stamp minus the sim's send stamp "
+                     f"of the first chunk, all repeats): p50 {_f(lag['p50'], '.2f')} ms, p99 "
+                     f"{_f(lag['p99'], '.2f')} ms.")
+    lines += ["", "TTFC in ms; CPU as a share of the machine.", "",
+              "| repeat | first | loadtest p50 / p99 | raw p50 / p99 | diff p50 / p99 | raw p50 from its own start "
+              "| loadtest CPU | raw CPU |", "|---:|---|---|---|---|---:|---:|---:|"]
     for i, r in enumerate(result["repeats"], 1):
-        lines.append(f"| {i} | {_f(r['loadtest_p50_ms'])} / {_f(r['loadtest_p99_ms'])} | {_f(r['raw_p50_ms'])} / "
-                     f"{_f(r['raw_p99_ms'])} | {_f(r['diff_p50_ms'])} / {_f(r['diff_p99_ms'])} | "
-                     f"{_f(r['loadtest_cpu_share'], '.0%')} | {_f(r['raw_cpu_share'], '.0%')} |")
+        lines.append(f"| {i} | {r.get('first', '?')} | {_f(r['loadtest_p50_ms'])} / {_f(r['loadtest_p99_ms'])} | "
+                     f"{_f(r['raw_p50_ms'])} / {_f(r['raw_p99_ms'])} | {_f(r['diff_p50_ms'])} / "
+                     f"{_f(r['diff_p99_ms'])} | {_f(r.get('raw_own_p50_ms'))} | "
+                     f"{_f(r['loadtest_cpu_share'], '.1%')} | {_f(r['raw_cpu_share'], '.1%')} |")
+    for title, facts in (("Versions", result.get("versions")), ("Machine", result.get("machine"))):
+        if facts:
+            lines += ["", f"{title}: " + "; ".join(f"{k} {v}" for k, v in facts.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
 def summarize(repeats: list[dict[str, Any]], samples: dict[str, list[float]], **meta: Any) -> dict[str, Any]:
-    """The whole result from each repeat's comparison and the pooled samples of both clients."""
+    """The whole result from each repeat's comparison and the pooled samples of both clients (``samples`` may
+    also hold ``read_lag``: the load generator's first-chunk read lags, ms)."""
+    def col(key: str) -> list[float]:
+        return [r[key] for r in repeats if r.get(key) is not None]
+
     def med(key: str) -> float | None:
-        xs = [r[key] for r in repeats if r.get(key) is not None]
+        xs = col(key)
         return statistics.median(xs) if xs else None
 
+    noise: dict[str, float] = {}
+    for key, name in (("raw_p50_ms", "raw_p50"), ("diff_p50_ms", "diff_p50")):
+        if col(key):
+            noise[f"{name}_min_ms"], noise[f"{name}_max_ms"] = min(col(key)), max(col(key))
+    lag = percentiles(samples.get("read_lag", []), (50, 99))
     return {**meta, "repeat": len(repeats), "repeats": repeats,
             "pooled": compare(samples["loadtest"], samples["raw"]),
+            "median_diff_p50_ms": med("diff_p50_ms"), "median_diff_p99_ms": med("diff_p99_ms"), "noise": noise,
+            "first_chunk_read_lag_ms": {"p50": lag["p50"], "p99": lag["p99"]},
             "loadtest_cpu_share": med("loadtest_cpu_share"), "raw_cpu_share": med("raw_cpu_share")}
 
 
@@ -89,26 +139,35 @@ async def _measure(args: argparse.Namespace, out: Path) -> tuple[list[dict[str, 
     sc = Scenario("clientbias", streams=args.concurrency, ttft_s=args.ttft, ttft_jitter_s=0.0, chunks=args.chunks,
                   interval_s=0.1)
     repeats: list[dict[str, Any]] = []
-    samples: dict[str, list[float]] = {"loadtest": [], "raw": []}
+    samples: dict[str, list[float]] = {"loadtest": [], "raw": [], "read_lag": []}
+    cores = os.cpu_count() or 1
     async with serve("sim", _sim_launch(sc), out / "sim.log") as sim:
         for rep in range(1, args.repeat + 1):
             rundir = out / "runs" / f"r{rep}"
             rundir.mkdir(parents=True, exist_ok=True)
             argv = [sys.executable, "-m", "loadtest", "--url", sim.url, "-c", str(args.concurrency), "--quiet",
-                    "--out", str(rundir / "loadtest")]
-            with (rundir / "loadtest.log").open("wb") as log:
-                await trio.run_process(argv, stdout=log, stderr=subprocess.STDOUT)
+                    "--ramp-up", "0", "--workers", str(args.workers), "--out", str(rundir / "loadtest")]
+            raw_argv = [sys.executable, "-m", "bench.rawclient", "--url", sim.url, "-c", str(args.concurrency)]
+            first = "loadtest" if rep % 2 else "raw"
+            raw_doc: dict[str, Any] = {}
+            for client in (("loadtest", "raw") if first == "loadtest" else ("raw", "loadtest")):
+                if client == "loadtest":
+                    with (rundir / "loadtest.log").open("wb") as log:
+                        await trio.run_process(argv, stdout=log, stderr=subprocess.STDOUT)
+                else:
+                    raw_doc = json.loads((await trio.run_process(raw_argv, capture_stdout=True)).stdout)
             lt_ms = ttfc_samples(rundir)
             summary = json.loads((rundir / "loadtest" / "result.json").read_text())["summary"]
-            raw = await trio.run_process([sys.executable, "-m", "bench.rawclient", "--url", sim.url,
-                                          "-c", str(args.concurrency)], capture_stdout=True)
-            raw_doc = json.loads(raw.stdout)
             raw_ms = [t / 1e6 for t in raw_doc["ttfc_ns"] if t is not None]
+            own_ms = [t / 1e6 for t in raw_doc["ttfc_own_ns"] if t is not None]
             (rundir / "rawclient.json").write_text(json.dumps(raw_doc))
             row = compare(lt_ms, raw_ms)
+            row["first"] = first
+            row["raw_own_p50_ms"] = percentiles(own_ms, (50,))["p50"]
             row["raw_failed"] = raw_doc["ttfc_ns"].count(None)
-            row["loadtest_cpu_share"] = summary.get("loadtest_cpu_utilization")
-            row["raw_cpu_share"] = raw_doc["cpu_s"] / raw_doc["wall_s"] if raw_doc["wall_s"] else None
+            row["loadtest_cpu_share"] = summary.get("loadtest_cpu_share")
+            row["raw_cpu_share"] = raw_doc["cpu_s"] / raw_doc["wall_s"] / cores if raw_doc["wall_s"] else None
+            samples["read_lag"] += first_chunk_read_lags(rundir / "loadtest")
             print(f"[clientbias] repeat {rep}: TTFC p50 loadtest {row['loadtest_p50_ms']:.1f} raw "
                   f"{row['raw_p50_ms']:.1f} ms", flush=True)
             repeats.append(row)
@@ -124,16 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--ttft", type=float, default=1.0)
     p.add_argument("--chunks", type=int, default=5)
+    p.add_argument("--workers", type=int, default=1, help="loadtest --workers")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    from bench.run import raise_fd_limit
+    from bench.run import machine_facts, raise_fd_limit
+    from loadtest.report import package_versions
 
     out = args.out or Path("results") / f"clientbias-{dt.datetime.now(dt.UTC):%Y-%m-%d}-c{args.concurrency}"
     out.mkdir(parents=True, exist_ok=True)
     raise_fd_limit()
     command = shlex.join(["python", "-m", "bench.clientbias", *(sys.argv[1:] if argv is None else argv)])
     repeats, samples = trio.run(_measure, args, out)
-    result = summarize(repeats, samples, command=command, concurrency=args.concurrency, ttft_s=args.ttft)
+    versions = {"python": platform.python_version(),
+                **{k: v for k, v in package_versions().items() if k in ("trio", "h11")}}
+    result = summarize(repeats, samples, command=command, concurrency=args.concurrency, ttft_s=args.ttft,
+                       cores=os.cpu_count(), versions=versions, machine=machine_facts())
     (out / "clientbias.json").write_text(json.dumps(result, indent=2))
     text = render(result)
     (out / "README.md").write_text(text)

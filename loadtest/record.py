@@ -129,3 +129,4 @@ class RunData:
     fd_limit: tuple[int, int] = (0, 0)
     connect_retries: int = 0
     upstream_peak_open: int | None = None  # embedded mode: the most streams the relay held open at the sim
+    cores: int | None = None  # CPUs of the machine the run ran on: the load generator's share is of all of them

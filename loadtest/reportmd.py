@@ -203,8 +203,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         ("Relay CPU per chunk", s.get("relay_cpu_us_per_chunk"), "µs"),
         ("Relay memory per open stream", s.get("relay_mem_per_stream_bytes"), "bytes"),
         ("Load generator CPU per chunk", s.get("loadtest_cpu_us_per_chunk"), "µs"),
-        ("Load generator CPU utilisation", s.get("loadtest_cpu_utilization"), "%"),
+        ("Load generator CPU utilisation (per load process)", s.get("loadtest_cpu_utilization"), "%"),
     ]
+    if s.get("loadtest_cpu_share") is not None:
+        facts.append((f"Load generator CPU share ({s['loadtest_processes']} process(es), CPU s / wall s / "
+                      f"{s['cores']} cores)", s["loadtest_cpu_share"], "%"))
     for label, v, unit in facts:
         if v is None:
             continue

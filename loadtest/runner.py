@@ -10,6 +10,7 @@ every record made so far, with ``interrupted=True``. The load shapes themselves 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 
@@ -124,7 +125,7 @@ class Runner:
             command=list(self.command), config=self.cfg.describe() | {"workers": self.workers},
             started_unix=started_unix, t0_ns=t0, t_end_ns=t_end, records=records, processes=processes,
             warnings=list(self.warnings), interrupted=self.interrupted, slo=self.slo, fd_limit=fd_limit,
-            connect_retries=retries,
+            connect_retries=retries, cores=os.cpu_count(),
         )
 
     async def _run_here(self, target: str, url: str) -> WorkerResult:

@@ -356,6 +356,11 @@ def summarize(run: RunData) -> dict[str, Any]:
         summary["loadtest_cpu_s"] = lt_cpu
         summary["loadtest_cpu_us_per_chunk"] = lt_cpu / n * 1e6 if n else None
         summary["loadtest_cpu_utilization"] = lt_cpu / (run_s * n_lt) if run_s > 0 else None
+        # The client's share of the whole machine: what it took from the servers it measures on a shared host.
+        cores = run.cores
+        summary["loadtest_cpu_share"] = lt_cpu / (run_s * cores) if run_s > 0 and cores else None
+        summary["loadtest_processes"] = n_lt
+        summary["cores"] = cores
     relays = [p for p in run.processes if p.role == "relay"]
     # Streams the relay held: the sim's count where it was sampled (sessions still waiting in the relay's
     # listen backlog cost it nothing), else the load generator's own peak.

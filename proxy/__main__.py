@@ -16,6 +16,10 @@ from .upstream import load_settings, upstream_configs
 
 _HELP = {
     "bind": "HOST:PORT to listen on (port 0 picks a free one)",
+    "key_rpm": "default requests per minute of every client key; 0 = none",
+    "key_tpm": "default tokens per minute of every client key (from the responses' usage); 0 = none",
+    "key_concurrent": "default requests in flight at once per client key; 0 = none",
+    "key_budget": "default token budget per client key and period, e.g. 1000000/1d (h, d, Nh, Nd); 0 = none",
     "upstream": "base URL of the OpenAI-compatible upstream, ending in /v1",
     "upstream_key_env": "environment variable that holds the upstream API key",
     "upstream_ca_file": "PEM file of a private CA for an https upstream (verification stays on)",
@@ -36,7 +40,7 @@ _HELP = {
     "metrics_auth": "on: /metrics needs a client key (--api-keys or --api-keys-file); off: open, like /readyz",
     "cors_origins": "comma-separated browser origins allowed to call the relay, * = any",
     "max_body_bytes": "largest request body accepted (413 beyond)",
-    "api_keys_file": "file of client keys, one per line (# comments); clients then need Authorization: Bearer",
+    "api_keys_file": "file of client keys, one per line with optional limits (docs/reference.md); SIGHUP reloads it",
     "api_keys": "comma-separated client keys (prefer the environment variable or --api-keys-file)",
     "state": "redis://HOST:PORT/DB: upstream caps and limits shared by every worker and instance; '' = per worker",
     "state_timeout_s": "the longest a request waits on the --state Redis; past it the worker counts locally",

@@ -1,17 +1,24 @@
-"""Client keys: who may use the relay.
+"""Client keys: who may use the relay, and with which limits (:class:`proxy.limits.ClientKey`).
 
 Keys are held only as SHA-256 digests and compared with ``hmac.compare_digest`` against every
 configured digest (no early exit), so neither the comparison time nor a memory dump gives a key
-away. Logs show a key's fingerprint (the first 8 hex digits of its digest), never the key.
+away. Logs show a key's name or fingerprint (the first 8 hex digits of its digest), never the key.
+
+:class:`KeySource` holds the keys in force and reads them again on SIGHUP: a file that does not parse is refused
+with a log line and the keys in force stay.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable
 
 from .config import Settings
+from .limits import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
+
+log = logging.getLogger("moonrelay")
 
 
 def fingerprint(key: str) -> str:
@@ -20,13 +27,8 @@ def fingerprint(key: str) -> str:
 
 
 def parse_keys(text: str) -> list[str]:
-    """Keys from a keys file: one per line; blank lines and lines starting with ``#`` are skipped."""
-    keys = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keys.append(line)
-    return keys
+    """The keys of a keys file (their limits are :func:`proxy.limits.parse_keys_file`'s)."""
+    return [key for key, _ in parse_keys_file(text)]
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -40,41 +42,77 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class ClientKeys:
-    __slots__ = ("_digests",)
+    """The configured keys: plain keys (the default limits) or ``(key, ClientKey)`` pairs."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._digests = tuple(hashlib.sha256(k.encode()).digest() for k in keys)
+    __slots__ = ("_digests", "_limits")
+
+    def __init__(self, keys: Iterable[str | tuple[str, ClientKey]]) -> None:
+        pairs = [(k, with_defaults(k, ClientKey())) if isinstance(k, str) else k for k in keys]
+        self._digests = tuple(hashlib.sha256(k.encode()).digest() for k, _ in pairs)
+        self._limits = tuple(limits for _, limits in pairs)
 
     def __len__(self) -> int:
         return len(self._digests)
 
-    def allows(self, token: str | None) -> bool:
+    @property
+    def limited(self) -> int:
+        """How many keys have a limit."""
+        return sum(1 for limits in self._limits if limits.limited)
+
+    def identify(self, token: str | None) -> ClientKey | None:
+        """The key ``token`` is, with its limits; None when it is none of them."""
         if token is None:
-            return False
+            return None
         digest = hashlib.sha256(token.encode()).digest()
-        ok = False
-        for known in self._digests:  # all of them, whatever matched first
-            ok |= hmac.compare_digest(known, digest)
-        return ok
+        found = None
+        for known, limits in zip(self._digests, self._limits, strict=True):  # all of them, whatever matched first
+            if hmac.compare_digest(known, digest):
+                found = limits
+        return found
+
+    def allows(self, token: str | None) -> bool:
+        return self.identify(token) is not None
 
 
 def load_client_keys(settings: Settings) -> ClientKeys | None:
     """The configured client keys, or None when the relay is open.
 
-    A keys file that is given but holds no key is an error: a typo must not open the relay. So is
-    ``metrics_auth = "on"`` without keys: it would leave ``/metrics`` open while saying it is not.
+    A keys file that is given but holds no key is an error: a typo must not open the relay. So is one that does
+    not parse (:class:`proxy.limits.KeysFileError`), and ``metrics_auth = "on"`` without keys: it would leave
+    ``/metrics`` open while saying it is not.
     """
     if settings.metrics_auth not in ("on", "off"):
         raise ValueError(f"metrics_auth: expected on or off, got {settings.metrics_auth!r}")
-    keys: list[str] = []
+    base = defaults(settings.key_rpm, settings.key_tpm, settings.key_concurrent, settings.key_budget)
+    keys: list[tuple[str, ClientKey]] = []
     if settings.api_keys:
-        keys += [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+        keys += [(k.strip(), with_defaults(k.strip(), base)) for k in settings.api_keys.split(",") if k.strip()]
     if settings.api_keys_file:
         with open(settings.api_keys_file, encoding="utf-8") as f:
-            from_file = parse_keys(f.read())
+            from_file = parse_keys_file(f.read(), base, settings.api_keys_file)
         if not from_file:
-            raise ValueError(f"api_keys_file {settings.api_keys_file!r} holds no key")
+            raise KeysFileError(f"api_keys_file {settings.api_keys_file!r} holds no key")
         keys += from_file
     if not keys and settings.metrics_auth == "on":
         raise ValueError("metrics_auth on needs client keys (api_keys or api_keys_file)")
     return ClientKeys(keys) if keys else None
+
+
+class KeySource:
+    """The client keys in force (``current``: None when the relay is open), read again by :meth:`reload`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.current = load_client_keys(settings)
+
+    def reload(self) -> bool:
+        """Read the keys again (SIGHUP); a file that does not parse or cannot be read keeps the keys in force."""
+        try:
+            keys = load_client_keys(self.settings)
+        except (OSError, ValueError) as exc:
+            log.error("client keys not reloaded, the keys in force stay: %s", exc)
+            return False
+        self.current = keys
+        log.info("client keys reloaded: %d configured, %d with limits", len(keys or ()),
+                 keys.limited if keys else 0)  # fmt: skip
+        return True

@@ -42,8 +42,13 @@ class Settings:
     graceful_timeout_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024  # a 128k-token prompt must fit
     # Client keys: when any is set, chat and model routes need "Authorization: Bearer <one of them>".
-    api_keys_file: str | None = None  # one key per line, "#" comments
+    api_keys_file: str | None = None  # one key per line, optional limits (docs/reference.md); SIGHUP reloads it
     api_keys: str | None = None  # comma-separated; prefer MOONRELAY_API_KEYS or the file (flags show in ps)
+    # Default limits of every client key (a keys file's line may set its own: docs/reference.md); 0 = none.
+    key_rpm: int = 0  # requests per minute
+    key_tpm: int = 0  # tokens per minute (the usage responses report)
+    key_concurrent: int = 0  # requests in flight at once
+    key_budget: str = "0"  # tokens per period: "1000000/1d" (h, d, Nh or Nd; epoch-aligned windows)
     max_streams: int = 0  # in-flight chat requests per worker; 0 = unlimited; beyond it 429 at once
     retries: int = 1  # extra attempts before the first byte, for connect errors and 429/502/503 only
     retry_max_wait_s: float = 5.0  # longest backoff; a longer Retry-After is relayed instead of waited out

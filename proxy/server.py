@@ -7,8 +7,11 @@ storm of accepts, and a worker that holds too many streams runs out of fds (20,0
 
 from __future__ import annotations
 
+import logging
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -27,6 +30,7 @@ from wire import (
 )
 
 from .app import Streams, create_app
+from .auth import KeySource
 from .config import Settings
 from .gcpolicy import tune_gc
 from .limits import FailoverStore, LocalStore, RedisStore, Store
@@ -98,6 +102,21 @@ async def drain(
     done()
 
 
+log = logging.getLogger("moonrelay")
+RELOAD_SIGNAL = signal.SIGHUP  # read the client keys again; forwarded by the supervisor to every worker
+
+
+async def reload_keys_on_sighup(keys: KeySource, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                                ) -> None:  # fmt: skip
+    """Read the client keys again on each SIGHUP, for as long as serving lasts. Requests in flight keep the limits
+    they were admitted with; a file that does not parse keeps the keys in force (:meth:`KeySource.reload`)."""
+    with trio.open_signal_receiver(RELOAD_SIGNAL) as signals:
+        task_status.started()
+        async for _ in signals:
+            log.info("SIGHUP: reloading the client keys")
+            keys.reload()
+
+
 async def serve(
     settings: Settings,
     *,
@@ -131,7 +150,10 @@ async def serve(
         if settings.heartbeat_s > 0 and transports:
             heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
             await nursery.start(heartbeats.run)
-        app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store)
+        keys = KeySource(settings)
+        if settings.api_keys_file and threading.current_thread() is threading.main_thread():
+            await nursery.start(reload_keys_on_sighup, keys)  # (signals reach the main thread only)
+        app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys)
         trigger = None
         if shutdown_trigger is not None:
 
@@ -217,4 +239,5 @@ def run(settings: Settings) -> int:
         grace_s=settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S + FINAL_EVENT_S + 1.0,
         on_ready=announce,
         on_exit=worker_exited,
+        forwarded=(RELOAD_SIGNAL,),
     )

@@ -2,7 +2,8 @@
 
 The observability shell (:class:`proxy.observability.Observer`) makes it when a call begins and reads it when the
 call ends (the log line, the metrics); the relay's views fill it in (route, upstream, model), admission keeps
-the slots it took in it (:class:`proxy.app.Streams`), a usage-stripping body leaves the chunk it cut.
+the slots it took in it (:class:`proxy.app.Streams`), a usage-stripping body leaves the chunk it cut, a client key
+with limits leaves its admission (settled with the response's tokens when the call ends) or the limit it hit.
 """
 
 from __future__ import annotations
@@ -25,3 +26,5 @@ class RequestState:
     upstream_slot: Any = None  # the proxy.upstream.Upstream whose max_concurrent slot the call holds
     upstream_lease: str | None = None  # that slot's lease (Upstream.take)
     body: Any = None  # the streaming body being sent (proxy.stream.SSEBody), if any
+    client: Any = None  # proxy.limits.Admission: the client key's slot and windows, settled when the call ends
+    limited: tuple[str, str] | None = None  # (limit, key label) of a request refused by its client key's limits

@@ -15,7 +15,8 @@ from proxy.serving import fast_paths_allowed
 # plain hypercorn + quart-trio ASGI path is proved correct too.
 FUNCTIONAL = frozenset(
     {"test_accesslog.py", "test_auth.py", "test_boundaries.py", "test_client.py", "test_client_writes.py",
-     "test_demo.py", "test_metrics.py", "test_openai_sdk.py", "test_passthrough.py", "test_paths.py",
+     "test_demo.py", "test_keylimits_relay.py", "test_metrics.py", "test_openai_sdk.py", "test_passthrough.py",
+     "test_paths.py",
      "test_relay.py", "test_reliability.py", "test_retention.py", "test_routing.py", "test_shutdown.py",
      "test_tls.py", "test_transport_resend.py", "test_transport_stray.py", "test_usage.py"}
 )  # fmt: skip

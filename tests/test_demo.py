@@ -23,7 +23,9 @@ async def test_healthz_and_readyz_need_no_key(nursery):
         page = await client.get(root + "/")
         refused = await client.get(root + "/v1/models")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    upstream = sim.url.removeprefix("http://").removesuffix("/v1")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "upstreams": {upstream: {"state": "closed", "resting_s": 0.0}}}
     assert metrics.status_code == 200 and page.status_code == 200
     assert refused.status_code == 401
 

@@ -146,15 +146,10 @@ async def test_an_upstream_without_fallbacks_relays_its_failure(nursery, monkeyp
 # -- the choice of the next fallback (no sockets) -----------------------------------------------------
 
 
-class _State:
-    upstream = "a"
-    upstream_slot = None
-    upstream_lease = None
-
-
 async def test_a_full_fallback_is_skipped_and_the_slot_moves():
     from proxy.app._admission import Streams
     from proxy.app._relay import Relay
+    from proxy.state import RequestState
 
     settings = Settings(
         upstreams=[table("a", default=True, fallbacks=["b", "c"]), table("b", max_concurrent=1), table("c")]
@@ -165,14 +160,14 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
     relay = Relay(settings, upstreams, Streams())
     counted = []
     relay.count_fallback = lambda *names: counted.append(names)
-    state = _State()
-    state.upstream_lease = await a.take()
-    assert state.upstream_lease and await b.take()  # the request holds a's slot; b is full
-    state.upstream_slot = a
-    assert await relay.fall_back(state, a, a, 0, "http_500") == (c, 2)  # type: ignore[arg-type]
+    state = RequestState()
+    assert await b.take()  # b is full
+    candidates = await relay.choose(state, "any-model")
+    assert (state.upstream_slot, a.active) == (a, 1)  # the request holds a's slot
+    assert await relay.move(state, candidates, a, "http_500") is c
     assert (state.upstream, state.upstream_slot, a.active, b.active, c.active) == ("c", c, 0, 1, 1)
     assert counted == [("a", "c", "http_500")]
-    assert await relay.fall_back(state, a, c, 2, "http_500") is None  # type: ignore[arg-type]
+    assert await relay.move(state, candidates, c, "http_500") is None
     assert (state.upstream_slot, c.active) == (c, 1)
 
 

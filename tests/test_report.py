@@ -132,7 +132,7 @@ def test_render_markdown_has_command_and_headline_numbers():
     assert "Goodput (fraction) | 33.3%" in md
     assert "`timeout` | 2" in md
     assert "⚠ load generator near saturation" in md
-    assert "Relay CPU per chunk" in md and "Load generator CPU utilisation: 92.0%" in md
+    assert "Relay CPU per chunk" in md and "Load generator CPU utilisation (per load process): 92.0%" in md
     assert "`concurrency` | `3`" in md
     assert "![ttfc_distribution](ttfc_distribution.png)" in md
     assert "difference of percentiles" in md and "intended" in md and "CLOCK_MONOTONIC" in md

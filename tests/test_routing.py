@@ -67,7 +67,7 @@ def test_decisions_are_cached_and_the_cache_is_bounded(monkeypatch):
     r = router_for(table("a", models=["m-*"]))
     monkeypatch.setattr(routing, "CACHE_LIMIT", 2)
     assert [r.route(m) for m in ("m-1", "x", "m-2", "m-3")] == ["a", None, "a", "a"]
-    assert r._cache == {"m-1": "a", "x": None}  # unknown names are cached too, up to the limit
+    assert r._cache == {"m-1": ("a",), "x": ()}  # unknown names are cached too, up to the limit
     r._patterns.clear()  # the cached decision is what answers now
     assert r.route("m-1") == "a" and r.route("m-3") is None
 
@@ -102,7 +102,11 @@ def test_per_upstream_settings_default_to_the_global_ones():
         ([table("a", models=["gpt 4"])], "whitespace"),
         ([table("a", models="gpt-*")], "must be a list"),
         ([table("a", default=True), table("b", models=["*"])], "more than one default"),
-        ([table("a", models=["gpt-4o"]), table("b", models=["gpt-4o"])], "listed by both 'a' and 'b'"),
+        ([table("a", weight=0)], "'weight' must be a whole number from 1 to 1000"),
+        ([table("a", weight=1.5)], "'weight' must be a whole number"),
+        ([table("a", breaker_failures=-1)], "'breaker_failures' must be at least 0"),
+        ([table("a", breaker_cooldown_s=0)], "'breaker_cooldown_s' must be positive"),
+        ([table("a", breaker_window_s="30")], "'breaker_window_s' must be a number"),
         ([table("a", key_env="A", key_envs=["B"])], "not both"),
         ([table("a", key_envs=["not-a-var"])], "environment variables"),
         ([table("a", key_envs=["K", "K"])], "twice"),
@@ -152,31 +156,39 @@ def test_cli_exits_2_on_a_bad_config(tmp_path, capsys):
 
 def test_keys_are_used_in_turn_and_a_resting_key_is_skipped():
     pool = KeyPool(["k1", "k2", "k3"])
-    assert [pool.pick(0).fingerprint for _ in range(4)] == [pool.keys[i].fingerprint for i in (0, 1, 2, 0)]
+    free = [0.0, 0.0, 0.0]
+    assert [pool.pick(free).fingerprint for _ in range(4)] == [pool.keys[i].fingerprint for i in (0, 1, 2, 0)]
     k2 = pool.keys[1]
-    assert pool.rest(k2, "2", now=10) == 2
-    assert [pool.pick(10.5) for _ in range(3)] == [pool.keys[2], pool.keys[0], pool.keys[2]]
-    assert [pool.pick(12) for _ in range(2)] == [pool.keys[0], k2]  # its rest is over: back in turn
+    assert pool.rest_s("2") == 2 and pool.names[1] == f"key:{k2.fingerprint}"
+    assert [pool.pick([0, 1.5, 0]) for _ in range(3)] == [pool.keys[2], pool.keys[0], pool.keys[2]]
+    assert [pool.pick(free) for _ in range(2)] == [pool.keys[0], k2]  # its rest is over: back in turn
     assert "k2" not in repr(k2) and k2.authorization == b"Bearer k2"
 
 
 def test_all_keys_resting_says_when_one_wakes():
     pool = KeyPool(["k1", "k2"])
-    pool.rest(pool.keys[0], None, now=0)
-    pool.rest(pool.keys[1], "1", now=0)
-    assert not pool.ready(0.5)
     with pytest.raises(AllKeysResting) as exc:
-        pool.pick(0.5)
+        pool.pick([4.5, 0.5])
     assert exc.value.wake_in_s == pytest.approx(0.5)
-    assert pool.ready(1.0) and pool.pick(1.0) is pool.keys[1]
+    assert pool.pick([4.5, 0]) is pool.keys[1]
 
 
 def test_a_single_key_or_none_never_rests():
     one = KeyPool(["only"])
-    assert one.rest(one.keys[0], "30", now=0) == 0 and one.pick(1) is one.keys[0] and one.ready(1)
-    assert KeyPool([]).pick(0) is None
+    assert one.rest_s("30") == 0 and one.pick([30]) is one.keys[0] and one.pick(None) is one.keys[0]
+    assert KeyPool([]).pick(None) is None
     assert KeyPool.from_env(["A", "B", "C"], {"A": "ka", "C": ""}).keys[0].authorization == b"Bearer ka"
     assert len(KeyPool.from_env(["A", "B"], {"A": "same", "B": "same"}).keys) == 1
+
+
+async def test_key_rests_live_in_the_store_by_fingerprint():
+    from proxy.limits import LocalStore
+    from proxy.upstream import free_key
+
+    store = LocalStore()
+    pool, same_keys_elsewhere = KeyPool(["k1", "k2"]), KeyPool(["k1", "k2"])
+    await store.rest(pool.names[0], 30)  # one upstream's 429 on k1 ...
+    assert [await free_key(store, same_keys_elsewhere) for _ in range(2)] == [same_keys_elsewhere.keys[1]] * 2
 
 
 def test_rest_follows_a_sane_retry_after_within_bounds():
@@ -432,10 +444,12 @@ def busy(retry_after: str = "1") -> httpx.Response:
 async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock):
     from types import SimpleNamespace
 
+    from proxy.limits import LocalStore
     from proxy.upstream import send_with_retries
 
     pool = KeyPool(["sk-a", "sk-b"])
-    upstream = SimpleNamespace(name="u", keys=pool)
+    store = LocalStore(trio.current_time)  # virtual time
+    upstream = SimpleNamespace(name="u", keys=pool, store=store)
     used = []
 
     async def send(key):
@@ -444,8 +458,8 @@ async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock)
 
     async def another_request_gets_429s_meanwhile():
         await trio.sleep(0.5)
-        for key in pool.keys:
-            pool.rest(key, "10", trio.current_time())
+        for name in pool.names:
+            await store.rest(name, 10)
 
     settings = Settings(retries=1, retry_max_wait_s=5)
     async with trio.open_nursery() as nursery:
@@ -463,7 +477,7 @@ async def test_a_single_key_is_retried_as_before(autojump_clock):
 
     from proxy.upstream import send_with_retries
 
-    upstream = SimpleNamespace(name="u", keys=KeyPool(["only"]))
+    upstream = SimpleNamespace(name="u", keys=KeyPool(["only"]), store=None)  # a pool of one reads no store
     answers = [busy("2"), httpx.Response(200, content=b"ok")]
 
     async def send(key):

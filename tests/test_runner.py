@@ -1,12 +1,16 @@
 """Load shapes against the sim over real sockets: closed and open loop, keep-alive, interrupt, workers."""
 
+import os
 from functools import partial
 
 import httpx
+import pytest
 import trio
 
 from loadtest import stats
 from loadtest.progress import LiveStats
+from loadtest.report import build_result
+from loadtest.reportmd import render_markdown
 from loadtest.runner import LoadConfig, Runner
 from loadtest.sim import SimConfig, SimStats, serve_sim
 from tests.conftest import start_sim
@@ -42,6 +46,11 @@ async def test_closed_loop_each_slot_once_200(nursery):
     assert not run.interrupted and not run.warnings
     assert s["relay_delay_ms"]["p50"] is not None
     assert run.processes and run.processes[0].role == "loadtest" and run.processes[0].cpu_s > 0
+    # The client's CPU share of the machine, from this run's own numbers: CPU s / wall s / cores.
+    assert run.cores == os.cpu_count() and s["cores"] == run.cores and s["loadtest_processes"] == 1
+    expected = run.processes[0].cpu_s / (s["run_duration_s"] * run.cores)
+    assert s["loadtest_cpu_share"] == pytest.approx(expected) and 0 < expected <= 1
+    assert "Load generator CPU share (1 process(es)" in render_markdown(build_result(run))
 
 
 async def test_requests_reuse_keepalive_connections(nursery):

@@ -304,6 +304,10 @@ def test_summary_process_costs():
     # every target's chunks: 7 relay + 6 direct
     assert s["loadtest_cpu_us_per_chunk"] == pytest.approx(2.0 / 13 * 1e6)
     assert s["loadtest_cpu_utilization"] == pytest.approx(2.0 / (10 * 2))
+    assert s["loadtest_cpu_share"] is None  # the machine's cores unknown: no share of them
+    run = baseline_run()
+    run.cores = 4
+    assert stats.summarize(run)["loadtest_cpu_share"] == pytest.approx(2.0 / (10 * 4))
     assert s["relay_mem_per_stream_bytes"] == pytest.approx(100_000_000 / 3)
 
 

@@ -167,11 +167,14 @@ async def serve(sock, index, ready):
             await stream.send_all(b"%d" % index)
 
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    with trio.open_signal_receiver(*wire.STOP_SIGNALS) as signals:
+    with trio.open_signal_receiver(*wire.STOP_SIGNALS, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, answer, [listener])
             ready("http://127.0.0.1:%d" % sock.getsockname()[1])
-            async for _ in signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:  # forwarded by the supervisor: a reload, not a stop
+                    os.write(1, b"hup %d\n" % index)
+                    continue
                 break
             nursery.cancel_scope.cancel()
 
@@ -179,6 +182,7 @@ status = wire.run_workers(
     2, child, (sys.argv[1],), host="127.0.0.1", port=0, backlog=16, grace_s=float(sys.argv[2]),
     on_ready=lambda url: print("ready", url, flush=True),
     on_exit=lambda index, status: print("exit", index, status, flush=True),
+    forwarded=(signal.SIGHUP,),
 )
 print("status", status, flush=True)
 sys.exit(status)
@@ -275,6 +279,19 @@ async def test_two_workers_serve_one_port_and_a_stop_signal_stops_both_within_th
     assert all(x.endswith(" own-signals") for x in lines if x.startswith("child "))
     with pytest.raises(OSError):
         await _answer(port)
+
+
+async def test_the_supervisor_forwards_sighup_to_every_worker_and_keeps_serving(nursery):
+    sup = await _supervisor(nursery, "serve", grace_s=5.0)
+    with trio.fail_after(20):
+        port = int((await sup.line("ready "))[1].rsplit(":", 1)[1])
+        sup.proc.send_signal(signal.SIGHUP)
+        got = {(await sup.line("hup "))[1], (await sup.line("hup "))[1]}
+    assert got == {"0", "1"} and sup.proc.returncode is None
+    assert await _answer(port) in (b"0", b"1")
+    sup.proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(5):
+        assert await sup.proc.wait() == 0
 
 
 async def test_children_that_ignore_the_stop_signal_are_killed_after_the_grace(nursery):

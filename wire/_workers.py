@@ -48,6 +48,7 @@ def run_workers(
     grace_s: float,
     on_ready: Callable[[str], None] | None = None,
     on_exit: Callable[[int, int], None] | None = None,
+    forwarded: tuple[int, ...] = (),
 ) -> int:
     """Fork ``count`` processes that each run ``target(sock, index, ready, *args)`` on their own listening socket,
     all bound to ``host:port``; return once they have all stopped. Call it from the main thread while no other
@@ -58,6 +59,9 @@ def run_workers(
     after it was ready) gets ``on_exit(index, status)`` and the others get SIGTERM. Either way the children have
     ``grace_s`` to exit, then are killed. Children start with SIGINT and SIGTERM at their defaults: a child that
     must stop cleanly opens its own trio signal receiver before it calls ``ready``.
+
+    ``forwarded``: signals the parent passes on to every running child as they are (a reload: SIGHUP), not a stop;
+    children start with them ignored, so one that comes before a child opened its own receiver is lost, not fatal.
 
     Returns the status of the child that exited on its own (1 if that was 0); after a stop signal, the first
     non-zero status among the children (dying of the forwarded signal counts as 0; killed after the grace, 137);
@@ -70,12 +74,22 @@ def run_workers(
     def on_signal(signum: int, _frame: object) -> None:
         stopped.append(signum)
 
+    procs: list[multiprocessing.process.BaseProcess] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                try:
+                    os.kill(proc.pid, signum)
+                except ProcessLookupError:
+                    pass
+
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}  # ValueError off the main thread
+    previous.update({sig: signal.signal(sig, forward) for sig in forwarded})
     wake, wake_writer = socket.socketpair()
     for s in (wake, wake_writer):
         s.setblocking(False)
     previous_fd = signal.set_wakeup_fd(wake_writer.fileno())
-    procs: list[multiprocessing.process.BaseProcess] = []
     pipes: list[multiprocessing.connection.Connection] = []
     failed = None
     try:
@@ -85,7 +99,9 @@ def run_workers(
             receiver, sender = ctx.Pipe(duplex=False)
             pipes.append(receiver)
             proc = ctx.Process(
-                target=_child, args=(target, sock, index, sender, (wake, wake_writer), parent, args), daemon=True
+                target=_child,
+                args=(target, sock, index, sender, (wake, wake_writer), parent, args, forwarded),
+                daemon=True,
             )
             try:
                 proc.start()
@@ -117,12 +133,15 @@ def _child(
     wake: tuple[socket.socket, socket.socket],
     parent: int,
     args: tuple[Any, ...],
+    forwarded: tuple[int, ...] = (),
 ) -> None:
     # The parent's handlers and wakeup fd came with the fork: a child's signals are its own (and trio.run warns
     # about a wakeup fd it did not set).
     signal.set_wakeup_fd(-1)
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    for sig in forwarded:
+        signal.signal(sig, signal.SIG_IGN)
     for s in wake:
         s.close()
     _stop_with(parent)

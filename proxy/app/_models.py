@@ -18,7 +18,7 @@ import trio
 from quart import Response
 
 from ..protocol import JSON, error_body, map_transport_error
-from ..upstream import AllKeysResting, Upstream, read_and_close
+from ..upstream import AllKeysResting, Upstream, free_key, read_and_close
 
 log = logging.getLogger("moonrelay")
 
@@ -44,7 +44,7 @@ async def ask(upstream: Upstream) -> list[dict[str, Any]] | str:
     """``upstream``'s model list, or why there is none (for the log)."""
     with trio.move_on_after(ASK_TIMEOUT_S):
         try:
-            response = await upstream.send("GET", "/models", key=upstream.keys.pick(trio.current_time()))
+            response = await upstream.send("GET", "/models", key=await free_key(upstream.store, upstream.keys))
             content = await read_and_close(response)
         except AllKeysResting:
             return "every key is rate limited"

@@ -12,7 +12,7 @@ import trio
 from quart import Response, request
 
 from ..config import Settings
-from ..limits import LocalStore, Store
+from ..limits import ClientKey, ClientLimits, LocalStore, Refusal, Store
 from ..observability import model_from_body
 from ..protocol import (
     JSON,
@@ -30,6 +30,7 @@ from ..stream import Heartbeats, NDJSONBody, SSEBody, UsageStrippedNDJSON, Usage
 from ..upstream import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
 from . import _passthrough as passthrough
 from ._admission import Streams
+from ._candidates import Candidates
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
 
@@ -76,10 +77,22 @@ class Relay:
         self.heartbeats = heartbeats
         self.direct_writes = direct_writes
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
+        # Client keys' limits; a concurrency lease outlives a crashed worker by at most the longest request.
+        self.client_limits = ClientLimits(self.store, settings.total_timeout_s + settings.graceful_timeout_s)
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
         self.count_fallback: Callable[[str, str, str], None] | None = None
 
     # -- admission and routing --------------------------------------------------------------------
+
+    async def limit_client(self, state: RequestState, key: ClientKey, *, ndjson: bool) -> Response | None:
+        """Check ``key``'s limits before anything else: None (admitted; its admission is settled when the call
+        ends, proxy.observability) or the 429 to answer, nothing sent upstream."""
+        verdict = await self.client_limits.admit(key)
+        if isinstance(verdict, Refusal):
+            state.limited = (verdict.limit, key.label)
+            return error_response(verdict.status, verdict.body, verdict.headers, ndjson=ndjson)
+        state.client = verdict
+        return None
 
     def refuse_if_draining(self) -> None:
         if self.streams.draining:
@@ -101,12 +114,15 @@ class Relay:
         503 while draining)."""
         self.refuse_if_draining()
         if not self.streams.admit(state):
-            raise InvalidRequest(
-                f"The relay is at its limit of {self.settings.max_streams} concurrent requests; retry shortly.",
-                "relay_overloaded",
-                429,
-            )
+            raise self.overloaded()
         await self.hold(state, upstream)
+
+    def overloaded(self) -> InvalidRequest:
+        return InvalidRequest(
+            f"The relay is at its limit of {self.settings.max_streams} concurrent requests; retry shortly.",
+            "relay_overloaded",
+            429,
+        )
 
     def route(self, state: RequestState, model: str) -> Upstream:
         """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
@@ -115,6 +131,11 @@ class Relay:
             raise model_not_found(model)
         state.upstream = upstream.name
         return upstream
+
+    async def upstream_health(self) -> dict[str, Any]:
+        """Every upstream's breaker and rest as the store has them ({name: proxy.upstream.Seen}; {} before
+        serving)."""
+        return {} if self.upstreams is None else await self.upstreams.health.report()
 
     # -- the exchange with the upstream -----------------------------------------------------------
 
@@ -141,41 +162,54 @@ class Relay:
         return body
 
     async def exchange(
-        self, state: RequestState, client_method: str, upstream: Upstream, method: str, path: str,
+        self, state: RequestState, client_method: str, upstream: Upstream | Candidates, method: str, path: str,
         body: bytes | None, stream: bool, ndjson: bool = False, strip_usage: bool = False,
     ) -> Response:  # fmt: skip
         """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back.
 
-        When that upstream's attempts end, before the first byte, in a connect error or timeout, a first-byte
-        timeout, a 429 or a 5xx, the request goes to the routed upstream's ``fallbacks`` in turn (:meth:`fall_back`);
-        the code for it runs only then. Once an answer is chosen nothing else is tried: a stream that breaks later
-        ends with the in-band error event."""
-        routed, tried = upstream, 0
-        while True:
-            try:
-                response, content = await send_with_retries(
-                    upstream,
-                    lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
-                    self.settings,
-                )
-            except (httpx.TransportError, AllKeysResting) as exc:
-                reason = fallback_reason(exc)
-                moved = None if reason is None else await self.fall_back(state, routed, upstream, tried, reason)
-                if moved is not None:
-                    upstream, tried = moved
-                    continue
-                if isinstance(exc, AllKeysResting):
-                    return keys_resting(exc, upstream.name, ndjson=ndjson)
-                return upstream_error(exc, ndjson=ndjson)
-            status = response.status_code
-            if status == 429 or status >= 500:
-                moved = await self.fall_back(state, routed, upstream, tried, f"http_{status}")
-                if moved is not None:
+        ``upstream``: one upstream, or the request's :class:`Candidates` with the first one's slot taken. When an
+        upstream's attempts end, before the first byte, in a connect error or timeout, a first-byte timeout, a 429
+        or a 5xx, the request goes to the next candidate (the model's other deployments, then ``fallbacks``); each
+        answer feeds that deployment's breaker. Once an answer is chosen nothing else is tried: a stream that breaks
+        later ends with the in-band error event."""
+        candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
+        upstream = candidates.current  # type: ignore[assignment]
+        assert upstream is not None
+        try:
+            while True:
+                try:
+                    response, content = await send_with_retries(
+                        upstream,
+                        lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
+                        self.settings,
+                    )
+                except (httpx.TransportError, AllKeysResting) as exc:
+                    await candidates.settle(None, neutral=isinstance(exc, AllKeysResting))
+                    reason = fallback_reason(exc)
+                    moved = None if reason is None else await self.move(state, candidates, upstream, reason)
+                    if moved is not None:
+                        upstream = moved
+                        continue
+                    if isinstance(exc, AllKeysResting):
+                        return keys_resting(exc, upstream.name, ndjson=ndjson)
+                    return upstream_error(exc, ndjson=ndjson)
+                status = response.status_code
+                try:
+                    await candidates.settle(status, response.headers.get("retry-after"))
+                except BaseException:
                     if content is None:
                         await response.aclose()
-                    upstream, tried = moved
-                    continue
-            break
+                    raise
+                if status == 429 or status >= 500:
+                    moved = await self.move(state, candidates, upstream, f"http_{status}")
+                    if moved is not None:
+                        if content is None:
+                            await response.aclose()
+                        upstream = moved
+                        continue
+                break
+        finally:
+            await candidates.abandon()  # a probe still held: the request was cancelled before its verdict
         relayed = relayed_headers(response)
         relayed[UPSTREAM_HEADER] = upstream.name
         if content is None and stream and status == 200:
@@ -199,32 +233,18 @@ class Relay:
             content_type = "application/x-ndjson"
         return Response(content, status=status, headers=relayed, content_type=content_type)
 
-    async def fall_back(self, state: RequestState, routed: Upstream, failed: Upstream, tried: int,
-                  reason: str) -> tuple[Upstream, int] | None:  # fmt: skip
-        """The next of ``routed``'s fallbacks, after the ``tried`` ones, with a free ``max_concurrent`` slot (a
-        full one is skipped), and how many are now tried; None when none is left. The request's slot moves there,
-        and the access log and metrics name it; the move is counted in ``moonrelay_fallbacks_total`` and logged."""
-        fallbacks = routed.config.fallbacks
-        by_name = self.upstreams.by_name  # type: ignore[union-attr]
-        while tried < len(fallbacks):
-            nxt = by_name[fallbacks[tried]]
-            tried += 1
-            lease = await nxt.take()
-            if lease is None:
-                log.warning("upstream %s: fallback %s skipped, at its max_concurrent", failed.name, nxt.name)
-                continue
-            held, held_lease = state.upstream_slot, state.upstream_lease
-            state.upstream_slot, state.upstream_lease = nxt, lease
-            if held is not None:
-                with trio.CancelScope(shield=True):  # taken and given in one step, cancelled or not
-                    await held.give_back(held_lease)
-            state.upstream = nxt.name
-            log.warning("upstream %s failed before the first byte (%s): the request goes to %s", failed.name,
-                        reason, nxt.name)  # fmt: skip
-            if self.count_fallback is not None:
-                self.count_fallback(failed.name, nxt.name, reason)
-            return nxt, tried
-        return None
+    async def move(self, state: RequestState, candidates: Candidates, failed: Upstream,
+                   reason: str) -> Upstream | None:  # fmt: skip
+        """The request's next candidate after ``failed`` (which failed before the first byte for ``reason``), its
+        slot taken; None when none is left. Counted in ``moonrelay_fallbacks_total`` and logged."""
+        nxt = await candidates.next(state)
+        if nxt is None:
+            return None
+        log.warning("upstream %s failed before the first byte (%s): the request goes to %s", failed.name,
+                    reason, nxt.name)  # fmt: skip
+        if self.count_fallback is not None:
+            self.count_fallback(failed.name, nxt.name, reason)
+        return nxt
 
     async def until_answered(self, answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
         """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""
@@ -240,15 +260,36 @@ class Relay:
         # Only reached when the drain cancelled the scope.
         return error_response(503, SHUTTING_DOWN, ndjson=ndjson)
 
+    async def choose(self, state: RequestState, model: str) -> Candidates:
+        """The upstreams that may serve ``model``, the first usable one's slot taken; refused at once (404, 429,
+        503) when there is none, or every one is open, resting or full (nothing sent upstream)."""
+        deployments = self.upstreams.deployments(model)  # type: ignore[union-attr]
+        if not deployments:
+            raise model_not_found(model)
+        state.upstream = deployments[0].name
+        if len(deployments) == 1 and not deployments[0].config.fallbacks:  # the single-upstream path, unchanged
+            await self.admit(state, deployments[0])
+            return Candidates.lone(deployments[0])
+        self.refuse_if_draining()
+        if not self.streams.admit(state):
+            raise self.overloaded()
+        candidates = await Candidates.plan(self.upstreams, deployments)  # type: ignore[arg-type]
+        if await candidates.next(state) is None:
+            raise candidates.refusal()
+        return candidates
+
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
         state.model = chat.model  # for the access log
-        upstream = self.route(state, chat.model)
-        await self.admit(state, upstream)
+        candidates = await self.choose(state, chat.model)
+        upstream = candidates.current
+        assert upstream is not None
         body, strip_usage = chat.body, False
-        if chat.stream and upstream.config.include_usage and not asked_for_usage(chat.data):
+        client = state.client  # a client key that counts tokens needs every stream's usage
+        counts_tokens = client is not None and client.key.counts_tokens
+        if chat.stream and (upstream.config.include_usage or counts_tokens) and not asked_for_usage(chat.data):
             body, strip_usage = with_usage(chat.data), True
         path = "/chat/completions"
-        exchange = partial(self.exchange, state, client_method, upstream, "POST", path, body, chat.stream, ndjson,
+        exchange = partial(self.exchange, state, client_method, candidates, "POST", path, body, chat.stream, ndjson,
                            strip_usage)  # fmt: skip
         return await self.until_answered(exchange, ndjson)
 

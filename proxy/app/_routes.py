@@ -14,7 +14,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from ..auth import bearer_token, fingerprint, load_client_keys
+from ..auth import KeySource, bearer_token, fingerprint
 from ..config import Settings
 from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE, install_observability
@@ -24,6 +24,7 @@ from ..protocol import (
     error_body,
 )
 from ..serving import fast_paths_allowed, prepare_app
+from ..state import STATE
 from ..stream import Heartbeats
 from ..upstream import Upstream, Upstreams
 from . import _passthrough as passthrough
@@ -82,13 +83,15 @@ def create_app(
     streams: Streams | None = None,
     heartbeats: Heartbeats | None = None,
     store: Store | None = None,
+    keys: KeySource | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
 
     ``streams`` holds the worker's in-flight chat requests (admission, drain); ``heartbeats``, if
     given and running, pings silent SSE streams; ``store`` is where limits and upstream health are counted
-    (proxy.limits; given upstreams bring theirs, else this worker's memory).
+    (proxy.limits; given upstreams bring theirs, else this worker's memory); ``keys``: the client keys in force
+    (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given).
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -100,9 +103,9 @@ def create_app(
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     streams = streams if streams is not None else Streams(settings.max_streams)
-    client_keys = load_client_keys(settings)
-    if client_keys is not None:
-        log.info("client keys required: %d configured", len(client_keys))
+    keys = keys if keys is not None else KeySource(settings)
+    if keys.current is not None:
+        log.info("client keys required: %d configured, %d with limits", len(keys.current), keys.current.limited)
     if isinstance(upstreams, Upstream):
         upstreams = Upstreams(settings, [upstreams], store=store)
     if store is None:
@@ -122,20 +125,33 @@ def create_app(
 
     @app.before_request
     async def authenticate() -> Response | None:
+        client_keys = keys.current  # read once: a reload (SIGHUP) swaps it whole
         if client_keys is None or request.path in _OPEN_PATHS:
             return None
         token = bearer_token(request.headers.get("authorization"))
-        if client_keys.allows(token):
-            return None
+        key = client_keys.identify(token)
+        if key is not None:
+            if not key.limited or request.path == "/metrics":
+                return None
+            return await relay.limit_client(request.scope[STATE], key, ndjson=request.path == "/chat/completions")
         if token is not None:
             log.info("refused a client key (sha256 %s) for %s", fingerprint(token), request.path)
         msg = "Invalid or missing API key: send Authorization: Bearer <key>."
         return json_error(401, error_body(msg, "invalid_request_error", "invalid_api_key"))
 
+    @app.after_request
+    async def ratelimit_headers(response: Response) -> Response:
+        """A client key with limits: OpenAI's ``x-ratelimit-*`` headers, as its admission found the windows."""
+        admission = request.scope[STATE].client
+        if admission is not None and admission.headers:
+            response.headers.update(admission.headers)
+        return response
+
     @app.errorhandler(InvalidRequest)
     async def invalid(exc: InvalidRequest) -> Response:
         type_ = {429: "rate_limit_error", 503: "server_error"}.get(exc.status, "invalid_request_error")
-        headers = {"retry-after": "1"} if exc.status in (429, 503) else None
+        wait = getattr(exc, "retry_after_s", 1)  # every upstream open or resting: the first one's wait (_candidates)
+        headers = {"retry-after": str(wait)} if exc.status in (429, 503) else None
         body = error_body(str(exc), type_, exc.code)
         return error_response(exc.status, body, headers, ndjson=request.path == "/chat/completions")
 
@@ -183,9 +199,17 @@ def create_app(
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
     observer = install_observability(app, settings, streams)
+    observer.upstream_health = relay.upstream_health
     if observer.metrics is not None:
         relay.count_fallback = observer.metrics.fallback
         observer.metrics.watch_store(store)
+        metrics_ = observer.metrics
+
+        @app.before_serving
+        async def watch_circuits() -> None:  # after open_upstreams: the upstreams exist now
+            if relay.upstreams is not None:
+                relay.upstreams.health.changed = metrics_.circuit
+
     if observer.metrics is not None and settings.metrics_auth == "on":
         metrics = observer.metrics
 

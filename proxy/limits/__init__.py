@@ -1,8 +1,28 @@
 """The gateway's limits and upstream health, counted in a store: this worker's memory, or a Redis shared by every
-worker and instance (``--state``)."""
+worker and instance (``--state``); client keys' limits (rpm, tpm, concurrent, budget) checked against it."""
 
+from ._client import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._failover import FailoverStore
+from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
 
-__all__ = ["FailoverStore", "LocalStore", "RedisStore", "Store", "StoreUnavailable", "Window", "window_bounds"]
+__all__ = [
+    "Admission",
+    "ClientKey",
+    "ClientLimits",
+    "FailoverStore",
+    "KeysFileError",
+    "LocalStore",
+    "RedisStore",
+    "Refusal",
+    "Store",
+    "StoreUnavailable",
+    "Window",
+    "defaults",
+    "openai_duration",
+    "parse_keys_file",
+    "ratelimit_headers",
+    "window_bounds",
+    "with_defaults",
+]

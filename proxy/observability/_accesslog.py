@@ -87,6 +87,7 @@ class Tail:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    total_tokens: int | None = None  # usage's total_tokens, else prompt + completion (what client limits count)
     error_type: str | None = None
     error_code: str | None = None
 
@@ -119,6 +120,11 @@ def scan_tail(tail: bytes, *, whole_json: bool) -> Tail:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             out.prompt_tokens = prompt if isinstance(prompt, int) else None
             out.completion_tokens = completion if isinstance(completion, int) else None
+            total = usage.get("total_tokens")
+            if isinstance(total, int):
+                out.total_tokens = total
+            elif out.prompt_tokens is not None or out.completion_tokens is not None:
+                out.total_tokens = (out.prompt_tokens or 0) + (out.completion_tokens or 0)
         error = _error_of(obj)
         if error is not None and out.error_type is None:
             out.error_type = str(error.get("type")) if error.get("type") is not None else None

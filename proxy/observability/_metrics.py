@@ -113,10 +113,25 @@ class Metrics:
             "moonrelay_fallbacks", "Requests moved to a fallback upstream before the first byte, by reason.",
             ("from", "to", "reason"), registry=reg,
         )  # fmt: skip
+        # A state, not an amount: never summed over workers. Each worker writes what the store says at each scrape
+        # and at each change it makes; the most recent write wins (with --state shared, every worker agrees).
+        self.circuit_state = prom.Gauge(
+            "moonrelay_upstream_circuit_state", "An upstream's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ("upstream",), registry=reg, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
+        self.circuit_openings = prom.Counter(
+            "moonrelay_upstream_circuit_openings", "Times an upstream's circuit opened (failures, or a failed probe).",
+            ("upstream",), registry=reg,
+        )  # fmt: skip
         self.client_write_timeouts = prom.Counter(
             "moonrelay_client_write_timeouts",
             "Responses cut off because the client did not take a write within client_write_timeout_s.",
             registry=reg,
+        )  # fmt: skip
+        self.client_limit_rejections = prom.Counter(
+            "moonrelay_client_limit_rejections",
+            "Requests refused (429, nothing sent upstream) by a client key's limit: concurrent, rpm, tpm or budget; "
+            "key: its name, else its fingerprint.", ("limit", "key"), registry=reg,
         )  # fmt: skip
         self.prompt_tokens = prom.Counter(
             "moonrelay_prompt_tokens", "Prompt tokens from upstream usage.", ("upstream", "model"), registry=reg
@@ -148,6 +163,18 @@ class Metrics:
     def fallback(self, failed: str, to: str, reason: str) -> None:
         """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.app._relay.fallback_reason)."""
         self.fallbacks.labels(failed, to, reason).inc()
+
+    def circuit(self, upstream: str, state: int, opened: bool) -> None:
+        """An upstream's circuit is now ``state`` (proxy.upstream.Circuit); ``opened``: this worker opened it."""
+        self.circuit_state.labels(upstream).set(state)
+        if opened:
+            self.circuit_openings.labels(upstream).inc()
+
+    def circuits(self, states: dict[str, int]) -> None:
+        """Every upstream's circuit as the store has it now (before a scrape)."""
+        for upstream, state in states.items():
+            self.circuit_state.labels(upstream).set(state)
+            self.circuit_openings.labels(upstream)  # the counter's series exists at 0
 
     def render(self) -> bytes:
         """The text exposition: this process's values, or every worker's summed in multiprocess mode."""

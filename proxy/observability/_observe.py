@@ -16,6 +16,7 @@ Parsing (the request's model, the tail's usage) happens once, after the response
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -157,6 +158,8 @@ class Observer:
 
             self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
         self.serving = False
+        # Every upstream's health now ({name: proxy.upstream.Seen}): the /readyz detail and the circuit gauge
+        self.upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # -- the answers this layer gives itself ------------------------------------------------------
 
@@ -178,16 +181,34 @@ class Observer:
             return False
         if path == "/readyz":
             status, body = self.ready()
+            health = await self._health()
+            if health is not None:
+                detail = {n: {"state": s.circuit.label, "resting_s": round(s.wait_s, 1)} for n, s in health.items()}
+                body = json.dumps({**json.loads(body), "upstreams": detail}, separators=(",", ":")).encode()
             await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
         elif path == "/metrics" and self.metrics is not None and self.settings.metrics_auth != "on":  # else: the app
             from ._metrics import CONTENT_TYPE
 
+            health = await self._health()
+            if health is not None:
+                self.metrics.circuits({name: int(seen.circuit) for name, seen in health.items()})
             await self._answer(send, 200, self.metrics.render(), CONTENT_TYPE.encode(), cors)
         elif path in ("/", "/index.html"):
             await self._answer(send, 200, PAGE, b"text/html; charset=utf-8", [(b"cache-control", b"no-cache"), *cors])
         else:
             return False
         return True
+
+    async def _health(self) -> dict[str, Any] | None:
+        """The upstreams' health from the store, or None (not known yet, or the store failed: a probe still
+        answers)."""
+        if self.upstream_health is None:
+            return None
+        try:
+            return await self.upstream_health()
+        except Exception:  # noqa: BLE001 - readiness and scrapes must answer whatever the store does
+            log.exception("reading upstream health from the store failed")
+            return None
 
     # -- the ASGI call ----------------------------------------------------------------------------
 
@@ -206,6 +227,7 @@ class Observer:
         if streams is not None:
             streams.calls += 1
         state = scope[STATE] = RequestState()
+        tokens = None
         try:
             method: str = scope["method"]
             path: str = scope["path"]
@@ -244,20 +266,29 @@ class Observer:
                 if tap.streamed and metrics is not None:
                     metrics.in_flight.dec()
                 try:
-                    self._finish(state, method, path, rid, authorization, started, tap)
+                    tokens = self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
+            admission = state.client
+            if admission is not None:  # a client key with limits: its slot back, its tokens counted (shielded)
+                state.client = None
+                await admission.settle(tokens)
             if streams is not None:
                 await streams.leave(state)
 
     def _finish(
         self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
-    ) -> None:
-        """After the call: parse what is worth parsing once, write the line, add to the metrics."""
+    ) -> int | None:
+        """After the call: parse what is worth parsing once, write the line, add to the metrics; the tokens the
+        response's usage reported (for the client key's limits)."""
         end = time.monotonic_ns()
         status, head_ns, first_ns, streamed, content_type = (
-            tap.status, tap.head_ns, tap.first_ns, tap.streamed, tap.content_type
+            tap.status,
+            tap.head_ns,
+            tap.first_ns,
+            tap.streamed,
+            tap.content_type,
         )
         tail, chunks, completed = tap.tail, tap.chunks, tap.completed and not tap.gone
         route = state.route
@@ -278,16 +309,23 @@ class Observer:
         )
         if path in CHAT_PATHS:
             rec.model = state.model or self.settings.default_model
-        kind = None
+        kind = tokens = None
+        if state.client is not None:
+            rec.extra["key_name"] = state.client.key.label
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
+            tokens = found.total_tokens
             if path in CHAT_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+        limited = state.limited
+        if limited is not None:  # refused by the client key's limits: the relay's answer, not an upstream error
+            kind = None
+            rec.extra["key_name"] = limited[1]
         timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.serving)
         if timed_out:
             rec.completed = False
@@ -301,6 +339,9 @@ class Observer:
             self.metrics.record(rec, streamed=streamed, first_byte_s=first_byte_s, ttfc_s=ttfc_s, kind=kind)
             if timed_out:
                 self.metrics.client_write_timeouts.inc()
+            if limited is not None:
+                self.metrics.client_limit_rejections.labels(*limited).inc()
+        return tokens
 
 
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:

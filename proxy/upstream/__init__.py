@@ -1,8 +1,13 @@
 """The upstream client: the h11 transport (connection, pool, watchdog, body reader), keys, retries, routing."""
 
-from ._attempts import read_and_close, send_with_retries
+from ._attempts import free_key, read_and_close, send_with_retries
+from ._balance import SmoothWeighted
+from ._balance import order as balance_order
+from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
+from ._breaker import outcome as breaker_outcome
 from ._client import Upstream, Upstreams
 from ._connection import HEARTBEAT, READER, SHUTDOWN, Interrupted, Timeouts
+from ._health import Health
 from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
 from ._pool import H11Transport
 from ._response import IteratorReader, reader
@@ -20,6 +25,16 @@ from ._routing import (
 
 __all__ = [
     "AllKeysResting",
+    "Circuit",
+    "HALF_OPEN_S",
+    "Health",
+    "Outcome",
+    "Seen",
+    "SmoothWeighted",
+    "Step",
+    "balance_order",
+    "free_key",
+    "breaker_outcome",
     "ConfigError",
     "DEFAULT_REST_S",
     "H11Transport",

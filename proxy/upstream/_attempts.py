@@ -20,9 +20,10 @@ import httpx
 import trio
 
 from ..config import Settings
+from ..limits import Store
 from ..protocol import RETRY_STATUSES, retry_delay
 from ._client import Upstream
-from ._keypool import AllKeysResting, Key
+from ._keypool import AllKeysResting, Key, KeyPool, keys_wait, rest_name
 
 log = logging.getLogger("moonrelay")
 
@@ -36,6 +37,16 @@ async def read_and_close(response: httpx.Response) -> bytes:
         await response.aclose()
 
 
+async def key_rests(store: Store, keys: KeyPool) -> list[float] | None:
+    """Each key's seconds of rest left, from the store; None for a pool that does not rotate (no store call)."""
+    return await store.resting(keys.names) if keys.rotating else None
+
+
+async def free_key(store: Store, keys: KeyPool) -> Key | None:
+    """The next key not resting; raises AllKeysResting."""
+    return keys.pick(await key_rests(store, keys))
+
+
 async def send_with_retries(
     upstream: Upstream, send: Send, settings: Settings, *, replayable: bool = True
 ) -> tuple[httpx.Response, bytes | None]:
@@ -43,11 +54,12 @@ async def send_with_retries(
     not retried). ``send(key)`` makes one attempt; ``replayable`` False (a streamed request body) means
     one attempt only. Raises the last TransportError, or AllKeysResting before any attempt."""
     keys = upstream.keys
+    store = upstream.store
     attempt = 0
     last: tuple[httpx.Response, bytes] | None = None
     while True:
         try:
-            key = keys.pick(trio.current_time())
+            key = await free_key(store, keys)
         except AllKeysResting:
             if last is not None:
                 return last
@@ -67,16 +79,16 @@ async def send_with_retries(
             return response, None
         content = await read_and_close(response)
         last = (response, content)
-        now = trio.current_time()
         if rotate:
-            rested = keys.rest(key, response.headers.get("retry-after"), now)
             assert key is not None  # a rotating pool always hands out a key
+            rested = keys.rest_s(response.headers.get("retry-after"))
+            await store.rest(rest_name(key), rested)
             log.info("upstream %s: key %s answered 429; it rests %.1f s", upstream.name, key.fingerprint, rested)
             if not replayable:
                 return last
-            if keys.ready(now):
+            wait = keys_wait(await store.resting(keys.names))
+            if wait <= 0:
                 continue  # the next key, at once
-            wait = keys.wake_in(now)
             if attempt >= settings.retries or wait > settings.retry_max_wait_s:
                 return last
             delay: float | None = wait

@@ -22,7 +22,9 @@ import httpx
 
 from ..config import Settings
 from ..limits import LocalStore, Store
+from ._balance import SmoothWeighted
 from ._connection import Timeouts
+from ._health import Health
 from ._keypool import Key, KeyPool
 from ._pool import H11Transport
 from ._routing import Router, UpstreamConfig, single_upstream, upstream_configs
@@ -88,8 +90,8 @@ class Upstream(_ClosedOnExit):
         self.transport = transport or build_transport(settings, config)
         self.keys = KeyPool.from_env(config.key_envs, environ)
         self.active = 0  # requests in flight to this upstream (this worker)
-        # Where max_concurrent is counted: this worker's memory, or (--state) the store every worker and instance
-        # share. Upstreams hands its own store to each upstream it holds.
+        # Where max_concurrent and its keys' rests are counted: this worker's memory, or (--state) the store every
+        # worker and instance share. Upstreams hands its own store to each upstream it holds.
         self.store: Store = LocalStore()
         self.slots = f"slots:upstream:{self.name}"
         self.lease_s = settings.state_lease_s
@@ -181,6 +183,14 @@ class Upstreams(_ClosedOnExit):
             u.store = self.store
         self.by_name = {u.name: u for u in self.all}
         self.router = Router(u.config for u in self.all)
+        # Breakers and 429 rests of deployments, in the store; a probe's slot outlives a dead worker this long.
+        attempts = 1 + settings.retries
+        each = (u.config.connect_timeout_s + u.config.first_byte_timeout_s for u in self.all)
+        ttl = max(each, default=0.0) * attempts
+        ttl += settings.retry_max_wait_s * settings.retries
+        keys = {u.name: u.keys.names for u in self.all if u.keys.rotating}
+        self.health = Health(self.store, [u.config for u in self.all], ttl, keys)
+        self._balancers: dict[tuple[str, ...], SmoothWeighted] = {}  # this worker's place in each weighted round
         self.default = self.by_name.get(self.router.default) if self.router.default else None
         for u in self.all:  # fingerprints only: a key never reaches a log line
             shown = ", ".join(k.fingerprint for k in u.keys.keys) or "none"
@@ -190,6 +200,18 @@ class Upstreams(_ClosedOnExit):
         """The upstream that serves ``model`` (None: no pattern matches and there is no default)."""
         name = self.router.route(model)
         return self.by_name[name] if name is not None else None
+
+    def deployments(self, model: str) -> tuple[Upstream, ...]:
+        """Every upstream that serves ``model``: its deployments (one, unless tables share its exact name)."""
+        return tuple(self.by_name[name] for name in self.router.deployments(model))
+
+    def balancer(self, deployments: Sequence[Upstream]) -> SmoothWeighted:
+        """The weighted round robin over these deployments (one per set of deployments, kept by this worker)."""
+        key = tuple(d.name for d in deployments)
+        found = self._balancers.get(key)
+        if found is None:
+            found = self._balancers[key] = SmoothWeighted([d.config.weight for d in deployments])
+        return found
 
     def h11_transports(self) -> Iterator[H11Transport]:
         """Our transports, whose timeout watchdogs run beside the server."""

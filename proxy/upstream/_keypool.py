@@ -1,18 +1,19 @@
-"""An upstream's API keys, used in turn, sans I/O (the caller passes the clock).
+"""An upstream's API keys, used in turn, sans I/O (the caller reads and writes the rests in the store).
 
 Why a pool: a Moonshot account allows at most 1,000 concurrent requests and 10,000 RPM, so a relay
 for more users spreads its requests over several accounts' keys. Round robin spreads them evenly;
 a key that the upstream answered 429 *rests* (for its Retry-After, within bounds) while the others
-serve. A pool of one key never rests: there is no other key to serve meanwhile, and the relay then
-behaves as it did with one key (the retry logic decides).
+serve. Rests live in the store (``proxy.limits``) under ``key:<fingerprint>``, so that with a shared store a
+key rests for every worker and instance. A pool of one key never rests: there is no other key to serve
+meanwhile, and the relay then behaves as it did with one key (the retry logic decides; a deployment of a model
+with others rests instead, :mod:`proxy.app._candidates`).
 
 Keys are held as ready-made header values and shown only by fingerprint (``repr`` hides the rest).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..auth import fingerprint
@@ -26,7 +27,6 @@ MAX_REST_S = 300.0  # a longer Retry-After (a daily quota, say) is cut to this: 
 class Key:
     authorization: bytes = field(repr=False)  # b"Bearer sk-..."
     fingerprint: str  # safe to log
-    rest_until: float = -math.inf
 
 
 class AllKeysResting(Exception):
@@ -46,10 +46,11 @@ def rest_seconds(retry_after: str | None) -> float:
 
 
 class KeyPool:
-    __slots__ = ("keys", "_next")
+    __slots__ = ("keys", "names", "_next")
 
     def __init__(self, keys: Iterable[str]) -> None:
         self.keys = [Key(f"Bearer {k}".encode(), fingerprint(k)) for k in dict.fromkeys(keys) if k]
+        self.names = [rest_name(k) for k in self.keys]  # their rests in the store, in order
         self._next = 0
 
     @classmethod
@@ -62,37 +63,33 @@ class KeyPool:
         """Whether a rate-limited key can give way to another one."""
         return len(self.keys) > 1
 
-    def pick(self, now: float) -> Key | None:
-        """The next key not resting (round robin); None when the pool has no key at all.
+    def pick(self, rests: Sequence[float] | None = None) -> Key | None:
+        """The next key not resting (round robin; ``rests``: each key's seconds of rest left, read from the
+        store, or None in a pool that does not rotate); None when the pool has no key at all.
 
         Raises AllKeysResting when every key rests.
         """
         keys = self.keys
         n = len(keys)
-        if n <= 1:
+        if n <= 1 or rests is None:
             return keys[0] if keys else None
         start = self._next
         for i in range(n):
-            key = keys[(start + i) % n]
-            if key.rest_until <= now:
+            if rests[(start + i) % n] <= 0:
                 self._next = (start + i + 1) % n
-                return key
-        raise AllKeysResting(self.wake_in(now))
+                return keys[(start + i) % n]
+        raise AllKeysResting(min(rests))
 
-    def rest(self, key: Key | None, retry_after: str | None, now: float) -> float:
-        """Rest ``key`` after a 429; the seconds it rests (0 in a pool of one, which never rests)."""
-        if key is None or not self.rotating:
-            return 0.0
-        seconds = rest_seconds(retry_after)
-        key.rest_until = max(key.rest_until, now + seconds)
-        return seconds
+    def rest_s(self, retry_after: str | None) -> float:
+        """How long a key rests after a 429 (0 in a pool of one, which never rests)."""
+        return rest_seconds(retry_after) if self.rotating else 0.0
 
-    def ready(self, now: float) -> bool:
-        """Whether some key may be used now."""
-        return not self.rotating or any(k.rest_until <= now for k in self.keys)
 
-    def wake_in(self, now: float) -> float:
-        """Seconds until the first resting key may be used again (0 when one may be used now)."""
-        if not self.keys:
-            return 0.0
-        return max(0.0, min(k.rest_until for k in self.keys) - now)
+def rest_name(key: Key) -> str:
+    """A key's rest in the store: named by fingerprint, so a key shared by two upstreams rests for both."""
+    return f"key:{key.fingerprint}"
+
+
+def keys_wait(rests: Sequence[float]) -> float:
+    """Seconds until the first key may be used again (0 when one may be used now, or there is none)."""
+    return max(0.0, min(rests)) if rests else 0.0

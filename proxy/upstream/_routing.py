@@ -4,13 +4,15 @@ the model → upstream matcher.
     [[upstreams]]                       → UpstreamConfig (validated once, at startup)
     no [[upstreams]]: --upstream flags  → one UpstreamConfig, the default (exactly the single-upstream relay)
     Router.route("moonshot-v1-8k")      → the upstream's name, or None (→ 404 model_not_found)
+    Router.deployments("kimi-k2")       → every upstream that lists the exact name: its deployments, balanced by
+                                          ``weight`` and health (proxy.upstream._balance, proxy.upstream._health)
     fallbacks = ["b", "c"]              → tried in order when this upstream fails before the first byte
                                           (proxy.app._relay; each name checked to exist, never itself)
 
-Matching: exact model names first (across all upstreams), then glob patterns (``moonshot-*``) in
-config order, then the default upstream (``default = true``, or ``"*"`` among its models). A
-decision is cached per model name, so the per-request cost is one dict hit; the cache is bounded
-because model names come from clients.
+Matching: exact model names first (across all upstreams; several tables may list one: they are its
+deployments), then glob patterns (``moonshot-*``) in config order, then the default upstream (``default = true``,
+or ``"*"`` among its models). A decision is cached per model name, so the per-request cost is one dict hit; the
+cache is bounded because model names come from clients.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it goes into metric la
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = frozenset("*?[")
 _TIMEOUTS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s", "total_timeout_s")
+_BREAKER_TIMES = ("breaker_window_s", "breaker_cooldown_s")
+_COUNTS = ("max_concurrent", "max_connections", "breaker_failures")
 _KEYS = frozenset(
-    {"name", "base_url", "key_env", "key_envs", "models", "default", "max_concurrent", "include_usage",
-     "ca_file", "max_connections", "fallbacks", *_TIMEOUTS}
+    {"name", "base_url", "key_env", "key_envs", "models", "default", "include_usage", "ca_file", "fallbacks",
+     "weight", *_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS}
 )  # fmt: skip
+MAX_WEIGHT = 1000
 
 
 def upstream_label(base_url: str) -> str:
@@ -63,6 +68,10 @@ class UpstreamConfig:
     max_connections: int = 0
     ca_file: str | None = None
     fallbacks: tuple[str, ...] = ()  # upstreams tried in order when this one fails before the first byte
+    weight: int = 1  # its share of its models' requests among their deployments (1 to MAX_WEIGHT)
+    breaker_failures: int = 5  # failures in a row, within one window, that open the circuit; 0: no breaker
+    breaker_window_s: float = 30.0
+    breaker_cooldown_s: float = 30.0  # how long an open circuit stays open before one probe request
 
 
 def single_upstream(settings: Settings) -> UpstreamConfig:
@@ -132,11 +141,11 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
         if problem:
             raise ConfigError(f"{where}: bad model pattern {pattern!r}: {problem}")
     values: dict[str, Any] = _inherited(settings)
-    for key in (*_TIMEOUTS, "max_concurrent", "max_connections"):
+    for key in (*_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS):
         if key not in table:
             continue
         value = table[key]
-        integral = key.startswith("max_")
+        integral = key in _COUNTS
         if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)):
             raise ConfigError(f"{where}: '{key}' must be a number")
         if value < 0 or (not integral and value == 0):
@@ -157,6 +166,10 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
     if len(set(fallbacks)) != len(fallbacks):
         raise ConfigError(f"{where}: 'fallbacks' lists an upstream twice")
     values["fallbacks"] = tuple(fallbacks)
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+        raise ConfigError(f"{where}: 'weight' must be a whole number from 1 to {MAX_WEIGHT}")
+    values["weight"] = weight
     return UpstreamConfig(
         name=name,
         base_url=base_url,
@@ -188,10 +201,9 @@ def pattern_problem(pattern: str) -> str | None:
 
 
 def check_together(configs: Sequence[UpstreamConfig]) -> None:
-    """What no single table shows: duplicate names, two defaults, one exact model claimed twice, a fallback
-    that names no upstream."""
+    """What no single table shows: duplicate names, two defaults, a fallback that names no upstream. One exact
+    model listed by several tables is allowed: they are its deployments."""
     names: set[str] = set()
-    owner: dict[str, str] = {}
     defaults = []
     for c in configs:
         if c.name in names:
@@ -199,11 +211,6 @@ def check_together(configs: Sequence[UpstreamConfig]) -> None:
         names.add(c.name)
         if c.default:
             defaults.append(c.name)
-        for model in c.models:
-            if _is_exact(model):
-                if model in owner and owner[model] != c.name:
-                    raise ConfigError(f"model {model!r} is listed by both {owner[model]!r} and {c.name!r}")
-                owner[model] = c.name
     for c in configs:
         unknown = [f for f in c.fallbacks if f not in names]
         if unknown:
@@ -217,26 +224,31 @@ def _is_exact(model: str) -> bool:
 
 
 class Router:
-    """Model name → upstream name, by the rules in the module docstring."""
+    """Model name → upstream names (its deployments, in config order), by the rules in the module docstring."""
 
     __slots__ = ("_exact", "_patterns", "default", "_cache")
 
     def __init__(self, configs: Iterable[UpstreamConfig]) -> None:
-        self._exact: dict[str, str] = {}
+        self._exact: dict[str, tuple[str, ...]] = {}
         self._patterns: list[tuple[str, str]] = []
         self.default: str | None = None
         for c in configs:
             for model in c.models:
                 if _is_exact(model):
-                    self._exact.setdefault(model, c.name)
+                    self._exact[model] = (*self._exact.get(model, ()), c.name)
                 else:
                     self._patterns.append((model, c.name))
             if c.default and self.default is None:
                 self.default = c.name
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[str, tuple[str, ...]] = {}
 
     def route(self, model: str) -> str | None:
-        """The upstream that serves ``model``; None when none does (no pattern matches, no default)."""
+        """The (first) upstream that serves ``model``; None when none does (no pattern matches, no default)."""
+        found = self.deployments(model)
+        return found[0] if found else None
+
+    def deployments(self, model: str) -> tuple[str, ...]:
+        """Every upstream that serves ``model`` (several when tables share its exact name); () when none does."""
         try:
             return self._cache[model]
         except KeyError:
@@ -246,14 +258,14 @@ class Router:
             self._cache[model] = found
         return found
 
-    def _decide(self, model: str) -> str | None:
+    def _decide(self, model: str) -> tuple[str, ...]:
         exact = self._exact.get(model)
         if exact is not None:
             return exact
         for pattern, name in self._patterns:
             if fnmatchcase(model, pattern):
-                return name
-        return self.default
+                return (name,)
+        return (self.default,) if self.default is not None else ()
 
 
 def configured_models(settings: Settings) -> frozenset[str]:
