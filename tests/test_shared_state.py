@@ -211,3 +211,25 @@ def test_the_example_in_the_reference_loads(tmp_path) -> None:
     settings = load_settings({}, {}, str(path))
     assert (settings.state, settings.state_timeout_s, settings.workers) == ("redis://10.0.0.5:6379/0", 0.25, 2)
     assert [c.max_concurrent for c in upstream_configs(settings)] == [1000]
+
+
+async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server, nursery) -> None:
+    """Client-key limits count in the same store: with --state, two relays (as two instances) share one key's rpm;
+    each alone, the third request would pass."""
+    sim = await start_sim(nursery)
+    roots = [
+        await start_relay(
+            nursery, sim.url, state=redis_server.url, api_keys="mr-shared-key", key_rpm=2, access_log="off"
+        )
+        for _ in range(2)
+    ]
+    if time.time() % 60 > 57:  # rpm windows are epoch-aligned minutes: do not straddle one
+        await trio.sleep(60 - time.time() % 60)
+    headers = {"authorization": "Bearer mr-shared-key"}
+    body = {**CHAT, "stream": False}
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = await client.post(roots[0] + "/v1/chat/completions", json=body, headers=headers)
+        second = await client.post(roots[1] + "/v1/chat/completions", json=body, headers=headers)
+        third = await client.post(roots[0] + "/v1/chat/completions", json=body, headers=headers)
+    assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
