@@ -233,3 +233,50 @@ async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server,
         third = await client.post(roots[0] + "/v1/chat/completions", json=body, headers=headers)
     assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+async def two_relays_in_front_of(nursery, monkeypatch, tables: list[dict], state: str) -> list[str]:
+    """Two relays (as two instances) with the same deployments; ``state``: a Redis URL, or "" for each its own."""
+    monkeypatch.setenv("PRIMARY_KEY", "sk-primary")
+    return [await start_relay(nursery, "http://flat-upstream.invalid/v1", upstreams=tables, retries=0, state=state,
+                              access_log="off") for _ in range(2)]  # fmt: skip
+
+
+async def served_by(client: httpx.AsyncClient, root: str) -> str:
+    with trio.fail_after(10):
+        answer = await client.post(root + "/v1/chat/completions", json={**CHAT, "model": "kimi-k2", "stream": False})
+    assert answer.status_code == 200
+    return answer.headers["x-moonrelay-upstream"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_a_429d_deployment_rests_on_every_instance(redis_server, nursery, monkeypatch, shared) -> None:
+    """A 429 (Retry-After: 30) seen by one relay rests that deployment for the other relay too when they share
+    --state; each on its own, the second relay still sends its first request there (the control)."""
+    from tests.test_deployments import AlwaysRateLimited
+
+    limited = await nursery.start(AlwaysRateLimited().serve)
+    backup = await start_sim(nursery)
+    tables = [{"name": "limited", "base_url": limited.url, "models": ["kimi-k2"], "key_env": "PRIMARY_KEY",
+               "weight": 100}, {"name": "backup", "base_url": backup.url, "models": ["kimi-k2"]}]  # fmt: skip
+    one, two = await two_relays_in_front_of(nursery, monkeypatch, tables, redis_server.url if shared else "")
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert await served_by(client, one) == "backup"  # moved after the 429
+        assert [await served_by(client, two) for _ in range(3)] == ["backup"] * 3
+    assert limited.requests == (1 if shared else 2)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_an_open_circuit_is_open_on_every_instance(redis_server, nursery, monkeypatch, shared) -> None:
+    """A deployment's breaker opened by one relay's failure keeps the other relay away from it too when they share
+    --state; each on its own, the second relay sends its own failing request first (the control)."""
+    primary = await start_sim(nursery, key_faults={"sk-primary": "status:500"})
+    backup = await start_sim(nursery)
+    tables = [{"name": "primary", "base_url": primary.url, "models": ["kimi-k2"], "key_env": "PRIMARY_KEY",
+               "weight": 100, "breaker_failures": 1, "breaker_cooldown_s": 60},
+              {"name": "backup", "base_url": backup.url, "models": ["kimi-k2"]}]  # fmt: skip
+    one, two = await two_relays_in_front_of(nursery, monkeypatch, tables, redis_server.url if shared else "")
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert await served_by(client, one) == "backup"
+        assert [await served_by(client, two) for _ in range(3)] == ["backup"] * 3
+    assert primary.stats.snapshot()["started"] == (1 if shared else 2)
