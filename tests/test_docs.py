@@ -80,3 +80,26 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
         "a.md#not-a-heading: no such heading",
         "nothere.md: no such file",
     ]
+
+
+def test_the_readme_example_is_a_config_the_relay_starts_with(tmp_path) -> None:
+    """README's complete example: the TOML loads and validates, its deployments and fallbacks are what it says, and
+    the keys-file line it shows parses with every limit."""
+    from proxy.limits import parse_keys_file
+    from proxy.upstream import load_settings, upstream_configs
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Exposing the relay.*?```toml\n(.*?)```", text, re.S)
+    assert block is not None
+    path = tmp_path / "moonrelay.toml"
+    path.write_text(block.group(1))
+    settings = load_settings({}, {}, str(path))
+    assert settings.state.startswith("redis://") and settings.workers == 2
+    configs = {c.name: c for c in upstream_configs(settings)}
+    assert [configs["moonshot-a"].weight, configs["moonshot-b"].weight] == [3, 1]
+    assert configs["moonshot-a"].fallbacks == ("openai",) and configs["moonshot-a"].max_concurrent == 1000
+    line = re.search(r"# lines: KEY (.*)", block.group(1))
+    assert line is not None
+    [(key, limits)] = parse_keys_file("mr-example-key " + line.group(1))
+    assert key == "mr-example-key"
+    assert (limits.rpm, limits.tpm, limits.concurrent, limits.budget) == (60, 40000, 5, 2000000)
