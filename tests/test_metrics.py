@@ -2,12 +2,8 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,11 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
 from proxy.observability import MULTIPROC_ENV, prepare_multiprocess
+from tests.children import start_child, stop_child
 from tests.conftest import start_relay, start_sim
 from tests.recorder import serve_recorder
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -88,32 +84,6 @@ async def test_metrics_off(nursery):
         assert (await client.get(root + "/metrics")).status_code == 404
 
 
-def _start(args: list[str], marker: str, env: dict, stderr) -> tuple[subprocess.Popen, str]:
-    """A child process and the URL it prints after ``marker`` (killed after 15 s if it never does)."""
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    killer = threading.Timer(15, proc.kill)
-    killer.start()
-    try:
-        for line in proc.stdout:
-            if marker in line:
-                return proc, line.split(marker, 1)[1].split()[0]
-    finally:
-        killer.cancel()
-    proc.kill()
-    raise AssertionError(f"{args[2]} did not start")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    proc.stdout.close()
-
-
 @pytest.mark.slow
 def test_two_workers_sum_their_metrics(tmp_path):
     metrics_dir = tmp_path / "prom"
@@ -121,10 +91,10 @@ def test_two_workers_sum_their_metrics(tmp_path):
     sim_args = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0.01"]
     sim_args += ["--interval", "0.002", "--chunks", "3"]
     with open(tmp_path / "sim.err", "w") as sim_err, open(tmp_path / "relay.err", "w") as relay_err:
-        sim, sim_url = _start(sim_args, "sim listening on ", env, sim_err)
+        sim, sim_url = start_child(sim_args, "sim listening on ", env, sim_err)
         try:
             relay_args = [sys.executable, "-m", "proxy", "--workers", "2", "--bind", "127.0.0.1:0"]
-            relay, root = _start(relay_args + ["--upstream", sim_url], "moonrelay listening on ", env, relay_err)
+            relay, root = start_child(relay_args + ["--upstream", sim_url], "moonrelay listening on ", env, relay_err)
             try:
                 k = 24
                 # A new connection per request, so the kernel spreads them over both workers.
@@ -138,9 +108,9 @@ def test_two_workers_sum_their_metrics(tmp_path):
                         time.sleep(0.01)
                     scrapes = [samples(client.get(root + "/metrics").text) for _ in range(4)]
             finally:
-                _stop(relay)
+                stop_child(relay)
         finally:
-            _stop(sim)
+            stop_child(sim)
     for found in scrapes:  # whichever worker answered the scrape, it reports both workers' requests
         assert total(found, "moonrelay_requests_total", route="/v1/chat/completions", status="200") == k
         assert total(found, "moonrelay_completion_tokens_total") == 3 * k

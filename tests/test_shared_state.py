@@ -8,10 +8,8 @@ the relays are real ``python -m proxy --workers 2`` processes.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 import trio
 
 from proxy.config import Settings
+from tests.children import start_child, stop_child
 from tests.conftest import start_relay, start_sim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,28 +51,15 @@ def start_relay_process(args: list[str], log: Path) -> tuple[subprocess.Popen, s
     """``python -m proxy ARGS`` on an ephemeral port; its root URL (killed after 30 s if it never listens)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--access-log", "off", *args],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)  # fmt: skip
-    killer = threading.Timer(30, proc.kill)
-    killer.start()
-    try:
-        for line in proc.stdout:
-            if "moonrelay listening on " in line:
-                return proc, line.split("moonrelay listening on ", 1)[1].split()[0]
-    finally:
-        killer.cancel()
-    raise AssertionError(f"the relay did not start: {log.read_text()[-2000:]}")
+        argv = [sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--access-log", "off", *args]
+        try:
+            return start_child(argv, "moonrelay listening on ", env, err, within_s=30)
+        except AssertionError:
+            raise AssertionError(f"the relay did not start: {log.read_text()[-2000:]}") from None
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    proc.stdout.close()
+    stop_child(proc, grace_s=15)
 
 
 async def chat(client: httpx.AsyncClient, url: str, results: list) -> None:
