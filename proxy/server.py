@@ -167,6 +167,9 @@ async def serve(
 
         async def hypercorn(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await serve_app(app, config, sock, shutdown_trigger=trigger, task_status=task_status)
+            flush = getattr(store, "flush", None)
+            if flush is not None:  # releases still queued in the shared store go out before it stops
+                await flush()
             nursery.cancel_scope.cancel()  # served and drained: stop the watchdog and the heartbeats
 
         await nursery.start(hypercorn)

@@ -237,3 +237,15 @@ async def test_a_lone_acquire_is_sent_by_its_caller_not_the_batch_task(redis_ser
     store._asks.add = lambda item: queued.append(item) or add(item)
     assert await store.acquire("slots:l", 5, 30.0) is not None
     assert queued == []
+
+
+async def test_flush_sends_the_queued_releases_at_once(redis_server, nursery) -> None:
+    """What a stopping worker does: its slots come back now, not after the release delay or their TTL."""
+    store = await started(nursery, FailoverStore(RedisStore(redis_server.url, release_delay_s=30.0)))
+    other = await started(nursery, RedisStore(redis_server.url))
+    token = await store.acquire("slots:f", 1, 30.0)
+    assert token
+    await store.release("slots:f", token)
+    assert await other.held("slots:f") == 1
+    await store.flush()
+    assert await other.held("slots:f") == 0

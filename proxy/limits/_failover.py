@@ -107,6 +107,11 @@ class FailoverStore:
         # is down it fails and the lease lapses by its TTL.
         await self.redis.release(name, own, wait=False)
 
+    async def flush(self) -> None:
+        """Send what Redis has queued (releases) before the store stops; nothing while it is down."""
+        if self.up:
+            await self.redis.flush()
+
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         shared = [(name, token[2:]) for name, token in leases if token.startswith("r:")]
         if shared and self.up:

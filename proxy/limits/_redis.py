@@ -206,6 +206,11 @@ class RedisStore:
         with trio.move_on_after(self.timeout_s):
             await sent.wait()
 
+    async def flush(self) -> None:
+        """Send the releases still queued (a worker about to stop: its slots come back now, not after their TTL)."""
+        if self._queued_releases:
+            await self._send_releases([])
+
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         if leases:
             await self._call("renew", [self._key(name) for name, _ in leases], [_ms(ttl_s), *(t for _, t in leases)])
