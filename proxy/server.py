@@ -139,38 +139,45 @@ async def serve(
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
     store = build_store(settings)  # where limits and upstream health are counted (proxy.limits)
-    async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as nursery:
+    # The store runs in a nursery of its own that outlives serving: releases still queued in it once every
+    # request has ended go out before it stops (a stopped worker's shared slots come back at once).
+    async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as store_nursery:
         run_store = getattr(store, "run", None)
         if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
-            await nursery.start(run_store)
-        transports = list(upstreams.h11_transports())
-        for transport in transports:  # their timeout watchdogs run beside the server
-            await nursery.start(transport.run_watchdog)
-        heartbeats = None
-        if settings.heartbeat_s > 0 and transports:
-            heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
-            await nursery.start(heartbeats.run)
-        keys = KeySource(settings)
-        if settings.api_keys_file and threading.current_thread() is threading.main_thread():
-            await nursery.start(reload_keys_on_sighup, keys)  # (signals reach the main thread only)
-        app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys)
-        trigger = None
-        if shutdown_trigger is not None:
+            await store_nursery.start(run_store)
+        async with trio.open_nursery() as nursery:
+            transports = list(upstreams.h11_transports())
+            for transport in transports:  # their timeout watchdogs run beside the server
+                await nursery.start(transport.run_watchdog)
+            heartbeats = None
+            if settings.heartbeat_s > 0 and transports:
+                heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
+                await nursery.start(heartbeats.run)
+            keys = KeySource(settings)
+            if settings.api_keys_file and threading.current_thread() is threading.main_thread():
+                await nursery.start(reload_keys_on_sighup, keys)  # (signals reach the main thread only)
+            app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys)
+            trigger = None
+            if shutdown_trigger is not None:
 
-            async def trigger() -> None:
-                await shutdown_trigger()
-                streams.draining = True
-                writes = client_writes(config)
-                nursery.start_soon(
-                    drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel, writes
-                )
+                async def trigger() -> None:
+                    await shutdown_trigger()
+                    streams.draining = True
+                    writes = client_writes(config)
+                    nursery.start_soon(
+                        drain, streams, settings.graceful_timeout_s, sock, nursery.cancel_scope.cancel, writes
+                    )
 
-        async def hypercorn(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            await serve_app(app, config, sock, shutdown_trigger=trigger, task_status=task_status)
-            nursery.cancel_scope.cancel()  # served and drained: stop the watchdog and the heartbeats
+            async def hypercorn(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                await serve_app(app, config, sock, shutdown_trigger=trigger, task_status=task_status)
+                nursery.cancel_scope.cancel()  # served and drained: stop the watchdog and the heartbeats
 
-        await nursery.start(hypercorn)
-        task_status.started(f"http://{url_host(host)}:{port}")
+            await nursery.start(hypercorn)
+            task_status.started(f"http://{url_host(host)}:{port}")
+        flush = getattr(store, "flush", None)
+        if flush is not None:  # served: every request has given its slots back
+            await flush()
+        store_nursery.cancel_scope.cancel()
 
 
 def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settings) -> None:

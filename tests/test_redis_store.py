@@ -189,3 +189,63 @@ async def test_batches_send_what_was_queued_meanwhile_and_signal_each_batch() ->
         await second[0].wait()
         assert sent == [[1], [2, 3], [4]] and second[0] is second[2]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_release_not_waited_for_rides_with_the_next_acquire(redis_server, nursery) -> None:
+    """One round trip per request under steady load: the release goes out inside the next acquire's call."""
+    store = await started(nursery, RedisStore(redis_server.url, release_delay_s=30.0))  # no flush by the timer
+    other = await started(nursery, RedisStore(redis_server.url))
+    token = await store.acquire("slots:r", 1, 30.0)
+    assert token
+    ops: list[str] = []
+    call = store._call
+
+    async def counted(op, keys, args):
+        ops.append(op)
+        return await call(op, keys, args)
+
+    store._call = counted
+    await store.release("slots:r", token, wait=False)
+    assert ops == [] and await other.held("slots:r") == 1  # queued, not sent
+    assert await store.acquire("slots:r", 1, 30.0) is not None  # the cap of 1 is free again: released first
+    assert ops == ["acquire"] and await other.held("slots:r") == 1
+
+
+async def test_a_release_no_acquire_takes_goes_out_by_itself(redis_server, nursery) -> None:
+    store = await started(nursery, RedisStore(redis_server.url, release_delay_s=0.05))
+    other = await started(nursery, RedisStore(redis_server.url))
+    token = await store.acquire("slots:q", 1, 30.0)
+    assert token
+    sent = trio.Event()
+    send = store._releases._send
+
+    async def signalled(leases) -> None:
+        await send(leases)
+        sent.set()
+
+    store._releases._send = signalled
+    await store.release("slots:q", token, wait=False)
+    with trio.fail_after(2.0):
+        await sent.wait()
+    assert store._queued_releases == [] and await other.held("slots:q") == 0
+
+
+async def test_a_lone_acquire_is_sent_by_its_caller_not_the_batch_task(redis_server, nursery) -> None:
+    store = await started(nursery, RedisStore(redis_server.url))
+    queued: list[object] = []
+    add = store._asks.add
+    store._asks.add = lambda item: queued.append(item) or add(item)
+    assert await store.acquire("slots:l", 5, 30.0) is not None
+    assert queued == []
+
+
+async def test_flush_sends_the_queued_releases_at_once(redis_server, nursery) -> None:
+    """What a stopping worker does: its slots come back now, not after the release delay or their TTL."""
+    store = await started(nursery, FailoverStore(RedisStore(redis_server.url, release_delay_s=30.0)))
+    other = await started(nursery, RedisStore(redis_server.url))
+    token = await store.acquire("slots:f", 1, 30.0)
+    assert token
+    await store.release("slots:f", token)
+    assert await other.held("slots:f") == 1
+    await store.flush()
+    assert await other.held("slots:f") == 0

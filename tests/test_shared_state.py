@@ -266,3 +266,33 @@ async def test_an_open_circuit_is_open_on_every_instance(redis_server, nursery, 
         assert await served_by(client, one) == "backup"
         assert [await served_by(client, two) for _ in range(3)] == ["backup"] * 3
     assert primary.stats.snapshot()["started"] == (1 if shared else 2)
+
+
+async def test_a_stopping_relay_sends_its_queued_releases_before_it_ends(redis_server, nursery, monkeypatch) -> None:
+    """Releases are queued, not waited for (proxy/limits/_redis.py); serve() flushes them once it has drained, so a
+    stopped worker's slots come back at once, not after the release delay or their lease TTL."""
+    from functools import partial
+
+    import proxy.server
+    from proxy.limits import RedisStore
+    from proxy.server import serve
+
+    monkeypatch.setattr(proxy.server, "RedisStore", partial(RedisStore, release_delay_s=60.0))  # no timer flush
+    sim = await start_sim(nursery)
+    tables = ({"name": "sim", "base_url": sim.url, "default": True, "max_concurrent": 5},)
+    settings = Settings(bind="127.0.0.1:0", upstream=sim.url, upstreams=tables, state=redis_server.url,
+                        access_log="off")  # fmt: skip
+    stop_now, ended = trio.Event(), trio.Event()
+
+    async def relay(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await serve(settings, shutdown_trigger=stop_now.wait, task_status=task_status)
+        ended.set()
+
+    root = await nursery.start(relay)
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.post(root + "/v1/chat/completions", json=CHAT)).status_code == 200
+    assert redis_server.command("ZCARD", SLOTS_KEY) == b":1\r\n"  # given back, still queued
+    stop_now.set()
+    with trio.fail_after(10):
+        await ended.wait()
+    assert redis_server.command("ZCARD", SLOTS_KEY) == b":0\r\n"

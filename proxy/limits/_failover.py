@@ -103,7 +103,14 @@ class FailoverStore:
         if where == "l":
             await self.local.release(name, own)
             return
-        await self.redis.release(name, own, wait=self.up)  # while Redis is down: no wait, it lapses by its TTL
+        # Not waited for: it rides with the next acquire or goes out within the store's release delay; while Redis
+        # is down it fails and the lease lapses by its TTL.
+        await self.redis.release(name, own, wait=False)
+
+    async def flush(self) -> None:
+        """Send what Redis has queued (releases) before the store stops; nothing while it is down."""
+        if self.up:
+            await self.redis.flush()
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         shared = [(name, token[2:]) for name, token in leases if token.startswith("r:")]

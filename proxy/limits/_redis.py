@@ -9,6 +9,11 @@ The store remembers the leases it handed out and not yet released, and :meth:`Re
 (one script call) every third of their TTL, so callers only acquire and release; a worker that dies stops renewing
 and its slots lapse by themselves. Acquires and releases go out in batches (proxy/limits/_batch.py): every one
 queued while the previous call was on its way, in one script call.
+
+A release need not wait for Redis (``wait=False``, what the relay's requests do): it is queued and rides with the
+next acquire (one round trip per request under steady load), or :meth:`RedisStore.run` sends it within
+``release_delay_s`` when no acquire comes; this store's own :meth:`RedisStore.held` sends what is queued first. A
+worker that dies with releases queued loses them, and those slots lapse by their TTL.
 """
 
 from __future__ import annotations
@@ -54,10 +59,13 @@ class RedisStore:
 
     shared = True
 
-    def __init__(self, url: str, *, prefix: str = "moonrelay:", timeout_s: float = 0.25) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "moonrelay:", timeout_s: float = 0.25, release_delay_s: float = 0.05
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
+        self.release_delay_s = release_delay_s  # the longest a release not waited for stays queued
         self._client: Connection | None = None  # opened by run()
         self._shas = {name: _sha(text) for name, text in _scripts.ALL.items()}
         self._leases: dict[str, tuple[str, float]] = {}  # token → (name, ttl_s): handed out, not released
@@ -65,6 +73,8 @@ class RedisStore:
         self._ttl_changed = trio.Event()
         self._asks = Batches(self._send_asks)
         self._releases = Batches(self._send_releases)  # (name, token) given back
+        self._queued_releases: list[tuple[str, str]] = []  # given back without waiting: ride with the next call
+        self._release_queued = trio.Event()
         # Tokens unique across instances: a random part per store, a counter per lease.
         self._tag = os.urandom(6).hex()
         self._count = itertools.count(1)
@@ -81,6 +91,7 @@ class RedisStore:
             try:
                 nursery.start_soon(self._asks.run)
                 nursery.start_soon(self._releases.run)
+                nursery.start_soon(self._send_queued_releases)
                 task_status.started()
                 while True:
                     with trio.move_on_after(self._shortest_ttl / 3):  # no lease handed out yet: only the event
@@ -93,22 +104,43 @@ class RedisStore:
             finally:
                 self._client = None
 
+    async def _send_queued_releases(self) -> None:
+        """Send the releases no acquire took along, ``release_delay_s`` after the first of them was queued."""
+        while True:
+            await self._release_queued.wait()
+            self._release_queued = trio.Event()
+            await trio.sleep(self.release_delay_s)
+            if self._queued_releases:
+                for lease in self._take_queued_releases():
+                    self._releases.add(lease)
+
+    def _take_queued_releases(self) -> list[tuple[str, str]]:
+        queued, self._queued_releases = self._queued_releases, []
+        return queued
+
     async def _send_asks(self, asks: list[_Ask]) -> None:
-        args: list[Any] = []
+        releases = self._take_queued_releases()
+        if len(releases) > 1000:  # bounded calls: the rest wait for the next
+            releases, self._queued_releases = releases[:1000], releases[1000:] + self._queued_releases
+        keys = [self._key(name) for name, _ in releases] + [self._key(ask.name) for ask in asks]
+        args: list[Any] = [len(releases), *(token for _, token in releases)]
         for ask in asks:
             args += [ask.limit, _ms(ask.ttl_s), ask.token]
         try:
-            taken = await self._call("acquire", [self._key(ask.name) for ask in asks], args)
+            taken = await self._call("acquire", keys, args)
         except StoreUnavailable:
             return  # every ask stays unanswered: its caller raises
         for ask, one in zip(asks, taken, strict=True):
             ask.taken = bool(one)
 
     async def _send_releases(self, leases: list[tuple[str, str]]) -> None:
-        try:
-            await self._call("release", [self._key(name) for name, _ in leases], [token for _, token in leases])
-        except StoreUnavailable:
-            pass  # not renewed any more: those leases lapse after their TTL
+        leases = leases + self._take_queued_releases()
+        for start in range(0, len(leases), 1000):  # bounded script calls
+            batch = leases[start : start + 1000]
+            try:
+                await self._call("release", [self._key(name) for name, _ in batch], [token for _, token in batch])
+            except StoreUnavailable:
+                return  # not renewed any more: those leases lapse after their TTL
 
     async def _call(self, op: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``op`` within the deadline; loads it when Redis does not know it."""
@@ -143,9 +175,12 @@ class RedisStore:
         if self._client is None:
             raise StoreUnavailable("the Redis store is not running")
         ask = _Ask(name, limit, ttl_s, f"{self._tag}.{next(self._count)}")
-        answered = self._asks.add(ask)
-        with trio.move_on_after(self.timeout_s):
-            await answered.wait()
+        if self._asks.idle:
+            await self._asks.send_alone(ask)  # within the deadline of _call
+        else:
+            answered = self._asks.add(ask)
+            with trio.move_on_after(self.timeout_s):
+                await answered.wait()
         # Remembered (and renewed) only once Redis said yes: an ask answered after its caller gave up may have taken
         # the slot, and that lease, renewed by nobody, lapses after its TTL.
         if ask.taken is None:
@@ -160,13 +195,21 @@ class RedisStore:
 
     async def release(self, name: str, token: str, *, wait: bool = True) -> None:
         """Renewals of it stop at once; the release goes out with the next batch, which this waits for, at most
-        the deadline, unless ``wait`` is false (a Redis known to be down: it lapses)."""
+        the deadline, unless ``wait`` is false: then it is queued (module docstring)."""
         if self._leases.pop(token, None) is None:
             return
+        if not wait:
+            self._queued_releases.append((name, token))
+            self._release_queued.set()
+            return
         sent = self._releases.add((name, token))
-        if wait:
-            with trio.move_on_after(self.timeout_s):
-                await sent.wait()
+        with trio.move_on_after(self.timeout_s):
+            await sent.wait()
+
+    async def flush(self) -> None:
+        """Send the releases still queued (a worker about to stop: its slots come back now, not after their TTL)."""
+        if self._queued_releases:
+            await self._send_releases([])
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
         if leases:
@@ -187,6 +230,8 @@ class RedisStore:
                         self._releases.add((name, token))
 
     async def held(self, name: str) -> int:
+        if self._queued_releases:  # this store's own releases count before it reads
+            await self._send_releases([])
         return int(await self._call("held", [self._key(name)], []))
 
     # -- windows -------------------------------------------------------------------------------------

@@ -15,14 +15,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS slot sets, one per request (a batch of them, proxy/limits/_batch.py); ARGV limit, ttl_ms, token for each, in
-# KEYS order → 1 taken or 0 full, for each; taken in order, so a batch fills a cap as one by one would.
+# Releases first, then acquires, in one call: ARGV[1] the number r of releases; KEYS[1..r] their slot sets and
+# ARGV[2..r+1] their tokens; then KEYS slot sets, one per request (a batch of them, proxy/limits/_batch.py), and ARGV
+# limit, ttl_ms, token for each, in KEYS order → 1 taken or 0 full, for each acquire; taken in order, so a batch
+# fills a cap as one by one would. Releases ride with acquires so that under steady load a request costs one round
+# trip, not two.
 ACQUIRE = (
     _NOW
     + """
+local r = tonumber(ARGV[1])
+for i = 1, r do redis.call('ZREM', KEYS[i], ARGV[i + 1]) end
 local taken = {}
-for i, key in ipairs(KEYS) do
-  local limit, ttl, token = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), ARGV[3 * i]
+for i = 1, #KEYS - r do
+  local key, at = KEYS[r + i], r + 3 * i - 1
+  local limit, ttl, token = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZCARD', key) >= limit then
     taken[i] = 0
