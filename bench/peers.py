@@ -123,6 +123,13 @@ class MoonrelayQuiet(Moonrelay):
     extra_env = {"MOONRELAY_ACCESS_LOG": "off", "MOONRELAY_METRICS": "off"}
 
 
+class MoonrelayNoPump(Moonrelay):
+    """moonrelay with each stream read by its own task (``--pump off``): the before side of the pump's A/B."""
+
+    name = "moonrelay-nopump"
+    extra_env = {"MOONRELAY_PUMP": "off"}
+
+
 class MoonrelayCapped(Moonrelay):
     """moonrelay with a ``max_concurrent`` no run reaches, counted per worker: the A side of the ``--state`` cost
     A/B (issue 15). Every request takes and gives back a slot, so the only difference to ``moonrelay-state`` is
@@ -346,10 +353,11 @@ class OpenAIForwardTuned(OpenAIForward):
 
 
 PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), LiteLLMTuned(), OpenAIForward(),
-                                              OpenAIForwardTuned(), MoonrelayQuiet(), MoonrelayCapped(),
-                                              MoonrelayState())}  # fmt: skip
+                                              OpenAIForwardTuned(), MoonrelayQuiet(), MoonrelayNoPump(),
+                                              MoonrelayCapped(), MoonrelayState())}  # fmt: skip
 TARGETS = ("direct", *PEERS)
-ON_REQUEST = {"moonrelay-quiet", "moonrelay-capped", "moonrelay-state"}  # the A/B variants run only when named
+# the A/B variants run only when named
+ON_REQUEST = {"moonrelay-quiet", "moonrelay-nopump", "moonrelay-capped", "moonrelay-state"}
 DEFAULT_TARGETS = tuple(t for t in TARGETS if t not in ON_REQUEST)
 _URL_SUFFIX = re.compile(r"/v1/?$")
 

@@ -53,6 +53,8 @@ _HELP = {
     "fast_paths": "auto: the serving fast paths (proxy/serving/) on the tested framework versions only; "
     "off: plain hypercorn ASGI; force: on any version",
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
+    "pump": "on: one task per worker reads every directly written stream's upstream and relays its chunks (no task "
+    "switch per chunk); off: each stream's own task reads it",
     "gc_tuning": "on: freeze the start-up heap and collect garbage less often (no full-heap stalls); off: CPython's",
     "heartbeat_s": "send an SSE ': ping' comment after this many seconds of upstream silence; 0 = never",
     "client_write_timeout_s": "a client write not done in this time closes the connection and its upstream; 0 = never",

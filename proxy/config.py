@@ -59,6 +59,7 @@ class Settings:
     # Every fast path that relies on framework internals (proxy/serving/); "off" = plain hypercorn + quart-trio ASGI
     fast_paths: str = "auto"
     direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/serving/); "off" = ASGI
+    pump: str = "on"  # direct-written streams relayed by one task per worker (proxy/stream/_pump.py); "off" = their own
     gc_tuning: str = "on"  # freeze the start-up heap, rarer collections (proxy/gcpolicy.py); "off" = CPython's defaults
     # Observability (proxy/observability/_observe.py)
     access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none

@@ -36,7 +36,7 @@ from .gcpolicy import tune_gc
 from .limits import FailoverStore, LocalStore, RedisStore, Store
 from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
-from .stream import Heartbeats
+from .stream import Heartbeats, Pump, pump_available
 from .upstream import Upstreams, describe_upstreams
 
 # Hypercorn's own graceful timeout cancels whatever is left without telling the app; ours ends the
@@ -153,10 +153,16 @@ async def serve(
             if settings.heartbeat_s > 0 and transports:
                 heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
                 await nursery.start(heartbeats.run)
+            pump = None
+            if settings.pump != "off" and settings.direct_writes != "off" and pump_available and transports:
+                pump = Pump()  # streams parked in it are relayed from its task (proxy/stream/_pump.py)
+                await nursery.start(pump.run)
             keys = KeySource(settings)
             if settings.api_keys_file and threading.current_thread() is threading.main_thread():
                 await nursery.start(reload_keys_on_sighup, keys)  # (signals reach the main thread only)
-            app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys)
+            app = create_app(
+                settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump
+            )
             trigger = None
             if shutdown_trigger is not None:
 

@@ -26,7 +26,7 @@ from ..protocol import (
     with_usage,
 )
 from ..state import STATE, RequestState
-from ..stream import Heartbeats, NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
+from ..stream import Heartbeats, NDJSONBody, Pump, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
 from ..upstream import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
 from . import _passthrough as passthrough
 from ._admission import Streams
@@ -58,7 +58,8 @@ class Relay:
     ``upstreams`` may be set later (an app that opens its own when serving starts); ``streams`` holds the
     worker's in-flight chat requests (admission, drain); ``heartbeats``, if given and running, pings silent
     SSE streams; ``direct_writes``: streamed bodies may write straight to the client socket (proxy.serving);
-    ``store``: where limits and upstream health are counted (proxy.limits).
+    ``store``: where limits and upstream health are counted (proxy.limits); ``pump``: the worker's
+    :class:`proxy.stream.Pump`, which relays directly written streams from one task.
     """
 
     def __init__(
@@ -70,12 +71,14 @@ class Relay:
         *,
         direct_writes: bool = False,
         store: Store | None = None,
+        pump: Pump | None = None,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
         self.streams = streams
         self.heartbeats = heartbeats
         self.direct_writes = direct_writes
+        self.pump = pump if direct_writes else None  # where directly written streams are relayed (proxy.stream)
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
         # Client keys' limits; a concurrency lease outlives a crashed worker by at most the longest request.
         self.client_limits = ClientLimits(self.store, settings.total_timeout_s + settings.graceful_timeout_s)
@@ -145,17 +148,18 @@ class Relay:
         heartbeats; ``method`` is the client's (a HEAD gets no direct writes)."""
         direct = method if self.direct_writes else None
         tap = state.tap
+        pump = self.pump
         body: SSEBody
         if ndjson:
             if strip_usage:
-                body = UsageStrippedNDJSON(response, state, direct=direct, tap=tap)
+                body = UsageStrippedNDJSON(response, state, direct=direct, tap=tap, pump=pump)
             else:
-                body = NDJSONBody(response, direct=direct, tap=tap)
+                body = NDJSONBody(response, direct=direct, tap=tap, pump=pump)
         else:
             if strip_usage:
-                body = UsageStrippedSSE(response, state, direct=direct, tap=tap)
+                body = UsageStrippedSSE(response, state, direct=direct, tap=tap, pump=pump)
             else:
-                body = SSEBody(response, direct=direct, tap=tap)
+                body = SSEBody(response, direct=direct, tap=tap, pump=pump)
             if self.heartbeats is not None:
                 self.heartbeats.watch(body)
         self.streams.track_body(state, body)

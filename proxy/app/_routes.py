@@ -25,7 +25,7 @@ from ..protocol import (
 )
 from ..serving import fast_paths_allowed, prepare_app
 from ..state import STATE
-from ..stream import Heartbeats
+from ..stream import Heartbeats, Pump
 from ..upstream import Upstream, Upstreams
 from . import _passthrough as passthrough
 from ._admission import Streams
@@ -84,6 +84,7 @@ def create_app(
     heartbeats: Heartbeats | None = None,
     store: Store | None = None,
     keys: KeySource | None = None,
+    pump: Pump | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
@@ -91,7 +92,8 @@ def create_app(
     ``streams`` holds the worker's in-flight chat requests (admission, drain); ``heartbeats``, if
     given and running, pings silent SSE streams; ``store`` is where limits and upstream health are counted
     (proxy.limits; given upstreams bring theirs, else this worker's memory); ``keys``: the client keys in force
-    (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given).
+    (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given); ``pump``, if given and running,
+    relays directly written streams from its task.
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -111,7 +113,7 @@ def create_app(
     if store is None:
         store = upstreams.store if upstreams is not None else LocalStore()
     relay = Relay(settings, upstreams, streams, heartbeats, direct_writes=fast and settings.direct_writes != "off",
-                  store=store)  # fmt: skip
+                  store=store, pump=pump)  # fmt: skip
     if upstreams is None:
 
         @app.before_serving

@@ -37,7 +37,8 @@ from ..protocol import (
 )
 from ..serving import current_writer
 from ..state import RequestState
-from ..upstream import HEARTBEAT, Interrupted, IteratorReader, reader
+from ..upstream import HEARTBEAT, Interrupted, IteratorReader, ResponseStream, reader
+from ._pump import RESUME, WOKEN, Pump
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
 
@@ -61,17 +62,22 @@ class SSEBody:
     would fail on it anyway. The check costs one split per read and one ``json.loads`` per event.
     """
 
-    __slots__ = ("_response", "_reader", "_finished", "_splitter", "direct", "tap", "__weakref__")
+    __slots__ = ("_response", "_reader", "_finished", "_splitter", "_out", "direct", "tap", "pump", "__weakref__")
 
-    def __init__(self, response: httpx.Response, *, direct: str | None = None, tap: Any = None) -> None:
+    def __init__(
+        self, response: httpx.Response, *, direct: str | None = None, tap: Any = None, pump: Pump | None = None
+    ) -> None:
         """``direct``: the request method, to relay by direct writes where they are exact (None: never);
-        ``tap``: the request's :class:`proxy.observability.Tap`, told of every piece written directly."""
+        ``tap``: the request's :class:`proxy.observability.Tap`, told of every piece written directly;
+        ``pump``: the worker's :class:`Pump`, where direct writes may run without this task."""
         self._response = response
         self._reader = reader(response)
         self._finished = False
         self._splitter = EventSplitter()
+        self._out: Any = None  # the DirectWriter, once direct writes began
         self.direct = direct
         self.tap = tap
+        self.pump = pump
 
     def __aiter__(self) -> SSEBody:
         return self
@@ -90,37 +96,81 @@ class SSEBody:
                     return out
         # Relay the whole body with direct writes, here (every frame on this path is held under the open
         # stream and walked on each chunk); the iteration ends with the body or when the client is gone.
-        tap = self.tap
+        self._out = writer
         reader = self._reader
+        pump = self.pump
         while not self._finished:
-            # _next inline, for the same reason.
-            try:
-                data = await reader.receive_chunk()
-            except (httpx.TransportError, Interrupted) as exc:
-                out = self._failed(exc)
+            if pump is not None and pump.running and type(reader) is ResponseStream and reader.parkable:
+                # Parked: the pump runs _step for each read (below) and hands the stream back only for
+                # what needs this task: a write to wait for, the end, a wake-up (a timeout, heartbeat, shutdown).
+                go = await reader.park(pump, self._step)
+                if go is RESUME:
+                    continue
+                if go is WOKEN:
+                    go = self._deliver(self._failed(reader.woken()))  # type: ignore[arg-type]
             else:
-                out = self._after(data)
-            if out is None:
+                # _next inline, for the same reason.
+                try:
+                    data = await reader.receive_chunk()
+                except (httpx.TransportError, Interrupted) as exc:
+                    out = self._failed(exc)
+                else:
+                    out = self._after(data)
+                go = self._deliver(out)
+            if go is False:
                 break
-            if not out:
-                continue
-            last = self._finished
-            if not last and reader.ended:  # what ``_next`` would return next comes without a read: join it
-                self._finished = last = True
-                tail = self._end()
-                if tail:
-                    out += tail
-            if tap is not None:
-                tap.seen(out)
-            if last and writer.defer(out):  # the terminator carries it: one write, not two
-                break
-            rest = writer.write_nowait(out)
-            if rest is None or (rest and not await writer.write_rest(rest)):
-                self._finished = True
-                if tap is not None:
-                    tap.gone = True
+            if go is not True and not await writer.write_rest(go):  # type: ignore[arg-type]
+                self._gone()
                 break
         raise StopAsyncIteration
+
+    def _step(self, now: float) -> object:
+        """One read of a parked stream, in the pump's task: None to stay parked, else what ``_deliver`` said."""
+        reader = self._reader
+        try:
+            data = reader.read_nowait()
+        except (httpx.TransportError, Interrupted) as exc:
+            out = self._failed(exc)
+        else:
+            if data is None:
+                reader.rearm(now)
+                return None
+            out = self._after(data)
+        go = self._deliver(out)
+        if go is True and not (self._finished or reader.ended):  # (a body that ended with nothing to write: the
+            reader.rearm(now)  # task ends it, as ``_next`` would)
+            return None
+        return go
+
+    def _deliver(self, out: bytes | None) -> bool | bytes:
+        """Write one piece for the client: True (go on), False (the body is over), or the bytes the client's
+        socket did not take yet (for ``write_rest``)."""
+        if out is None:
+            return False
+        if not out:
+            return True
+        tap = self.tap
+        writer = self._out
+        last = self._finished
+        if not last and self._reader.ended:  # what ``_next`` would return next comes without a read: join it
+            self._finished = last = True
+            tail = self._end()
+            if tail:
+                out += tail
+        if tap is not None:
+            tap.seen(out)
+        if last and writer.defer(out):  # the terminator carries it: one write, not two
+            return False
+        rest = writer.write_nowait(out)
+        if rest is None:
+            self._gone()
+            return False
+        return rest or True
+
+    def _gone(self) -> None:
+        self._finished = True
+        if self.tap is not None:
+            self.tap.gone = True
 
     async def _next(self) -> bytes | None:
         """The next piece to send (b"": nothing yet, read again); None at the end."""

@@ -10,7 +10,7 @@ from ._connection import HEARTBEAT, READER, SHUTDOWN, Interrupted, Timeouts
 from ._health import Health
 from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
 from ._pool import H11Transport
-from ._response import IteratorReader, reader
+from ._response import IteratorReader, ResponseStream, reader
 from ._routing import (
     ConfigError,
     Router,
@@ -41,6 +41,7 @@ __all__ = [
     "HEARTBEAT",
     "Interrupted",
     "IteratorReader",
+    "ResponseStream",
     "KeyPool",
     "MAX_REST_S",
     "READER",

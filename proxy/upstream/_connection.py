@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import h11
 import httpx
@@ -49,6 +50,7 @@ class Timeouts:
 class Connection:
     __slots__ = (
         "origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "gen", "expired", "ping", "body",
+        "pump",
     )  # fmt: skip
 
     def __init__(self, origin: tuple[bytes, bytes, int], stream: trio.abc.Stream, fd: int, plain: bool) -> None:
@@ -64,6 +66,7 @@ class Connection:
         self.gen = 0  # bumps per request, so the watchdog can drop stale entries
         self.expired: str | None = None  # a timeout's name, or SHUTDOWN
         self.ping = False  # a heartbeat asked the current wait to stop (looked at only when a wait fails)
+        self.pump: Any = None  # the proxy.stream.Pump this connection's stream is parked in, while it is
 
     @staticmethod
     def new_h11() -> h11.Connection:
@@ -127,7 +130,14 @@ class Connection:
 
     def expire(self, reason: str) -> None:
         self.expired = reason
-        trio.lowlevel.notify_closing(self.fd)
+        self.wake()
+
+    def wake(self) -> None:
+        """End the current wait for this connection's bytes (it then fails, and ``read_failed`` says why):
+        the parked stream is handed back to its task, or trio's waiter gets ``ClosedResourceError``."""
+        pump = self.pump
+        if pump is None or not pump.wake(self.fd):
+            trio.lowlevel.notify_closing(self.fd)
 
     def next_event(self) -> object:
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import h11
 import httpx
@@ -55,13 +55,7 @@ class ResponseStream(httpx.AsyncByteStream):
                 conn.deadline = math.inf  # not waiting: a slow client is not upstream silence
                 return data
             if not self._done:
-                if self._pinged:
-                    self._pinged = False
-                    due = conn.deadline
-                else:
-                    due = conn.deadline = trio.current_time() + self._idle_s
-                if due < conn.queued and watched:
-                    self._transport._queue(conn, due)  # earlier than the heap knows: rare (first-byte → idle)
+                self._arm(watched)
                 try:
                     if self._chunked is None:
                         await conn.receive(NEXT_PART, watched)
@@ -82,6 +76,71 @@ class ResponseStream(httpx.AsyncByteStream):
                     self._pinged = True
                     raise
         return b""
+
+    # -- the same reads, for a stream parked in a pump (proxy.stream.Pump): its waits happen there --------
+
+    @property
+    def parkable(self) -> bool:
+        """The next read must wait (nothing decoded is left to hand out, the body goes on), and that wait may be a
+        park: our chunked decoding of a plain socket, under the watchdog's deadlines."""
+        conn = self._conn
+        chunked = self._chunked
+        if chunked is None or not conn.plain or not self._transport._watching:
+            return False
+        return not (conn.body or chunked.done or conn.expired or self._done)
+
+    async def park(self, pump: Any, step: Callable[[float], object]) -> object:
+        """``receive_chunk``'s wait as a park in ``pump`` (``proxy.stream.Pump.park``: what it returns), ``step``
+        running there for each read; the connection's timeouts, heartbeats and shutdown wake it
+        (``Connection.wake``)."""
+        self._arm(True)
+        conn = self._conn
+        conn.pump = pump
+        try:
+            return await pump.park(conn.fd, step)
+        finally:
+            conn.pump = None
+
+    def _arm(self, watched: bool) -> None:
+        """A wait's deadline (a heartbeat cut the last one short: its silence, and deadline, go on)."""
+        conn = self._conn
+        if self._pinged:
+            self._pinged = False
+            due = conn.deadline
+        else:
+            due = conn.deadline = trio.current_time() + self._idle_s
+        if due < conn.queued and watched:
+            self._transport._queue(conn, due)  # earlier than the heap knows: rare (first-byte → idle)
+
+    def rearm(self, now: float) -> None:
+        """A parked stream waits again after a read at ``now``."""
+        conn = self._conn
+        due = conn.deadline = now + self._idle_s
+        if due < conn.queued:
+            self._transport._queue(conn, due)
+
+    def read_nowait(self) -> bytes | None:
+        """What one read of the (readable) socket completed, as ``receive_chunk`` returns it; None if nothing yet."""
+        conn = self._conn
+        try:
+            data = os.read(conn.fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise conn.read_failed(exc, NEXT_PART) from exc
+        self._feed(data)
+        data = self._drain()
+        if data or self._done:
+            conn.deadline = math.inf
+            return data
+        return None
+
+    def woken(self) -> Exception:
+        """Why ``Connection.wake`` ended a park: what the same wait in ``receive_chunk`` would have raised."""
+        exc = self._conn.read_failed(trio.ClosedResourceError(), NEXT_PART)
+        if type(exc) is Interrupted:
+            self._pinged = True
+        return exc
 
     def _feed(self, data: bytes) -> None:
         if not data:
@@ -119,7 +178,7 @@ class ResponseStream(httpx.AsyncByteStream):
         elif waiting:
             conn.ping = True
         if waiting:
-            trio.lowlevel.notify_closing(conn.fd)
+            conn.wake()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.receive_chunk():
