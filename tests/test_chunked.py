@@ -50,3 +50,19 @@ def test_chunk_extensions_are_ignored():
 def test_invalid_coding_raises(wire):
     with pytest.raises(ChunkedError):
         ChunkedDecoder().feed(wire)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=12))
+def test_one_read_per_chunk_decodes_each_chunk_at_once(pieces):
+    # The usual read (a whole chunk, nothing buffered) takes the decoder's short path: same bytes, same end.
+    dec = ChunkedDecoder()
+    for piece in pieces:
+        assert dec.feed(b"%x\r\n%b\r\n" % (len(piece), piece)) == piece
+    assert not dec.done
+    assert dec.feed(b"0\r\n\r\n") == b"" and dec.done
+
+
+@pytest.mark.parametrize("wire", [b"0x3\r\nabc\r\n", b"-3\r\nabc\r\n", b"3\r\nabcd\r\n", b"3\r\nab\r\n\r\n"])
+def test_an_invalid_whole_chunk_raises(wire):
+    with pytest.raises(ChunkedError):
+        ChunkedDecoder().feed(wire)

@@ -56,6 +56,15 @@ class ChunkedDecoder:
         if self.done:
             self.leftover += data
             return b""
+        if self._left == _SIZE and not self._buf:
+            # The usual read: exactly one whole chunk (a relayed event as the upstream framed it).
+            i = data.find(b"\r\n", 0, MAX_LINE)
+            if i > 0:
+                m = _size_line(data[:i])
+                if m is not None:
+                    end = i + 2 + int(m[1], 16)
+                    if end > i + 2 and len(data) == end + 2 and data.endswith(b"\r\n"):
+                        return data[i + 2 : end]
         buf = self._buf + data if self._buf else data
         out: list[bytes] = []
         pos, n = 0, len(buf)

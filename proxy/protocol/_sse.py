@@ -118,11 +118,14 @@ DONE = b"[DONE]"
 def well_formed(event: bytes) -> bool:
     """Whether one event is what an OpenAI-compatible stream may send: a comment, a field without
     data, ``[DONE]``, or data holding one JSON object. Anything else would break every client SDK."""
-    payload = event_data(event)
-    if payload is None or payload == DONE:
-        return True
-    if payload[:1] != b"{":
-        return False
+    if event[:7] == b"data: {" and b"\n" not in event and b"\r" not in event:  # event_data's usual case, inline
+        payload = event[6:]
+    else:
+        payload = event_data(event)
+        if payload is None or payload == DONE:
+            return True
+        if payload[:1] != b"{":
+            return False
     try:
         # json.loads(bytes) would also detect the encoding and match trailing whitespace by regex, once per
         # relayed event (results/PERF-LOG.md, 2026-12-03, the well_formed row).

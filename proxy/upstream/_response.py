@@ -128,12 +128,19 @@ class ResponseStream(httpx.AsyncByteStream):
             return None
         except OSError as exc:
             raise conn.read_failed(exc, NEXT_PART) from exc
-        self._feed(data)
-        data = self._drain()
-        if data or self._done:
-            conn.deadline = math.inf
-            return data
-        return None
+        if not data:
+            raise httpx.RemoteProtocolError("upstream closed the connection before the response ended")
+        chunked = self._chunked
+        try:
+            data = chunked.feed(data)  # type: ignore[union-attr]
+        except ChunkedError as exc:
+            raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
+        if chunked.done:  # type: ignore[union-attr]
+            self._done = True
+        elif not data:
+            return None
+        conn.deadline = math.inf
+        return data
 
     def woken(self) -> Exception:
         """Why ``Connection.wake`` ended a park: what the same wait in ``receive_chunk`` would have raised."""
