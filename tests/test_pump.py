@@ -70,6 +70,16 @@ async def _park(pump: Pump, fd: int, step, results: list) -> None:
         raise
 
 
+async def _parked(nursery, sock: socket.socket) -> tuple[Pump, Reads, list]:
+    """A running pump with one task parked on ``sock``: the pump, the step, what the park returned (or raised)."""
+    pump = Pump()
+    await nursery.start(pump.run)
+    step, results = Reads(sock), []
+    nursery.start_soon(_park, pump, sock.fileno(), step, results)
+    await trio.testing.wait_all_tasks_blocked()
+    return pump, step, results
+
+
 async def _send(sock: socket.socket, data: bytes) -> None:
     sock.send(data)
     await trio.testing.wait_all_tasks_blocked()
@@ -77,11 +87,7 @@ async def _send(sock: socket.socket, data: bytes) -> None:
 
 async def test_each_read_runs_in_the_pump_and_the_parked_task_wakes_once(nursery, pair, task_steps):
     a, b = pair
-    pump = Pump()
-    await nursery.start(pump.run)
-    step, results = Reads(b), []
-    nursery.start_soon(_park, pump, b.fileno(), step, results)
-    await trio.testing.wait_all_tasks_blocked()
+    pump, step, results = await _parked(nursery, b)
     (parked,) = [task for task in task_steps if task.name.endswith("_park")]
     for n in range(5):
         await _send(a, b"chunk %d" % n)
@@ -95,11 +101,7 @@ async def test_each_read_runs_in_the_pump_and_the_parked_task_wakes_once(nursery
 
 async def test_wake_hands_the_stream_back_and_its_socket_leaves_the_set(nursery, pair):
     a, b = pair
-    pump = Pump()
-    await nursery.start(pump.run)
-    step, results = Reads(b), []
-    nursery.start_soon(_park, pump, b.fileno(), step, results)
-    await trio.testing.wait_all_tasks_blocked()
+    pump, step, results = await _parked(nursery, b)
     assert pump.wake(b.fileno()) is True
     await trio.testing.wait_all_tasks_blocked()
     assert results == [WOKEN]
