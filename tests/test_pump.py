@@ -150,12 +150,13 @@ async def test_when_the_pump_stops_parked_streams_resume_on_their_own(pair):
     a, b = pair
     pump = Pump()
     step, results = Reads(b), []
-    async with trio.open_nursery() as nursery:
-        async with trio.open_nursery() as pumping:
-            await pumping.start(pump.run)
-            nursery.start_soon(_park, pump, b.fileno(), step, results)
-            await trio.testing.wait_all_tasks_blocked()
-            pumping.cancel_scope.cancel()
+    with trio.fail_after(5):  # a stream left parked would hold the nursery forever
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as pumping:
+                await pumping.start(pump.run)
+                nursery.start_soon(_park, pump, b.fileno(), step, results)
+                await trio.testing.wait_all_tasks_blocked()
+                pumping.cancel_scope.cancel()
     assert results == [RESUME]
     assert not pump.running
     assert await pump.park(b.fileno(), step) == RESUME  # a stopped pump parks nothing

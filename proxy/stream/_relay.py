@@ -133,12 +133,13 @@ class SSEBody:
             out = self._failed(exc)
         else:
             if data is None:
-                reader.rearm(now)
+                reader.arm(now)
                 return None
             out = self._after(data)
         go = self._deliver(out)
-        if go is True and not (self._finished or reader.ended):  # (a body that ended with nothing to write: the
-            reader.rearm(now)  # task ends it, as ``_next`` would)
+        # A body that ended with nothing left to write goes back too: its task ends it, as ``_next`` would.
+        if go is True and not (self._finished or reader.ended):
+            reader.arm(now)
             return None
         return go
 

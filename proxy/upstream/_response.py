@@ -55,7 +55,7 @@ class ResponseStream(httpx.AsyncByteStream):
                 conn.deadline = math.inf  # not waiting: a slow client is not upstream silence
                 return data
             if not self._done:
-                self._arm(watched)
+                self.arm(trio.current_time(), watched)
                 try:
                     if self._chunked is None:
                         await conn.receive(NEXT_PART, watched)
@@ -93,7 +93,7 @@ class ResponseStream(httpx.AsyncByteStream):
         """``receive_chunk``'s wait as a park in ``pump`` (``proxy.stream.Pump.park``: what it returns), ``step``
         running there for each read; the connection's timeouts, heartbeats and shutdown wake it
         (``Connection.wake``)."""
-        self._arm(True)
+        self.arm(trio.current_time())
         conn = self._conn
         conn.pump = pump
         try:
@@ -101,23 +101,17 @@ class ResponseStream(httpx.AsyncByteStream):
         finally:
             conn.pump = None
 
-    def _arm(self, watched: bool) -> None:
-        """A wait's deadline (a heartbeat cut the last one short: its silence, and deadline, go on)."""
+    def arm(self, now: float, watched: bool = True) -> None:
+        """Set the deadline of a wait that starts at ``now`` (a heartbeat cut the last one short: its silence, and
+        deadline, go on); a parked stream's step calls it for its next wait."""
         conn = self._conn
         if self._pinged:
             self._pinged = False
             due = conn.deadline
         else:
-            due = conn.deadline = trio.current_time() + self._idle_s
+            due = conn.deadline = now + self._idle_s
         if due < conn.queued and watched:
             self._transport._queue(conn, due)  # earlier than the heap knows: rare (first-byte → idle)
-
-    def rearm(self, now: float) -> None:
-        """A parked stream waits again after a read at ``now``."""
-        conn = self._conn
-        due = conn.deadline = now + self._idle_s
-        if due < conn.queued:
-            self._transport._queue(conn, due)
 
     def read_nowait(self) -> bytes | None:
         """What one read of the (readable) socket completed, as ``receive_chunk`` returns it; None if nothing yet."""
@@ -128,14 +122,8 @@ class ResponseStream(httpx.AsyncByteStream):
             return None
         except OSError as exc:
             raise conn.read_failed(exc, NEXT_PART) from exc
-        if not data:
-            raise httpx.RemoteProtocolError("upstream closed the connection before the response ended")
-        chunked = self._chunked
-        try:
-            data = chunked.feed(data)  # type: ignore[union-attr]
-        except ChunkedError as exc:
-            raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
-        if chunked.done:  # type: ignore[union-attr]
+        data = self._decode(data)
+        if self._chunked.done:  # type: ignore[union-attr]
             self._done = True
         elif not data:
             return None
@@ -150,10 +138,14 @@ class ResponseStream(httpx.AsyncByteStream):
         return exc
 
     def _feed(self, data: bytes) -> None:
+        self._conn.body = self._decode(data)
+
+    def _decode(self, data: bytes) -> bytes:
+        """The body bytes one socket read's ``data`` completes (b"" at EOF is an error: the body has not ended)."""
         if not data:
             raise httpx.RemoteProtocolError("upstream closed the connection before the response ended")
         try:
-            self._conn.body = self._chunked.feed(data)  # type: ignore[union-attr]
+            return self._chunked.feed(data)  # type: ignore[union-attr]
         except ChunkedError as exc:
             raise httpx.RemoteProtocolError(f"upstream sent invalid HTTP: {exc}") from exc
 
