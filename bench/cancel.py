@@ -6,7 +6,7 @@
 Sim and relay run as subprocesses (as in production, and so the clients' own work does not delay their
 detection). A client's latency is the sim's ``time.monotonic_ns()`` stamp of the disconnect it detected
 minus the client's stamp just before it closed: one clock on one host, each pair matched by the request's
-``user`` field, which the sim records with its cancel. tests/test_reliability_scale.py runs the same
+``user`` field, which the sim records with its cancel. tests/bench/test_reliability_scale.py runs the same
 harness and asserts the behaviour (each request cancelled once, nothing leaks); the distribution is a
 figure of this machine and lives here, not in a timed test.
 """

@@ -3,7 +3,7 @@
 Written from the WHATWG HTML standard ("Parsing an event stream" and "Interpreting an event stream",
 https://html.spec.whatwg.org/multipage/server-sent-events.html), not from the relay's code: the load
 generator judges the relay's SSE output, so it must not share the relay's parser (a parser bug would
-grade itself). ``tests/test_ssereader.py`` feeds both the same tricky streams and writes down where the
+grade itself). ``tests/loadtest/test_ssereader.py`` feeds both the same tricky streams and writes down where the
 relay's splitter is knowingly narrower.
 
 The rules, as implemented here:

@@ -10,16 +10,11 @@ from proxy.observability import LOGGER
 from proxy.server import serve
 from proxy.serving import fast_paths_allowed
 
-# The relay's functional tests (its behaviour over real sockets, not its units, not the slow scale runs): CI runs
-# them a second time with every serving fast path off (MOONRELAY_FAST_PATHS=off, `pytest -m functional`), so the
-# plain hypercorn + quart-trio ASGI path is proved correct too.
-FUNCTIONAL = frozenset(
-    {"test_accesslog.py", "test_auth.py", "test_boundaries.py", "test_client.py", "test_client_writes.py",
-     "test_demo.py", "test_keylimits_relay.py", "test_metrics.py", "test_openai_sdk.py", "test_passthrough.py",
-     "test_paths.py",
-     "test_relay.py", "test_reliability.py", "test_retention.py", "test_routing.py", "test_shutdown.py",
-     "test_tls.py", "test_transport_resend.py", "test_transport_stray.py", "test_usage.py"}
-)  # fmt: skip
+# The tests are grouped by program (relay/unit, relay/functional, loadtest, bench, wire, project, support). Every test
+# under relay/functional starts a relay and checks its behaviour over real sockets: CI runs that folder a second time
+# with every serving fast path off (MOONRELAY_FAST_PATHS=off, `pytest -m functional`), so the plain hypercorn +
+# quart-trio ASGI path is proved correct too. The marker follows the folder: a new functional test cannot be left out.
+FUNCTIONAL = ("relay", "functional")
 
 
 def pytest_configure(config):
@@ -27,10 +22,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "fast_paths(why): needs a serving fast path; skipped when they are off")
 
 
+def _under(path, folder: tuple[str, ...]) -> bool:
+    parts = path.parts
+    return any(parts[i : i + len(folder)] == folder for i in range(len(parts)))
+
+
 def pytest_collection_modifyitems(config, items):
     fast = fast_paths_allowed("auto")
     for item in items:
-        if item.path.name in FUNCTIONAL:
+        if _under(item.path, FUNCTIONAL):
             item.add_marker(pytest.mark.functional)
         needs = item.get_closest_marker("fast_paths")
         if needs is not None and not fast:
@@ -103,9 +103,9 @@ def access_lines():
 
 @pytest.fixture
 def redis_server(tmp_path_factory):
-    """A real redis-server of its own (tests/redisserver.py), stopped after the test; fails, not skips, without
+    """A real redis-server of its own (tests/support/redisserver.py), stopped after the test; fails, not skips, without
     redis-server."""
-    from tests.redisserver import RedisServer
+    from tests.support.redisserver import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()

@@ -2,8 +2,8 @@
 sockets and addresses, the open-file limit, stop signals.
 
 Neutral ground: it imports neither ``proxy`` nor ``loadtest`` and no framework internals (only trio and the
-standard library), so the load generator uses it without sharing the relay's code (tests/test_wire.py checks it).
-Each piece is sans-I/O or a thin shell around the OS, tested with bytes in tests/test_wire.py.
+standard library), so the load generator uses it without sharing the relay's code (tests/wire/test_wire.py checks it).
+Each piece is sans-I/O or a thin shell around the OS, tested with bytes in tests/wire/test_wire.py.
 
 Per-chunk code that must not pay a call (the relay's direct write, its non-blocking ``os.write`` fast paths)
 inlines what it needs and names the definition here in a comment.

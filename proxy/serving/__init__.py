@@ -13,7 +13,7 @@ Outside this package the relay sees ASGI, Quart's public API and these names:
 Every fast path (our connection class with its own read loop, keep-alive deadline and raw writes; the
 direct app call; the inline request call; direct body writes with our chunked framing and the deferred
 last piece; ``connection: close`` on early responses) is taken only when :func:`fast_paths_allowed`; with
-it off the relay runs on plain hypercorn + quart-trio ASGI. tests/test_fast_paths.py proves both.
+it off the relay runs on plain hypercorn + quart-trio ASGI. tests/relay/functional/test_fast_paths.py proves both.
 """
 
 from ._connection import request_body_unread, send_last, shielding_last, write_timed_out

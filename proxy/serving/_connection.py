@@ -12,7 +12,7 @@ causes, two small fixes:
    itself is shielded already, and bounded by the client write deadline (``TCPServer._send_rest``,
    :func:`._direct.send_rest`), so this adds no new way to block. (The timer below needs no
    task, but the shield is still what lets a response on a closing connection end cleanly:
-   without it tests/test_direct.py's HTTP/1.0 and ``connection: close`` cases fail.)
+   without it tests/relay/functional/test_direct.py's HTTP/1.0 and ``connection: close`` cases fail.)
    The same layer marks a response sent before its request body was read as ``connection: close``
    (:func:`request_body_unread`).
 2. With a live timer, a connection the *client* closes would linger until the timer runs out
@@ -85,7 +85,7 @@ def request_body_unread() -> bool:
 
     hypercorn closes such a connection once the response ends (h11 cannot start the next request),
     without telling the client; a client that then reuses it gets "Server disconnected without sending
-    a response" (it raced our close: tests/test_reliability.py's 413 case failed in CI). So the head
+    a response" (it raced our close: tests/relay/functional/test_reliability.py's 413 case failed in CI). So the head
     says ``connection: close``, as nginx's 413 does; h11 then also marks the connection as closing.
     """
     server = CONNECTION.get()
@@ -173,7 +173,7 @@ class TCPServer(_HypercornTCPServer):
         A connection about to close keeps hypercorn's yielding writes: it closes with ``aclose`` right
         after, and request bytes still unread then (an upload refused with 413) make the kernel reset
         the connection; with the writes not yielding, the client had no turn to read the response first
-        (tests/test_passthrough.py's 413 case failed 2 runs in 3).
+        (tests/relay/functional/test_passthrough.py's 413 case failed 2 runs in 3).
         """
         conn = getattr(getattr(self.protocol, "protocol", None), "connection", None)
         return getattr(getattr(conn, "_cstate", None), "keep_alive", False) is True

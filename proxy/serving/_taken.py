@@ -1,4 +1,4 @@
-"""Which fast paths ran and which fell back, for the contract test (tests/test_fast_paths.py).
+"""Which fast paths ran and which fell back, for the contract test (tests/relay/functional/test_fast_paths.py).
 
 Counted per connection or per response (never per chunk): an attribute increment each. A fallback is the
 slow path already, so it names its reason in ``FALLBACKS``.

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from proxy.app import path_filter
 from proxy.protocol import SEGMENT_CHARS, PathRefused, normalise
 from tests.conftest import start_relay
-from tests.recorder import raw_request, serve_recorder
+from tests.support.recorder import raw_request, serve_recorder
 
 # -- pure ---------------------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from proxy.upstream import (
     load_settings as load,
 )
 from tests.conftest import start_relay, start_sim, wait_lines
-from tests.test_metrics import samples, total
+from tests.relay.functional.test_metrics import samples, total
+from tests.support import ROOT
 
 
 def table(name: str, **extra) -> dict:
@@ -413,9 +414,8 @@ async def test_each_upstream_has_its_own_timeouts(nursery):
 
 
 def test_the_example_config_in_docs_loads_and_routes():
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "docs" / "moonrelay.example.toml"
+    path = ROOT / "docs" / "moonrelay.example.toml"
     settings = load({}, {}, str(path))
     configs = upstream_configs(settings)
     assert [(c.name, c.base_url, c.key_envs) for c in configs] == [

@@ -6,7 +6,7 @@ import json
 import httpx
 import trio
 
-from tests.test_sim import CHAT, STREAM, post, start
+from tests.loadtest.test_sim import CHAT, STREAM, post, start
 
 MULTIPART = b'--b\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nfile-extract\r\n--b\r\n'
 MULTIPART += b'content-disposition: form-data; name="file"; filename="moon.txt"\r\ncontent-type: text/plain\r\n\r\n'

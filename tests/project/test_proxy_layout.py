@@ -4,7 +4,9 @@ no module reaches into another package's private modules or names, and every mod
 import ast
 from pathlib import Path
 
-PROXY = Path(__file__).resolve().parent.parent / "proxy"
+from tests.support import ROOT
+
+PROXY = ROOT / "proxy"
 FRAMEWORKS = ("hypercorn", "quart", "quart_trio", "h11", "werkzeug")
 MAX_LINES = 400
 

@@ -4,7 +4,6 @@ LocalStore on a fake clock (proxy/limits/_client.py), the headers' formats, the 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,8 @@ from proxy.limits import (
     parse_keys_file,
 )
 from proxy.observability import scan_tail
-from tests.test_store import FakeClock
+from tests.relay.unit.test_store import FakeClock
+from tests.support import ROOT
 
 MINUTE_START = 1_000_020.0  # a multiple of 60: a minute starts here
 
@@ -184,7 +184,7 @@ def test_usage_of_both_shapes_counts_total_tokens():
 
 def test_the_reference_example_loads():
     """docs/reference.md's keys file example is a real one."""
-    text = (Path(__file__).parent.parent / "docs" / "reference.md").read_text()
+    text = (ROOT / "docs" / "reference.md").read_text()
     block = re.search(r"```text\n(# moonrelay keys file.*?)```", text, re.S)
     assert block is not None
     keys = parse_keys_file(block.group(1), defaults(rpm=600))

@@ -13,7 +13,7 @@ import httpx
 import trio
 
 from tests.conftest import raw_chat_request, start_relay, start_sim
-from tests.recorder import serve_recorder
+from tests.support.recorder import serve_recorder
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}]}
 KEY = "mr-web-0123456789"

@@ -13,7 +13,8 @@ import trio
 from proxy.config import Settings
 from proxy.upstream import ConfigError, Upstream, Upstreams, upstream_configs
 from tests.conftest import start_relay, start_sim, wait_lines
-from tests.test_metrics import samples, total
+from tests.relay.functional.test_metrics import samples, total
+from tests.support import ROOT
 
 CHAT = {"messages": [{"role": "user", "content": "Tell me about the moon"}]}
 PRIMARY_KEY = "sk-primary"
@@ -172,11 +173,10 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
 
 
 def test_the_example_in_the_reference_loads(tmp_path):
-    from pathlib import Path
 
     from proxy.upstream import load_settings
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Fallbacks.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "fallbacks.toml"
     path.write_text(example)

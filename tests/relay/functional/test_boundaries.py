@@ -22,7 +22,7 @@ from proxy.protocol import SHUTDOWN_NDJSON, SHUTDOWN_SSE
 from proxy.server import serve
 from proxy.stream import PING
 from tests.conftest import raw_chat_request, start_relay
-from tests.scripted import ScriptedServer, read_request
+from tests.support.scripted import ScriptedServer, read_request
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 

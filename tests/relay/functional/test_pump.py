@@ -13,7 +13,7 @@ import trio.testing
 from proxy.stream import Pump
 from proxy.stream._pump import RESUME, WOKEN
 from tests.conftest import start_relay, start_sim
-from tests.scripted import ScriptedServer, read_request
+from tests.support.scripted import ScriptedServer, read_request
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}],
         "sim_deterministic": True}

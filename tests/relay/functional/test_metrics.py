@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
 from proxy.observability import MULTIPROC_ENV, prepare_multiprocess
-from tests.children import start_child, stop_child
 from tests.conftest import start_relay, start_sim
-from tests.recorder import serve_recorder
+from tests.support.children import start_child, stop_child
+from tests.support.recorder import serve_recorder
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 

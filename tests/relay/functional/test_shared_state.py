@@ -18,10 +18,10 @@ import pytest
 import trio
 
 from proxy.config import Settings
-from tests.children import start_child, stop_child
 from tests.conftest import start_relay, start_sim
+from tests.support import ROOT
+from tests.support.children import start_child, stop_child
 
-ROOT = Path(__file__).resolve().parent.parent
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 SLOTS_KEY = "moonrelay:slots:upstream:sim"
 
@@ -239,7 +239,7 @@ async def served_by(client: httpx.AsyncClient, root: str) -> str:
 async def test_a_429d_deployment_rests_on_every_instance(redis_server, nursery, monkeypatch, shared) -> None:
     """A 429 (Retry-After: 30) seen by one relay rests that deployment for the other relay too when they share
     --state; each on its own, the second relay still sends its first request there (the control)."""
-    from tests.test_deployments import AlwaysRateLimited
+    from tests.relay.functional.test_deployments import AlwaysRateLimited
 
     limited = await nursery.start(AlwaysRateLimited().serve)
     backup = await start_sim(nursery)

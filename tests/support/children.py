@@ -6,9 +6,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def start_child(

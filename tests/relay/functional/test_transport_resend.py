@@ -15,7 +15,7 @@ import trio
 from proxy.upstream import H11Transport
 from proxy.upstream._connection import Connection
 from tests.conftest import start_relay
-from tests.scripted import ScriptedServer
+from tests.support.scripted import ScriptedServer
 
 KEEP, CLOSE, RESET = "keep", "close", "reset"  # what the upstream does with the connection after it answers
 

@@ -13,8 +13,9 @@ import httpx
 import trio
 
 from tests.conftest import start_relay, start_sim, wait_lines
-from tests.scripted import ScriptedServer, read_request
-from tests.test_metrics import samples, total
+from tests.relay.functional.test_metrics import samples, total
+from tests.support import ROOT
+from tests.support.scripted import ScriptedServer, read_request
 
 CHAT = {"messages": [{"role": "user", "content": "Tell me about the moon"}]}
 KEY = "sk-primary"
@@ -213,11 +214,10 @@ async def test_nothing_moves_after_the_first_byte(nursery, monkeypatch, access_l
 
 
 def test_the_example_in_the_reference_loads(tmp_path):
-    from pathlib import Path
 
     from proxy.upstream import Router, load_settings, upstream_configs
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Deployments and circuit breakers.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "deployments.toml"
     path.write_text(example)

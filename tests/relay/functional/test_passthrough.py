@@ -11,8 +11,8 @@ import trio
 
 from proxy.app import forwarded_headers, header_names, path_filter
 from tests.conftest import start_relay, start_sim
-from tests.recorder import serve_recorder
-from tests.test_sim_endpoints import MULTIPART
+from tests.loadtest.test_sim_endpoints import MULTIPART
+from tests.support.recorder import serve_recorder
 
 UPSTREAM_KEY = "sk-upstream-secret-0123"
 CLIENT_KEY = "mr-client-key-abcdef"

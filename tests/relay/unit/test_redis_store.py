@@ -1,6 +1,6 @@
 """The Redis store (proxy/limits/_redis.py) and its failover (proxy/limits/_failover.py) on a real redis-server.
 
-The contract cases of tests/test_store.py hold here too; then what only a shared store has: leases that lapse after
+The contract cases of tests/relay/unit/test_store.py hold here too; then what only a shared store has: leases that lapse after
 their TTL unless renewed, two stores (two workers) counting one cap, scripts reloaded after a restart, a deadline
 on every call, and the fall back to local counting and the way back.
 """
@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from proxy.limits import FailoverStore, LocalStore, RedisStore, StoreUnavailable
-from tests.test_store import contract_rests, contract_slots, contract_windows
+from tests.relay.unit.test_store import contract_rests, contract_slots, contract_windows
 
 
 async def started(nursery, store):

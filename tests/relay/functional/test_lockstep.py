@@ -8,7 +8,7 @@ import trio
 
 from proxy.config import Settings
 from proxy.server import serve
-from tests.lockstep import LockstepUpstream, chunk_event
+from tests.support.lockstep import LockstepUpstream, chunk_event
 
 N = 5
 

@@ -13,7 +13,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 OWN = {"proxy", "loadtest", "wire", "bench", "tests"}
 # Who needs what: the relay and wire/ (which it shares with the load generator) run on the base dependencies alone;
 # the load generator and bench/ add the loadtest extra; the suite adds test on top (it exercises the load generator).

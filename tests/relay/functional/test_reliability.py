@@ -11,7 +11,7 @@ import trio
 
 from proxy.protocol import EventSplitter, event_data, parse_retry_after, retry_delay
 from tests.conftest import open_stream_and_leave, start_relay, start_sim
-from tests.scripted import ScriptedServer, read_request
+from tests.support.scripted import ScriptedServer, read_request
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 PING = b": ping\n\n"

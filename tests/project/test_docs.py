@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 README = ROOT / "README.md"
 README_MAX_BYTES = 12 * 1024
 FIRST_COMMANDS = ("./dev loadtest --concurrency 10000", "./dev test")

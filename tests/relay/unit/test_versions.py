@@ -5,7 +5,6 @@ import subprocess
 import sys
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -13,9 +12,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from proxy.serving import versions
-from tests.test_dependencies import locked_versions
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.project.test_dependencies import locked_versions
+from tests.support import ROOT
 
 
 @pytest.fixture
