@@ -18,9 +18,19 @@ from collections.abc import Sequence
 
 import trio
 
-from ..protocol import InvalidRequest
+from ..protocol import InvalidRequest, Limited
 from ..state import RequestState
-from ..upstream import Circuit, Outcome, Seen, Upstream, Upstreams, balance_order, breaker_outcome, rest_seconds
+from ..upstream import (
+    Circuit,
+    Outcome,
+    Rests,
+    Seen,
+    Upstream,
+    Upstreams,
+    balance_order,
+    breaker_outcome,
+    rest_seconds,
+)
 
 log = logging.getLogger("moonrelay")
 
@@ -37,9 +47,10 @@ class Unavailable(InvalidRequest):
 
 class Candidates:
     """The upstreams one request may try (see the module docstring); :meth:`next` moves the request's
-    ``max_concurrent`` slot to the next usable one; :meth:`settle` applies its answer to its breaker."""
+    ``max_concurrent`` slot to the next usable one; :meth:`settle` applies its answer to its breaker; ``rests``:
+    the keys and deployments the request may still rest (proxy.upstream.Rests)."""
 
-    __slots__ = ("upstreams", "order", "seen", "current", "probe", "_i", "_wait", "_open", "_full")
+    __slots__ = ("upstreams", "order", "seen", "current", "probe", "rests", "_i", "_wait", "_open", "_full")
 
     def __init__(self, upstreams: Upstreams | None, order: Sequence[Upstream], seen: dict[str, Seen] | None) -> None:
         self.upstreams = upstreams
@@ -47,6 +58,7 @@ class Candidates:
         self.seen = seen  # None: a lone upstream, health not consulted
         self.current: Upstream | None = None
         self.probe: str | None = None  # the probe's token while the current candidate is being probed
+        self.rests = Rests()
         self._i = 0
         self._wait = math.inf  # the shortest wait among the skipped ones
         self._open = False  # some candidate was skipped for its circuit (else: rests)
@@ -144,9 +156,11 @@ class Candidates:
         return Unavailable(f"Every upstream for this request ({names}) is rate limited; retry in {wait} s.",
                            "upstream_rate_limited", 429, wait)  # fmt: skip
 
-    async def settle(self, status: int | None, retry_after: str | None = None, *, neutral: bool = False) -> None:
+    async def settle(self, status: int | None, retry_after: str | None = None, *, neutral: bool = False,
+                     limited: Limited | None = None) -> None:  # fmt: skip
         """The current candidate answered ``status`` (None: a transport error before the first byte; ``neutral``:
-        no verdict, e.g. every key rested): its breaker counts it, a 429 rests a one-key deployment."""
+        no verdict, e.g. every key rested): its breaker counts it; a 429 about the account (``limited``) rests a
+        one-key deployment, if the request may still rest one."""
         upstream, probe = self.current, self.probe
         self.probe = None
         if self.seen is None or upstream is None or self.upstreams is None:
@@ -154,7 +168,7 @@ class Candidates:
         health = self.upstreams.health
         result = Outcome.NEUTRAL if neutral else breaker_outcome(status)
         await health.settle(upstream.name, result, self.seen[upstream.name], probe)
-        if status == 429 and not upstream.keys.rotating:
+        if limited is Limited.ACCOUNT and not upstream.keys.rotating and self.rests.take():
             seconds = rest_seconds(retry_after)
             await health.rest(upstream.name, seconds)
             log.info("upstream %s answered 429; it rests %.1f s", upstream.name, seconds)

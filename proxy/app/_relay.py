@@ -27,7 +27,16 @@ from ..protocol import (
 )
 from ..state import STATE, RequestState
 from ..stream import Heartbeats, NDJSONBody, Pump, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
-from ..upstream import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from ..upstream import (
+    AllKeysResting,
+    Upstream,
+    Upstreams,
+    limited_of,
+    model_not_found,
+    not_processed,
+    resend_reason,
+    send_with_retries,
+)
 from . import _passthrough as passthrough
 from ._admission import Streams
 from ._candidates import Candidates
@@ -36,20 +45,6 @@ from ._responses import error_response, keys_resting, relayed_headers, upstream_
 
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
 log = logging.getLogger("moonrelay")
-
-
-def fallback_reason(exc: BaseException) -> str | None:
-    """Why a failure before the first byte may move a request to a fallback upstream (a bounded metrics label);
-    None when it may not (a read or protocol error: the upstream may have taken a paid request)."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
-    if isinstance(exc, httpx.ReadTimeout):  # send() returns at the response head: this is the first-byte timeout
-        return "first_byte_timeout"
-    if isinstance(exc, AllKeysResting):
-        return "keys_resting"
-    return None
 
 
 class Relay:
@@ -172,10 +167,10 @@ class Relay:
         """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back.
 
         ``upstream``: one upstream, or the request's :class:`Candidates` with the first one's slot taken. When an
-        upstream's attempts end, before the first byte, in a connect error or timeout, a first-byte timeout, a 429
-        or a 5xx, the request goes to the next candidate (the model's other deployments, then ``fallbacks``); each
-        answer feeds that deployment's breaker. Once an answer is chosen nothing else is tried: a stream that breaks
-        later ends with the in-band error event."""
+        upstream's attempts end in a failure that lets the request go out again (proxy.upstream._attempts: never
+        reached, or answered "not processed"), the request goes to the next candidate (the model's other
+        deployments, then ``fallbacks``); each answer feeds that deployment's breaker. Once an answer is chosen
+        nothing else is tried: a stream that breaks later ends with the in-band error event."""
         candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
         upstream = candidates.current  # type: ignore[assignment]
         assert upstream is not None
@@ -186,10 +181,11 @@ class Relay:
                         upstream,
                         lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
                         self.settings,
+                        rests=candidates.rests,
                     )
                 except (httpx.TransportError, AllKeysResting) as exc:
                     await candidates.settle(None, neutral=isinstance(exc, AllKeysResting))
-                    reason = fallback_reason(exc)
+                    reason = resend_reason(exc, on_timeout=upstream.config.retry_on_timeout)
                     moved = None if reason is None else await self.move(state, candidates, upstream, reason)
                     if moved is not None:
                         upstream = moved
@@ -198,13 +194,14 @@ class Relay:
                         return keys_resting(exc, upstream.name, ndjson=ndjson)
                     return upstream_error(exc, ndjson=ndjson)
                 status = response.status_code
+                limited = limited_of(response, content)  # a 429's body is always read
                 try:
-                    await candidates.settle(status, response.headers.get("retry-after"))
+                    await candidates.settle(status, response.headers.get("retry-after"), limited=limited)
                 except BaseException:
                     if content is None:
                         await response.aclose()
                     raise
-                if status == 429 or status >= 500:
+                if not_processed(status, limited):
                     moved = await self.move(state, candidates, upstream, f"http_{status}")
                     if moved is not None:
                         if content is None:

@@ -335,10 +335,12 @@ async def test_when_every_key_rests_the_429_is_relayed_then_refused_without_call
         relayed = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
         assert relayed.status_code == 429 and relayed.json()["error"]["type"] == "rate_limit_reached_error"
         assert relayed.headers["retry-after"] == "1" and "x-ratelimit-remaining" in relayed.headers
-        assert sim.stats.snapshot()["started"] == 2  # one try per key
+        assert sim.stats.snapshot()["started"] == 2  # one try per key; one request rests one key (a)
+        again = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+        assert again.status_code == 429 and sim.stats.snapshot()["started"] == 3  # b, which rests now
         refused = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
         seed = await client.get(root + "/chat/completions", params={"content": "hi"})
-    assert sim.stats.snapshot()["started"] == 2  # neither reached the upstream
+    assert sim.stats.snapshot()["started"] == 3  # neither reached the upstream
     assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
     assert refused.json()["error"] == {
         "message": "Every API key of upstream 'moon' is rate limited; retry in 1 s.",
