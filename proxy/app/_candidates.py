@@ -30,6 +30,7 @@ from ..upstream import (
     balance_order,
     breaker_outcome,
     rest_seconds,
+    the_model,
 )
 
 log = logging.getLogger("moonrelay")
@@ -138,23 +139,15 @@ class Candidates:
         self._wait = min(self._wait, wait_s)
         self._open = self._open or circuit_open
 
-    def refusal(self) -> InvalidRequest:
-        """Why the request could go nowhere (:meth:`next` found no candidate at its first call)."""
+    def refusal(self, model: str) -> InvalidRequest:
+        """Why the request for ``model`` could go nowhere (:meth:`next` found no candidate at its first call)."""
         if self._full is not None and self._wait == math.inf:
-            return InvalidRequest(
-                f"Upstream {self._full.name!r} is at its limit of {self._full.config.max_concurrent} concurrent "
-                f"requests {'across the relays sharing --state' if self._full.store.shared else 'on this relay worker'}"
-                "; retry shortly.",
-                "upstream_concurrency_limit",
-                429,
-            )
+            return at_its_limit(self._full, model)
         wait = max(1, math.ceil(self._wait)) if self._wait != math.inf else 1
-        names = ", ".join(repr(u.name) for u in self.order)
-        if self._open:
-            return Unavailable(f"Every upstream for this request ({names}) is unavailable (circuit open); retry in "
-                               f"{wait} s.", "upstream_circuit_open", 503, wait)  # fmt: skip
-        return Unavailable(f"Every upstream for this request ({names}) is rate limited; retry in {wait} s.",
-                           "upstream_rate_limited", 429, wait)  # fmt: skip
+        why = "unavailable (circuit open)" if self._open else "rate limited"
+        log.info("model %r: every upstream (%s) is %s", model, ", ".join(names_of(self.order)), why)
+        code, status = ("upstream_circuit_open", 503) if self._open else ("upstream_rate_limited", 429)
+        return Unavailable(f"Every upstream for {the_model(model)} is {why}; retry in {wait} s.", code, status, wait)
 
     async def settle(self, status: int | None, retry_after: str | None = None, *, neutral: bool = False,
                      limited: Limited | None = None) -> None:  # fmt: skip
@@ -184,3 +177,12 @@ class Candidates:
 
 def names_of(upstreams: Sequence[Upstream]) -> list[str]:
     return [u.name for u in upstreams]
+
+
+def at_its_limit(upstream: Upstream, model: str | None) -> InvalidRequest:
+    """The 429 for a request whose upstream has no ``max_concurrent`` slot left: the client hears of its model, the
+    log of the upstream and its cap."""
+    where = "across the relays sharing --state" if upstream.store.shared else "on this relay worker"
+    log.info("upstream %s is at its max_concurrent of %d %s", upstream.name, upstream.config.max_concurrent, where)
+    return InvalidRequest(f"The upstream for {the_model(model)} is at its limit of concurrent requests {where}; "
+                          "retry shortly.", "upstream_concurrency_limit", 429)  # fmt: skip

@@ -38,7 +38,15 @@ from ..config import Settings
 from ..observability import model_from_body
 from ..protocol import InvalidRequest, PathRefused, error_body, normalise
 from ..serving import request_class as limited_request_class
-from ..upstream import AllKeysResting, IteratorReader, Upstream, Upstreams, model_not_found, reader, send_with_retries
+from ..upstream import (
+    AllKeysResting,
+    IteratorReader,
+    Upstream,
+    Upstreams,
+    model_not_found,
+    reader,
+    send_with_retries,
+)
 from ._responses import json_error, keys_resting, relayed_headers, upstream_error
 
 log = logging.getLogger("moonrelay")
@@ -224,8 +232,9 @@ def choose(upstreams: Upstreams, named: str | None, model: str | None) -> Upstre
     if named is not None:
         upstream = upstreams.by_name.get(named)
         if upstream is None:
-            known = ", ".join(upstreams.by_name)
-            raise InvalidRequest(f"No upstream is named {named!r}; known: {known}.", "unknown_upstream")
+            shown = named if len(named) <= 64 else named[:64] + "…"
+            log.info("pass-through named upstream %r: not configured (known: %s)", shown, ", ".join(upstreams.by_name))
+            raise InvalidRequest(f"No upstream is named {shown!r}.", "unknown_upstream")
         return upstream
     if model is not None:
         upstream = upstreams.route(model)
@@ -245,9 +254,11 @@ async def relay(
     content: bytes | UploadBody,
     settings: Settings,
     names: frozenset[bytes] = FORWARDED,
+    model: str | None = None,
 ) -> Response:
     """Send the request to ``path`` (normalised: :func:`checked_path`) upstream, with the client's headers in
-    ``names``, and answer with what came back (retried only when ``content`` is bytes)."""
+    ``names``, and answer with what came back (retried only when ``content`` is bytes); ``model``: the one its
+    body names, if any (for the errors)."""
     target = path.removeprefix("/v1")
     query = request.scope.get("query_string", b"")
     if query:
@@ -265,7 +276,7 @@ async def relay(
     except httpx.TransportError as exc:
         return upstream_error(exc, ndjson=False)
     except AllKeysResting as exc:
-        return keys_resting(exc, upstream.name, ndjson=False)
+        return keys_resting(exc, model, ndjson=False)
     except (UploadTooLarge, RequestEntityTooLarge):
         msg = f"Request body exceeds the limit of {settings.max_upload_bytes} bytes."
         return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))

@@ -39,7 +39,7 @@ from ..upstream import (
 )
 from . import _passthrough as passthrough
 from ._admission import Streams
-from ._candidates import Candidates
+from ._candidates import Candidates, at_its_limit
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
 
@@ -96,16 +96,11 @@ class Relay:
         if self.streams.draining:
             raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
 
-    async def hold(self, state: RequestState, upstream: Upstream) -> None:
-        """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
+    async def hold(self, state: RequestState, upstream: Upstream, model: str | None = None) -> None:
+        """Take one of ``upstream``'s ``max_concurrent`` slots for this request (for ``model``, else the one the
+        request names), or refuse at once (429)."""
         if not await self.streams.hold(state, upstream):
-            where = "across the relays sharing --state" if upstream.store.shared else "on this relay worker"
-            raise InvalidRequest(
-                f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
-                f"requests {where}; retry shortly.",
-                "upstream_concurrency_limit",
-                429,
-            )
+            raise at_its_limit(upstream, model if model is not None else state.model)
 
     async def admit(self, state: RequestState, upstream: Upstream) -> None:
         """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
@@ -191,7 +186,7 @@ class Relay:
                         upstream = moved
                         continue
                     if isinstance(exc, AllKeysResting):
-                        return keys_resting(exc, upstream.name, ndjson=ndjson)
+                        return keys_resting(exc, state.model, ndjson=ndjson)
                     return upstream_error(exc, ndjson=ndjson)
                 status = response.status_code
                 limited = limited_of(response, content)  # a 429's body is always read
@@ -276,7 +271,7 @@ class Relay:
             raise self.overloaded()
         candidates = await Candidates.plan(self.upstreams, deployments)  # type: ignore[arg-type]
         if await candidates.next(state) is None:
-            raise candidates.refusal()
+            raise candidates.refusal(model)
         return candidates
 
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
@@ -342,6 +337,6 @@ class Relay:
         named = request.headers.get(passthrough.UPSTREAM_HEADER)
         upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
         state.upstream = upstream.name
-        await self.hold(state, upstream)
-        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded)
+        await self.hold(state, upstream, model)
+        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded, model)
         return await self.until_answered(relay)

@@ -28,6 +28,7 @@ from ._routing import (
     describe_upstreams,
     load_settings,
     model_not_found,
+    the_model,
     upstream_configs,
     upstream_label,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "describe_upstreams",
     "load_settings",
     "model_not_found",
+    "the_model",
     "read_and_close",
     "reader",
     "rest_seconds",

@@ -288,10 +288,17 @@ def describe_upstreams(settings: Settings) -> str:
     return "upstreams " + ", ".join(str(t.get("name")) for t in settings.upstreams)
 
 
+def the_model(model: str | None) -> str:
+    """How an error names what the client asked for: the model (cut to 100 characters), never the upstreams that
+    serve it (those are the operator's: the log names them)."""
+    if model is None:
+        return "this request"
+    return f"the model {model if len(model) <= 100 else model[:100] + '…'!r}"
+
+
 def model_not_found(model: str) -> InvalidRequest:
     """The 404 for a model no upstream serves (no pattern matches, and there is no default upstream)."""
-    shown = model if len(model) <= 100 else model[:100] + "…"
-    return InvalidRequest(f"No upstream serves the model {shown!r}.", "model_not_found", 404)
+    return InvalidRequest(f"No upstream serves {the_model(model)}.", "model_not_found", 404)
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:

@@ -193,6 +193,8 @@ async def test_with_every_deployment_out_the_relay_answers_at_once(nursery, monk
         refused = await chat(client, root)
         seed = await client.get(root + "/chat/completions", params={"content": "hi", "model": MODEL})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "upstream_circuit_open"
+    assert refused.json()["error"]["message"] == f"Every upstream for the model '{MODEL}' is unavailable " \
+        f"(circuit open); retry in {refused.headers['retry-after']} s."  # the model, never the upstreams' names
     assert refused.json()["error"]["type"] == "server_error"
     assert 1 <= int(refused.headers["retry-after"]) <= 30
     assert seed.status_code == 503 and json.loads(seed.text)["error"]["code"] == "upstream_circuit_open"
