@@ -491,3 +491,30 @@ async def test_a_single_key_is_retried_as_before(autojump_clock):
     t0 = trio.current_time()
     response, content = await send_with_retries(upstream, send, Settings(retries=1))
     assert (response.status_code, content, trio.current_time() - t0) == (200, None, 2.0)  # waited its Retry-After
+
+
+async def test_a_bare_429_moves_to_the_next_key_and_rests_none(autojump_clock):
+    from types import SimpleNamespace
+
+    from proxy.limits import LocalStore
+    from proxy.upstream import send_with_retries
+
+    pool = KeyPool(["sk-a", "sk-b"])
+    store = LocalStore(trio.current_time)  # virtual time
+    upstream = SimpleNamespace(name="u", keys=pool, store=store)
+    used, ok_key = [], [b"Bearer sk-b"]
+
+    async def send(key):
+        used.append(key.authorization)
+        if key.authorization in ok_key:
+            return httpx.Response(200, content=b"ok")
+        return httpx.Response(429, content=b"Too Many Requests")  # says nothing about the account
+
+    response, _ = await send_with_retries(upstream, send, Settings(retries=1))
+    assert response.status_code == 200 and used == [b"Bearer sk-a", b"Bearer sk-b"]
+    assert await store.resting(pool.names) == [0.0, 0.0]
+    ok_key.clear()  # every key answers 429: each once a round, one retry, then the last 429
+    used.clear()
+    response, content = await send_with_retries(upstream, send, Settings(retries=1))
+    assert response.status_code == 429 and content == b"Too Many Requests"
+    assert used == [b"Bearer sk-a", b"Bearer sk-b"] * 2 and await store.resting(pool.names) == [0.0, 0.0]
