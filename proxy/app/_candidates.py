@@ -18,9 +18,20 @@ from collections.abc import Sequence
 
 import trio
 
-from ..protocol import InvalidRequest
+from ..protocol import InvalidRequest, Limited
 from ..state import RequestState
-from ..upstream import Circuit, Outcome, Seen, Upstream, Upstreams, balance_order, breaker_outcome, rest_seconds
+from ..upstream import (
+    Circuit,
+    Outcome,
+    Rests,
+    Seen,
+    Upstream,
+    Upstreams,
+    balance_order,
+    breaker_outcome,
+    rest_seconds,
+    the_model,
+)
 
 log = logging.getLogger("moonrelay")
 
@@ -37,9 +48,10 @@ class Unavailable(InvalidRequest):
 
 class Candidates:
     """The upstreams one request may try (see the module docstring); :meth:`next` moves the request's
-    ``max_concurrent`` slot to the next usable one; :meth:`settle` applies its answer to its breaker."""
+    ``max_concurrent`` slot to the next usable one; :meth:`settle` applies its answer to its breaker; ``rests``:
+    the keys and deployments the request may still rest (proxy.upstream.Rests)."""
 
-    __slots__ = ("upstreams", "order", "seen", "current", "probe", "_i", "_wait", "_open", "_full")
+    __slots__ = ("upstreams", "order", "seen", "current", "probe", "rests", "_i", "_wait", "_open", "_full")
 
     def __init__(self, upstreams: Upstreams | None, order: Sequence[Upstream], seen: dict[str, Seen] | None) -> None:
         self.upstreams = upstreams
@@ -47,6 +59,7 @@ class Candidates:
         self.seen = seen  # None: a lone upstream, health not consulted
         self.current: Upstream | None = None
         self.probe: str | None = None  # the probe's token while the current candidate is being probed
+        self.rests = Rests()
         self._i = 0
         self._wait = math.inf  # the shortest wait among the skipped ones
         self._open = False  # some candidate was skipped for its circuit (else: rests)
@@ -126,27 +139,21 @@ class Candidates:
         self._wait = min(self._wait, wait_s)
         self._open = self._open or circuit_open
 
-    def refusal(self) -> InvalidRequest:
-        """Why the request could go nowhere (:meth:`next` found no candidate at its first call)."""
+    def refusal(self, model: str) -> InvalidRequest:
+        """Why the request for ``model`` could go nowhere (:meth:`next` found no candidate at its first call)."""
         if self._full is not None and self._wait == math.inf:
-            return InvalidRequest(
-                f"Upstream {self._full.name!r} is at its limit of {self._full.config.max_concurrent} concurrent "
-                f"requests {'across the relays sharing --state' if self._full.store.shared else 'on this relay worker'}"
-                "; retry shortly.",
-                "upstream_concurrency_limit",
-                429,
-            )
+            return at_its_limit(self._full, model)
         wait = max(1, math.ceil(self._wait)) if self._wait != math.inf else 1
-        names = ", ".join(repr(u.name) for u in self.order)
-        if self._open:
-            return Unavailable(f"Every upstream for this request ({names}) is unavailable (circuit open); retry in "
-                               f"{wait} s.", "upstream_circuit_open", 503, wait)  # fmt: skip
-        return Unavailable(f"Every upstream for this request ({names}) is rate limited; retry in {wait} s.",
-                           "upstream_rate_limited", 429, wait)  # fmt: skip
+        why = "unavailable (circuit open)" if self._open else "rate limited"
+        log.info("model %r: every upstream (%s) is %s", model, ", ".join(names_of(self.order)), why)
+        code, status = ("upstream_circuit_open", 503) if self._open else ("upstream_rate_limited", 429)
+        return Unavailable(f"Every upstream for {the_model(model)} is {why}; retry in {wait} s.", code, status, wait)
 
-    async def settle(self, status: int | None, retry_after: str | None = None, *, neutral: bool = False) -> None:
+    async def settle(self, status: int | None, retry_after: str | None = None, *, neutral: bool = False,
+                     limited: Limited | None = None) -> None:  # fmt: skip
         """The current candidate answered ``status`` (None: a transport error before the first byte; ``neutral``:
-        no verdict, e.g. every key rested): its breaker counts it, a 429 rests a one-key deployment."""
+        no verdict, e.g. every key rested): its breaker counts it; a 429 about the account (``limited``) rests a
+        one-key deployment, if the request may still rest one."""
         upstream, probe = self.current, self.probe
         self.probe = None
         if self.seen is None or upstream is None or self.upstreams is None:
@@ -154,7 +161,7 @@ class Candidates:
         health = self.upstreams.health
         result = Outcome.NEUTRAL if neutral else breaker_outcome(status)
         await health.settle(upstream.name, result, self.seen[upstream.name], probe)
-        if status == 429 and not upstream.keys.rotating:
+        if limited is Limited.ACCOUNT and not upstream.keys.rotating and self.rests.take():
             seconds = rest_seconds(retry_after)
             await health.rest(upstream.name, seconds)
             log.info("upstream %s answered 429; it rests %.1f s", upstream.name, seconds)
@@ -170,3 +177,12 @@ class Candidates:
 
 def names_of(upstreams: Sequence[Upstream]) -> list[str]:
     return [u.name for u in upstreams]
+
+
+def at_its_limit(upstream: Upstream, model: str | None) -> InvalidRequest:
+    """The 429 for a request whose upstream has no ``max_concurrent`` slot left: the client hears of its model, the
+    log of the upstream and its cap."""
+    where = "across the relays sharing --state" if upstream.store.shared else "on this relay worker"
+    log.info("upstream %s is at its max_concurrent of %d %s", upstream.name, upstream.config.max_concurrent, where)
+    return InvalidRequest(f"The upstream for {the_model(model)} is at its limit of concurrent requests {where}; "
+                          "retry shortly.", "upstream_concurrency_limit", 429)  # fmt: skip

@@ -73,7 +73,7 @@ async def merged_models(upstreams: Sequence[Upstream]) -> Response:
     if failed:
         log.info("GET /v1/models left out %s", "; ".join(failed))
     if len(failed) == len(upstreams):
-        msg = f"No upstream answered the model list ({'; '.join(failed)})."
+        msg = "No upstream answered the model list."  # which ones and why: the log line above
         return Response(json.dumps(error_body(msg, "upstream_error", "upstream_unavailable")), 502, content_type=JSON)
     lists = [a if not isinstance(a, str) else None for a in answers]
     return Response(json.dumps({"object": "list", "data": merge(lists)}), content_type=JSON)

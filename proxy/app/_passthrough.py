@@ -11,8 +11,8 @@ Which upstream: the ``X-Moonrelay-Upstream: <name>`` header when given; else, fo
 
 Which path: the request line's, normalised once (:mod:`proxy.protocol`); the allow-list is matched on
 that, and that is what goes upstream. A path that resolves to one of the relay's own routes
-(``/v1/chat/completions``, ``/v1/models``) never passes: chat must go through validation, limits and
-the SSE checks.
+(``/v1/chat/completions``, ``/v1/models``), in any letter case, never passes: chat must go through validation,
+limits, usage injection and the SSE checks (and an upstream may match paths without regard to case).
 
 What goes upstream: the method, the normalised path below ``/v1`` and the query, the client's
 headers named in ``FORWARDED`` (an allow-list: the relay's key is an account key, so a client must
@@ -38,7 +38,15 @@ from ..config import Settings
 from ..observability import model_from_body
 from ..protocol import InvalidRequest, PathRefused, error_body, normalise
 from ..serving import request_class as limited_request_class
-from ..upstream import AllKeysResting, IteratorReader, Upstream, Upstreams, model_not_found, reader, send_with_retries
+from ..upstream import (
+    AllKeysResting,
+    IteratorReader,
+    Upstream,
+    Upstreams,
+    model_not_found,
+    reader,
+    send_with_retries,
+)
 from ._responses import json_error, keys_resting, relayed_headers, upstream_error
 
 log = logging.getLogger("moonrelay")
@@ -85,7 +93,7 @@ def request_class(settings: Settings) -> type[Request]:
     upload = max(settings.max_upload_bytes, settings.max_body_bytes)
 
     def limit_for(path: str) -> int | None:
-        return upload if path.startswith("/v1/") and path not in OWN_PATHS else None
+        return upload if path.startswith("/v1/") and path.lower() not in OWN_PATHS else None
 
     return limited_request_class(limit_for)
 
@@ -190,17 +198,18 @@ def forwarded_headers(raw: list[tuple[bytes, bytes]], names: frozenset[bytes] = 
 
 def checked_path(request: Request, allowed: Any) -> str:
     """The request's normalised path (:mod:`proxy.protocol`) when it may pass: under ``/v1/``, not one of the
-    relay's own routes, and ``allowed`` by the ``--passthrough`` globs. Else an InvalidRequest: 400
-    ``invalid_path``, 405 for another method on a route of the relay's own, 404 when no glob allows it."""
+    relay's own routes in any letter case, and ``allowed`` by the ``--passthrough`` globs. Else an InvalidRequest:
+    400 ``invalid_path``, 405 for another method on a route of the relay's own, 404 when no glob allows it."""
     raw = request.scope.get("raw_path") or quote(request.path).encode()
     try:
         path = normalise(raw)
     except PathRefused as exc:
         raise InvalidRequest(str(exc), "invalid_path") from None
-    if path in OWN_PATHS:
-        if path == request.path:  # the route itself, with a method it does not take
+    own = path.lower()
+    if own in OWN_PATHS:
+        if path == own == request.path:  # the route itself, with a method it does not take
             raise InvalidRequest(f"Method {request.method} is not allowed on {path}.", "method_not_allowed", 405)
-        raise InvalidRequest(f"The relay serves {path} itself: send the request to exactly that path.", "invalid_path")
+        raise InvalidRequest(f"The relay serves {own} itself: send the request to exactly that path.", "invalid_path")
     if not allowed(path):
         raise InvalidRequest(f"No route for {request.path}.", "not_found", 404)
     return path
@@ -223,8 +232,9 @@ def choose(upstreams: Upstreams, named: str | None, model: str | None) -> Upstre
     if named is not None:
         upstream = upstreams.by_name.get(named)
         if upstream is None:
-            known = ", ".join(upstreams.by_name)
-            raise InvalidRequest(f"No upstream is named {named!r}; known: {known}.", "unknown_upstream")
+            shown = named if len(named) <= 64 else named[:64] + "…"
+            log.info("pass-through named upstream %r: not configured (known: %s)", shown, ", ".join(upstreams.by_name))
+            raise InvalidRequest(f"No upstream is named {shown!r}.", "unknown_upstream")
         return upstream
     if model is not None:
         upstream = upstreams.route(model)
@@ -244,9 +254,11 @@ async def relay(
     content: bytes | UploadBody,
     settings: Settings,
     names: frozenset[bytes] = FORWARDED,
+    model: str | None = None,
 ) -> Response:
     """Send the request to ``path`` (normalised: :func:`checked_path`) upstream, with the client's headers in
-    ``names``, and answer with what came back (retried only when ``content`` is bytes)."""
+    ``names``, and answer with what came back (retried only when ``content`` is bytes); ``model``: the one its
+    body names, if any (for the errors)."""
     target = path.removeprefix("/v1")
     query = request.scope.get("query_string", b"")
     if query:
@@ -264,7 +276,7 @@ async def relay(
     except httpx.TransportError as exc:
         return upstream_error(exc, ndjson=False)
     except AllKeysResting as exc:
-        return keys_resting(exc, upstream.name, ndjson=False)
+        return keys_resting(exc, model, ndjson=False)
     except (UploadTooLarge, RequestEntityTooLarge):
         msg = f"Request body exceeds the limit of {settings.max_upload_bytes} bytes."
         return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))

@@ -27,29 +27,24 @@ from ..protocol import (
 )
 from ..state import STATE, RequestState
 from ..stream import Heartbeats, NDJSONBody, Pump, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
-from ..upstream import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from ..upstream import (
+    AllKeysResting,
+    Upstream,
+    Upstreams,
+    limited_of,
+    model_not_found,
+    not_processed,
+    resend_reason,
+    send_with_retries,
+)
 from . import _passthrough as passthrough
 from ._admission import Streams
-from ._candidates import Candidates
+from ._candidates import Candidates, at_its_limit
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
 
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
 log = logging.getLogger("moonrelay")
-
-
-def fallback_reason(exc: BaseException) -> str | None:
-    """Why a failure before the first byte may move a request to a fallback upstream (a bounded metrics label);
-    None when it may not (a read or protocol error: the upstream may have taken a paid request)."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
-    if isinstance(exc, httpx.ReadTimeout):  # send() returns at the response head: this is the first-byte timeout
-        return "first_byte_timeout"
-    if isinstance(exc, AllKeysResting):
-        return "keys_resting"
-    return None
 
 
 class Relay:
@@ -101,16 +96,11 @@ class Relay:
         if self.streams.draining:
             raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
 
-    async def hold(self, state: RequestState, upstream: Upstream) -> None:
-        """Take one of ``upstream``'s ``max_concurrent`` slots for this request, or refuse at once (429)."""
+    async def hold(self, state: RequestState, upstream: Upstream, model: str | None = None) -> None:
+        """Take one of ``upstream``'s ``max_concurrent`` slots for this request (for ``model``, else the one the
+        request names), or refuse at once (429)."""
         if not await self.streams.hold(state, upstream):
-            where = "across the relays sharing --state" if upstream.store.shared else "on this relay worker"
-            raise InvalidRequest(
-                f"Upstream {upstream.name!r} is at its limit of {upstream.config.max_concurrent} concurrent "
-                f"requests {where}; retry shortly.",
-                "upstream_concurrency_limit",
-                429,
-            )
+            raise at_its_limit(upstream, model if model is not None else state.model)
 
     async def admit(self, state: RequestState, upstream: Upstream) -> None:
         """Take one of this worker's stream slots and one of the upstream's, or refuse at once (429, or
@@ -172,10 +162,10 @@ class Relay:
         """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back.
 
         ``upstream``: one upstream, or the request's :class:`Candidates` with the first one's slot taken. When an
-        upstream's attempts end, before the first byte, in a connect error or timeout, a first-byte timeout, a 429
-        or a 5xx, the request goes to the next candidate (the model's other deployments, then ``fallbacks``); each
-        answer feeds that deployment's breaker. Once an answer is chosen nothing else is tried: a stream that breaks
-        later ends with the in-band error event."""
+        upstream's attempts end in a failure that lets the request go out again (proxy.upstream._attempts: never
+        reached, or answered "not processed"), the request goes to the next candidate (the model's other
+        deployments, then ``fallbacks``); each answer feeds that deployment's breaker. Once an answer is chosen
+        nothing else is tried: a stream that breaks later ends with the in-band error event."""
         candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
         upstream = candidates.current  # type: ignore[assignment]
         assert upstream is not None
@@ -186,25 +176,27 @@ class Relay:
                         upstream,
                         lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
                         self.settings,
+                        rests=candidates.rests,
                     )
                 except (httpx.TransportError, AllKeysResting) as exc:
                     await candidates.settle(None, neutral=isinstance(exc, AllKeysResting))
-                    reason = fallback_reason(exc)
+                    reason = resend_reason(exc, on_timeout=upstream.config.retry_on_timeout)
                     moved = None if reason is None else await self.move(state, candidates, upstream, reason)
                     if moved is not None:
                         upstream = moved
                         continue
                     if isinstance(exc, AllKeysResting):
-                        return keys_resting(exc, upstream.name, ndjson=ndjson)
+                        return keys_resting(exc, state.model, ndjson=ndjson)
                     return upstream_error(exc, ndjson=ndjson)
                 status = response.status_code
+                limited = limited_of(response, content)  # a 429's body is always read
                 try:
-                    await candidates.settle(status, response.headers.get("retry-after"))
+                    await candidates.settle(status, response.headers.get("retry-after"), limited=limited)
                 except BaseException:
                     if content is None:
                         await response.aclose()
                     raise
-                if status == 429 or status >= 500:
+                if not_processed(status, limited):
                     moved = await self.move(state, candidates, upstream, f"http_{status}")
                     if moved is not None:
                         if content is None:
@@ -279,7 +271,7 @@ class Relay:
             raise self.overloaded()
         candidates = await Candidates.plan(self.upstreams, deployments)  # type: ignore[arg-type]
         if await candidates.next(state) is None:
-            raise candidates.refusal()
+            raise candidates.refusal(model)
         return candidates
 
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
@@ -345,6 +337,6 @@ class Relay:
         named = request.headers.get(passthrough.UPSTREAM_HEADER)
         upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
         state.upstream = upstream.name
-        await self.hold(state, upstream)
-        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded)
+        await self.hold(state, upstream, model)
+        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded, model)
         return await self.until_answered(relay)

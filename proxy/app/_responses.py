@@ -10,7 +10,7 @@ import httpx
 from quart import Response
 
 from ..protocol import JSON, error_body, map_transport_error
-from ..upstream import AllKeysResting
+from ..upstream import AllKeysResting, the_model
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
 RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")
@@ -41,11 +41,11 @@ def upstream_error(exc: httpx.TransportError, *, ndjson: bool) -> Response:
     return error_response(status, err, ndjson=ndjson)
 
 
-def keys_resting(exc: AllKeysResting, upstream: str, *, ndjson: bool) -> Response:
+def keys_resting(exc: AllKeysResting, model: str | None, *, ndjson: bool) -> Response:
     """429 without calling the upstream: it rate limited every key of the pool, and none has rested enough."""
     wait = max(1, math.ceil(exc.wake_in_s))
     body = error_body(
-        f"Every API key of upstream {upstream!r} is rate limited; retry in {wait} s.",
+        f"Every API key for {the_model(model)} is rate limited; retry in {wait} s.",
         "rate_limit_error",
         "upstream_rate_limited",
     )

@@ -161,7 +161,8 @@ class Metrics:
         store.on_error = errors.inc
 
     def fallback(self, failed: str, to: str, reason: str) -> None:
-        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.app._relay.fallback_reason)."""
+        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.upstream.resend_reason's, or
+        ``http_<status>``)."""
         self.fallbacks.labels(failed, to, reason).inc()
 
     def circuit(self, upstream: str, state: int, opened: bool) -> None:

@@ -1,5 +1,5 @@
 """Sans-I/O protocol pieces, each pure and tested with bytes: SSE framing, request validation,
-OpenAI-shaped errors, path normalisation, usage extraction, retry timing."""
+OpenAI-shaped errors, path normalisation, usage extraction, retry timing, who an upstream's 429 is about."""
 
 from ._errors import (
     JSON,
@@ -12,6 +12,7 @@ from ._errors import (
     map_transport_error,
     sse_error_event,
 )
+from ._limited import Limited, limited_by
 from ._paths import SEGMENT_CHARS, PathRefused, normalise
 from ._retry import RETRY_STATUSES, parse_retry_after, retry_delay
 from ._sse import DONE, EventSplitter, event_data, well_formed
@@ -24,6 +25,7 @@ __all__ = [
     "EventSplitter",
     "InvalidRequest",
     "JSON",
+    "Limited",
     "MALFORMED_NDJSON",
     "MALFORMED_SSE",
     "PathRefused",
@@ -38,6 +40,7 @@ __all__ = [
     "check_content_type",
     "error_body",
     "event_data",
+    "limited_by",
     "map_transport_error",
     "normalise",
     "parse_chat_request",

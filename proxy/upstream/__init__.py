@@ -1,6 +1,15 @@
 """The upstream client: the h11 transport (connection, pool, watchdog, body reader), keys, retries, routing."""
 
-from ._attempts import free_key, read_and_close, send_with_retries
+from ._attempts import (
+    MAX_RESTS,
+    Rests,
+    free_key,
+    limited_of,
+    not_processed,
+    read_and_close,
+    resend_reason,
+    send_with_retries,
+)
 from ._balance import SmoothWeighted
 from ._balance import order as balance_order
 from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
@@ -19,6 +28,7 @@ from ._routing import (
     describe_upstreams,
     load_settings,
     model_not_found,
+    the_model,
     upstream_configs,
     upstream_label,
 )
@@ -34,6 +44,9 @@ __all__ = [
     "Step",
     "balance_order",
     "free_key",
+    "limited_of",
+    "not_processed",
+    "resend_reason",
     "breaker_outcome",
     "ConfigError",
     "DEFAULT_REST_S",
@@ -42,8 +55,10 @@ __all__ = [
     "Interrupted",
     "IteratorReader",
     "ResponseStream",
+    "Rests",
     "KeyPool",
     "MAX_REST_S",
+    "MAX_RESTS",
     "READER",
     "Router",
     "SHUTDOWN",
@@ -55,6 +70,7 @@ __all__ = [
     "describe_upstreams",
     "load_settings",
     "model_not_found",
+    "the_model",
     "read_and_close",
     "reader",
     "rest_seconds",

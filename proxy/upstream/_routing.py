@@ -36,7 +36,7 @@ _BREAKER_TIMES = ("breaker_window_s", "breaker_cooldown_s")
 _COUNTS = ("max_concurrent", "max_connections", "breaker_failures")
 _KEYS = frozenset(
     {"name", "base_url", "key_env", "key_envs", "models", "default", "include_usage", "ca_file", "fallbacks",
-     "weight", *_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS}
+     "weight", "retry_on_timeout", *_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS}
 )  # fmt: skip
 MAX_WEIGHT = 1000
 
@@ -68,6 +68,9 @@ class UpstreamConfig:
     max_connections: int = 0
     ca_file: str | None = None
     fallbacks: tuple[str, ...] = ()  # upstreams tried in order when this one fails before the first byte
+    # A first-byte timeout here may send the request again (a retry, the next deployment or fallback): it may then
+    # run twice, so only where the operator says so (proxy.upstream._attempts)
+    retry_on_timeout: bool = False
     weight: int = 1  # its share of its models' requests among their deployments (1 to MAX_WEIGHT)
     breaker_failures: int = 5  # failures in a row, within one window, that open the circuit; 0: no breaker
     breaker_window_s: float = 30.0
@@ -151,7 +154,7 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
         if value < 0 or (not integral and value == 0):
             raise ConfigError(f"{where}: '{key}' must be {'at least 0' if integral else 'positive'}")
         values[key] = value if integral else float(value)
-    for key in ("default", "include_usage"):
+    for key in ("default", "include_usage", "retry_on_timeout"):
         if not isinstance(table.get(key, False), bool):
             raise ConfigError(f"{where}: '{key}' must be true or false")
     ca_file = table.get("ca_file", values["ca_file"])
@@ -177,6 +180,7 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
         models=tuple(m for m in models if m != "*"),
         default=table.get("default", False) or "*" in models,
         include_usage=table.get("include_usage", False),
+        retry_on_timeout=table.get("retry_on_timeout", False),
         **values,
     )
 
@@ -284,10 +288,17 @@ def describe_upstreams(settings: Settings) -> str:
     return "upstreams " + ", ".join(str(t.get("name")) for t in settings.upstreams)
 
 
+def the_model(model: str | None) -> str:
+    """How an error names what the client asked for: the model (cut to 100 characters), never the upstreams that
+    serve it (those are the operator's: the log names them)."""
+    if model is None:
+        return "this request"
+    return f"the model {model if len(model) <= 100 else model[:100] + '…'!r}"
+
+
 def model_not_found(model: str) -> InvalidRequest:
     """The 404 for a model no upstream serves (no pattern matches, and there is no default upstream)."""
-    shown = model if len(model) <= 100 else model[:100] + "…"
-    return InvalidRequest(f"No upstream serves the model {shown!r}.", "model_not_found", 404)
+    return InvalidRequest(f"No upstream serves {the_model(model)}.", "model_not_found", 404)
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:

@@ -256,7 +256,7 @@ async def test_a_429d_deployment_rests_on_every_instance(redis_server, nursery, 
 async def test_an_open_circuit_is_open_on_every_instance(redis_server, nursery, monkeypatch, shared) -> None:
     """A deployment's breaker opened by one relay's failure keeps the other relay away from it too when they share
     --state; each on its own, the second relay sends its own failing request first (the control)."""
-    primary = await start_sim(nursery, key_faults={"sk-primary": "status:500"})
+    primary = await start_sim(nursery, key_faults={"sk-primary": "status:503"})
     backup = await start_sim(nursery)
     tables = [{"name": "primary", "base_url": primary.url, "models": ["kimi-k2"], "key_env": "PRIMARY_KEY",
                "weight": 100, "breaker_failures": 1, "breaker_cooldown_s": 60},
