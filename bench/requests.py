@@ -233,7 +233,7 @@ def summarise(repeats: list[dict[str, Any]], direct: list[dict[str, Any]], rate:
         "cpu_us_per_request": med([r.get("closed", {}).get("cpu_us_per_request") for r in repeats]),
         "sim_cpu_us_per_request": med([r.get("closed", {}).get("sim_cpu_us_per_request") for r in repeats]),
         "closed_requests_per_s": med([r.get("closed", {}).get("requests_per_s") for r in repeats]),
-        "added_p50_ms": med(added50), "added_p99_ms": med(added99),
+        "added_latency_p50_ms": med(added50), "added_latency_p99_ms": med(added99),
         **{f"max_rate_p99_le_{t:g}ms": med(best[t]) for t in THRESHOLDS_MS},
         "witness_cpu_us_per_request": med([r.get("witness", {}).get("closed", {}).get("cpu_us_per_request")
                                            for r in repeats]),
@@ -271,7 +271,8 @@ def render(doc: dict[str, Any]) -> str:
     for target, m in medians.items():
         cpu = m.get("cpu_us_per_request")
         ratio = f" ({cpu / nginx_cpu:.1f}×)" if cpu and nginx_cpu else ""
-        added = "–" if target == "direct" else f"{_fmt(m.get('added_p50_ms'))} / {_fmt(m.get('added_p99_ms'))}"
+        added = "–" if target == "direct" else \
+            f"{_fmt(m.get('added_latency_p50_ms'))} / {_fmt(m.get('added_latency_p99_ms'))}"  # fmt: skip
         best = "–" if target == "direct" else \
             f"{_fmt(m.get('max_rate_p99_le_1ms'))} / {_fmt(m.get('max_rate_p99_le_10ms'))}"  # fmt: skip
         lines.append(f"| {target} | {_fmt(cpu)}{ratio} | {_fmt(m.get('sim_cpu_us_per_request'))} | {added} | {best} "
@@ -284,6 +285,19 @@ def render(doc: dict[str, Any]) -> str:
               "Every step of every repeat (sent, answered, p50 / p99 / p99.9 from the due time, the client's own CPU "
               "share) is in `result.json`; the targets' and the sim's logs under `runs/`.", ""]
     return "\n".join(lines)
+
+
+def write_scenario_docs(doc: dict[str, Any]) -> None:
+    """``requests-<target>.json`` per target, the shape bench.run writes (bench/archive.py reads runs from them):
+    the summary and the trend pick this scenario up like any other."""
+    shape = {"name": "requests", "connections": doc["connections"], "per_connection": doc["per_connection"],
+             "rate": doc["rate"], "rates": doc["rates"], "duration_s": doc["duration_s"]}
+    out = Path(doc["out"])
+    for target, median in doc["medians"].items():
+        repeats = [{"repeat": k + 1, **r} for k, r in enumerate(doc["runs"][target])]
+        (out / f"requests-{target}.json").write_text(json.dumps(
+            {"scenario": shape, "target": target, "version": doc["versions"].get(target), "median": median,
+             "repeats": repeats, "command": doc["command"], "machine": doc["machine"]}, indent=2, default=str))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -340,9 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": "python -m bench.requests " + shlex.join(argv if argv is not None else sys.argv[1:]),
            "rate": args.rate, "rates": args.rates, "duration_s": args.duration, "repeat": args.repeat,
            "connections": args.connections, "per_connection": args.per_connection, "machine": facts,
-           "versions": versions,
+           "versions": versions, "out": str(args.out),
            "medians": {t: summarise(runs[t], runs["direct"], args.rate) for t in targets}, "runs": runs}
     (args.out / "result.json").write_text(json.dumps(doc, indent=2, default=str))
+    write_scenario_docs(doc)
     (args.out / "README.md").write_text(render(doc))
     print(args.out / "README.md")
     return 0

@@ -66,7 +66,7 @@ def test_the_report_shows_added_latency_against_direct_of_the_same_repeat():
     relay = [rec(1.5, 2.5, 300.0), rec(1.2, 4.0, 320.0)]
     nginx = [rec(1.1, 2.1, 60.0), rec(1.1, 3.1, 62.0)]
     medians = {t: summarise(r, direct, 500.0) for t, r in (("direct", direct), ("moonrelay", relay), ("nginx", nginx))}
-    assert medians["moonrelay"]["added_p99_ms"] == 0.75  # (0.5 + 1.0) / 2
+    assert medians["moonrelay"]["added_latency_p99_ms"] == 0.75  # (0.5 + 1.0) / 2
     assert medians["moonrelay"]["cpu_us_per_request"] == 310.0
     text = render({"command": "python -m bench.requests --out x", "rate": 500.0, "rates": [500.0], "duration_s": 5.0,
                    "repeat": 2, "connections": 50, "per_connection": 100, "machine": {"cores": 2},
@@ -84,3 +84,23 @@ async def test_both_loops_answer_against_a_sim_over_real_sockets(nursery):
     opened = await open_loop(host, port, data, 200.0, 0.1)
     assert opened.sent == 20 and opened.ok == 20 and len(opened.latencies_ns) == 20
     assert json.loads(BODY)["stream"] is False
+
+
+def test_a_run_writes_scenario_documents_the_summary_reads(tmp_path):
+    from bench.archive import discover
+    from bench.requests import write_scenario_docs
+
+    med = {"cpu_us_per_request": 300.0, "added_latency_p99_ms": 0.8}
+    run = {"closed": {"cpu_us_per_request": 300.0}, "steps": []}
+    folder = tmp_path / "requests-x"
+    folder.mkdir()
+    write_scenario_docs({"out": str(folder), "connections": 50, "per_connection": 100, "rate": 500.0,
+                         "rates": [500.0], "duration_s": 5.0, "command": "python -m bench.requests",
+                         "machine": {"date (UTC)": "2026-12-07 17:00"}, "versions": {"moonrelay": "git abc"},
+                         "medians": {"moonrelay": med, "nginx": {"cpu_us_per_request": 70.0}},
+                         "runs": {"moonrelay": [run], "nginx": [run]}})
+    runs, left_out = discover(tmp_path)
+    assert not left_out
+    (found,) = runs
+    assert found.scenario == "requests" and found.commit == "git abc"
+    assert round(found.ratio("moonrelay", "cpu_us_per_request"), 2) == 4.29
