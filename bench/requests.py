@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import trio
 
 from bench.openloop import Outcome, closed_loop, open_loop, request_bytes
-from bench.peers import API_KEY, PEERS, Launch, PeerUnavailable
+from bench.peers import API_KEY, Launch, PeerUnavailable, peer
 from bench.pinning import pinned, plan
 from bench.procs import serve
 from bench.run import machine_facts, raise_fd_limit
@@ -156,7 +156,7 @@ async def measure_target(target: str, args: argparse.Namespace, rundir: Path, di
                 sim = await stack.enter_async_context(serve("sim", sim_launch, rundir / "sim.log"))
                 url, tree = sim.url, sim.tree
                 if target != "direct":
-                    launch = PEERS[target].launch(sim.url, Path(tmp), 1, args.connections)
+                    launch = peer(target).launch(sim.url, Path(tmp), 1, args.connections)
                     if pin:
                         launch = Launch(argv=pinned(launch.argv, pin.proxy), url=launch.url,
                                         url_pattern=launch.url_pattern, env=launch.env, cwd=launch.cwd)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     versions: dict[str, str] = {"direct": "the sim itself (python -m loadtest.sim)"}
     for t in targets[1:]:
         try:
-            versions[t] = PEERS[t].ensure()
+            versions[t] = peer(t).ensure()
         except (PeerUnavailable, KeyError) as exc:
             print(f"{t}: cannot run: {exc}", file=sys.stderr)
             targets.remove(t)
