@@ -22,6 +22,7 @@ import trio
 from loadtest.embedded import SimProfile
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
+from loadtest.workload import Distribution, Prompt, Workload, load_dataset, parse_distribution
 
 DEFAULT_PROFILE = SimProfile()
 _DESCRIPTION = (
@@ -92,25 +93,26 @@ def parse_slo(s: str) -> dict[str, float]:
     return out
 
 
-def load_prompts(path: str) -> list[list[dict[str, Any]]]:
-    """A JSONL dataset: each line ``{"messages": [...]}``, ``{"prompt": "..."}`` or a JSON string."""
-    prompts: list[list[dict[str, Any]]] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if isinstance(item, str):
-                prompts.append([{"role": "user", "content": item}])
-            elif isinstance(item, dict) and isinstance(item.get("messages"), list):
-                prompts.append(item["messages"])
-            elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
-                prompts.append([{"role": "user", "content": item["prompt"]}])
-            else:
-                raise ValueError(f"{path}:{n}: expected messages, prompt or a string")
-    if not prompts:
-        raise ValueError(f"{path}: no prompts")
-    return prompts
+def _distribution(s: str) -> Distribution:
+    try:
+        return parse_distribution(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def workload_from_args(args: argparse.Namespace) -> Workload:
+    """The workload the flags describe (the dataset read once: ``main`` keeps it in ``args.workload``)."""
+    if getattr(args, "workload", None) is not None:
+        return args.workload
+    output = args.output_tokens
+    if output is None and args.max_tokens is not None:
+        output = Distribution("fixed", args.max_tokens)
+    if args.input_tokens is not None:
+        return Workload(input_tokens=args.input_tokens, output_tokens=output, seed=args.seed)
+    if args.prompts:
+        return Workload(prompts=load_dataset(args.prompts), output_tokens=output, seed=args.seed, source=args.prompts)
+    return Workload(prompts=[Prompt([{"role": "user", "content": args.prompt}])], output_tokens=output,
+                    seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,9 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--api-key", help="bearer key sent to the target")
     t.add_argument("--model", default="moonshot-v1-8k")
     t.add_argument("--prompt", default="Tell me about the far side of the moon.", help="the user message")
-    t.add_argument("--max-tokens", type=_positive_int)
-    t.add_argument("--prompts", metavar="FILE.jsonl", help="dataset of prompts, sampled per session with --seed")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-tokens", type=_positive_int, help="sent as max_tokens (= --output-tokens N)")
+    w = p.add_argument_group("workload (docs/loadtest.md, 'Workloads'; the same --seed sends the same requests)")
+    w.add_argument("--prompts", metavar="FILE", help="a dataset: ShareGPT conversations (a JSON array or JSON "
+                   "lines) or JSON lines of {\"prompt\"}, {\"messages\"} or strings; taken in seeded order")
+    w.add_argument("--input-tokens", metavar="DIST", type=_distribution,
+                   help="synthetic prompts of this many tokens: N, uniform:LO,HI, normal:MEAN,SD, lognormal:MEAN,SD "
+                   "[,min=A][,max=B]")
+    w.add_argument("--output-tokens", metavar="DIST", type=_distribution,
+                   help="max_tokens per request, from this distribution (the sim answers with exactly that many)")
+    w.add_argument("--seed", type=int, default=0)
     t.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                    help="streaming (SSE) or one JSON response")
     t.add_argument("--ndjson", action="store_true",
@@ -177,7 +186,7 @@ def _ramp_default(n: int) -> float:
 
 
 def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
-    prompts = load_prompts(args.prompts) if args.prompts else [[{"role": "user", "content": args.prompt}]]
+    workload = workload_from_args(args)
     extra: dict[str, Any] = {}
     if args.url:  # the sim honours per-request overrides; the relay passes unknown fields on
         for flag, key in (("ttft", "sim_ttft"), ("chunks", "sim_chunks"), ("interval", "sim_interval")):
@@ -188,18 +197,28 @@ def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
         rate=args.rate, max_concurrency=args.max_concurrency,
         ramp_up_s=args.ramp_up if args.ramp_up is not None else _ramp_default(args.concurrency),
         warmup_s=args.warmup, keepalive=not args.no_keepalive, timeout_s=args.timeout, stream=args.stream,
-        ndjson=args.ndjson, model=args.model, prompts=prompts, max_tokens=args.max_tokens, seed=args.seed,
+        ndjson=args.ndjson, model=args.model, workload=workload, max_tokens=args.max_tokens, seed=args.seed,
         api_key=args.api_key, extra_body=extra, baseline_url=args.baseline_url if args.baseline else None,
     )
 
 
+# The embedded sim's gap between tokens when the workload sets output lengths: 20 tokens/s per stream, a hosted
+# model's pace, instead of the default profile's 12 s between its 6 chunks (256 tokens would take 51 minutes).
+SHAPED_INTERVAL_S = 0.05
+
+
 def _profile(args: argparse.Namespace) -> SimProfile:
     d = DEFAULT_PROFILE
+    interval = d.interval_s
+    if args.output_tokens is not None or args.max_tokens is not None or (
+        args.prompts and any(p.output_tokens is not None for p in workload_from_args(args).prompts or [])
+    ):
+        interval = SHAPED_INTERVAL_S
     return SimProfile(
         ttft_s=d.ttft_s if args.ttft is None else args.ttft,
         ttft_jitter_s=d.ttft_jitter_s if args.ttft_jitter is None else args.ttft_jitter,
         chunks=d.chunks if args.chunks is None else args.chunks,
-        interval_s=d.interval_s if args.interval is None else args.interval,
+        interval_s=interval if args.interval is None else args.interval,
     )
 
 
@@ -228,11 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests and --duration exclude each other")
     if args.baseline and args.url and not args.baseline_url:
         parser.error("--baseline with --url needs --baseline-url (the sim's /v1 URL)")
-    if args.prompts:
-        try:
-            load_prompts(args.prompts)
-        except (OSError, ValueError) as exc:
-            parser.error(str(exc))
+    if args.input_tokens is not None and args.prompts:
+        parser.error("--input-tokens (synthetic prompts) and --prompts (a dataset) exclude each other")
+    if args.output_tokens is not None and args.max_tokens is not None:
+        parser.error("--output-tokens and --max-tokens exclude each other")
+    try:
+        args.workload = workload_from_args(args)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}")
     try:
