@@ -9,7 +9,6 @@ Exit status: 0 when every measured session completed, 1 when some failed, 130 wh
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys

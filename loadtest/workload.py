@@ -80,7 +80,8 @@ class Distribution:
 
 
 def parse_distribution(spec: str) -> Distribution:
-    """``"256"``, ``"fixed:256"``, ``"uniform:64,512"``, ``"normal:256,64,min=16"``, ``"lognormal:200,150,max=4096"``."""
+    """A distribution from its spec: ``"256"``, ``"fixed:256"``, ``"uniform:64,512"``, ``"normal:256,64,min=16"``,
+    ``"lognormal:200,150,max=4096"`` (the module docstring has the rules)."""
     text = spec.strip()
     kind, sep, rest = text.partition(":")
     if not sep:
