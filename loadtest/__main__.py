@@ -92,6 +92,15 @@ def parse_slo(s: str) -> dict[str, float]:
     return out
 
 
+def _bind(s: str) -> tuple[str, int]:
+    from wire import split_bind
+
+    try:
+        return split_bind(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _distribution(s: str) -> Distribution:
     try:
         return parse_distribution(s)
@@ -175,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--slo", type=parse_slo, help="goodput SLO, e.g. ttfc=500ms,e2e=10s[,gap=1s]")
     o.add_argument("--no-save-requests", action="store_true", help="skip requests.jsonl")
     o.add_argument("--quiet", action="store_true", help="no live progress")
+    o.add_argument("--metrics-bind", metavar="HOST:PORT", type=_bind,
+                   help="serve the live progress as Prometheus metrics at http://HOST:PORT/metrics during the run "
+                   "(port 0: any free port, printed)")
     return p
 
 
@@ -282,8 +294,25 @@ async def _run_any(args: argparse.Namespace, argv: list[str], out_dir: Path) -> 
     command = ["loadtest", *argv]
     if args.url:
         runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo)
-        return await run_with_signals(runner, show_progress=show)
+        async with trio.open_nursery() as nursery:
+            await _start_metrics(nursery, args, runner)
+            result = await run_with_signals(runner, show_progress=show)
+            nursery.cancel_scope.cancel()
+        return result
     return await _run_embedded(args, command, out_dir, show)
+
+
+async def _start_metrics(nursery: trio.Nursery, args: argparse.Namespace, runner: Runner) -> None:
+    """``--metrics-bind``: the live metrics endpoint in ``nursery``, for as long as it runs."""
+    if args.metrics_bind is None:
+        return
+    from functools import partial
+
+    from loadtest.livemetrics import serve_metrics
+
+    host, port = args.metrics_bind
+    url = await nursery.start(partial(serve_metrics, runner.live, host, port))
+    _say(f"loadtest: metrics on {url}")
 
 
 async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: Path, show: bool) -> RunData | None:
@@ -314,6 +343,7 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
                     if args.baseline:
                         cfg.baseline_url = srv.sim_url
                     runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo)
+                    await _start_metrics(nursery, args, runner)
                     srv.mark_start()
                     if show:
                         from loadtest.progress import show as show_progress

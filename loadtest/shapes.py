@@ -142,7 +142,7 @@ class WorkerLoad:
                 timeout_s=self.cfg.timeout_s, keepalive=self.cfg.keepalive, retries=self.retries,
             )
         finally:
-            live.finished(rec.error_kind is None, rec.ttfc_ms, rec.unverified)
+            live.session_ended(rec)
 
     def _ticket(self, first: bool) -> bool:
         """May a closed-loop slot start another session now?"""

@@ -70,12 +70,14 @@ def result_of(load: WorkerLoad, cpu0: float, wall0: float) -> WorkerResult:
 class _ReportingStats(LiveStats):
     """A child's LiveStats that also remembers what changed since the last progress message."""
 
-    __slots__ = ("_sent", "_new_ttfc")
+    __slots__ = ("_sent", "_new_ttfc", "_sent_errors", "_sent_gaps")
 
     def __init__(self) -> None:
         super().__init__()
         self._sent = (0, 0, 0, 0)
         self._new_ttfc: list[float] = []
+        self._sent_errors: dict[str, int] = {}
+        self._sent_gaps = ([0] * len(self.gap_hist.counts), 0.0)
 
     def add_ttfc(self, ttfc_ms: float) -> None:
         self._new_ttfc.append(ttfc_ms)
@@ -83,10 +85,19 @@ class _ReportingStats(LiveStats):
     def delta(self) -> dict[str, Any]:
         now = (self.open, self.completed, self.unverified, self.failed)
         keys = ("open", "completed", "unverified", "failed")
-        d = {k: a - b for k, a, b in zip(keys, now, self._sent, strict=True)}
+        d: dict[str, Any] = {k: a - b for k, a, b in zip(keys, now, self._sent, strict=True)}
         d["ttfc"] = [round(t, 1) for t in self._new_ttfc]
         self._sent = now
         self._new_ttfc = []
+        errors = {k: n - self._sent_errors.get(k, 0) for k, n in self.errors.items() if n != self._sent_errors.get(k)}
+        if errors:
+            d["errors"] = errors
+            self._sent_errors = dict(self.errors)
+        counts, total = self.gap_hist.counts, self.gap_hist.sum
+        if counts != self._sent_gaps[0]:
+            d["gaps"] = [a - b for a, b in zip(counts, self._sent_gaps[0], strict=True)]
+            d["gap_sum"] = total - self._sent_gaps[1]
+            self._sent_gaps = (list(counts), total)
         return d
 
 
