@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from loadtest import shards
 from loadtest.embedded import SimProfile
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
@@ -40,6 +41,8 @@ _EPILOG = """\
 subcommands:
   loadtest report DIR/result.json     re-render report.md and the plots from a result
   loadtest compare A.json B.json      print two results side by side
+  loadtest merge DIR...               merge the results of --shard runs into one
+  loadtest coordinate --bind HOST:PORT --shards N   the shards' barrier and clock reference
 
 examples:
   loadtest --concurrency 10000                          # embedded sim + relay, 10,000 streams
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--metrics-bind", metavar="HOST:PORT", type=_bind,
                    help="serve the live progress as Prometheus metrics at http://HOST:PORT/metrics during the run "
                    "(port 0: any free port, printed)")
+    shards.add_arguments(p)
     return p
 
 
@@ -210,6 +214,7 @@ def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
         warmup_s=args.warmup, keepalive=not args.no_keepalive, timeout_s=args.timeout, stream=args.stream,
         ndjson=args.ndjson, model=args.model, workload=workload, max_tokens=args.max_tokens, seed=args.seed,
         api_key=args.api_key, extra_body=extra, baseline_url=args.baseline_url if args.baseline else None,
+        **({"shard": args.shard[0], "shards": args.shard[1]} if getattr(args, "shard", None) else {}),
     )
 
 
@@ -248,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         return _report(argv[1:])
     if argv and argv[0] == "compare":
         return _compare(argv[1:])
+    if argv and argv[0] == "merge":
+        from loadtest.merge import main as merge_main
+
+        return merge_main(argv[1:])
+    if argv and argv[0] == "coordinate":
+        return shards.coordinate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.rate is not None and args.rate <= 0:
@@ -266,14 +277,19 @@ def main(argv: list[str] | None = None) -> int:
         args.workload = workload_from_args(args)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
+    shards.check_arguments(parser, args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}")
+    shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
+    out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}{shard}")
     try:
         run = trio.run(_run_any, args, argv, out_dir)
-    except Exception as exc:  # startup failures of the embedded servers, bad URLs
+    except Exception as exc:  # startup failures of the embedded servers, bad URLs, a shard's missed start
+        from loadtest.coordinator import CoordinatorError
         from loadtest.embedded import EmbeddedError
 
-        if isinstance(exc, EmbeddedError | ValueError | OSError):
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        if isinstance(exc, EmbeddedError | ValueError | OSError | shards.StartMissed | CoordinatorError):
             _say(f"loadtest: {exc}", style="bold red")
             return 1
         raise
@@ -293,9 +309,12 @@ async def _run_any(args: argparse.Namespace, argv: list[str], out_dir: Path) -> 
     show = progress.enabled(args.quiet)
     command = ["loadtest", *argv]
     if args.url:
-        runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo)
+        runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo,
+                        start=args.shard_start)
         async with trio.open_nursery() as nursery:
             await _start_metrics(nursery, args, runner)
+            if args.shard_start:
+                await args.shard_start.serve(nursery)
             result = await run_with_signals(runner, show_progress=show)
             nursery.cancel_scope.cancel()
         return result
@@ -311,7 +330,8 @@ async def _start_metrics(nursery: trio.Nursery, args: argparse.Namespace, runner
     from loadtest.livemetrics import serve_metrics
 
     host, port = args.metrics_bind
-    url = await nursery.start(partial(serve_metrics, runner.live, host, port))
+    labels = args.shard_start.labels if args.shard_start else None
+    url = await nursery.start(partial(serve_metrics, runner.live, host, port, const_labels=labels))
     _say(f"loadtest: metrics on {url}")
 
 
@@ -336,14 +356,18 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
 
             nursery.start_soon(on_signal)
             with stopped:
-                async with servers(args.concurrency, log_dir=out_dir, profile=profile,
+                share = math.ceil(args.concurrency / (args.shard or (0, 1))[1])  # a shard's servers carry its share
+                async with servers(share, log_dir=out_dir, profile=profile,
                                    relay_workers=args.relay_workers, sim_workers=args.sim_workers,
                                    fd_soft=fd_soft) as srv:
                     cfg = config_from_args(args, srv.relay_url)
                     if args.baseline:
                         cfg.baseline_url = srv.sim_url
-                    runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo)
+                    runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo,
+                                    start=args.shard_start)
                     await _start_metrics(nursery, args, runner)
+                    if args.shard_start:
+                        await args.shard_start.serve(nursery)
                     srv.mark_start()
                     if show:
                         from loadtest.progress import show as show_progress
@@ -370,6 +394,8 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
         _say("  (connect retries mean a full listen backlog: SYNs dropped or refused; raise the server's "
              "--backlog, add server workers or lengthen --ramp-up)", style="red")
     result = report.write_outputs(out_dir, run, save_requests=not args.no_save_requests)
+    if args.shard_start:
+        shards.write_shard(out_dir, run, args.shard_start.clock, result["machine"])
     s = result["summary"]
     for w in result.get("warnings", []):
         if w not in run.warnings:

@@ -222,6 +222,8 @@ class WorkerLoad:
         self._clock(t0_ns)
         pool: list[ConnectionSlot] = []
         with trio.CancelScope() as self._scope:
+            if self.interrupted:  # interrupted before it began (a shard waiting for its start)
+                self._scope.cancel()
             try:
                 async with trio.open_nursery() as nursery:
                     if self.cfg.rate:

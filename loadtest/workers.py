@@ -136,7 +136,10 @@ def worker_main() -> int:
         cfg, target, url = pickle.load(f)
     raise_nofile_limit()
     print("ready", flush=True)
-    line = sys.stdin.readline()
+    try:
+        line = sys.stdin.readline()  # the start: a shard's may be long in coming
+    except KeyboardInterrupt:
+        return 130  # stopped before the start: nothing was recorded
     if not line.strip():
         return 1  # the parent gave up before the start
     result = trio.run(_worker_async, cfg, target, url, job["worker"], job["workers"], int(line), True)
@@ -196,11 +199,13 @@ class WorkerProcesses:
                 except ProcessLookupError:
                     pass
 
-    async def run(self, target: str, url: str) -> list[WorkerResult]:
+    async def run(self, target: str, url: str, *, start=None) -> list[WorkerResult]:
+        """One phase in every child; ``start()`` (awaited once all are ready) gives the common start, else now."""
         with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
             spec = Path(tmp) / "spec.pickle"
             spec.write_bytes(pickle.dumps((self.cfg, target, url)))
             outs = [Path(tmp) / f"worker-{i}.pickle" for i in range(self.workers)]
+            started = False  # the start went out: from then on a child without records is a loss
             async with trio.open_nursery() as nursery:
                 procs = []
                 try:
@@ -220,7 +225,10 @@ class WorkerProcesses:
                     if self.interrupted:
                         raise _Stopped
                     # Everyone starts at the same instant, a little ahead so the line reaches them all.
-                    t0 = now_ns() + 50_000_000
+                    t0 = await start() if start is not None else now_ns() + 50_000_000
+                    if self.interrupted:
+                        raise _Stopped
+                    started = True
                     for p in procs:
                         await p.stdin.send_all(f"{t0}\n".encode())
                     for r in readers:
@@ -245,7 +253,7 @@ class WorkerProcesses:
             for i, out in enumerate(outs):
                 if out.exists():
                     results.append(pickle.loads(out.read_bytes()))
-                else:
+                elif started:
                     self.lost.append(f"load worker {i} returned no records (exit {procs[i].returncode})")
             return results
 
