@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -33,6 +34,7 @@ from wire import url_host
 __all__ = ["Agreement", "CoordinatorError", "Joined", "join", "serve_coordinator"]
 
 ROUNDS = 8
+CONNECT_WITHIN_S = 300.0  # how long a shard waits for its coordinator to come up
 HELLO_TIMEOUT_S = 30.0
 MAX_LINE = 4096
 
@@ -91,15 +93,31 @@ class _Lines:
 # --- the shard -----------------------------------------------------------------------------------------
 
 
-async def join(host: str, port: int, shard: int, shards: int, *, rounds: int = ROUNDS) -> Agreement:
+async def _connect(host: str, port: int, within_s: float) -> trio.SocketStream:
+    """Connect, retrying while the coordinator is not up yet (pods and hosts start in any order)."""
+    deadline = trio.current_time() + within_s
+    delay, said = 0.1, False
+    while True:
+        try:
+            return await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            if trio.current_time() + delay > deadline:
+                raise CoordinatorError(f"coordinator {host}:{port}: {exc} (tried for {within_s:g} s)") from exc
+            if not said:
+                print(f"loadtest: waiting for the coordinator at {host}:{port} ({exc})", file=sys.stderr, flush=True)
+                said = True
+        await trio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def join(host: str, port: int, shard: int, shards: int, *, rounds: int = ROUNDS,
+               connect_within_s: float = CONNECT_WITHIN_S) -> Agreement:
     """Join the coordinator at ``host:port`` as shard ``shard`` of ``shards``; return when the start is known.
 
-    The returned ``t0_ns`` may lie in the past if the start message came late (a lead shorter than the delay).
+    Connecting is retried for ``connect_within_s`` (the coordinator may start after the shard). The returned
+    ``t0_ns`` may lie in the past if the start message came late (a lead shorter than the delay).
     """
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise CoordinatorError(f"coordinator {host}:{port}: {exc}") from exc
+    stream = await _connect(host, port, connect_within_s)
     async with stream:
         lines = _Lines(stream)
         try:

@@ -172,7 +172,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", type=_arg(split_bind), metavar="HOST:PORT",
                    help="start when every shard has joined this coordinator (loadtest coordinate), by its clock")
     g.add_argument("--coordinator-bind", type=_arg(split_bind), metavar="HOST:PORT",
-                   help="also be the coordinator (one shard, e.g. index 0), listening on HOST:PORT")
+                   help="be the coordinator too (one shard, e.g. index 0), listening on HOST:PORT; this shard "
+                   "joins it, so every shard may be given the same --coordinator")
     g.add_argument("--coordinator-lead", type=float, default=2.0, metavar="S",
                    help="with --coordinator-bind: start this many seconds after the last shard joined (default 2)")
 
@@ -217,7 +218,7 @@ class ShardStart:
         return {"shard": f"{self.clock.shard}/{self.clock.shards}"}
 
     async def serve(self, nursery: trio.Nursery) -> None:
-        """``--coordinator-bind``: the coordinator in ``nursery``; this shard joins it (unless told another)."""
+        """``--coordinator-bind``: the coordinator in ``nursery``; this shard joins it."""
         if self.bind is None:
             return
         from loadtest.coordinator import serve_coordinator
@@ -226,9 +227,8 @@ class ShardStart:
         address = await nursery.start(partial(serve_coordinator, host, port, self.clock.shards,
                                               lead_s=self.lead_s, on_join=partial(_announce, self.clock.shards)))
         print(f"coordinator listening on {address}", flush=True)
-        if self.coordinator is None:
-            bound = int(address.rpartition(":")[2])
-            self.coordinator = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host, bound)
+        bound = int(address.rpartition(":")[2])  # this shard joins its own coordinator, whatever --coordinator says
+        self.coordinator = ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host, bound)
 
     async def __call__(self) -> int:
         clock = self.clock

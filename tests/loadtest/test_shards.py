@@ -215,3 +215,26 @@ def test_merge_of_no_shard_is_a_usage_error(tmp_path, capsys):
 
     assert main(["merge", str(tmp_path)]) == 2
     assert "no shard.json" in capsys.readouterr().err
+
+
+async def test_a_shard_waits_for_a_coordinator_that_starts_after_it(nursery):
+    import socket
+
+    import trio.testing
+
+    holder = socket.socket()  # bound, not listening: the port is ours, and connecting to it is refused
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    got = []
+
+    async def shard(i: int) -> None:
+        got.append(await join("127.0.0.1", port, i, 2, connect_within_s=30))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as shards:
+            shards.start_soon(shard, 0)
+            await trio.testing.wait_all_tasks_blocked()  # its first connect was refused: it waits to try again
+            holder.close()
+            await nursery.start(partial(serve_coordinator, "127.0.0.1", port, 2, lead_s=0.05))
+            shards.start_soon(shard, 1)
+    assert len(got) == 2 and got[0].start_unix_ns == got[1].start_unix_ns
