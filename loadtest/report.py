@@ -20,6 +20,7 @@ result.json (schema_version 1)::
     histograms      {ttfc_ms: {edges, scale, counts: {target: [...]}}, e2e_ms: {...}}
     warnings        [str]
     interrupted     bool
+    shards          (loadtest merge only) the shards merged and their clocks: see loadtest.merge
 """
 
 from __future__ import annotations
