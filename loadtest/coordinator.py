@@ -155,7 +155,8 @@ async def join(host: str, port: int, shard: int, shards: int, *, rounds: int = R
 
 
 class _Barrier:
-    def __init__(self, shards: int, lead_s: float) -> None:
+    def __init__(self, shards: int, lead_s: float, clock) -> None:
+        self.clock = clock
         self.shards = shards
         self.lead_ns = int(lead_s * 1e9)
         self.ready: dict[int, Joined] = {}
@@ -168,7 +169,7 @@ class _Barrier:
     def arrive(self, joined: Joined) -> None:
         self.ready[joined.shard] = joined
         if len(self.ready) == self.shards:
-            self.start_ns = time.time_ns() + self.lead_ns
+            self.start_ns = self.clock() + self.lead_ns
             self.go.set()
 
 
@@ -215,7 +216,7 @@ async def _shard_conn(barrier: _Barrier, on_join, stream: trio.SocketStream) -> 
         while True:
             msg = await lines.read()
             if "ping" in msg:
-                await lines.send({"pong": msg["ping"], "t": time.time_ns()})
+                await lines.send({"pong": msg["ping"], "t": barrier.clock()})
             elif isinstance(msg.get("ready"), dict):
                 r = msg["ready"]
                 joined = Joined(i, str(hello.get("host", "?")), peer, int(r.get("offset_ns", 0)),
@@ -243,15 +244,15 @@ async def _shard_conn(barrier: _Barrier, on_join, stream: trio.SocketStream) -> 
 
 
 async def serve_coordinator(
-    host: str, port: int, shards: int, *, lead_s: float = 2.0, on_join=None,
+    host: str, port: int, shards: int, *, lead_s: float = 2.0, on_join=None, clock=time.time_ns,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> tuple[int, list[Joined]]:
     """Serve until every one of ``shards`` shards has its start; returns ``(start_unix_ns, [Joined])``.
 
     ``task_status.started("HOST:PORT")`` once listening (port 0: the real one). ``on_join(Joined)`` is told of
-    each shard as it becomes ready.
+    each shard as it becomes ready. ``clock`` is the reference (wall clock, ns since the epoch).
     """
-    barrier = _Barrier(shards, lead_s)
+    barrier = _Barrier(shards, lead_s, clock)
     async with trio.open_nursery() as nursery:
         handler = partial(_shard_conn, barrier, on_join or (lambda _j: None))
         listeners = await nursery.start(partial(trio.serve_tcp, handler, port, host=host, handler_nursery=nursery))

@@ -12,23 +12,9 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.livemetrics import serve_metrics
-from loadtest.progress import LiveStats
 from loadtest.runner import LoadConfig, Runner
 from tests.conftest import start_sim
-
-
-class OpenWatch(LiveStats):
-    """Sets ``reached`` once ``n`` sessions are open at the same time (readiness without sleeps)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-        self.reached = trio.Event()
-
-    def started(self) -> None:
-        super().started()
-        if self.open >= self.n:
-            self.reached.set()
+from tests.support.openwatch import OpenWatch
 
 
 async def scrape(url: str) -> dict:

@@ -238,3 +238,18 @@ async def test_a_shard_waits_for_a_coordinator_that_starts_after_it(nursery):
             await nursery.start(partial(serve_coordinator, "127.0.0.1", port, 2, lead_s=0.05))
             shards.start_soon(shard, 1)
     assert len(got) == 2 and got[0].start_unix_ns == got[1].start_unix_ns
+
+
+async def test_a_coordinator_whose_clock_is_ahead_still_starts_shards_after_its_lead(nursery):
+    from loadtest.client import now_ns
+
+    skew = 5 * 10**9  # the coordinator's machine reads 5 s more than this one
+    address = await nursery.start(partial(serve_coordinator, "127.0.0.1", 0, 1, lead_s=0.2,
+                                          clock=lambda: time.time_ns() + skew))
+    host, port = address.rsplit(":", 1)
+    with trio.fail_after(20):
+        before = now_ns()
+        agreed = await join(host, int(port), 0, 1)
+    assert abs(agreed.offset_ns - skew) <= agreed.rtt_ns / 2 + 1_000_000  # measured, to within half a round trip
+    # The start is 0.2 s after the join on the coordinator's clock: so on ours too, not 5 s off either way.
+    assert before < agreed.t0_ns < now_ns() + 200_000_000 + agreed.rtt_ns
