@@ -9,7 +9,6 @@ Exit status: 0 when every measured session completed, 1 when some failed, 130 wh
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -19,9 +18,11 @@ from typing import Any
 
 import trio
 
+from loadtest import shards
 from loadtest.embedded import SimProfile
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
+from loadtest.workload import Distribution, Prompt, Workload, load_dataset, parse_distribution
 
 DEFAULT_PROFILE = SimProfile()
 _DESCRIPTION = (
@@ -40,6 +41,8 @@ _EPILOG = """\
 subcommands:
   loadtest report DIR/result.json     re-render report.md and the plots from a result
   loadtest compare A.json B.json      print two results side by side
+  loadtest merge DIR...               merge the results of --shard runs into one
+  loadtest coordinate --bind HOST:PORT --shards N   the shards' barrier and clock reference
 
 examples:
   loadtest --concurrency 10000                          # embedded sim + relay, 10,000 streams
@@ -92,25 +95,35 @@ def parse_slo(s: str) -> dict[str, float]:
     return out
 
 
-def load_prompts(path: str) -> list[list[dict[str, Any]]]:
-    """A JSONL dataset: each line ``{"messages": [...]}``, ``{"prompt": "..."}`` or a JSON string."""
-    prompts: list[list[dict[str, Any]]] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if isinstance(item, str):
-                prompts.append([{"role": "user", "content": item}])
-            elif isinstance(item, dict) and isinstance(item.get("messages"), list):
-                prompts.append(item["messages"])
-            elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
-                prompts.append([{"role": "user", "content": item["prompt"]}])
-            else:
-                raise ValueError(f"{path}:{n}: expected messages, prompt or a string")
-    if not prompts:
-        raise ValueError(f"{path}: no prompts")
-    return prompts
+def _bind(s: str) -> tuple[str, int]:
+    from wire import split_bind
+
+    try:
+        return split_bind(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _distribution(s: str) -> Distribution:
+    try:
+        return parse_distribution(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def workload_from_args(args: argparse.Namespace) -> Workload:
+    """The workload the flags describe (the dataset read once: ``main`` keeps it in ``args.workload``)."""
+    if getattr(args, "workload", None) is not None:
+        return args.workload
+    output = args.output_tokens
+    if output is None and args.max_tokens is not None:
+        output = Distribution("fixed", args.max_tokens)
+    if args.input_tokens is not None:
+        return Workload(input_tokens=args.input_tokens, output_tokens=output, seed=args.seed)
+    if args.prompts:
+        return Workload(prompts=load_dataset(args.prompts), output_tokens=output, seed=args.seed, source=args.prompts)
+    return Workload(prompts=[Prompt([{"role": "user", "content": args.prompt}])], output_tokens=output,
+                    seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,9 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--api-key", help="bearer key sent to the target")
     t.add_argument("--model", default="moonshot-v1-8k")
     t.add_argument("--prompt", default="Tell me about the far side of the moon.", help="the user message")
-    t.add_argument("--max-tokens", type=_positive_int)
-    t.add_argument("--prompts", metavar="FILE.jsonl", help="dataset of prompts, sampled per session with --seed")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-tokens", type=_positive_int, help="sent as max_tokens (= --output-tokens N)")
+    w = p.add_argument_group("workload (docs/loadtest.md, 'Workloads'; the same --seed sends the same requests)")
+    w.add_argument("--prompts", metavar="FILE", help="a dataset: ShareGPT conversations (a JSON array or JSON "
+                   "lines) or JSON lines of {\"prompt\"}, {\"messages\"} or strings; taken in seeded order")
+    w.add_argument("--input-tokens", metavar="DIST", type=_distribution,
+                   help="synthetic prompts of this many tokens: N, uniform:LO,HI, normal:MEAN,SD, lognormal:MEAN,SD "
+                   "[,min=A][,max=B]")
+    w.add_argument("--output-tokens", metavar="DIST", type=_distribution,
+                   help="max_tokens per request, from this distribution (the sim answers with exactly that many)")
+    w.add_argument("--seed", type=int, default=0)
     t.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                    help="streaming (SSE) or one JSON response")
     t.add_argument("--ndjson", action="store_true",
@@ -167,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--slo", type=parse_slo, help="goodput SLO, e.g. ttfc=500ms,e2e=10s[,gap=1s]")
     o.add_argument("--no-save-requests", action="store_true", help="skip requests.jsonl")
     o.add_argument("--quiet", action="store_true", help="no live progress")
+    o.add_argument("--metrics-bind", metavar="HOST:PORT", type=_bind,
+                   help="serve the live progress as Prometheus metrics at http://HOST:PORT/metrics during the run "
+                   "(port 0: any free port, printed)")
+    shards.add_arguments(p)
     return p
 
 
@@ -177,7 +201,7 @@ def _ramp_default(n: int) -> float:
 
 
 def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
-    prompts = load_prompts(args.prompts) if args.prompts else [[{"role": "user", "content": args.prompt}]]
+    workload = workload_from_args(args)
     extra: dict[str, Any] = {}
     if args.url:  # the sim honours per-request overrides; the relay passes unknown fields on
         for flag, key in (("ttft", "sim_ttft"), ("chunks", "sim_chunks"), ("interval", "sim_interval")):
@@ -188,18 +212,29 @@ def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
         rate=args.rate, max_concurrency=args.max_concurrency,
         ramp_up_s=args.ramp_up if args.ramp_up is not None else _ramp_default(args.concurrency),
         warmup_s=args.warmup, keepalive=not args.no_keepalive, timeout_s=args.timeout, stream=args.stream,
-        ndjson=args.ndjson, model=args.model, prompts=prompts, max_tokens=args.max_tokens, seed=args.seed,
+        ndjson=args.ndjson, model=args.model, workload=workload, max_tokens=args.max_tokens, seed=args.seed,
         api_key=args.api_key, extra_body=extra, baseline_url=args.baseline_url if args.baseline else None,
+        **({"shard": args.shard[0], "shards": args.shard[1]} if getattr(args, "shard", None) else {}),
     )
+
+
+# The embedded sim's gap between tokens when the workload sets output lengths: 20 tokens/s per stream, a hosted
+# model's pace, instead of the default profile's 12 s between its 6 chunks (256 tokens would take 51 minutes).
+SHAPED_INTERVAL_S = 0.05
 
 
 def _profile(args: argparse.Namespace) -> SimProfile:
     d = DEFAULT_PROFILE
+    interval = d.interval_s
+    if args.output_tokens is not None or args.max_tokens is not None or (
+        args.prompts and any(p.output_tokens is not None for p in workload_from_args(args).prompts or [])
+    ):
+        interval = SHAPED_INTERVAL_S
     return SimProfile(
         ttft_s=d.ttft_s if args.ttft is None else args.ttft,
         ttft_jitter_s=d.ttft_jitter_s if args.ttft_jitter is None else args.ttft_jitter,
         chunks=d.chunks if args.chunks is None else args.chunks,
-        interval_s=d.interval_s if args.interval is None else args.interval,
+        interval_s=interval if args.interval is None else args.interval,
     )
 
 
@@ -218,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         return _report(argv[1:])
     if argv and argv[0] == "compare":
         return _compare(argv[1:])
+    if argv and argv[0] == "merge":
+        from loadtest.merge import main as merge_main
+
+        return merge_main(argv[1:])
+    if argv and argv[0] == "coordinate":
+        return shards.coordinate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.rate is not None and args.rate <= 0:
@@ -228,19 +269,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests and --duration exclude each other")
     if args.baseline and args.url and not args.baseline_url:
         parser.error("--baseline with --url needs --baseline-url (the sim's /v1 URL)")
-    if args.prompts:
-        try:
-            load_prompts(args.prompts)
-        except (OSError, ValueError) as exc:
-            parser.error(str(exc))
+    if args.input_tokens is not None and args.prompts:
+        parser.error("--input-tokens (synthetic prompts) and --prompts (a dataset) exclude each other")
+    if args.output_tokens is not None and args.max_tokens is not None:
+        parser.error("--output-tokens and --max-tokens exclude each other")
+    try:
+        args.workload = workload_from_args(args)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    shards.check_arguments(parser, args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}")
+    shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
+    out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}{shard}")
     try:
         run = trio.run(_run_any, args, argv, out_dir)
-    except Exception as exc:  # startup failures of the embedded servers, bad URLs
+    except Exception as exc:  # startup failures of the embedded servers, bad URLs, a shard's missed start
+        from loadtest.coordinator import CoordinatorError
         from loadtest.embedded import EmbeddedError
 
-        if isinstance(exc, EmbeddedError | ValueError | OSError):
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        if isinstance(exc, EmbeddedError | ValueError | OSError | shards.StartMissed | CoordinatorError):
             _say(f"loadtest: {exc}", style="bold red")
             return 1
         raise
@@ -260,9 +309,30 @@ async def _run_any(args: argparse.Namespace, argv: list[str], out_dir: Path) -> 
     show = progress.enabled(args.quiet)
     command = ["loadtest", *argv]
     if args.url:
-        runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo)
-        return await run_with_signals(runner, show_progress=show)
+        runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo,
+                        start=args.shard_start)
+        async with trio.open_nursery() as nursery:
+            await _start_metrics(nursery, args, runner)
+            if args.shard_start:
+                await args.shard_start.serve(nursery)
+            result = await run_with_signals(runner, show_progress=show)
+            nursery.cancel_scope.cancel()
+        return result
     return await _run_embedded(args, command, out_dir, show)
+
+
+async def _start_metrics(nursery: trio.Nursery, args: argparse.Namespace, runner: Runner) -> None:
+    """``--metrics-bind``: the live metrics endpoint in ``nursery``, for as long as it runs."""
+    if args.metrics_bind is None:
+        return
+    from functools import partial
+
+    from loadtest.livemetrics import serve_metrics
+
+    host, port = args.metrics_bind
+    labels = args.shard_start.labels if args.shard_start else None
+    url = await nursery.start(partial(serve_metrics, runner.live, host, port, const_labels=labels))
+    _say(f"loadtest: metrics on {url}")
 
 
 async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: Path, show: bool) -> RunData | None:
@@ -286,13 +356,18 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
 
             nursery.start_soon(on_signal)
             with stopped:
-                async with servers(args.concurrency, log_dir=out_dir, profile=profile,
+                share = math.ceil(args.concurrency / (args.shard or (0, 1))[1])  # a shard's servers carry its share
+                async with servers(share, log_dir=out_dir, profile=profile,
                                    relay_workers=args.relay_workers, sim_workers=args.sim_workers,
                                    fd_soft=fd_soft) as srv:
                     cfg = config_from_args(args, srv.relay_url)
                     if args.baseline:
                         cfg.baseline_url = srv.sim_url
-                    runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo)
+                    runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo,
+                                    start=args.shard_start)
+                    await _start_metrics(nursery, args, runner)
+                    if args.shard_start:
+                        await args.shard_start.serve(nursery)
                     srv.mark_start()
                     if show:
                         from loadtest.progress import show as show_progress
@@ -319,6 +394,8 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
         _say("  (connect retries mean a full listen backlog: SYNs dropped or refused; raise the server's "
              "--backlog, add server workers or lengthen --ramp-up)", style="red")
     result = report.write_outputs(out_dir, run, save_requests=not args.no_save_requests)
+    if args.shard_start:
+        shards.write_shard(out_dir, run, args.shard_start.clock, result["machine"])
     s = result["summary"]
     for w in result.get("warnings", []):
         if w not in run.warnings:

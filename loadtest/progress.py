@@ -1,6 +1,8 @@
 """Live progress of a run: open sessions, completed, failed, TTFC p50/p99 so far.
 
-:class:`LiveStats` is what sessions update (a few integer increments per session, nothing per chunk);
+:class:`LiveStats` is what sessions update (a few integer increments per session, nothing per chunk; a
+session's chunk gaps go into a fixed-bucket histogram once, when it ends); the errors by kind and the
+:class:`Buckets` of TTFC and gaps are what ``--metrics-bind`` serves (:mod:`loadtest.livemetrics`);
 :func:`show` draws it with rich ``Live`` twice a second until cancelled. Disabled when stdout is not a
 terminal or with ``--quiet``: then nothing is drawn and nothing is imported from rich.
 """
@@ -13,13 +15,40 @@ from typing import Any
 
 import trio
 
+from loadtest.record import SessionRecord
+
 # TTFC percentiles "so far" from a bounded sample: beyond this many values every k-th is kept, which
 # keeps the sort per refresh bounded at any run size.
 _MAX_TTFC_SAMPLES = 20_000
+# Upper bounds (ms) of the live histograms' buckets, fixed so that worker processes' counts add up exactly.
+TTFC_BOUNDS_MS = (10, 25, 50, 100, 250, 500, 1000, 1500, 2000, 2500, 5000, 10_000, 30_000, 60_000)
+GAP_BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 15_000, 30_000)
+
+
+class Buckets:
+    """A histogram with fixed upper bounds (``value <= bound``, Prometheus' ``le``), the last bucket unbounded."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, v)] += 1
+        self.sum += v
+
+    def add(self, counts: list[int], total: float) -> None:
+        """Add another histogram's counts (a worker's delta) and sum."""
+        for i, n in enumerate(counts):
+            self.counts[i] += n
+        self.sum += total
 
 
 class LiveStats:
-    __slots__ = ("open", "completed", "unverified", "failed", "_ttfc", "_ttfc_seen", "phase", "planned")
+    __slots__ = ("open", "completed", "unverified", "failed", "_ttfc", "_ttfc_seen", "phase", "planned",
+                 "errors", "ttfc_hist", "gap_hist")
 
     def __init__(self) -> None:
         self.open = 0
@@ -30,9 +59,21 @@ class LiveStats:
         self._ttfc_seen = 0
         self.phase = ""
         self.planned: int | None = None
+        self.errors: dict[str, int] = {}  # failed sessions by error kind
+        self.ttfc_hist = Buckets(TTFC_BOUNDS_MS)
+        self.gap_hist = Buckets(GAP_BOUNDS_MS)
 
     def started(self) -> None:
         self.open += 1
+
+    def session_ended(self, rec: SessionRecord) -> None:
+        """:meth:`finished` from a session's record, plus its error kind and chunk gaps."""
+        if rec.error_kind is not None:
+            self.errors[rec.error_kind] = self.errors.get(rec.error_kind, 0) + 1
+        hist = self.gap_hist
+        for g in rec.gaps_ms:
+            hist.observe(g)
+        self.finished(rec.error_kind is None, rec.ttfc_ms, rec.unverified)
 
     def finished(self, ok: bool, ttfc_ms: float | None, unverified: bool = False) -> None:
         self.open -= 1
@@ -46,6 +87,7 @@ class LiveStats:
             self.add_ttfc(ttfc_ms)
 
     def add_ttfc(self, ttfc_ms: float) -> None:
+        self.ttfc_hist.observe(ttfc_ms)
         self._ttfc_seen += 1
         if len(self._ttfc) < _MAX_TTFC_SAMPLES or self._ttfc_seen % (self._ttfc_seen // _MAX_TTFC_SAMPLES + 1) == 0:
             bisect.insort(self._ttfc, ttfc_ms)
@@ -64,6 +106,10 @@ class LiveStats:
         self.failed += d.get("failed", 0)
         for t in d.get("ttfc", ()):
             self.add_ttfc(t)
+        for kind, n in d.get("errors", {}).items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        if "gaps" in d:
+            self.gap_hist.add(d["gaps"], d.get("gap_sum", 0.0))
 
     def line(self) -> str:
         p50, p99 = self.ttfc(50), self.ttfc(99)

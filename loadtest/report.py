@@ -20,6 +20,7 @@ result.json (schema_version 1)::
     histograms      {ttfc_ms: {edges, scale, counts: {target: [...]}}, e2e_ms: {...}}
     warnings        [str]
     interrupted     bool
+    shards          (loadtest merge only) the shards merged and their clocks: see loadtest.merge
 """
 
 from __future__ import annotations
@@ -182,11 +183,14 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any]) -> lis
     return [md, *plots.write_plots(result, out)]
 
 
-def write_outputs(out_dir: str | os.PathLike[str], run: RunData, *, save_requests: bool = True) -> dict[str, Any]:
-    """result.json, requests.jsonl (unless ``save_requests`` is False), report.md and plots; returns the result."""
+def write_outputs(out_dir: str | os.PathLike[str], run: RunData, *, save_requests: bool = True,
+                  machine: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """result.json, requests.jsonl (unless ``save_requests`` is False), report.md and plots; returns the result.
+
+    ``machine`` overrides the detected machine facts, ``extra`` adds top-level blocks (a merge's ``shards``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = build_result(run)
+    result = build_result(run, machine=machine) | (extra or {})
     (out / "result.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     if save_requests:
         with open(out / "requests.jsonl", "w", encoding="utf-8") as f:

@@ -215,6 +215,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append(f"- {label}: {text}")
     lines.append("")
 
+    if result.get("shards"):  # a merged run (loadtest merge)
+        from loadtest.merge import shards_markdown
+
+        lines += shards_markdown(result["shards"])
+
     m = result.get("machine") or {}
     vers = result.get("versions") or {}
     lines += ["## Environment", "",

@@ -173,23 +173,27 @@ def stream_events(
     tokens_per_chunk: int,
     prompt: int,
     include_usage: bool,
+    output_tokens: int | None = None,
 ) -> list[Stamped]:
     """Every data event of a stream, in order ([DONE] excluded: it is :data:`DONE_EVENT`).
 
     ``chunks`` content events (the first with ``role``), then the final event with ``finish_reason``
     ``stop`` and Moonshot's ``usage`` inside ``choices[0]``; with ``include_usage`` the final event has
-    no usage and one more event carries it at the top level, as OpenAI sends it.
+    no usage and one more event carries it at the top level, as OpenAI sends it. ``output_tokens`` (a request's
+    ``max_tokens``) is the completion's length when given: ``words`` holds that many, the last chunk carries what is
+    left over, and ``finish_reason`` is ``length``, as a model stopped by ``max_tokens`` says.
     """
     of = chunks + (2 if include_usage else 1)
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
-    usage = {"prompt_tokens": prompt, "completion_tokens": chunks * tokens_per_chunk}
+    completion_tokens = chunks * tokens_per_chunk if output_tokens is None else output_tokens
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     events = []
     for k, text in enumerate(_chunk_contents(words, chunks, tokens_per_chunk)):
         delta = {"role": "assistant", "content": text} if k == 0 else {"content": text}
         choice = {"index": 0, "delta": delta, "finish_reason": None}
         events.append(_stamped({**base, "choices": [choice]}, k, of, sse=True))
-    final: dict = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    final: dict = {"index": 0, "delta": {}, "finish_reason": "stop" if output_tokens is None else "length"}
     if not include_usage:
         final["usage"] = usage
     events.append(_stamped({**base, "choices": [final]}, chunks, of, sse=True))
@@ -207,9 +211,10 @@ def completion(
     chunks: int,
     tokens_per_chunk: int,
     prompt: int,
+    output_tokens: int | None = None,
 ) -> Stamped:
     """The non-streaming ``chat.completion`` body: the same text the stream would have sent."""
-    completion_tokens = chunks * tokens_per_chunk
+    completion_tokens = chunks * tokens_per_chunk if output_tokens is None else output_tokens
     obj = {
         "id": completion_id,
         "object": "chat.completion",
@@ -219,7 +224,7 @@ def completion(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": "".join(words[:completion_tokens])},
-                "finish_reason": "stop",
+                "finish_reason": "stop" if output_tokens is None else "length",
             }
         ],
         "usage": {

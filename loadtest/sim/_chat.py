@@ -98,7 +98,8 @@ async def _respond(sim: Sim, stream, conn: h11.Connection, body: dict, plan: Pla
         completion_id = f"chatcmpl-{sim.rng.getrandbits(96):024x}"
         created = int(time.time())
     chunks = plan.chunks
-    words = simcontent.tokens(digest, chunks * plan.tokens_per_chunk)
+    output = plan.output_tokens
+    words = simcontent.tokens(digest, chunks * plan.tokens_per_chunk if output is None else output)
     prompt = simcontent.prompt_tokens(messages)
     times = schedule(plan, start, sim.rng)
     stamp = _zero if plan.deterministic else time.monotonic_ns
@@ -114,6 +115,7 @@ async def _respond(sim: Sim, stream, conn: h11.Connection, body: dict, plan: Pla
             chunks=chunks,
             tokens_per_chunk=plan.tokens_per_chunk,
             prompt=prompt,
+            output_tokens=output,
         )
         await sim.timer.sleep_until(times[-1])
         if fault == "drop":
@@ -142,6 +144,7 @@ async def _respond(sim: Sim, stream, conn: h11.Connection, body: dict, plan: Pla
         tokens_per_chunk=plan.tokens_per_chunk,
         prompt=prompt,
         include_usage=include_usage,
+        output_tokens=output,
     )
     head = [
         ("content-type", "text/event-stream"),

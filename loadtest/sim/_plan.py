@@ -9,6 +9,11 @@ fields (the body wins). Faults (``sim_fault`` / ``X-Sim-Fault``):
 - ``malformed:K``: content chunk K is not JSON;
 - ``drip``: every chunk in pieces of at most 7 bytes, spread over the interval.
 
+Output length: a request's ``max_completion_tokens`` or ``max_tokens`` makes the completion exactly that many
+tokens long (``ceil(max_tokens / tokens_per_chunk)`` content chunks, the last one carrying the rest, usage saying
+so, ``finish_reason`` ``length``), the way benchmark servers run with ``ignore_eos``, so a load generator's output
+length distribution reaches the wire; an explicit ``sim_chunks`` / ``X-Sim-Chunks`` wins over it.
+
 The behaviours live inline in the chat handler's send loop (:mod:`loadtest.sim._chat`), so a request
 without a fault pays one comparison per chunk and no call.
 """
@@ -42,6 +47,7 @@ class Plan:
     fault: str | None
     fault_arg: int
     deterministic: bool
+    output_tokens: int | None = None  # the request's max_tokens, when it decided the completion's length
 
 
 _OVERRIDES = {
@@ -99,10 +105,26 @@ def make_plan(config: SimConfig, body: Mapping, headers: Mapping[str, str]) -> P
             raise BadRequest(f"sim_{attr}: must not be negative")
     if values["tokens_per_chunk"] < 1:
         raise BadRequest("sim_tokens_per_chunk: must be at least 1")
+    if "sim_chunks" not in body and "x-sim-chunks" not in headers:
+        output = _max_tokens(body)
+        if output is not None:
+            values["output_tokens"] = output
+            values["chunks"] = -(-output // values["tokens_per_chunk"])
     if values["chunks"] > 1_000_000:
         raise BadRequest("sim_chunks: too many")
     fault, fault_arg = _parse_fault(values.pop("fault"))
     return Plan(fault=fault, fault_arg=fault_arg, **values)
+
+
+def _max_tokens(body: Mapping) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if type(value) is not int or value < 1:
+            raise BadRequest(f"{key}: must be a positive integer, got {value!r}")
+        return value
+    return None
 
 
 def _parse_fault(spec: object) -> tuple[str | None, int]:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.__main__ import build_parser, config_from_args, load_prompts, main, parse_duration, parse_slo
+from loadtest.__main__ import build_parser, config_from_args, main, parse_duration, parse_slo
 from loadtest.embedded import relay_workers_for, sim_workers_for
+from loadtest.workload import load_dataset
 
 
 def test_parse_slo_and_durations():
@@ -24,7 +25,7 @@ def test_parse_slo_and_durations():
 def test_config_from_flags(tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text('"hello"\n{"prompt": "moon"}\n{"messages": [{"role": "user", "content": "hi"}]}\n')
-    assert len(load_prompts(str(data))) == 3
+    assert len(load_dataset(str(data))) == 3
     args = build_parser().parse_args([
         "--url", "http://127.0.0.1:1/v1", "-c", "50", "--requests", "100", "--no-keepalive", "--no-stream",
         "--prompts", str(data), "--ttft", "0.1", "--ramp-up", "2s", "--timeout", "30",
@@ -33,7 +34,7 @@ def test_config_from_flags(tmp_path):
     assert (cfg.concurrency, cfg.requests, cfg.keepalive, cfg.stream, cfg.ramp_up_s, cfg.timeout_s) == (
         50, 100, False, False, 2.0, 30.0
     )
-    assert len(cfg.prompts) == 3 and cfg.extra_body == {"sim_ttft": 0.1}
+    assert len(cfg.workload.prompts) == 3 and cfg.extra_body == {"sim_ttft": 0.1}
     big = config_from_args(build_parser().parse_args(["-c", "10000"]), "http://x/v1")
     assert big.ramp_up_s == 50.0 and big.extra_body == {}  # embedded: the profile goes to the sim's flags
 
