@@ -55,9 +55,13 @@ class LineReader:
         self._thread.start()
 
     def close(self) -> None:
-        """Once the child has ended: the rest of the pipe read, the pipe closed."""
+        """Once the child has ended: the rest of the pipe read into ``seen``, the pipe closed."""
         self._thread.join(10)
         self._pipe.close()
+        while not self._lines.empty():
+            line = self._lines.get()
+            if line is not None:
+                self.seen.append(line)
 
     def _read(self, pipe: IO[str]) -> None:
         for line in pipe:

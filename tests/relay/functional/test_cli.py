@@ -1,6 +1,7 @@
 """The relay as a user starts it (``python -m proxy``, ``./dev moonrelay``): mistakes on the command line and in a
 config file are one line and exit status 2; a second relay never shares a served port; the reload signal never
-stops a relay; paths resolve from where the user is (command line) and from the config file (its own paths)."""
+stops a relay; reloads and the --state Redis say what happened in one line; paths resolve from where the user is
+(command line) and from the config file (its own paths)."""
 
 from __future__ import annotations
 
@@ -132,6 +133,28 @@ def test_sighup_to_the_supervisor_or_any_worker_never_stops_the_relay(tmp_path, 
         stop_child(relay)
         log.close()
     assert relay.returncode == 0
+
+
+def test_the_state_redis_says_once_when_it_is_connected_and_when_it_answers_again(redis_server):
+    """One line per worker when --state's Redis answers at start, one when it stops, one when it answers again."""
+    args = ["--bind", "127.0.0.1:0", "--state", redis_server.url, "--api-keys", "mr-key", "--key-rpm", "1000"]
+    relay, root = start_child(relay_argv(*args), LISTENING, child_env(), subprocess.PIPE)
+    log = LineReader(relay.stderr)
+    try:
+        assert log.wait_for("state: ")[0].endswith(f"state: shared on {redis_server.url}"), log.seen
+        keyed = {"authorization": "Bearer mr-key"}
+        with fresh_connections() as client:
+            redis_server.pause()
+            try:
+                assert client.get(root + "/v1/models", headers=keyed).status_code != 401  # counted locally
+                assert "unavailable" in log.wait_for("state: ")[0]
+            finally:
+                redis_server.resume()
+            assert "answers again" in log.wait_for("state: ")[0]  # the worker's probe, every --state-probe-s
+    finally:
+        stop_child(relay)
+        log.close()
+    assert len([line for line in log.seen if "state: " in line]) == 3, log.seen
 
 
 def _dev_venv_ready() -> bool:
