@@ -16,12 +16,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
 from loadtest.embedded import SimProfile
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
+from wire import ArgumentParser
 
 DEFAULT_PROFILE = SimProfile()
 _DESCRIPTION = (
@@ -92,6 +94,18 @@ def parse_slo(s: str) -> dict[str, float]:
     return out
 
 
+def check_url(url: str) -> str | None:
+    """What is wrong with a target's base URL (``http[s]://HOST[:PORT]/...``), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected http://HOST:PORT/v1 or https://..."
+    try:
+        parts.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
 def load_prompts(path: str) -> list[list[dict[str, Any]]]:
     """A JSONL dataset: each line ``{"messages": [...]}``, ``{"prompt": "..."}`` or a JSON string."""
     prompts: list[list[dict[str, Any]]] = []
@@ -114,7 +128,7 @@ def load_prompts(path: str) -> list[list[dict[str, Any]]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="loadtest", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -226,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate needs --requests or --duration")
     if args.requests is not None and args.duration is not None:
         parser.error("--requests and --duration exclude each other")
+    for flag, url in (("--url", args.url), ("--baseline-url", args.baseline_url)):
+        problem = url and check_url(url)
+        if problem:
+            parser.error(f"{flag} {url!r}: {problem}")
     if args.baseline and args.url and not args.baseline_url:
         parser.error("--baseline with --url needs --baseline-url (the sim's /v1 URL)")
     if args.prompts:

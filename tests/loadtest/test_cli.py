@@ -3,6 +3,7 @@
 import argparse
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,35 @@ def test_usage_errors(capsys):
         main(["--rate", "5"])
     assert exc.value.code == 2
     assert "--rate needs" in capsys.readouterr().err
+
+
+def test_command_line_mistakes_are_one_line_with_status_2():
+    """The load generator's and the simulated upstream's: a bad --url or --bind, a port in use, an unknown flag."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    loadtest = [sys.executable, "-m", "loadtest", "--requests", "1", "--quiet"]
+    sim = [sys.executable, "-m", "loadtest.sim"]
+    cases = [
+        (loadtest + ["--url", "http://127.0.0.1:99999/v1"], "loadtest: --url 'http://127.0.0.1:99999/v1': "),
+        (loadtest + ["--url", "127.0.0.1:8117/v1"], "loadtest: --url '127.0.0.1:8117/v1': expected http"),
+        (loadtest + ["--urll", "http://127.0.0.1:1/v1"], "did you mean --url?"),
+        (sim + ["--bind", "localhost"], "python -m loadtest.sim: argument --bind: expected HOST:PORT"),
+        (sim + ["--bind", "127.0.0.1:99999"], "0-65535"),
+        (sim + ["--bind", f"127.0.0.1:{port}"], f"sim: cannot listen on 127.0.0.1:{port}: the port is in use"),
+        (sim + ["--bind", f"127.0.0.1:{port}", "--workers", "2"], "the port is in use"),
+        (sim + ["--bind", "no-such-host.invalid:9100"], "unknown host"),
+    ]
+    try:  # all at once: each is a whole interpreter start
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv, _ in cases]
+        done = [proc.communicate(timeout=60) for proc in procs]
+    finally:
+        taken.close()
+    for (argv, says), proc, (out, err) in zip(cases, procs, done, strict=True):
+        lines = err.splitlines()
+        assert (proc.returncode, out) == (2, ""), (argv, err)
+        assert len(lines) == 1 and says in lines[0], (argv, err)
 
 
 @pytest.fixture
