@@ -121,6 +121,37 @@ def test_run_against_url_writes_report_then_report_and_compare(sim_url, tmp_path
     assert "ttfc" in capsys.readouterr().out.lower()
 
 
+def test_progress_is_a_plain_line_every_few_seconds_when_stdout_is_not_a_terminal(sim_url, tmp_path, capsys,
+                                                                                   monkeypatch):  # fmt: skip
+    """CI and ``| tee`` see the run move (rich's live table is for terminals only); --quiet silences both."""
+    from loadtest import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.1)
+    args = ["--url", sim_url, "-c", "5", "--requests", "10", "--ttft", "0.3", "--no-save-requests"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if re.fullmatch(r"loadtest \d+s: open \d+ .*", x)]
+    assert len(lines) >= 2 and "completed 0/10" in lines[0] and "TTFC p50/p99" in lines[-1], lines
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "loadtest 0s:" not in capsys.readouterr().out
+
+
+async def test_plain_progress_comes_every_five_seconds(autojump_clock):
+    import io
+
+    import trio
+
+    from loadtest.progress import LiveStats, show
+
+    live, out = LiveStats(), io.StringIO()
+    live.planned = 4
+    live.started()
+    with trio.move_on_after(16):
+        await show(live, out=out)
+    assert out.getvalue().splitlines() == [
+        f"loadtest {t}s: open 1  completed 0/4  failed 0  TTFC p50/p99 -" for t in (5, 10, 15)
+    ]
+
+
 def test_failures_give_exit_status_1(tmp_path):
     import socket
 
