@@ -12,6 +12,7 @@ import pytest
 
 from loadtest.__main__ import build_parser, config_from_args, load_prompts, main, parse_duration, parse_slo
 from loadtest.embedded import relay_workers_for, sim_workers_for
+from tests.support.children import assert_one_line_errors
 
 
 def test_parse_slo_and_durations():
@@ -72,15 +73,10 @@ def test_command_line_mistakes_are_one_line_with_status_2():
         (sim + ["--bind", f"127.0.0.1:{port}", "--workers", "2"], "the port is in use"),
         (sim + ["--bind", "no-such-host.invalid:9100"], "unknown host"),
     ]
-    try:  # all at once: each is a whole interpreter start
-        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv, _ in cases]
-        done = [proc.communicate(timeout=60) for proc in procs]
+    try:
+        assert_one_line_errors(cases)
     finally:
         taken.close()
-    for (argv, says), proc, (out, err) in zip(cases, procs, done, strict=True):
-        lines = err.splitlines()
-        assert (proc.returncode, out) == (2, ""), (argv, err)
-        assert len(lines) == 1 and says in lines[0], (argv, err)
 
 
 @pytest.fixture

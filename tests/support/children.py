@@ -3,6 +3,7 @@ read the lines it writes as they come, stop it whatever happened."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
@@ -82,3 +83,16 @@ class LineReader:
             if says in line:
                 found.append(line)
         return found
+
+
+def assert_one_line_errors(cases: list[tuple[list[str], str]], cwd: Path = ROOT, starts: str = "") -> None:
+    """Run every ``(argv, says)`` command at once (each is a whole interpreter start) and check that each exits 2
+    with nothing on stdout and exactly one line on stderr, which starts with ``starts`` and contains ``says``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv, _ in cases]  # fmt: skip
+    done = [proc.communicate(timeout=60) for proc in procs]
+    for (argv, says), proc, (out, err) in zip(cases, procs, done, strict=True):
+        lines = err.splitlines()
+        assert (proc.returncode, out) == (2, ""), (argv, err)
+        assert len(lines) == 1 and lines[0].startswith(starts) and says in lines[0], (argv, err)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.support import ROOT
-from tests.support.children import LineReader, start_child, stop_child
+from tests.support.children import LineReader, assert_one_line_errors, start_child, stop_child
 
 LISTENING = "moonrelay listening on "
 NOWHERE = "http://127.0.0.1:1/v1"  # an upstream that refuses: these tests never reach one
@@ -55,25 +55,10 @@ def test_command_line_and_config_mistakes_are_one_line_with_status_2(tmp_path):
         (["--config", "missing.toml"], "missing.toml"),
         (["--bnd", "127.0.0.1:0"], "did you mean --bind?"),
     ]
-    try:  # all at once: each is a whole interpreter start
-        procs = [
-            subprocess.Popen(
-                relay_argv(*args),
-                cwd=tmp_path,
-                env=child_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for args, _ in cases
-        ]
-        done = [proc.communicate(timeout=60) for proc in procs]
+    try:
+        assert_one_line_errors([(relay_argv(*args), says) for args, says in cases], tmp_path, starts="moonrelay: ")
     finally:
         taken.close()
-    for (args, says), proc, (out, err) in zip(cases, procs, done, strict=True):
-        lines = err.splitlines()
-        assert (proc.returncode, out) == (2, ""), (args, err)
-        assert len(lines) == 1 and lines[0].startswith("moonrelay: ") and says in lines[0], (args, err)
 
 
 def test_a_second_relay_on_a_served_port_fails_and_the_first_keeps_every_request(tmp_path):
