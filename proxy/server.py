@@ -257,7 +257,10 @@ def run(settings: Settings, notes: tuple[str, ...] = ()) -> int:
                 url = await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=wait_for_stop_signal))
                 print(f"moonrelay listening on {url} (1 worker, {describe_upstreams(settings)})", flush=True)
 
-        trio.run(main)
+        try:
+            trio.run(main)
+        finally:
+            sock.close()  # serving closed it already, unless it never started
         return 0
     prepare_multiprocess(settings)  # metrics summed over workers: before the fork (proxy/observability/_metrics.py)
 
