@@ -15,6 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
@@ -23,6 +24,7 @@ from loadtest.embedded import SimProfile
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
 from loadtest.workload import Distribution, Prompt, Workload, load_dataset, parse_distribution
+from wire import ArgumentParser
 
 DEFAULT_PROFILE = SimProfile()
 _DESCRIPTION = (
@@ -126,8 +128,20 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
                     seed=args.seed)
 
 
+def check_url(url: str) -> str | None:
+    """What is wrong with a target's base URL (``http[s]://HOST[:PORT]/...``), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected http://HOST:PORT/v1 or https://..."
+    try:
+        parts.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="loadtest", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -267,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate needs --requests or --duration")
     if args.requests is not None and args.duration is not None:
         parser.error("--requests and --duration exclude each other")
+    for flag, url in (("--url", args.url), ("--baseline-url", args.baseline_url)):
+        problem = url and check_url(url)
+        if problem:
+            parser.error(f"{flag} {url!r}: {problem}")
     if args.baseline and args.url and not args.baseline_url:
         parser.error("--baseline with --url needs --baseline-url (the sim's /v1 URL)")
     if args.input_tokens is not None and args.prompts:

@@ -125,6 +125,12 @@ def _fmt(v: Any, kind: str) -> str:
     return _pct(v) if kind == "%" else fmt_num(v)
 
 
+def reproduce_line(result: dict[str, Any]) -> str:
+    """The command that ran, as a clone runs it: ``./dev loadtest ...`` (./dev builds the virtualenv first)."""
+    line = result.get("command_line") or shlex.join(result.get("command", []))
+    return f"./dev {line}" if line.split(" ", 1)[0] == "loadtest" else line
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """report.md from a result.json document (freshly built or loaded from disk)."""
     s = result["summary"]
@@ -138,8 +144,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     if warnings:
         lines += ["> [!WARNING]"] + [f"> ⚠ {w}  " for w in warnings] + [""]
 
-    lines += ["## Reproduce", "", "```sh", result.get("command_line") or shlex.join(result.get("command", [])),
-              "```", ""]
+    lines += ["## Reproduce", "", "```sh", reproduce_line(result), "```", ""]
 
     cfg = result.get("config") or {}
     lines += ["## Load profile", ""]

@@ -122,7 +122,7 @@ def test_series_are_bounded_for_long_runs():
 def test_render_markdown_has_command_and_headline_numbers():
     result = report.build_result(make_run(slo={"ttfc_ms": 250}), machine=MACHINE, versions={"trio": "0.30"})
     md = report.render_markdown(result)
-    assert "```sh\nloadtest run --concurrency 3 --prompt 'hello world'\n```" in md
+    assert "```sh\n./dev loadtest run --concurrency 3 --prompt 'hello world'\n```" in md  # runs from a clone
     assert "| Metric | relay | direct | overhead (ms) |" in md
     assert "| TTFC p50 (ms) | 200.0 | 50.00 | 150.0 |" in md
     assert "| Sessions | 6 | 2 |  |" in md

@@ -3,10 +3,12 @@ LocalStore on a fake clock (proxy/limits/_client.py), the headers' formats, the 
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 
+from proxy import auth
 from proxy.auth import KeySource, load_client_keys
 from proxy.config import Settings
 from proxy.limits import (
@@ -91,6 +93,39 @@ def test_a_bad_file_at_reload_keeps_the_keys_in_force(tmp_path, caplog):
     assert "not reloaded" in caplog.text and "sk-two" not in caplog.text
     path.unlink()
     assert not source.reload() and source.current.identify("sk-two") is not None
+
+
+def test_a_file_that_changes_while_it_is_read_is_refused_until_it_holds_still(tmp_path, monkeypatch, caplog):
+    """A writer that rewrites the keys file in place while SIGHUP reads it: half a file must never become the keys
+    in force (a cut key would lock its client out, or let a prefix in)."""
+    path = tmp_path / "keys"
+    path.write_text("sk-one name=one\n")
+    source = KeySource(Settings(api_keys_file=str(path)))
+    path.write_text("sk-two-0123")  # the first half of what the writer means to write...
+    read = auth._read
+
+    def read_while_written(f):
+        text = read(f)
+        with open(path, "a") as rest:  # ...and the rest, written while the relay reads
+            rest.write("456789 name=two\n")
+        return text
+
+    monkeypatch.setattr(auth, "_read", read_while_written)
+    caplog.set_level(logging.INFO, logger="moonrelay")
+    assert not source.reload()
+    assert source.current.identify("sk-one") is not None and source.current.identify("sk-two-0123") is None
+    refused = [r.getMessage() for r in caplog.records]
+    assert len(refused) == 1 and "changed while it was read" in refused[0] and "sk-two" not in refused[0]
+    monkeypatch.setattr(auth, "_read", read)
+    caplog.clear()
+    assert source.reload()  # the next SIGHUP reads the whole file
+    assert source.current.identify("sk-two-0123456789") is not None and source.current.identify("sk-one") is None
+    assert [r.getMessage() for r in caplog.records] == ["SIGHUP: client keys reloaded: 1 configured, 0 with limits"]
+
+
+def test_a_keys_file_that_cannot_be_read_says_which_and_why(tmp_path):
+    with pytest.raises(KeysFileError, match=r"api_keys_file '.*missing': No such file or directory$"):
+        load_client_keys(Settings(api_keys_file=str(tmp_path / "missing")))
 
 
 def test_openai_durations():
