@@ -2,8 +2,8 @@
 
 ``loadtest --concurrency N [options]`` runs a load (the default command); ``loadtest report
 DIR/result.json`` re-renders a report; ``loadtest compare A.json B.json`` prints two runs side by side.
-Exit status: 0 when every measured session completed, 1 when some failed, 130 when interrupted,
-2 for usage errors.
+Exit status: 0 when the failed share of the measured sessions is at most ``--max-failed-ratio`` (default 0:
+every session completed), 1 when more failed or none was measured, 130 when interrupted, 2 for usage errors.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ def _positive_int(s: str) -> int:
     v = int(s)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {s}")
+    return v
+
+
+def _ratio(s: str) -> float:
+    v = float(s.strip().removesuffix("%")) / (100 if s.strip().endswith("%") else 1)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (or 0% and 100%): {s}")
     return v
 
 
@@ -165,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", help="output directory (default results/<UTC timestamp>-c<N>/)")
     o.add_argument("--slo", type=parse_slo, help="goodput SLO, e.g. ttfc=500ms,e2e=10s[,gap=1s]")
+    o.add_argument("--max-failed-ratio", type=_ratio, default=0.0, metavar="R",
+                   help="exit 1 when more than this share of the measured sessions failed (default 0: any; "
+                   "e.g. 0.01 or 1%%)")
     o.add_argument("--no-save-requests", action="store_true", help="skip requests.jsonl")
     o.add_argument("--quiet", action="store_true", help="no live progress")
     return p
@@ -328,9 +338,10 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
     def ms(v: float | None) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f} ms"
 
-    line = f"{s.get('completed', 0):,} completed, "
+    line = f"{s.get('completed', 0):,} completed"
     if s.get("unverified"):
-        line += f"{s['unverified']:,} completeness unverified (no sim stamps), "
+        line += f" ({s['unverified']:,} unverified: no sim stamps)"
+    line += ", "
     line += f"{s.get('failed', 0):,} failed, "
     if s.get("resent"):
         line += f"{s['resent']:,} re-sent, "
@@ -343,7 +354,20 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
     print(f"wrote {out_dir}/result.json and report.md")
     if run.interrupted:
         return 130
-    return 1 if s.get("failed") else 0
+    return exit_status(s, args.max_failed_ratio)
+
+
+def exit_status(summary: dict[str, Any], max_failed_ratio: float) -> int:
+    """1 when no session was measured or more than ``max_failed_ratio`` of them failed, else 0."""
+    sessions, failed = summary.get("sessions") or 0, summary.get("failed") or 0
+    if not sessions:
+        _say("loadtest: no session was measured", style="bold red")
+        return 1
+    if failed > max_failed_ratio * sessions:
+        _say(f"loadtest: {failed:,} of {sessions:,} sessions failed ({failed / sessions:.1%}), more than "
+             f"--max-failed-ratio {max_failed_ratio:g}", style="bold red")
+        return 1
+    return 0
 
 
 def _report(argv: list[str]) -> int:

@@ -89,10 +89,9 @@ def derived_warnings(run: RunData, summary: dict[str, Any]) -> list[str]:
         out.append(f"{summary['failed']} of {summary['sessions']} sessions failed (see errors by kind)")
     for name, s in (("", summary), (" (direct)", summary.get("direct") or {})):
         if s.get("unverified"):
-            out.append(f"completeness unverified{name}: {s['unverified']} of {s['sessions']} sessions ended "
-                       "without the sim's stamps (the target removed them, or is not the sim), so a lost chunk "
-                       "would go unseen; "
-                       "they are not counted as completed")
+            out.append(f"completeness unverified{name}: {s['unverified']} of {s['completed']} completed sessions "
+                       "carried no sim stamps (the target removed them, or is not the sim): the protocol says they "
+                       "ended, but a lost chunk would go unseen")
     n = summary.get("resent")
     if n:
         out.append(f"{n} request{'s' if n != 1 else ''} re-sent on a fresh connection (the kept-alive one was "

@@ -16,13 +16,15 @@ __all__ = ["PLOT_FILES", "DEFINITIONS", "fmt_num", "render_markdown"]
 PLOT_FILES = ("ttfc_distribution.png", "open_sessions.png", "chunks_per_s.png")
 
 DEFINITIONS = (
-    ("Completed", "HTTP 200, no error event, and every data chunk carries the simulated upstream's stamp "
-     "with seq 0, 1, 2, … in order (no gap, duplicate or reorder), as many as it announced, then [DONE] "
-     "(SSE) or the end of the body (NDJSON). A non-streaming body: one JSON object."),
-    ("Completeness unverified", "the stream ended cleanly with at least one data chunk, but no chunk carried "
-     "the sim's stamp: the target removed them (or is not the sim), so a lost chunk would go unseen. Counted "
-     "apart from completed and failed; latency includes them, goodput does not. A stream with no data chunk "
-     "([DONE] alone) is failed (`empty_stream`)."),
+    ("Completed", "the protocol says the answer ended: HTTP 200, no error event, at least one data chunk, a chunk "
+     "with a finish_reason, then [DONE] (SSE) or the end of the body (NDJSON). A non-streaming body: one JSON "
+     "object. This is what a real provider's stream can show; goodput counts these."),
+    ("Verified", "completed, and every data chunk carries the simulated upstream's stamp with seq 0, 1, 2, … in "
+     "order (no gap, duplicate or reorder), as many as it announced. The one chunk that may be absent is the "
+     "usage-only chunk after the finish chunk when the client did not ask for usage: a relay that asked for it "
+     "on the client's behalf (to count tokens) cuts it out."),
+    ("Unverified", "completed, but no chunk carried the sim's stamp: the target removed them (or is not the sim), "
+     "so a lost chunk would go unseen. Stamps on only some chunks fail the stream (`unstamped`)."),
     ("Re-sent", "requests that went on a fresh connection because the kept-alive one was found closed before "
      "any byte of them was written (so the target cannot have seen them). A connection that fails after the "
      "request was written is that session's failure: it is never sent again."),
@@ -37,13 +39,13 @@ DEFINITIONS = (
      "CLOCK_MONOTONIC on one host: what the relay and the network add per chunk."),
     ("Overhead", "relay minus direct of the same percentile: a difference of percentiles, not a percentile "
      "of per-request differences."),
-    ("Latency statistics", "over non-warmup sessions that ended without a detected error (completed and "
-     "unverified); connect time over non-warmup sessions that opened a new connection. Percentiles "
+    ("Latency statistics", "over non-warmup sessions that completed (verified or not); connect time over "
+     "non-warmup sessions that opened a new connection. Percentiles "
      "interpolate linearly between closest ranks (numpy's default)."),
     ("Duration / throughput", "from the intended start of the first measured session to the end of the last; "
-     "requests/s counts sessions that ended without a detected error (completed and unverified), tokens/s "
+     "requests/s counts completed sessions, tokens/s "
      "completion tokens."),
-    ("Goodput", "sessions that completed (verified) AND met every SLO (TTFC, E2E, the session's own p99 gap), "
+    ("Goodput", "sessions that completed (verified or not) AND met every SLO (TTFC, E2E, the session's own p99 gap), "
      "as a fraction of all measured sessions and per second."),
     ("CPU per chunk", "process CPU seconds over the run divided by the chunks received in the same window."),
 )
@@ -95,7 +97,8 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
     rows: list[tuple[str, Any, str]] = [
         ("Sessions", s.get("sessions"), "n"),
         ("Completed", s.get("completed"), "n"),
-        ("Completeness unverified (no sim stamps)", s.get("unverified"), "n"),
+        ("… verified (sim stamps: no chunk lost)", s.get("verified"), "n"),
+        ("… unverified (no sim stamps)", s.get("unverified"), "n"),
         ("Failed", s.get("failed"), "n"),
         ("Re-sent (connection found closed before writing)", s.get("resent"), "n"),
         ("Peak concurrency", s.get("peak_concurrency"), "n"),

@@ -5,11 +5,11 @@ Definitions used throughout (the report's "Metric definitions" section repeats t
 - Percentiles use linear interpolation between closest ranks, numpy's default (``method="linear"``,
   Hyndman & Fan type 7): for sorted values ``x[0..n-1]`` the p-th percentile sits at rank
   ``h = (n - 1) * p / 100`` and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
-- Sessions are *completed* (verified against the sim's stamps), *unverified* (ended cleanly, but the
-  chunks carried no stamps, so a lost chunk would go unseen) or *failed*; see :mod:`loadtest.accounting`.
-- Latency statistics (TTFC, E2E, gaps, relay delay) and requests/s are over measured sessions that ended
-  without a detected error (completed and unverified: their timing is real even where their completeness
-  is not known); goodput needs *completed*. Connect time is over every measured session that opened a new
+- Sessions are *completed* (the protocol says the answer ended: a finish_reason, [DONE], no error) or
+  *failed*; a completed session is *verified* where the sim's stamps show no chunk was lost, *unverified*
+  where the chunks carried none (a real provider's stream); see :mod:`loadtest.accounting`.
+- Latency statistics (TTFC, E2E, gaps, relay delay), requests/s and goodput are over measured sessions that
+  completed, verified or not. Connect time is over every measured session that opened a new
   connection. Warmup sessions are excluded from all of them, but still count in the open-sessions and
   chunks/s series (the server saw them).
 - TTFC and E2E are measured from the *intended* start (open-loop schedule or slot-free time), so time a
@@ -230,7 +230,7 @@ def _meets(r: SessionRecord, slo: Mapping[str, float]) -> bool:
 
 
 def goodput(records: Sequence[SessionRecord], slo: Mapping[str, float]) -> dict[str, Any]:
-    """Sessions that completed (verified) AND met every SLO: ``{slo, sessions, fraction, per_s}``.
+    """Sessions that completed (verified or not) AND met every SLO: ``{slo, sessions, fraction, per_s}``.
 
     SLO keys: ``ttfc_ms`` (from intended start), ``e2e_ms``, ``gap_ms`` (the session's own p99 gap).
     ``fraction`` is over all given sessions (failed ones count against it); ``per_s`` divides by the
@@ -276,18 +276,20 @@ def _rate(n: float, seconds: float) -> float | None:
 def target_summary(records: Sequence[SessionRecord], slo: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Counts, throughput and latency percentiles of one target's records (warmup included in peak only).
 
-    ``sessions`` = ``completed`` + ``unverified`` + ``failed``; ``resent`` counts requests that went on a
-    fresh connection because their kept-alive one was found closed before they were written.
+    ``sessions`` = ``completed`` + ``failed``, ``completed`` = ``verified`` + ``unverified``; ``resent``
+    counts requests that went on a fresh connection because their kept-alive one was found closed before
+    they were written.
     """
     measured = [r for r in records if not r.warmup]
-    done = [r for r in measured if r.ok]  # completed or unverified: no detected error
+    done = [r for r in measured if r.completed]
     unverified = sum(1 for r in done if r.unverified)
     window = window_s(measured)
     chunks = sum(r.chunks for r in measured)
     completion = sum(r.completion_tokens or 0 for r in measured)
     out: dict[str, Any] = {
         "sessions": len(measured),
-        "completed": len(done) - unverified,
+        "completed": len(done),
+        "verified": len(done) - unverified,
         "unverified": unverified,
         "failed": len(measured) - len(done),
         "resent": sum(r.resent for r in measured),
