@@ -347,6 +347,9 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
         line += f"{s['resent']:,} re-sent, "
     line += (f"peak concurrency {s.get('peak_concurrency', 0):,}, "
              f"TTFC p50 {ms(ttfc.get('p50'))} p99 {ms(ttfc.get('p99'))}")
+    tpot = ((s.get("per_token") or {}).get("tpot_ms") or {}).get("p50")
+    if tpot is not None:
+        line += f", TPOT p50 {tpot:,.1f} ms"
     if s.get("overhead_ms"):
         oh = s["overhead_ms"]
         line += f", relay overhead TTFC p50 {ms(oh.get('ttfc_p50'))} p99 {ms(oh.get('ttfc_p99'))}"

@@ -47,6 +47,18 @@ DEFINITIONS = (
      "completion tokens."),
     ("Goodput", "sessions that completed (verified or not) AND met every SLO (TTFC, E2E, the session's own p99 gap), "
      "as a fraction of all measured sessions and per second."),
+    ("Output tokens", "per completed session, the upstream's `usage.completion_tokens` when the stream carried "
+     "usage, else one per data chunk that carried output (content, reasoning or tool calls); the report says "
+     "how many sessions came from each."),
+    ("TTFT", "time to first token: from the intended start to the first chunk that carried output (a role-only "
+     "first chunk with empty content is not a token; TTFC counts it)."),
+    ("TPOT", "time per output token, per session: from the first to the last chunk with output, divided by the "
+     "tokens after the first such chunk (tokens spread evenly over the chunks with output); with one token per "
+     "chunk, (last − first) / (tokens − 1)."),
+    ("ITL per token", "inter-token latency: each gap between two chunks with output shared by the tokens the later "
+     "one carried, pooled over every token (token-weighted percentiles, inverted CDF); its mean equals TPOT."),
+    ("Tokens/s per stream", "a session's output tokens over its end-to-end time; \"all streams\" divides every "
+     "completed session's output tokens by the measured window."),
     ("CPU per chunk", "process CPU seconds over the run divided by the chunks received in the same window."),
 )
 
@@ -124,6 +136,51 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return rows
 
 
+def token_source_note(pt: dict[str, Any]) -> str:
+    """Where a target's output token counts came from, in words (sessions without usage are counted too)."""
+    by = pt.get("sessions_by_source") or {}
+    usage, chunks = by.get("usage", 0), by.get("chunks", 0)
+    if not usage and not chunks:
+        return "no completed session carried output"
+    parts = []
+    if usage:
+        parts.append(f"{fmt_num(usage)} session(s) from the upstream's usage")
+    if chunks:
+        parts.append(f"{fmt_num(chunks)} session(s) returned no usage: counted from their chunks, one token per "
+                     "chunk with output")
+    return "output tokens: " + "; ".join(parts)
+
+
+PER_TOKEN_ROWS = (
+    ("Output tokens", ("output_tokens",)),
+    ("Output tokens/s (all streams)", ("output_tokens_per_s",)),
+    ("Output tokens per session p50", ("tokens_per_session", "p50")),
+    ("TTFT p50 (ms)", ("ttft_ms", "p50")), ("TTFT p99 (ms)", ("ttft_ms", "p99")),
+    ("TPOT p50 (ms)", ("tpot_ms", "p50")), ("TPOT p99 (ms)", ("tpot_ms", "p99")),
+    ("ITL per token p50 (ms)", ("itl_ms", "p50")), ("ITL per token p99 (ms)", ("itl_ms", "p99")),
+    ("Tokens/s per stream p50", ("stream_tokens_per_s", "p50")),
+    ("Tokens/s per stream, slowest", ("stream_tokens_per_s", "min")),
+)
+
+
+def per_token_section(target: str, s: dict[str, Any], direct: dict[str, Any] | None) -> list[str]:
+    """The "Per token" section: TTFT, TPOT, ITL per token and tokens/s, with where the token counts came from."""
+    pt = s.get("per_token")
+    if not pt:
+        return []
+    cols = [(target, pt)] + ([("direct", direct["per_token"])] if direct and direct.get("per_token") else [])
+
+    def get(block: dict[str, Any], path: tuple[str, ...]) -> Any:
+        for k in path:
+            block = block.get(k) if isinstance(block, dict) else None
+        return block
+
+    rows = [[label] + [fmt_num(get(b, path)) for _, b in cols] for label, path in PER_TOKEN_ROWS]
+    out = ["## Per token", ""] + _table(["Metric"] + [name for name, _ in cols], rows) + [""]
+    out += [f"- {name}: {token_source_note(b)}." for name, b in cols] + [""]
+    return out
+
+
 def _fmt(v: Any, kind: str) -> str:
     return _pct(v) if kind == "%" else fmt_num(v)
 
@@ -168,6 +225,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         rows = [[label, _fmt(v, kind)] for label, v, kind in _headline_rows(s)]
         lines += _table(["Metric", target], rows)
     lines.append("")
+
+    lines += per_token_section(target, s, direct)
 
     lines += ["## Latency distribution (ms)", ""]
     cols = ["count", "min", "p50", "p90", "p95", "p99", "p99.9", "max", "mean"]

@@ -29,9 +29,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
+from loadtest import tokens
+from loadtest.quantiles import DEFAULT_PS, percentiles, pkey, quantile_sorted
 from loadtest.record import ProcessUsage, RunData, SessionRecord
 
-DEFAULT_PS: tuple[float, ...] = (50, 90, 95, 99, 99.9)
+__all__ = [
+    "DEFAULT_PS", "SLO_KEYS", "LATENCY_BLOCKS", "by_target", "chunk_times", "chunks_in_window",
+    "chunks_per_second_series", "downsample", "goodput", "histogram", "open_sessions_series", "peak_open",
+    "percentiles", "pkey", "quantile_sorted", "step_for", "summarize", "target_summary", "window_s",
+]
+
 SLO_KEYS = ("ttfc_ms", "e2e_ms", "gap_ms")
 LATENCY_BLOCKS = (
     "connect_ms", "ttfc_ms", "ttfc_sent_ms", "e2e_ms", "gap_ms", "relay_delay_ms", "first_chunk_delay_ms",
@@ -41,41 +48,6 @@ OVERHEAD_KEYS = (("ttfc_p50", "ttfc_ms", "p50"), ("ttfc_p99", "ttfc_ms", "p99"),
 # Series are plotted and stored in result.json; 2,000 points is more than a 1,000 px wide plot can show.
 MAX_SERIES_POINTS = 2000
 HISTOGRAM_BINS = 60
-
-
-def pkey(p: float) -> str:
-    """The key a percentile is stored under: 50 -> "p50", 99.9 -> "p99.9"."""
-    return f"p{p:g}"
-
-
-def quantile_sorted(xs: Sequence[float], p: float) -> float:
-    """The p-th percentile (0..100) of already sorted, non-empty ``xs`` by linear interpolation."""
-    if not xs:
-        raise ValueError("no values")
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} outside [0, 100]")
-    h = (len(xs) - 1) * p / 100
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    a, b = xs[lo], xs[hi]
-    v = a + (h - lo) * (b - a)
-    # Clamp: float rounding must not push an interpolated value past its neighbours (keeps p monotone).
-    return min(max(v, a), b)
-
-
-def percentiles(values: Iterable[float], ps: Sequence[float] = DEFAULT_PS) -> dict[str, Any]:
-    """Percentiles plus min, max, mean and count of ``values``; all None (count 0) when empty."""
-    xs = sorted(values)
-    out: dict[str, Any] = {pkey(p): None for p in ps}
-    out.update(min=None, max=None, mean=None, count=len(xs))
-    if not xs:
-        return out
-    for p in ps:
-        out[pkey(p)] = quantile_sorted(xs, p)
-    out["min"] = xs[0]
-    out["max"] = xs[-1]
-    out["mean"] = math.fsum(xs) / len(xs)
-    return out
 
 
 # --- open sessions ---------------------------------------------------------------------------------
@@ -317,6 +289,7 @@ def target_summary(records: Sequence[SessionRecord], slo: Mapping[str, float] | 
         "prompt": sum(r.prompt_tokens or 0 for r in measured),
         "completion": completion,
     }
+    out["per_token"] = tokens.token_summary(done, window)
     if slo:
         out["goodput"] = goodput(measured, slo)
     return out
