@@ -354,7 +354,7 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
         oh = s["overhead_ms"]
         line += f", relay overhead TTFC p50 {ms(oh.get('ttfc_p50'))} p99 {ms(oh.get('ttfc_p99'))}"
     print(line)
-    print(f"wrote {out_dir}/result.json and report.md")
+    print(f"wrote {out_dir}/result.json, report.md and report.html")
     if run.interrupted:
         return 130
     return exit_status(s, args.max_failed_ratio)

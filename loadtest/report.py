@@ -1,4 +1,4 @@
-"""result.json, requests.jsonl, report.md and plots: what a run leaves behind.
+"""result.json, requests.jsonl, report.md, report.html and plots: what a run leaves behind.
 
 ``build_result`` turns a :class:`RunData` into the result.json document; ``render_markdown``
 (:mod:`loadtest.reportmd`) and the plots read only that document, so ``loadtest report DIR/result.json``
@@ -171,14 +171,21 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any]) -> list[Path]:
-    """report.md and the plots from ``result`` alone (what ``loadtest report DIR/result.json`` does)."""
+    """report.md, the plots and report.html (the same, self-contained) from ``result`` alone (what ``loadtest
+    report DIR/result.json`` does)."""
     from loadtest import plots  # matplotlib is slow to import; only pay it when drawing
+    from loadtest.reporthtml import render_html
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
-    md.write_text(render_markdown(result), encoding="utf-8")
-    return [md, *plots.write_plots(result, out)]
+    text = render_markdown(result)
+    md.write_text(text, encoding="utf-8")
+    drawn = plots.write_plots(result, out)
+    page = out / "report.html"
+    title = f"moonrelay load test — {result.get('started_at', '')}"
+    page.write_text(render_html(text, title=title, folder=out), encoding="utf-8")
+    return [md, page, *drawn]
 
 
 def write_outputs(out_dir: str | os.PathLike[str], run: RunData, *, save_requests: bool = True) -> dict[str, Any]:

@@ -164,7 +164,7 @@ def test_write_outputs_and_report_round_trip(tmp_path):
     again = tmp_path / "again"
     written = report.write_report(again, loaded)
     assert (again / "report.md").read_text() == md
-    assert {p.name for p in written} == {"report.md", *report.PLOT_FILES}
+    assert {p.name for p in written} == {"report.md", "report.html", *report.PLOT_FILES}
 
 
 def test_write_outputs_without_requests(tmp_path):
