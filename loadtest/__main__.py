@@ -1,9 +1,12 @@
 """``loadtest`` / ``python -m loadtest``: measure streaming chat sessions through the relay.
 
-``loadtest --concurrency N [options]`` runs a load (the default command); ``loadtest report
-DIR/result.json`` re-renders a report; ``loadtest compare A.json B.json`` prints two runs side by side.
+``loadtest --concurrency N [options]`` runs a load (the default command); ``loadtest --sweep concurrency|rate
+--sweep-slo ...`` finds the largest load that meets the objectives (:mod:`loadtest.sweeprun`); ``loadtest report
+DIR/result.json`` (or ``DIR/sweep.json``) re-renders a report; ``loadtest compare A.json B.json`` prints two runs
+side by side.
 Exit status: 0 when the failed share of the measured sessions is at most ``--max-failed-ratio`` (default 0:
 every session completed), 1 when more failed or none was measured, 130 when interrupted, 2 for usage errors.
+A sweep exits 0 when some load met every objective in all its runs, else 1.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ _DESCRIPTION = (
 )
 _EPILOG = """\
 subcommands:
-  loadtest report DIR/result.json     re-render report.md and the plots from a result
+  loadtest report DIR/result.json     re-render report.md, report.html and the plots from a result
+  loadtest report DIR/sweep.json      the same for a sweep
   loadtest compare A.json B.json      print two results side by side
 
 examples:
@@ -46,6 +50,7 @@ examples:
   loadtest --concurrency 1000 --baseline                # also measure the sim directly: relay overhead
   loadtest --url http://127.0.0.1:8117/v1 -c 200 --duration 30 --slo ttfc=500ms,e2e=10s
   loadtest --url http://127.0.0.1:8117/v1 --rate 50 --max-concurrency 2000 --requests 5000
+  loadtest --sweep concurrency --steps 50..1600 --step-duration 15s --sweep-slo ttft_p99=2s,itl_p99=500ms,errors=1%
 """
 
 
@@ -169,6 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--interval", type=_seconds,
                    help=f"seconds between chunks (default {DEFAULT_PROFILE.interval_s:g})")
 
+    w = p.add_argument_group("sweep: the largest load that meets the objectives (docs/loadtest.md, 'Finding the knee')")
+    w.add_argument("--sweep", choices=("concurrency", "rate"),
+                   help="climb closed-loop concurrency steps or open-loop rate steps, refine around the first that "
+                   "breaks an objective, repeat it; needs --sweep-slo")
+    w.add_argument("--steps", help="the loads to climb: 10,20,40 or FIRST..LAST[xFACTOR] (default doubling: "
+                   f"{DEFAULT_STEPS['concurrency']} concurrent, {DEFAULT_STEPS['rate']} per second)")
+    w.add_argument("--step-duration", type=_seconds, default=20.0,
+                   help="how long each step starts sessions (default 20 s); --warmup and --ramp-up apply per step")
+    w.add_argument("--sweep-slo", metavar="OBJECTIVES",
+                   help="what every step must meet: FIGURE_pN=DURATION (ttft, ttfc, itl, tpot, gap, e2e; p50, p90, "
+                   "p95, p99, p99.9), errors=RATIO, goodput=RATIO or goodput=N/s; e.g. "
+                   "ttft_p99=2s,itl_p99=200ms,errors=1%%,goodput=95%%")
+    w.add_argument("--repeats", type=_positive_int, default=3, help="runs of the answer and of the first failing "
+                   "load, for their spread (default 3)")
+    w.add_argument("--refine", type=int, default=4, help="bisection steps between pass and fail (default 4)")
+    w.add_argument("--max-runs", type=_positive_int, default=30, help="runs in all, at most (default 30)")
+    w.add_argument("--resolution", type=float, default=0.1,
+                   help="rate sweeps: stop refining when fail/pass is within this (default 0.1)")
+    w.add_argument("--no-probe", action="store_true", help="no raw probe beside each step")
+
     o = p.add_argument_group("output")
     o.add_argument("--out", help="output directory (default results/<UTC timestamp>-c<N>/)")
     o.add_argument("--slo", type=parse_slo, help="goodput SLO, e.g. ttfc=500ms,e2e=10s[,gap=1s]")
@@ -178,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-save-requests", action="store_true", help="skip requests.jsonl")
     o.add_argument("--quiet", action="store_true", help="no live progress")
     return p
+
+
+DEFAULT_STEPS = {"concurrency": "10..5120", "rate": "1..512"}
+SWEEP_MAX_OPEN = 10_000  # a rate sweep's cap on open sessions unless --max-concurrency says otherwise
 
 
 def _ramp_default(n: int) -> float:
@@ -201,6 +230,21 @@ def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
         ndjson=args.ndjson, model=args.model, prompts=prompts, max_tokens=args.max_tokens, seed=args.seed,
         api_key=args.api_key, extra_body=extra, baseline_url=args.baseline_url if args.baseline else None,
     )
+
+
+def step_config(args: argparse.Namespace, url: str, mode: str, load: float) -> LoadConfig:
+    """One sweep step: the run's own configuration at ``load`` for ``--step-duration``."""
+    cfg = config_from_args(args, url)
+    cfg.requests, cfg.duration_s = None, args.step_duration
+    if mode == "concurrency":
+        n = int(load)
+        cfg.concurrency, cfg.rate = n, None
+        cfg.ramp_up_s = args.ramp_up if args.ramp_up is not None else min(_ramp_default(n), args.step_duration / 2)
+    else:
+        cfg.rate = load
+        cfg.max_concurrency = args.max_concurrency or SWEEP_MAX_OPEN
+        cfg.ramp_up_s = 0.0
+    return cfg
 
 
 def _profile(args: argparse.Namespace) -> SimProfile:
@@ -244,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             parser.error(str(exc))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.sweep:
+        return _sweep_main(parser, args, argv, Path(args.out or f"results/{stamp}-sweep-{args.sweep}"))
     out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}")
     try:
         run = trio.run(_run_any, args, argv, out_dir)
@@ -373,13 +419,121 @@ def exit_status(summary: dict[str, Any], max_failed_ratio: float) -> int:
     return 0
 
 
+def _sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str], out_dir: Path) -> int:
+    from loadtest.sweep import parse_objectives, parse_steps
+    from loadtest.sweeprun import SweepPlan
+
+    if not args.sweep_slo:
+        parser.error("--sweep needs --sweep-slo (e.g. ttft_p99=2s,errors=1%%)")
+    if args.requests is not None or args.duration is not None or args.rate is not None:
+        parser.error("--sweep sets each step's load and length: use --steps and --step-duration, not "
+                     "--requests, --duration or --rate")
+    if args.baseline:
+        parser.error("--baseline is not available with --sweep")
+    try:
+        objectives = parse_objectives(args.sweep_slo)
+        steps = parse_steps(args.steps or DEFAULT_STEPS[args.sweep], integer=args.sweep == "concurrency")
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.step_duration <= 0:
+        parser.error("--step-duration must be positive")
+    plan = SweepPlan(mode=args.sweep, steps=steps, objectives=objectives, step_s=args.step_duration,
+                     repeats=args.repeats, refine=args.refine, max_runs=args.max_runs, resolution=args.resolution,
+                     probe=not args.no_probe)
+    try:
+        doc = trio.run(_run_sweep, args, argv, out_dir, plan)
+    except Exception as exc:
+        from loadtest.embedded import EmbeddedError
+
+        if isinstance(exc, EmbeddedError | ValueError | OSError):
+            _say(f"loadtest: {exc}", style="bold red")
+            return 1
+        raise
+    if doc is None:
+        _say("loadtest: interrupted before the sweep started", style="bold red")
+        return 130
+    from loadtest.sweepreport import write_sweep
+
+    write_sweep(out_dir, doc)
+    for w in doc["warnings"]:
+        _say(f"WARNING: {w}", style="bold red")
+    out = doc["outcome"]
+    unit = " concurrent" if plan.mode == "concurrency" else "/s"
+    if out["knee"]:
+        k = out["knee"]
+        print(f"largest load that met every objective: {k['load']:g}{unit} ({k['passed']} of {k['runs']} runs); "
+              f"stopped: {out['stop']}")
+    else:
+        print(f"no load met every objective in all its runs; stopped: {out['stop']}")
+    print(f"wrote {out_dir}/sweep.json, sweep.md and sweep.html")
+    if doc["interrupted"]:
+        return 130
+    return 0 if out["knee"] else 1
+
+
+async def _run_sweep(args: argparse.Namespace, argv: list[str], out_dir: Path, plan: Any) -> dict[str, Any] | None:
+    from loadtest import progress
+    from loadtest.sweeprun import Sweep
+    from wire import STOP_SIGNALS
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    sweep = Sweep(plan, lambda url, load: step_config(args, url, plan.mode, load), out_dir=out_dir,
+                  command=["loadtest", *argv], workers=args.workers, slo=args.slo,
+                  show_progress=progress.enabled(args.quiet), say=say)
+    doc: dict[str, Any] | None = None
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            starting = trio.CancelScope()
+            running = False
+
+            async def on_signal() -> None:
+                async for _ in signals:
+                    sweep.interrupt()  # the sweep stops and still reports what it ran
+                    if not running:
+                        starting.cancel()  # still starting the embedded servers: give up
+
+            nursery.start_soon(on_signal)
+            if args.url:
+                doc = await sweep.run(args.url, extra={"target": {"url": args.url}})
+            else:
+                from loadtest.embedded import servers
+                from wire import raise_nofile_limit
+
+                fd_soft, _ = raise_nofile_limit()
+                profile = _profile(args)
+                top = max(plan.steps)
+                n = int(top) if plan.mode == "concurrency" else (
+                    args.max_concurrency or min(SWEEP_MAX_OPEN, math.ceil(top * (profile.session_s + 1) * 2)))
+                with starting:
+                    async with servers(n, log_dir=out_dir, profile=profile, relay_workers=args.relay_workers,
+                                       sim_workers=args.sim_workers, fd_soft=fd_soft) as srv:
+                        running = True
+                        target = {"embedded": True, "relay_workers": srv.relay_workers, "sim_workers": srv.sim_workers,
+                                  "sim_profile": {"ttft_s": profile.ttft_s, "ttft_jitter_s": profile.ttft_jitter_s,
+                                                  "chunks": profile.chunks, "interval_s": profile.interval_s}}
+                        doc = await sweep.run(srv.relay_url, srv, extra={"target": target})
+            nursery.cancel_scope.cancel()
+    return doc
+
+
 def _report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="loadtest report", description="re-render report.md and plots")
-    p.add_argument("result", help="DIR/result.json")
+    p = argparse.ArgumentParser(prog="loadtest report", description="re-render report.md, report.html and plots "
+                                "(or sweep.md, sweep.html and the curves)")
+    p.add_argument("result", help="DIR/result.json or DIR/sweep.json")
     args = p.parse_args(argv)
     from loadtest import report
 
     result = report.load_result(args.result)
+    if result.get("schema", "").startswith("loadtest-sweep/"):
+        from loadtest.sweepreport import render_markdown as render_sweep
+        from loadtest.sweepreport import write_sweep
+
+        paths = write_sweep(Path(args.result).parent, result)
+        print(render_sweep(result))
+        print("wrote " + ", ".join(str(x) for x in paths), file=sys.stderr)
+        return 0
     paths = report.write_report(Path(args.result).parent, result)
     print(report.render_markdown(result))
     print("wrote " + ", ".join(str(x) for x in paths), file=sys.stderr)

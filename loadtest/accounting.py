@@ -32,7 +32,8 @@ from typing import Any
 from loadtest.record import SessionRecord
 from loadtest.ssereader import SSEReader
 
-__all__ = ["DONE", "SEQ_START", "ERROR_DETAIL_BYTES", "StreamAccounting", "account_full_body"]
+__all__ = ["DONE", "SEQ_START", "ERROR_DETAIL_BYTES", "StreamAccounting", "account_full_body", "carries_tokens",
+           "finish_reason_of", "sim_send_ns"]
 
 DONE = b"[DONE]"
 _SIM_KEY = b'"sim"'
@@ -117,6 +118,13 @@ def _sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
         return int(data[a + 5 : b]), int(data[b + 7 : o]), int(data[o + 6 : e])
     except ValueError:
         return None
+
+
+def sim_send_ns(data: bytes) -> int | None:
+    """When the sim sent this chunk (its stamp's ``ns``, CLOCK_MONOTONIC), or None for a chunk without a stamp."""
+    i = data.find(_SIM_KEY)
+    stamp = _sim_stamp(data, i) if i >= 0 else None
+    return None if stamp is None else stamp[0]
 
 
 def _parsed_stamp(obj: dict) -> tuple[int, int, int] | None:

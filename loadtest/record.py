@@ -138,3 +138,4 @@ class RunData:
     connect_retries: int = 0
     upstream_peak_open: int | None = None  # embedded mode: the most streams the relay held open at the sim
     cores: int | None = None  # CPUs of the machine the run ran on: the load generator's share is of all of them
+    loop_lag_ms: list[float] = field(default_factory=list)  # every load process's event-loop lateness samples

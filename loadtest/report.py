@@ -48,6 +48,8 @@ SCHEMA_VERSION = 1
 VERSION_PACKAGES = ("moonrelay", "trio", "httpx", "hypercorn", "quart", "quart_trio", "h11")
 # Above this share of its CPU the load generator's own scheduling delays start to show up as latency.
 SATURATION_UTILIZATION = 0.8
+# Above this event-loop lateness (p99) the load generator's timings are visibly late (loadtest.looplag).
+LOOP_LAG_WARN_MS = 25.0
 
 # --- result.json -----------------------------------------------------------------------------------
 
@@ -83,6 +85,10 @@ def derived_warnings(run: RunData, summary: dict[str, Any]) -> list[str]:
     if util is not None and util >= SATURATION_UTILIZATION:
         out.append(f"load generator near saturation: {util:.0%} CPU per loadtest process; "
                    "latencies include its own scheduling delay — add workers or lower the load")
+    lag = (summary.get("loadtest_loop_lag_ms") or {}).get("p99")
+    if lag is not None and lag > LOOP_LAG_WARN_MS:
+        out.append(f"load generator event-loop lag p99 {lag:,.0f} ms: its timings can be late by that much — add "
+                   "workers or lower the load")
     if run.interrupted:
         out.append("run interrupted before its planned end: totals cover a partial run")
     if summary["sessions"] and summary["failed"]:

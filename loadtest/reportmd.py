@@ -266,6 +266,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         ("Relay memory per open stream", s.get("relay_mem_per_stream_bytes"), "bytes"),
         ("Load generator CPU per chunk", s.get("loadtest_cpu_us_per_chunk"), "µs"),
         ("Load generator CPU utilisation (per load process)", s.get("loadtest_cpu_utilization"), "%"),
+        ("Load generator event-loop lag p99", (s.get("loadtest_loop_lag_ms") or {}).get("p99"), "ms"),
     ]
     if s.get("loadtest_cpu_share") is not None:
         facts.append((f"Load generator CPU share ({s['loadtest_processes']} process(es), CPU s / wall s / "

@@ -336,6 +336,9 @@ def summarize(run: RunData) -> dict[str, Any]:
         summary["loadtest_cpu_share"] = lt_cpu / (run_s * cores) if run_s > 0 and cores else None
         summary["loadtest_processes"] = n_lt
         summary["cores"] = cores
+    if run.loop_lag_ms:
+        # How late the load generator's own event loop woke: every timing it took can be late by as much.
+        summary["loadtest_loop_lag_ms"] = percentiles(run.loop_lag_ms)
     relays = [p for p in run.processes if p.role == "relay"]
     # Streams the relay held: the sim's count where it was sampled (sessions still waiting in the relay's
     # listen backlog cost it nothing), else the load generator's own peak.
