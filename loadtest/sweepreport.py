@@ -116,7 +116,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                      fmt_num(f.get("itl_p50")), fmt_num(f.get("itl_p99")), fmt_num(f.get("tpot_p50")),
                      "—" if f.get("goodput") is None else f"{f['goodput']:.1%}", fmt_num(f.get("throughput")),
                      fmt_num(f.get("probe_ttfc_p50")), "met all" if s.get("passed") else "broke " + ", ".join(broke),
-                     "; ".join(notes), f"[{s['dir']}]({s['dir']}/result.json)"])
+                     "; ".join(notes), f"[result.json]({s['dir']}/result.json)"])
     lines += _table(["#", "phase", "load", "sessions", "failed", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
                      "TPOT p50", "goodput", "tokens/s", "probe TTFC p50", "verdict", "notes", "result"], rows)
     lines += ["", "Latencies in ms; tokens/s: output tokens per second over all streams (completed sessions per "
