@@ -27,7 +27,7 @@ from bench.procs import serve
 
 
 async def _sweep(args: argparse.Namespace, loadtest_args: list[str]) -> int:
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # nginx resolves its paths against its own prefix
     await trio.Path(out).mkdir(parents=True, exist_ok=True)
     sim_argv = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", *shlex.split(args.sim_flags)]
     sim_launch = Launch(argv=sim_argv, url_pattern=rb"listening on (http://\S+)", env={"MOONSHOT_API_KEY": API_KEY})

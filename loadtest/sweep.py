@@ -34,7 +34,8 @@ from loadtest.quantiles import DEFAULT_PS, pkey
 from loadtest.report import LOOP_LAG_WARN_MS, SATURATION_UTILIZATION
 
 __all__ = [
-    "FIGURES", "MODES", "Check", "Objective", "Planner", "StepRun", "judge", "limit_warnings", "parse_objectives",
+    "FIGURES", "MODES", "Check", "Objective", "Planner", "StepRun", "judge", "limit_summary", "limit_warnings",
+    "parse_objectives",
     "parse_steps", "saturation", "step_figures",
 ]
 
@@ -239,7 +240,8 @@ def limit_warnings(figures: Mapping[str, Any], probe_ttfc_ms: Sequence[float] = 
         out.append(f"CPU {cpu:.0%} of a core per load process")
     lag = figures.get("loop_lag_p99_ms")
     if lag is not None and lag > LIMIT_LOOP_LAG_MS:
-        out.append(f"event-loop lag p99 {lag:,.0f} ms")
+        why = " (its CPU was low: the machine's cores were busy)" if cpu is not None and cpu < LIMIT_CPU / 2 else ""
+        out.append(f"event-loop lag p99 {lag:,.0f} ms{why}")
     own_delay = figures.get("first_chunk_delay_p50")
     own_ttfc = figures.get("ttfc_p50")
     if own_delay is not None and len(probe_first_delay_ms) >= LIMIT_PROBE_MIN_SAMPLES:
@@ -252,6 +254,30 @@ def limit_warnings(figures: Mapping[str, Any], probe_ttfc_ms: Sequence[float] = 
         if own_ttfc - probe > max(LIMIT_PROBE_EXTRA_MS, LIMIT_PROBE_EXTRA_RATIO * probe, q3 - q1):
             out.append(f"TTFC p50 {own_ttfc:,.0f} ms vs {probe:,.0f} ms by a raw probe")
     return out
+
+
+def limit_summary(steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """One line over a sweep's steps (each with ``figures`` and the ``limits`` of :func:`limit_warnings`): in how
+    many the load generator was near its limit, and the worst of each sign."""
+    flagged = [s for s in steps if s.get("limits")]
+    if not flagged:
+        return None
+
+    def having(prefix: str) -> list[Mapping[str, Any]]:
+        return [s for s in flagged if any(w.startswith(prefix) for w in s["limits"])]
+
+    parts = []
+    if busy := having("CPU"):
+        parts.append(f"its CPU up to {max(s['figures']['loadtest_cpu'] for s in busy):.0%} of a core")
+    if late := having("event-loop"):
+        worst = max(s["figures"]["loop_lag_p99_ms"] for s in late)
+        starved = all("machine's cores were busy" in w for s in late for w in s["limits"] if w.startswith("event"))
+        parts.append(f"its event-loop lag p99 up to {worst:,.0f} ms" +
+                     (", with its own CPU low: the machine's cores were busy" if starved else ""))
+    if slower := having("first chunk") + having("TTFC"):
+        parts.append(f"first chunks read later than by a raw probe in {len(slower)} step(s)")
+    return (f"in {len(flagged)} of {len(steps)} steps the load generator may have been the limit: "
+            + "; ".join(parts) + " — add --workers, or load from another machine")
 
 
 # --- the planner -------------------------------------------------------------------------------------------------
@@ -410,6 +436,8 @@ class Planner:
                 best_partial = load
                 break
         failing = self._hi
+        if best_partial is not None and best_partial == failing:
+            best_partial = None  # the first failure already says how many of its runs met the objectives
         return {
             "knee": None if knee is None else _load_summary(knee, self.runs_at(knee)),
             "higher_partial": None if best_partial is None else _load_summary(best_partial, self.runs_at(best_partial)),

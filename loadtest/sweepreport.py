@@ -74,10 +74,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
     facts = [f"Objectives: {', '.join(plan.get('objectives') or [])}" + (
         f"; a good session (goodput): {', '.join(f'{k} ≤ {fmt_num(v)}' for k, v in doc['slo'].items())}"
         if doc.get("slo") else "; goodput counts every completed session (no `--slo`)")]
+    fail = out.get("first_failure")
     partial = out.get("higher_partial")
+    if partial and fail and partial["load"] == fail["load"]:
+        partial = None  # the first failure's line says how many of its runs broke
     if partial:
         facts.append(f"{_fmt_load(partial['load'], mode)} met them in {partial['passed']} of {partial['runs']} runs")
-    fail = out.get("first_failure")
     if fail:
         facts.append(f"First load that broke one: {_fmt_load(fail['load'], mode)} ({', '.join(fail['broken']) or '—'}"
                      f"; {fail['runs'] - fail['passed']} of {fail['runs']} runs broke)")

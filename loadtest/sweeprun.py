@@ -203,11 +203,10 @@ class Sweep:
         outcome = self.planner.outcome()
         if self.interrupted:
             outcome["stop"] = "interrupted"
-        limits = sorted({w for s in self.steps for w in s["limits"]})
         warnings = []
+        limits = sweep.limit_summary(self.steps)
         if limits:
-            warnings.append("the load generator may have been the limit in some steps (" + "; ".join(limits) +
-                            "): add --workers, or run it on another machine")
+            warnings.append(limits)
         knee = outcome.get("knee")
         if knee is not None:
             at_knee = [s for s in self.steps if s["load"] == knee["load"] and s["limits"]]

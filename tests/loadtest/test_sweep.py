@@ -10,6 +10,7 @@ from loadtest.sweep import (
     Planner,
     StepRun,
     judge,
+    limit_summary,
     limit_warnings,
     parse_objectives,
     parse_steps,
@@ -82,11 +83,28 @@ def test_the_load_generator_as_the_limit():
     assert limit_warnings(busy, [], [1.5, 2.0, 2.5]) == [
         "CPU 95% of a core per load process", "event-loop lag p99 60 ms",
         "first chunk read 45 ms after the sim sent it (p50) vs 2 ms by a raw probe"]
+    starved = {**calm, "loop_lag_p99_ms": 60.0}  # late, though it had work for 30 % of a core: the machine was busy
+    assert limit_warnings(starved) == ["event-loop lag p99 60 ms (its CPU was low: the machine's cores were busy)"]
     # without stamps: TTFC, and only beyond the probes' own spread (a random TTFT must not raise it)
     unstamped = {**calm, "first_chunk_delay_p50": None, "ttfc_p50": 600.0}
     assert limit_warnings(unstamped, [100.0, 110.0, 120.0, 130.0]) == ["TTFC p50 600 ms vs 115 ms by a raw probe"]
     assert limit_warnings(unstamped, [100.0, 900.0, 300.0, 1200.0]) == []  # within the probes' spread
     assert limit_warnings(unstamped, [100.0, 110.0]) == []  # too few probes to tell
+
+
+def test_the_limit_summed_up_over_the_steps():
+    calm = {"figures": {"loadtest_cpu": 0.2, "loop_lag_p99_ms": 3.0}, "limits": []}
+    assert limit_summary([calm]) is None
+    starved = {"figures": {"loadtest_cpu": 0.2, "loop_lag_p99_ms": 58.0},
+               "limits": limit_warnings({"loadtest_cpu": 0.2, "loop_lag_p99_ms": 58.0})}
+    busy = {"figures": {"loadtest_cpu": 0.97, "loop_lag_p99_ms": 31.0},
+            "limits": limit_warnings({"loadtest_cpu": 0.97, "loop_lag_p99_ms": 31.0})}
+    assert limit_summary([calm, starved]) == (
+        "in 1 of 2 steps the load generator may have been the limit: its event-loop lag p99 up to 58 ms, with its "
+        "own CPU low: the machine's cores were busy — add --workers, or load from another machine")
+    assert limit_summary([calm, starved, busy]) == (
+        "in 2 of 3 steps the load generator may have been the limit: its CPU up to 97% of a core; its event-loop "
+        "lag p99 up to 58 ms — add --workers, or load from another machine")
 
 
 def _drive(planner: Planner, passes, figures=lambda load: {}) -> list[tuple[float, str]]:
@@ -180,6 +198,14 @@ def test_rate_steps_refine_to_the_resolution():
     _drive(planner, lambda load, n: load <= 5.3)
     out = planner.outcome()
     assert 5.3 / 1.05 <= out["knee"]["load"] <= 5.3 < out["first_failure"]["load"] <= out["knee"]["load"] * 1.05
+
+
+def test_a_first_failure_that_passes_some_repeats_is_reported_once():
+    planner = Planner([10, 20], repeats=3, refine=0)
+    _drive(planner, lambda load, n: load == 10 or n > 1)  # 20 fails on its first run only
+    out = planner.outcome()
+    assert out["first_failure"]["load"] == 20 and out["first_failure"]["passed"] == 2
+    assert out["higher_partial"] is None
 
 
 def test_spread_over_repeats():

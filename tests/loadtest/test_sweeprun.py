@@ -113,6 +113,20 @@ def _open(path) -> dict:
         }
 
 
+async def test_a_rate_sweep_runs_open_loop_steps(nursery, tmp_path):
+    target = await nursery.start(Capacity(1000).serve)
+    out = tmp_path / "sweep"
+    code, said = await loadtest("--url", target.url, "--sweep", "rate", "--steps", "10,20", "--step-duration", "1s",
+                                "--sweep-slo", "errors=0%,goodput=1/s", "--repeats", "1", "--no-probe", "--out",
+                                str(out), "--quiet")
+    assert code == 0, said
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [(s["load"], s["passed"]) for s in doc["steps"]] == [(10, True), (20, True)]
+    config = json.loads((out / doc["steps"][1]["dir"] / "result.json").read_text())["config"]
+    assert (config["mode"], config["rate"], config["duration_s"], config["max_concurrency"]) == ("open", 20, 1, 10000)
+    assert "20/s (1 of 1 runs)" in said
+
+
 async def test_a_sweep_on_the_embedded_default(tmp_path):
     out = tmp_path / "sweep"
     code, said = await loadtest("--sweep", "concurrency", "--steps", "1,2", "--step-duration", "1s", "--sweep-slo",
