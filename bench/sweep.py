@@ -27,7 +27,7 @@ from bench.procs import serve
 
 
 async def _sweep(args: argparse.Namespace, loadtest_args: list[str]) -> int:
-    out = Path(args.out).resolve()  # nginx resolves its paths against its own prefix
+    out = Path(args.out)
     await trio.Path(out).mkdir(parents=True, exist_ok=True)
     sim_argv = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", *shlex.split(args.sim_flags)]
     sim_launch = Launch(argv=sim_argv, url_pattern=rb"listening on (http://\S+)", env={"MOONSHOT_API_KEY": API_KEY})
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="worker processes of each target (default 1)")
     p.add_argument("--streams", type=int, default=2000, help="the most streams a target is sized for (default 2000)")
     args = p.parse_args(own)
+    args.out = str(Path(args.out).resolve())  # nginx resolves its paths against its own prefix
     if not loadtest_args:
         p.error("give the loadtest --sweep arguments after --")
     unknown = [t for t in args.targets.split(",") if t not in PEERS]

@@ -23,8 +23,8 @@ class LiveStats:
 
     def __init__(self) -> None:
         self.open = 0
-        self.completed = 0
-        self.unverified = 0  # of the completed, those without the sim's stamps
+        self.completed = 0  # verified: the sim's stamps show nothing was lost
+        self.unverified = 0  # completed without the sim's stamps (counted apart, as the live metrics export them)
         self.failed = 0
         self._ttfc: list[float] = []  # kept sorted
         self._ttfc_seen = 0
@@ -38,9 +38,10 @@ class LiveStats:
         self.open -= 1
         if not ok:
             self.failed += 1
+        elif unverified:
+            self.unverified += 1
         else:
             self.completed += 1
-            self.unverified += unverified
         if ttfc_ms is not None:
             self.add_ttfc(ttfc_ms)
 
@@ -69,7 +70,8 @@ class LiveStats:
         ttfc = f"{p50:,.0f} / {p99:,.0f} ms" if p50 is not None and p99 is not None else "-"
         total = f"/{self.planned:,}" if self.planned else ""
         unverified = f" ({self.unverified:,} unverified)" if self.unverified else ""
-        return (f"{self.phase} open {self.open:,}  completed {self.completed:,}{total}{unverified}  "
+        done = self.completed + self.unverified  # completed, as the report counts it
+        return (f"{self.phase} open {self.open:,}  completed {done:,}{total}{unverified}  "
                 f"failed {self.failed:,}  TTFC p50/p99 {ttfc}").strip()
 
 
