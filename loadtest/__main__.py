@@ -291,15 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         return _sweep_main(parser, args, argv, Path(args.out or f"results/{stamp}-sweep-{args.sweep}"))
     out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}")
-    try:
-        run = trio.run(_run_any, args, argv, out_dir)
-    except Exception as exc:  # startup failures of the embedded servers, bad URLs
-        from loadtest.embedded import EmbeddedError
-
-        if isinstance(exc, EmbeddedError | ValueError | OSError):
-            _say(f"loadtest: {exc}", style="bold red")
-            return 1
-        raise
+    run, failed = _trio_run(_run_any, args, argv, out_dir)
+    if failed:
+        return failed
     if run is None:
         _say("loadtest: interrupted before the run started", style="bold red")
         return 130
@@ -419,6 +413,19 @@ def exit_status(summary: dict[str, Any], max_failed_ratio: float) -> int:
     return 0
 
 
+def _trio_run(fn: Any, *args: Any) -> tuple[Any, int]:
+    """``trio.run(fn, *args)`` and 0; a start-up failure (the embedded servers, a bad URL) said in one line, and 1."""
+    try:
+        return trio.run(fn, *args), 0
+    except Exception as exc:
+        from loadtest.embedded import EmbeddedError
+
+        if isinstance(exc, EmbeddedError | ValueError | OSError):
+            _say(f"loadtest: {exc}", style="bold red")
+            return None, 1
+        raise
+
+
 def _sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str], out_dir: Path) -> int:
     from loadtest.sweep import parse_objectives, parse_steps
     from loadtest.sweeprun import SweepPlan
@@ -440,15 +447,9 @@ def _sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
     plan = SweepPlan(mode=args.sweep, steps=steps, objectives=objectives, step_s=args.step_duration,
                      repeats=args.repeats, refine=args.refine, max_runs=args.max_runs, resolution=args.resolution,
                      probe=not args.no_probe)
-    try:
-        doc = trio.run(_run_sweep, args, argv, out_dir, plan)
-    except Exception as exc:
-        from loadtest.embedded import EmbeddedError
-
-        if isinstance(exc, EmbeddedError | ValueError | OSError):
-            _say(f"loadtest: {exc}", style="bold red")
-            return 1
-        raise
+    doc, failed = _trio_run(_run_sweep, args, argv, out_dir, plan)
+    if failed:
+        return failed
     if doc is None:
         _say("loadtest: interrupted before the sweep started", style="bold red")
         return 130
