@@ -420,24 +420,21 @@ class Planner:
 
     def outcome(self) -> dict[str, Any]:
         """What the sweep found: the largest load that met every objective in all its runs, with its confidence,
-        the first load that broke one (and which), why it stopped, and every run."""
+        the first load that broke one (and which), the largest other load that met them in some runs, why it stopped."""
         knee = None
         for load in reversed(self._passing_loads()):
             runs = self.runs_at(load)
             if all(r.passed for r in runs):
                 knee = load
                 break
-        best_partial = None
+        failing = self._hi
+        best_partial = None  # the largest load above the answer, other than the first failure, that passed some runs
         for load in sorted({r.load for r in self.runs}, reverse=True):
-            runs = self.runs_at(load)
             if knee is not None and load <= knee:
                 break
-            if any(r.passed for r in runs):
+            if load != failing and any(r.passed for r in self.runs_at(load)):
                 best_partial = load
                 break
-        failing = self._hi
-        if best_partial is not None and best_partial == failing:
-            best_partial = None  # the first failure already says how many of its runs met the objectives
         return {
             "knee": None if knee is None else _load_summary(knee, self.runs_at(knee)),
             "higher_partial": None if best_partial is None else _load_summary(best_partial, self.runs_at(best_partial)),

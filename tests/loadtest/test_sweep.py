@@ -200,6 +200,16 @@ def test_rate_steps_refine_to_the_resolution():
     assert 5.3 / 1.05 <= out["knee"]["load"] <= 5.3 < out["first_failure"]["load"] <= out["knee"]["load"] * 1.05
 
 
+def test_the_largest_partly_passing_load_below_the_first_failure_is_reported():
+    """119 is the first failure (it passed 1 of 3), 114 passed 2 of 3, 109 all 3: the answer is 109, 114 is said."""
+    verdicts = {109: [True, True, True], 114: [True, True, False], 119: [False, True, False]}
+    planner = Planner([109, 114, 119], repeats=3, refine=0)
+    _drive(planner, lambda load, n: verdicts[load][n - 1])
+    out = planner.outcome()
+    assert (out["knee"]["load"], out["first_failure"]["load"], out["higher_partial"]["load"]) == (109, 119, 114)
+    assert out["higher_partial"]["passed"] == 2
+
+
 def test_a_first_failure_that_passes_some_repeats_is_reported_once():
     planner = Planner([10, 20], repeats=3, refine=0)
     _drive(planner, lambda load, n: load == 10 or n > 1)  # 20 fails on its first run only
