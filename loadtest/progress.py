@@ -55,8 +55,8 @@ class LiveStats:
 
     def __init__(self) -> None:
         self.open = 0
-        self.completed = 0
-        self.unverified = 0  # ended cleanly without the sim's stamps: not counted as completed
+        self.completed = 0  # verified: the sim's stamps show nothing was lost
+        self.unverified = 0  # completed without the sim's stamps (counted apart, as the live metrics export them)
         self.failed = 0
         self._ttfc: list[float] = []  # kept sorted
         self._ttfc_seen = 0
@@ -118,8 +118,9 @@ class LiveStats:
         p50, p99 = self.ttfc(50), self.ttfc(99)
         ttfc = f"{p50:,.0f} / {p99:,.0f} ms" if p50 is not None and p99 is not None else "-"
         total = f"/{self.planned:,}" if self.planned else ""
-        unverified = f"  unverified {self.unverified:,}" if self.unverified else ""
-        return (f"{self.phase} open {self.open:,}  completed {self.completed:,}{total}{unverified}  "
+        unverified = f" ({self.unverified:,} unverified)" if self.unverified else ""
+        done = self.completed + self.unverified  # completed, as the report counts it
+        return (f"{self.phase} open {self.open:,}  completed {done:,}{total}{unverified}  "
                 f"failed {self.failed:,}  TTFC p50/p99 {ttfc}").strip()
 
 

@@ -46,6 +46,7 @@ class WorkerResult:
     peak_rss_bytes: int
     pid: int
     fd_limit: tuple[int, int]
+    loop_lag_ms: list[float] | None = None  # the process's event-loop lateness samples (loadtest.looplag)
 
 
 def cpu_s() -> float:
@@ -60,7 +61,7 @@ def result_of(load: WorkerLoad, cpu0: float, wall0: float) -> WorkerResult:
         records=load.records, connect_retries=load.retries.n, interrupted=load.interrupted,
         cpu_s=cpu_s() - cpu0, wall_s=time.monotonic() - wall0,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, pid=os.getpid(),
-        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE),
+        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE), loop_lag_ms=load.lag.samples_ms,
     )
 
 
