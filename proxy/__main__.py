@@ -46,10 +46,13 @@ _HELP = {
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "api_keys_file": "file of client keys, one per line with optional limits (docs/reference.md); SIGHUP reloads it",
     "api_keys": "comma-separated client keys (prefer the environment variable or --api-keys-file)",
-    "state": "redis://HOST:PORT/DB: upstream caps and limits shared by every worker and instance; '' = per worker",
-    "state_timeout_s": "the longest a request waits on the --state Redis; past it the worker counts locally",
+    "state": "redis://HOST:PORT/DB (redis://:PASSWORD@HOST:PORT/DB, redis://USER:PASSWORD@...): upstream caps and "
+    "limits shared by every worker and instance; '' = per worker (prefer the environment variable: flags show in ps)",
+    "state_timeout_s": "the longest a request waits on the --state Redis, all its calls together (as long again at its "
+    "end); past it the worker counts locally",
     "state_prefix": "prefix of every key in the --state Redis",
-    "state_lease_s": "a crashed worker's upstream slots come back after this long (--state)",
+    "state_lease_s": "every slot (upstream, client key, probe) a crashed or cut-off worker held comes back within "
+    "this long (--state; live ones are renewed)",
     "state_probe_s": "while the --state Redis is down, how often each worker tries it again",
     "max_streams": "in-flight chat requests per worker, 0 = unlimited; beyond it an immediate 429",
     "retries": "extra upstream attempts before the first byte (connect errors, 429/502/503 only)",
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.pop("config", None)
     from .app import header_names
     from .auth import load_client_keys
-    from .server import check, run
+    from .server import check, check_state, run
     from .serving import fast_paths_mode
     from .upstream import load_settings, upstream_configs
 
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
         fast_paths_mode(settings.fast_paths)  # and an unknown fast_paths value
+        check_state(settings)  # and a --state URL that cannot work, or that its Redis refuses
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2

@@ -80,9 +80,9 @@ class Settings:
     # Shared state (proxy/limits, docs/reference.md "--state"): "" = each worker counts its own limits, as always;
     # redis://HOST:PORT/DB = one Redis counts them for every worker and instance. Also a [state] table (url, ...).
     state: str = ""
-    state_timeout_s: float = 0.25  # the longest a request waits on Redis; past it this worker counts locally
+    state_timeout_s: float = 0.25  # the longest a request waits on Redis, all calls together; then it counts locally
     state_prefix: str = "moonrelay:"  # before every Redis key: several relay fleets can share one Redis
-    state_lease_s: float = 30.0  # a crashed worker's slots come back after this long (live ones are renewed)
+    state_lease_s: float = 30.0  # a slot nobody renews comes back within this long (live ones are renewed)
     state_probe_s: float = 1.0  # while Redis is down, how often each worker tries it again
     # [[upstreams]] tables from the config file only (no flag or variable): several upstreams, routed by model.
     # Empty: the flat upstream settings above define the one default upstream.

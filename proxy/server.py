@@ -33,7 +33,7 @@ from .app import Streams, create_app
 from .auth import KeySource
 from .config import Settings
 from .gcpolicy import tune_gc
-from .limits import FailoverStore, LocalStore, RedisStore, Store
+from .limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
 from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
 from .stream import Heartbeats, Pump, pump_available
@@ -58,18 +58,26 @@ def worker_config(settings: Settings) -> Any:
     )
 
 
-STATE_SCHEMES = ("redis://", "unix://")
-
-
 def build_store(settings: Settings) -> Store:
     """Where limits and upstream health are counted: this worker's memory, or (``--state``) a Redis every worker
-    and instance shares, with this worker's memory as the fallback while it does not answer."""
+    and instance shares, with this worker's memory as the fallback while it does not answer. A ``--state`` URL the
+    relay cannot use raises StateURLError (a ValueError: a configuration error)."""
     if not settings.state:
         return LocalStore()
-    if not settings.state.startswith(STATE_SCHEMES):
-        raise ValueError(f"state: expected redis://HOST:PORT/DB (or unix:///PATH?db=N), got {settings.state!r}")
-    redis = RedisStore(settings.state, prefix=settings.state_prefix, timeout_s=settings.state_timeout_s)
+    redis = RedisStore(settings.state, prefix=settings.state_prefix, timeout_s=settings.state_timeout_s,
+                       lease_s=settings.state_lease_s)  # fmt: skip
     return FailoverStore(redis, probe_s=settings.state_probe_s)
+
+
+def check_state(settings: Settings) -> None:
+    """At start-up, before any worker: a ``--state`` URL that cannot work, or a Redis that refuses it (its password,
+    its user, its database), stops the relay with a StateURLError; a Redis that does not answer yet does not (each
+    worker counts locally until it does)."""
+    if settings.state:
+        for name in ("state_timeout_s", "state_lease_s", "state_probe_s"):
+            if not getattr(settings, name) > 0:
+                raise StateURLError(f"{name}: must be more than 0, got {getattr(settings, name)}")
+        trio.run(check_redis, build_store(settings).redis.address)  # type: ignore[attr-defined]
 
 
 async def drain(
@@ -146,8 +154,7 @@ async def serve(
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
     store = build_store(settings)  # where limits and upstream health are counted (proxy.limits)
-    # The store runs in a nursery of its own that outlives serving: releases still queued in it once every
-    # request has ended go out before it stops (a stopped worker's shared slots come back at once).
+    # The store runs in a nursery of its own that outlives serving: every request gives its slots back before it ends.
     async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as store_nursery:
         run_store = getattr(store, "run", None)
         if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
@@ -187,9 +194,6 @@ async def serve(
 
             await nursery.start(hypercorn)
             task_status.started(f"http://{url_host(host)}:{port}")
-        flush = getattr(store, "flush", None)
-        if flush is not None:  # served: every request has given its slots back
-            await flush()
         store_nursery.cancel_scope.cancel()
 
 

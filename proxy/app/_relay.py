@@ -75,8 +75,7 @@ class Relay:
         self.direct_writes = direct_writes
         self.pump = pump if direct_writes else None  # where directly written streams are relayed (proxy.stream)
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
-        # Client keys' limits; a concurrency lease outlives a crashed worker by at most the longest request.
-        self.client_limits = ClientLimits(self.store, settings.total_timeout_s + settings.graceful_timeout_s)
+        self.client_limits = ClientLimits(self.store)  # client keys' limits
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
         self.count_fallback: Callable[[str, str, str], None] | None = None
 

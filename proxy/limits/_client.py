@@ -3,9 +3,11 @@
 Checks, in this order, so that a refused request consumes nothing: ``concurrent`` (a slot lease, given back if a
 later check refuses), ``tpm`` and ``budget`` (the window's tokens so far under the limit: tokens are only known
 after a response), then ``rpm`` (a hit, the one write). Over a limit: a :class:`Refusal` (429, an OpenAI-shaped
-body, ``Retry-After`` and ``x-ratelimit-*`` headers). Admitted: an :class:`Admission`, whose ``settle`` at the end
-of the call gives the slot back and adds the tokens the response's usage reported to the ``tpm`` and ``budget``
-windows (the window current at the end: a stream that crosses a minute counts in the new one).
+body, ``Retry-After`` and ``x-ratelimit-*`` headers). Admitted: an :class:`Admission`. Its ``free_slot``, called
+before the response's last bytes go out, gives the slot back, so a client that waits for each answer never finds
+its own slot still taken; its ``settle`` at the end of the call gives the slot back if that did not happen (the
+client left) and adds the tokens the response's usage reported to the ``tpm`` and ``budget`` windows (the window
+current at the end: a stream that crosses a minute counts in the new one).
 
 Every count is in the :class:`Store` (``proxy.limits``): this worker's memory, or a Redis shared by every worker
 and instance. A store that fails lets the request through (one log line): the relay's limits must not take it down.
@@ -98,6 +100,18 @@ class Admission:
         self._store = store
         self._lease = lease
 
+    async def free_slot(self) -> None:
+        """Give the ``concurrent`` slot back now, and wait until the store has it (the response's end is about to go
+        out); at most the store's deadline, shielded."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            with trio.move_on_after(SETTLE_TIMEOUT_S, shield=True):
+                try:
+                    await self._store.release(_name(self.key, "concurrent"), lease)
+                except StoreUnavailable as exc:
+                    log.warning("client key %s: its slot was not given back (store unavailable: %s); it comes "
+                                "back when its lease lapses", self.key.label, exc)  # fmt: skip
+
     async def settle(self, tokens: int | None) -> None:
         """The call ended (completed, failed or left): give the slot back, count ``tokens`` (the usage's total)."""
         key, store = self.key, self._store
@@ -124,12 +138,11 @@ def _budget_name(key: ClientKey) -> str:
 
 
 class ClientLimits:
-    """Checks client keys' limits in ``store``. ``lease_ttl_s``: how long a concurrency slot outlives a worker that
-    died holding it (a shared store; it is never renewed, so it must outlast the longest request)."""
+    """Checks client keys' limits in ``store`` (a shared store renews a ``concurrent`` slot's lease while its request
+    lives: a worker that died holding one gives it back within ``--state-lease-s``)."""
 
-    def __init__(self, store: Store, lease_ttl_s: float) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.lease_ttl_s = lease_ttl_s
 
     async def admit(self, key: ClientKey) -> Admission | Refusal:
         try:
@@ -143,7 +156,7 @@ class ClientLimits:
         store = self.store
         lease = None
         if key.concurrent:
-            lease = await store.acquire(_name(key, "concurrent"), key.concurrent, self.lease_ttl_s)
+            lease = await store.acquire(_name(key, "concurrent"), key.concurrent)
             if lease is None:
                 return await self._refuse(key, "concurrent", key.concurrent, 1.0, None, None)
         try:

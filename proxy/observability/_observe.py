@@ -20,11 +20,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from ..config import Settings
+from ..limits import StoreBudget
 from ..serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
 from ..state import STATE, UNMATCHED, RequestState
 from ..upstream import configured_models, upstream_label
@@ -52,11 +54,12 @@ class Tap:
 
     __slots__ = (
         "chunks", "first_ns", "prev", "last", "gone", "completed", "status", "head_ns", "streamed", "content_type",
-        "_send", "_rid", "_cors", "_metrics", "_watch",
+        "length", "_send", "_rid", "_cors", "_metrics", "_watch", "_ending",
     )  # fmt: skip
 
     def __init__(self, send: Callable | None = None, rid: bytes = b"", cors: list | None = None,
-                 metrics: Any = None, watch: BodyWatch | None = None) -> None:  # fmt: skip
+                 metrics: Any = None, watch: BodyWatch | None = None,
+                 ending: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.gone = False  # a direct write found the client gone (the body then ends as if complete)
         self.completed = False  # the last body message was sent
         self.chunks = 0
@@ -66,11 +69,13 @@ class Tap:
         self.head_ns = 0
         self.streamed = False
         self.content_type = b""
+        self.length: int | None = None  # body bytes still to come, when a content-length frames the response
         self._send = send
         self._rid = rid
         self._cors = cors or []
         self._metrics = metrics
         self._watch = watch  # without the fast paths: whether the request's body was read to the end
+        self._ending = ending  # run once, before the response's last bytes go out (the request's slots back)
 
     def seen(self, body: bytes) -> None:
         # The hot path: one call per chunk. Keep it to an increment and two reference moves.
@@ -91,11 +96,22 @@ class Tap:
             if not message.get("more_body", False):
                 self.completed = True  # before the send: the server may cancel us as it ends the response
                 with trio.CancelScope(shield=True):  # see proxy.serving._connection: the last send must not be cut
+                    if self._ending is not None:
+                        await self._end()
                     await self._send(message)  # type: ignore[misc]
                 return
+            if body and self.length is not None:  # a response framed by its length ends with its last bytes
+                self.length -= len(body)
+                if self.length <= 0 and self._ending is not None:
+                    with trio.CancelScope(shield=True):
+                        await self._end()
         elif message["type"] == "http.response.start":
             self._start(message)
         await self._send(message)  # type: ignore[misc]
+
+    async def _end(self) -> None:
+        ending, self._ending = self._ending, None
+        await ending()  # type: ignore[misc]
 
     def _start(self, message: dict) -> None:
         self.status = message["status"]
@@ -107,6 +123,8 @@ class Tap:
                 name = b"x-upstream-request-id"
             elif name == b"content-type":
                 content_type = value
+            elif name == b"content-length":
+                self.length = int(value)
             headers.append((name, value))
         headers.append((b"x-request-id", self._rid))
         headers.extend(self._cors)
@@ -227,6 +245,8 @@ class Observer:
         if streams is not None:
             streams.calls += 1
         state = scope[STATE] = RequestState()
+        budget = StoreBudget(self.settings.state_timeout_s)  # what this call may wait on the --state Redis
+        entered = budget.enter()
         tokens = None
         try:
             method: str = scope["method"]
@@ -259,7 +279,8 @@ class Observer:
             watch = None
             if self.plain and _declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
-            tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch)
+            ending = None if streams is None else partial(streams.give_back, state, budget)  # before the last bytes
+            tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch, ending)
             try:
                 await self.app(scope, receive, tap.send)
             finally:
@@ -270,12 +291,14 @@ class Observer:
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
+            budget.ending()
             admission = state.client
             if admission is not None:  # a client key with limits: its slot back, its tokens counted (shielded)
                 state.client = None
                 await admission.settle(tokens)
             if streams is not None:
                 await streams.leave(state)
+            budget.leave(entered)
 
     def _finish(
         self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap

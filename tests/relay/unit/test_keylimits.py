@@ -136,7 +136,7 @@ def test_openai_durations():
 
 async def test_rpm_refuses_past_its_number_until_the_next_minute():
     clock = FakeClock(MINUTE_START + 15)
-    limits = ClientLimits(LocalStore(clock), 60)
+    limits = ClientLimits(LocalStore(clock))
     k = key(rpm=3)
     got = [await limits.admit(k) for _ in range(3)]
     assert [a.headers["x-ratelimit-remaining-requests"] for a in got] == ["2", "1", "0"]
@@ -152,7 +152,7 @@ async def test_rpm_refuses_past_its_number_until_the_next_minute():
 
 async def test_concurrent_leases_and_release():
     store = LocalStore(FakeClock(MINUTE_START))
-    limits = ClientLimits(store, 60)
+    limits = ClientLimits(store)
     k = key(concurrent=2, rpm=100)
     a, b = await limits.admit(k), await limits.admit(k)
     refused = await limits.admit(k)
@@ -169,7 +169,7 @@ async def test_concurrent_leases_and_release():
 
 async def test_a_refusal_by_a_window_gives_the_slot_back():
     store = LocalStore(FakeClock(MINUTE_START))
-    limits = ClientLimits(store, 60)
+    limits = ClientLimits(store)
     k = key(concurrent=5, rpm=1)
     await limits.admit(k)
     assert isinstance(await limits.admit(k), Refusal)
@@ -178,7 +178,7 @@ async def test_a_refusal_by_a_window_gives_the_slot_back():
 
 async def test_tpm_counts_reported_tokens_after_the_response():
     clock = FakeClock(MINUTE_START + 50)
-    limits = ClientLimits(LocalStore(clock), 60)
+    limits = ClientLimits(LocalStore(clock))
     k = key(tpm=100)
     first = await limits.admit(k)
     assert first.headers["x-ratelimit-remaining-tokens"] == "100" and first.headers["x-ratelimit-reset-tokens"] == "10s"
@@ -196,7 +196,7 @@ async def test_tpm_counts_reported_tokens_after_the_response():
 async def test_budget_refuses_until_its_period_ends():
     hour = 3600 * 300  # an hour boundary since the epoch
     clock = FakeClock(hour + 600)
-    limits = ClientLimits(LocalStore(clock), 60)
+    limits = ClientLimits(LocalStore(clock))
     k = key(budget=1000, budget_s=3600)
     await (await limits.admit(k)).settle(1000)
     clock.now = hour + 1800  # other minutes: the budget remembers
