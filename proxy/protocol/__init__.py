@@ -5,16 +5,8 @@ The subpackages ``messages`` (Anthropic Messages) and ``responses`` (OpenAI Resp
 translate them onto chat completions; they build on the shared pieces exported here (token usage, the chat-stream
 block core, JSON bytes) and are imported by name, not from here."""
 
-from ._chatstream import (
-    TEXT,
-    THINKING,
-    TOOL,
-    Block,
-    ChatStreamTranslator,
-    MalformedAnswer,
-    matched_stop,
-    message_blocks,
-)
+from ._chatblocks import TEXT, THINKING, TOOL, Block, MalformedAnswer, matched_stop, message_blocks
+from ._chatstream import ChatStreamTranslator
 from ._errors import (
     JSON,
     MALFORMED_NDJSON,
