@@ -90,7 +90,7 @@ def _check_messages(messages: Any) -> None:
         if not isinstance(message, dict):
             raise invalid(path, "must be an object.")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid(f"{path}.role", "must be 'user' or 'assistant' (or 'system').")
         content = message.get("content")
         if isinstance(content, str):
@@ -120,7 +120,7 @@ def check_block(block: Any, path: str, role: str) -> None:
             raise invalid(f"{path}.source", "Field required.")
         source_type = source.get("type")
         if source_type == "base64":
-            if source.get("media_type") not in IMAGE_TYPES:
+            if not isinstance(source.get("media_type"), str) or source["media_type"] not in IMAGE_TYPES:
                 raise invalid(f"{path}.source.media_type", f"must be one of {', '.join(sorted(IMAGE_TYPES))}.")
             required_str(source, "data", f"{path}.source.data")
         elif source_type == "url":
@@ -183,7 +183,7 @@ def _check_tools(tools: Any) -> None:
 def _check_tool_choice(choice: Any) -> None:
     if choice is None:
         return
-    if not isinstance(choice, dict) or choice.get("type") not in TOOL_CHOICES:
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str) or choice["type"] not in TOOL_CHOICES:
         raise invalid("tool_choice", "must be an object whose type is 'auto', 'any', 'tool' or 'none'.")
     if choice["type"] == "tool":
         required_str(choice, "name", "tool_choice.name")
@@ -193,7 +193,7 @@ def _check_tool_choice(choice: Any) -> None:
 def _check_thinking(thinking: Any, max_tokens: Any) -> None:
     if thinking is None:
         return
-    if not isinstance(thinking, dict) or thinking.get("type") not in THINKING:
+    if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str) or thinking["type"] not in THINKING:
         raise invalid("thinking", "must be an object whose type is 'enabled', 'disabled' or 'adaptive'.")
     if thinking["type"] == "enabled":
         budget = thinking.get("budget_tokens")

@@ -86,10 +86,10 @@ def _check_input(items: Any) -> None:
         if not isinstance(item, dict):
             raise invalid(path, "must be an object.")
         kind = item.get("type", "message" if "role" in item else None)
-        if kind is None:
-            raise invalid(f"{path}.type", "Field required.")
+        if not isinstance(kind, str):
+            raise invalid(f"{path}.type", "Field required (a string)." if kind is None else "must be a string.")
         if kind == "message":
-            if item.get("role") not in ROLES:
+            if not isinstance(item.get("role"), str) or item["role"] not in ROLES:
                 raise invalid(f"{path}.role", "must be 'user', 'assistant', 'system' or 'developer'.")
             content = item.get("content")
             if isinstance(content, list):
@@ -124,7 +124,7 @@ def _check_tools(tools: Any) -> None:
 
 
 def _check_tool_choice(choice: Any) -> None:
-    if choice is None or choice in TOOL_MODES:
+    if choice is None or (isinstance(choice, str) and choice in TOOL_MODES):
         return
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
         raise invalid("tool_choice", "must be 'none', 'auto', 'required' or an object with a type.")
@@ -138,7 +138,7 @@ def _check_text(text: dict[str, Any] | None) -> None:
     fmt = optional_dict(text, "format", "text.format")
     if fmt is None:
         return
-    if fmt.get("type") not in FORMATS:
+    if not isinstance(fmt.get("type"), str) or fmt["type"] not in FORMATS:
         raise invalid("text.format.type", "must be 'text', 'json_object' or 'json_schema'.")
     if fmt["type"] == "json_schema":
         required_str(fmt, "name", "text.format.name")

@@ -186,9 +186,10 @@ def _output(output: Any, path: str, images: list[dict[str, Any]]) -> str:
         part_path = f"{path}.output.{j}"
         if not isinstance(part, dict):
             raise untranslatable(part_path, "must be an object.")
-        if part.get("type") in _TEXT:
+        kind = part.get("type")
+        if isinstance(kind, str) and kind in _TEXT:
             texts.append(_text(part, part_path))
-        elif part.get("type") == "input_image":
+        elif kind == "input_image":
             images.append(_image(part, part_path))
         else:
             raise untranslatable(part_path, f"a {part.get('type')!r} part in a function_call_output {_WHY}")

@@ -39,7 +39,7 @@ def responses_event_usage(payload: bytes) -> Usage | None:
         obj = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(obj, dict) or obj.get("type") not in TERMINAL:
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or obj["type"] not in TERMINAL:
         return None
     return _usage_of(obj.get("response"))
 
