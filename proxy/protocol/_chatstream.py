@@ -28,6 +28,7 @@ from ._chatblocks import CLOSED, HELD, NEW, OPEN, TEXT, THINKING, TOOL, Block, a
 from ._tokens import Usage, usage_from_chat
 
 _loads = json.loads
+_decode = json.JSONDecoder().raw_decode
 
 
 class _Malformed(Exception):
@@ -83,10 +84,16 @@ class ChatStreamTranslator:
             self._out = []
             self._complete()
             return b"".join(self._out)
-        try:
-            chunk = _loads(payload)
-        except ValueError:
-            chunk = None
+        try:  # str then raw_decode: json.loads(bytes) would detect the encoding and regex-match the end each time
+            text = payload.decode()
+            chunk, end = _decode(text)
+            if end != len(text) and not text[end:].isspace():
+                chunk = None
+        except ValueError:  # UnicodeDecodeError too; or leading whitespace, which raw_decode does not skip
+            try:
+                chunk = _loads(payload)
+            except ValueError:
+                chunk = None
         if not isinstance(chunk, dict):
             return self.fail(502, "upstream_malformed", "The upstream sent an event that is not a JSON object.")
         return self.feed_chunk(chunk)
@@ -109,23 +116,23 @@ class ChatStreamTranslator:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _chunk(self, chunk: dict[str, Any], choices: Any) -> None:
-        if choices and type(choices) is list:
+        if choices and type(choices) is list and type(choices[0]) is dict:
             choice = choices[0]
             delta = choice.get("delta")
-            if delta:
-                text = delta.get("reasoning_content") or delta.get("reasoning")
-                if text and type(text) is str:
-                    self._fragment(THINKING, text)
-                text = delta.get("content")
-                if text and type(text) is str:
-                    self._fragment(TEXT, text)
-                text = delta.get("refusal")
-                if text and type(text) is str:
-                    self._fragment(TEXT, text)
-                calls = delta.get("tool_calls")
-                if calls and type(calls) is list:
-                    for call in calls:
-                        self._tool_fragment(call)
+            if delta and type(delta) is dict:
+                # One pass over what the delta holds (usually one field) instead of a lookup per field it might hold.
+                for key, value in delta.items():
+                    if not value:
+                        continue
+                    if key == "content" or key == "refusal":
+                        if type(value) is str:
+                            self._fragment(TEXT, value)
+                    elif key == "reasoning_content" or key == "reasoning":
+                        if type(value) is str:
+                            self._fragment(THINKING, value)
+                    elif key == "tool_calls" and type(value) is list:
+                        for call in value:
+                            self._tool_fragment(call)
             reason = choice.get("finish_reason")
             if reason and type(reason) is str:
                 self._finish = reason

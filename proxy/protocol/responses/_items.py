@@ -199,7 +199,9 @@ def _output(output: Any, path: str, images: list[dict[str, Any]]) -> str:
 def _reasoning(item: dict[str, Any], path: str) -> str:
     """The reasoning's text: its ``reasoning_text`` content, else its summary."""
     for key in ("content", "summary"):
-        parts = item.get(key) or ()
+        parts = item.get(key)
+        if not isinstance(parts, list):
+            continue
         texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
         if texts:
             return SEPARATOR.join(texts)

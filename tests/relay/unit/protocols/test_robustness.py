@@ -106,6 +106,10 @@ CHUNKS = st.lists(
         ),  # fmt: skip
         st.just({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
         st.just({"error": {"message": "boom", "type": "server_error"}}),
+        st.builds(lambda c: {"choices": c}, VALUES | st.lists(VALUES, max_size=2)),
+        st.builds(lambda d, f, u: {"choices": [{"delta": d, "finish_reason": f, "usage": u}], "usage": u},
+                  VALUES, VALUES, VALUES),  # fmt: skip
+        st.builds(lambda e: {"error": e}, VALUES),
         VALUES,
     ),
     max_size=12,
