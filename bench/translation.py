@@ -71,8 +71,9 @@ def native_messages_stream(chunks: int) -> list[bytes]:
              "usage": {"input_tokens": 12, "output_tokens": 1}}}  # fmt: skip
     body = [event("message_start", start) + event("content_block_start", {"type": "content_block_start", "index": 0,
             "content_block": {"type": "text", "text": ""}})]  # fmt: skip
-    body += [event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "text_delta", "text": TOKENS[i % len(TOKENS)]}}) for i in range(chunks - 2)]  # fmt: skip
+    for i in range(chunks - 2):
+        delta = {"type": "text_delta", "text": TOKENS[i % len(TOKENS)]}
+        body.append(event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
     body.append(event("content_block_stop", {"type": "content_block_stop", "index": 0})
                 + event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
                         "stop_sequence": None}, "usage": {"output_tokens": chunks}})
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps({"command": command, "facts": facts, "rows": rows}, indent=1))
-        (args.out / "README.md").write_text(f"# Translation cost per chunk\n\n`{command.strip()}`\n\n{facts}\n\n{table}\n")
+        readme = f"# Translation cost per chunk\n\n`{command.strip()}`\n\n{facts}\n\n{table}\n"
+        (args.out / "README.md").write_text(readme)
     return 0
 
 
