@@ -81,33 +81,26 @@ def native_messages_stream(chunks: int) -> list[bytes]:
     return body
 
 
-def relay_chat(reads: list[bytes]) -> int:
-    splitter = EventSplitter()
-    out = 0
-    for data in reads:
-        events, whole = splitter.feed_whole(data)
-        for event in events:
-            if not well_formed(event):
-                raise AssertionError(event)
-        out += len(whole)
-    return out
+def relayed(usage: bool) -> Callable[[list[bytes]], int]:
+    """The relay's pass-through of each read, as ``stream/_relay.py`` does it; ``usage``: a native Messages
+    stream's usage read too."""
 
+    def relay(reads: list[bytes]) -> int:
+        splitter = EventSplitter()
+        reader = MessagesUsageReader()
+        out = 0
+        for data in reads:
+            events, whole = splitter.feed_whole(data)
+            for event in events:
+                if not well_formed(event):
+                    raise AssertionError(event)
+                if usage and (payload := event_data(event)) is not None:
+                    reader.feed(payload)
+            out += len(whole)
+        assert reader.usage is not None or not usage
+        return out
 
-def relay_native_messages(reads: list[bytes]) -> int:
-    splitter = EventSplitter()
-    usage = MessagesUsageReader()
-    out = 0
-    for data in reads:
-        events, whole = splitter.feed_whole(data)
-        for event in events:
-            if not well_formed(event):
-                raise AssertionError(event)
-            payload = event_data(event)
-            if payload is not None:
-                usage.feed(payload)
-        out += len(whole)
-    assert usage.usage is not None
-    return out
+    return relay
 
 
 def translated(make: Callable[[], MessagesStream | ResponsesStream]) -> Callable[[list[bytes]], int]:
@@ -128,10 +121,10 @@ def translated(make: Callable[[], MessagesStream | ResponsesStream]) -> Callable
 
 
 PATHS: dict[str, Callable[[list[bytes]], int]] = {
-    "chat": relay_chat,
+    "chat": relayed(usage=False),
     "messages": translated(lambda: MessagesStream(MESSAGES)),
     "responses": translated(lambda: ResponsesStream(RESPONSES)),
-    "messages-native": relay_native_messages,
+    "messages-native": relayed(usage=True),
 }
 
 

@@ -114,12 +114,8 @@ def _assistant(blocks: list[tuple[str, dict[str, Any]]], out: list[dict[str, Any
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
     for path, block in blocks:
-        kind = block.get("type")
-        if kind not in ("text", "thinking", "tool_use"):
-            _refuse_block(path, block, "assistant")
-        refuse_fields(block, _BLOCK_FIELDS[kind], path, _WHY)
+        kind = _kind(path, block, "assistant", ("text", "thinking", "tool_use"))
         if kind == "text":
-            _no_citations(block, path)
             text.append(block["text"])
         elif kind == "thinking":
             reasoning.append(block["thinking"])
@@ -141,10 +137,7 @@ def _user(blocks: list[tuple[str, dict[str, Any]]], calls: list[str], out: list[
     images: list[dict[str, Any]] = []  # from tool results: they follow the tool messages
     answered: set[str] = set()
     for path, block in blocks:
-        kind = block.get("type")
-        if kind not in ("text", "image", "tool_result"):
-            _refuse_block(path, block, "user")
-        refuse_fields(block, _BLOCK_FIELDS[kind], path, _WHY)
+        kind = _kind(path, block, "user", ("text", "image", "tool_result"))
         if kind == "tool_result":
             call_id = block["tool_use_id"]
             if call_id not in calls:
@@ -154,7 +147,6 @@ def _user(blocks: list[tuple[str, dict[str, Any]]], calls: list[str], out: list[
             content = _tool_result(block, path, images)
             out.append({"role": "tool", "tool_call_id": call_id, "content": content})
         elif kind == "text":
-            _no_citations(block, path)
             parts.append({"type": "text", "text": block["text"]})
         else:
             parts.append(_image(block, path))
@@ -178,16 +170,10 @@ def _tool_result(block: dict[str, Any], path: str, images: list[dict[str, Any]])
         texts = []
         for k, inner in enumerate(content):
             inner_path = f"{path}.content.{k}"
-            kind = inner.get("type")
-            if kind == "text":
-                refuse_fields(inner, _BLOCK_FIELDS["text"], inner_path, _WHY)
-                _no_citations(inner, inner_path)
+            if _kind(inner_path, inner, "tool_result", ("text", "image")) == "text":
                 texts.append(inner["text"])
-            elif kind == "image":
-                refuse_fields(inner, _BLOCK_FIELDS["image"], inner_path, _WHY)
-                images.append(_image(inner, inner_path))
             else:
-                _refuse_block(inner_path, inner, "tool_result")
+                images.append(_image(inner, inner_path))
         text = SEPARATOR.join(texts)
     if block.get("is_error"):
         return f"Error: {text}" if text else "Error"
@@ -207,16 +193,22 @@ def _image(block: dict[str, Any], path: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def _kind(path: str, block: dict[str, Any], where: str, allowed: tuple[str, ...]) -> str:
+    """The block's type, once it is one that ``where`` may hold here and it has no field that cannot be sent."""
+    kind = block.get("type")
+    if kind not in allowed:
+        _refuse_block(path, block, where)
+    refuse_fields(block, _BLOCK_FIELDS[kind], path, _WHY)
+    if kind == "text" and block.get("citations"):
+        raise untranslatable(f"{path}.citations", _WHY)
+    return kind
+
+
 def _no_calls(unanswered: list[str]) -> None:
     if unanswered:
         raise untranslatable("messages", "tool_use ids were found without tool_result blocks immediately after: "
                              f"{', '.join(unanswered)}. Each tool_use block must have a corresponding tool_result "
                              "block in the next message.")  # fmt: skip
-
-
-def _no_citations(block: dict[str, Any], path: str) -> None:
-    if block.get("citations"):
-        raise untranslatable(f"{path}.citations", _WHY)
 
 
 def _refuse_block(path: str, block: dict[str, Any], where: str) -> str:

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from proxy.protocol import InvalidRequest
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -46,3 +50,11 @@ def run(translator: Any, name: str, *, end: bool = True) -> bytes:
     """Everything ``translator`` writes for the fixture stream ``name``, fed one event at a time."""
     out = b"".join(translator.feed(p) for p in payloads(name))
     return out + translator.end() if end else out
+
+
+def refused(call: Any, *args: Any, **kwargs: Any) -> InvalidRequest:
+    """The 400 that ``call`` refuses with."""
+    with pytest.raises(InvalidRequest) as info:
+        call(*args, **kwargs)
+    assert info.value.status == 400
+    return info.value

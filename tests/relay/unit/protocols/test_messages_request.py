@@ -12,7 +12,7 @@ from proxy.protocol import InvalidRequest
 from proxy.protocol.messages import check_messages_request, messages_to_chat, parse_messages_request
 
 from .canned import canned_server
-from .corpus import load, raw
+from .corpus import load, raw, refused
 
 BASE = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -23,10 +23,7 @@ def translate(**fields) -> dict:
 
 
 def refusal(**fields) -> InvalidRequest:
-    with pytest.raises(InvalidRequest) as info:
-        translate(**fields)
-    assert info.value.status == 400
-    return info.value
+    return refused(translate, **fields)
 
 
 def test_the_fixture_request_translates_to_the_chat_request_written_from_the_references():

@@ -15,7 +15,7 @@ from proxy.protocol.responses import (
 )
 
 from .canned import canned_server
-from .corpus import load, raw
+from .corpus import load, raw, refused
 
 BASE = {"model": "m", "input": "hi"}
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
@@ -26,10 +26,7 @@ def translate(**fields) -> dict:
 
 
 def refusal(**fields) -> InvalidRequest:
-    with pytest.raises(InvalidRequest) as info:
-        translate(**fields)
-    assert info.value.status == 400
-    return info.value
+    return refused(translate, **fields)
 
 
 def test_the_fixture_request_translates_to_the_chat_request_written_from_the_references():

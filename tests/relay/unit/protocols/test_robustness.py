@@ -4,6 +4,7 @@ events: generated mutations of the fixture requests and generated chat chunks, t
 import copy
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,22 +54,19 @@ def mutate(data, body: dict) -> dict:
     return body
 
 
+@pytest.mark.parametrize(
+    "fixture, check, translate",
+    [
+        ("messages_tools.request.json", check_messages_request, messages_to_chat),
+        ("responses_tools.request.json", check_responses_request, responses_to_chat),
+    ],
+)
 @settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_a_mutated_messages_request_is_translated_or_refused(data):
-    body = mutate(data, load("messages_tools.request.json"))
+@given(data=st.data())
+def test_a_mutated_request_is_translated_or_refused(fixture, check, translate, data):
+    body = mutate(data, load(fixture))
     try:
-        json.dumps(messages_to_chat(check_messages_request(body)))
-    except InvalidRequest as exc:
-        assert exc.status == 400
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_a_mutated_responses_request_is_translated_or_refused(data):
-    body = mutate(data, load("responses_tools.request.json"))
-    try:
-        json.dumps(responses_to_chat(check_responses_request(body)))
+        json.dumps(translate(check(body)))
     except InvalidRequest as exc:
         assert exc.status == 400
 
