@@ -1,16 +1,20 @@
 """The gateway's limits and upstream health, counted in a store: this worker's memory, or a Redis shared by every
 worker and instance (``--state``); client keys' limits (rpm, tpm, concurrent, budget) checked against it."""
 
+from ._charge import DEFAULT_RESERVE_TOKENS, Charge
 from ._client import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._failover import FailoverStore
 from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
+from ._tokens import TokenHold, TokenWindow
 
 __all__ = [
     "Admission",
+    "Charge",
     "ClientKey",
     "ClientLimits",
+    "DEFAULT_RESERVE_TOKENS",
     "FailoverStore",
     "KeysFileError",
     "LocalStore",
@@ -18,6 +22,8 @@ __all__ = [
     "Refusal",
     "Store",
     "StoreUnavailable",
+    "TokenHold",
+    "TokenWindow",
     "Window",
     "defaults",
     "openai_duration",
