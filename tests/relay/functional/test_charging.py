@@ -19,7 +19,7 @@ import trio
 import proxy.server
 from proxy.limits import LocalStore
 from tests.conftest import start_relay
-from tests.support.scripted import ScriptedServer
+from tests.support.scripted import ScriptedServer, read_request
 
 KEY = "mr-web-0123456789"
 OTHER = "mr-other-012345678"
@@ -53,20 +53,10 @@ class Upstream(ScriptedServer):
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            target, body = b"", b""
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Request):
-                    target = event.target
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
+            request = await read_request(conn, stream)
+            if request is None:
+                return
+            target, body = request[0].target, request[1]
             self.requests.append((target, body))
             self.arrived.set()
             answer = self.answer(target, body)

@@ -53,67 +53,70 @@ def test_the_charge_when_the_call_ends():
     assert charge(False).tokens() == 320  # not streamed, no usage: the whole reserve
 
 
-async def admitted(limits: ClientLimits, k: ClientKey):
-    got = await limits.admit(k)
-    assert not isinstance(got, Refusal)
-    return got
+class Minute:
+    """A key with ``tpm=1000`` admitted ``at`` seconds into a minute of a LocalStore on trio's virtual clock."""
+
+    def __init__(self, store: LocalStore, limits: ClientLimits, k: ClientKey) -> None:
+        self.store, self.limits, self.key = store, limits, k
+
+    async def admitted(self):
+        got = await self.limits.admit(self.key)
+        assert not isinstance(got, Refusal)
+        return got
+
+    async def used(self) -> int:
+        return (await self.store.used(f"key:{self.key.id}:tpm", 60))[0]
+
+
+async def minute(mock_clock, at: float, **limits) -> Minute:
+    store = LocalStore(lambda: MINUTE_START + trio.current_time())
+    mock_clock.jump(at)
+    return Minute(store, ClientLimits(store, 60), key(**{"tpm": 1000, **limits}))
 
 
 async def test_the_reserve_is_held_at_once_and_refused_when_the_window_is_full(mock_clock):
-    store = LocalStore(lambda: MINUTE_START + trio.current_time())
-    limits = ClientLimits(store, 60)
-    k = key(tpm=1000, budget=5000, budget_s=3600)
-    mock_clock.jump(10)
-    holds = [await admitted(limits, k) for _ in range(6)]  # all admitted while nothing is charged yet
-    verdicts = [await limits.reserve(a, 300) for a in holds]
+    m = await minute(mock_clock, 10, budget=5000, budget_s=3600)
+    holds = [await m.admitted() for _ in range(6)]  # all admitted while nothing is charged yet
+    verdicts = [await m.limits.reserve(a, 300) for a in holds]
     assert [v is None for v in verdicts] == [True] * 4 + [False] * 2  # 0, 300, 600, 900 < 1000; then full
     refused = verdicts[4]
     assert refused.limit == "tpm" and refused.headers["retry-after"] == "50"
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
-    assert await store.used(f"key:{k.id}:tpm", 60) == (1200, 50)  # the refused reserves were taken back
-    assert (await store.used(f"key:{k.id}:budget:3600", 3600))[0] == 1200
+    assert await m.store.used(f"key:{m.key.id}:tpm", 60) == (1200, 50)  # the refused reserves were taken back
+    assert (await m.store.used(f"key:{m.key.id}:budget:3600", 3600))[0] == 1200
     for a, tokens in zip(holds, (10, 20, 30, 40, 0, 0), strict=True):
         await a.settle(tokens)  # each charge replaces its reserve
-    assert (await store.used(f"key:{k.id}:tpm", 60))[0] == 100
-    assert (await store.used(f"key:{k.id}:budget:3600", 3600))[0] == 100
+    assert await m.used() == 100
+    assert (await m.store.used(f"key:{m.key.id}:budget:3600", 3600))[0] == 100
 
 
 async def test_a_charge_settled_in_a_later_window_goes_there_whole(mock_clock):
-    store = LocalStore(lambda: MINUTE_START + trio.current_time())
-    limits = ClientLimits(store, 60)
-    k = key(tpm=1000)
-    mock_clock.jump(30)
-    hold = await admitted(limits, k)
-    assert await limits.reserve(hold, 400) is None
+    m = await minute(mock_clock, 30)
+    hold = await m.admitted()
+    assert await m.limits.reserve(hold, 400) is None
     mock_clock.jump(40)  # the next minute: the reserve stays in the one that ended
     await hold.settle(250)
-    assert (await store.used(f"key:{k.id}:tpm", 60))[0] == 250
+    assert await m.used() == 250
 
 
 async def test_near_a_windows_end_a_reserve_is_never_taken_back(mock_clock):
     """Within EDGE_S of the end the store may already be in the next window: a take-back there could drive that one
     below what it holds, so the reserve stays (counted over, never under)."""
-    store = LocalStore(lambda: MINUTE_START + trio.current_time())
-    limits = ClientLimits(store, 60)
-    k = key(tpm=1000)
-    mock_clock.jump(60 - EDGE_S / 2)
-    hold = await admitted(limits, k)
-    assert await limits.reserve(hold, 400) is None
+    m = await minute(mock_clock, 60 - EDGE_S / 2)
+    hold = await m.admitted()
+    assert await m.limits.reserve(hold, 400) is None
     await hold.settle(250)
-    assert (await store.used(f"key:{k.id}:tpm", 60))[0] == 650  # the reserve and the charge, until the minute ends
+    assert await m.used() == 650  # the reserve and the charge, until the minute ends
     mock_clock.jump(EDGE_S)
-    assert (await store.used(f"key:{k.id}:tpm", 60))[0] == 0
+    assert await m.used() == 0
 
 
 async def test_a_settle_twice_and_a_reserve_of_nothing_change_nothing(mock_clock):
-    store = LocalStore(lambda: MINUTE_START + trio.current_time())
-    limits = ClientLimits(store, 60)
-    k = key(tpm=1000)
-    mock_clock.jump(5)
-    hold = await admitted(limits, k)
-    assert await limits.reserve(hold, 0) is None
-    assert (await store.used(f"key:{k.id}:tpm", 60))[0] == 0
-    assert await limits.reserve(hold, 100) is None
+    m = await minute(mock_clock, 5)
+    hold = await m.admitted()
+    assert await m.limits.reserve(hold, 0) is None
+    assert await m.used() == 0
+    assert await m.limits.reserve(hold, 100) is None
     await hold.settle(None)  # nothing charged: the reserve is given back
     await hold.settle(70)  # a second settle adds its tokens, takes no reserve back twice
-    assert (await store.used(f"key:{k.id}:tpm", 60))[0] == 70
+    assert await m.used() == 70
