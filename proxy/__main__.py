@@ -24,6 +24,8 @@ _HELP = {
     "key_tpm": "default tokens per minute of every client key (from the responses' usage); 0 = none",
     "key_concurrent": "default requests in flight at once per client key; 0 = none",
     "key_budget": "default token budget per client key and period, e.g. 1000000/1d (h, d, Nh, Nd); 0 = none",
+    "key_reserve_tokens": "output tokens a request of a key with tpm or budget reserves while in flight when it "
+    "names no max_tokens",
     "upstream": "base URL of the OpenAI-compatible upstream, ending in /v1",
     "upstream_key_env": "environment variable that holds the upstream API key",
     "upstream_ca_file": "PEM file of a private CA for an https upstream (verification stays on)",

@@ -56,6 +56,8 @@ class Settings:
     key_tpm: int = 0  # tokens per minute (the usage responses report)
     key_concurrent: int = 0  # requests in flight at once
     key_budget: str = "0"  # tokens per period: "1000000/1d" (h, d, Nh or Nd; epoch-aligned windows)
+    # Output tokens a request with tpm or budget reserves when it names no max_tokens (docs/reference.md)
+    key_reserve_tokens: int = 1024
     max_streams: int = 0  # in-flight chat requests per worker; 0 = unlimited; beyond it 429 at once
     retries: int = 1  # extra attempts before the first byte, for connect errors and 429/502/503 only
     retry_max_wait_s: float = 5.0  # longest backoff; a longer Retry-After is relayed instead of waited out

@@ -2,7 +2,8 @@
 ``max_concurrent``), draining, and who to interrupt.
 
 A request is admitted in the view, after it validated, and released when its ASGI call returns
-(:class:`proxy.observability.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
+(:class:`proxy.observability.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`; a client
+key's admission is settled there too):
 that is when the last byte went out *or* the client left (quart-trio cancels the call on
 disconnect), whatever happened in between. Releasing there instead of in the body's ``aclose``
 also covers a response that was never iterated, and costs nothing per chunk. Its concurrency slots (the
@@ -52,7 +53,14 @@ class Streams:
         state.body = body
 
     async def release(self, state: RequestState) -> None:
-        """Give back what the call holds. Runs as the call ends, cancelled or not (a client that left)."""
+        """Give back what the call holds. Runs as the call ends, cancelled or not (a client that left). A client
+        key's admission is settled: its slot back (if :meth:`give_back` did not already), its charge
+        (proxy/limits/_charge.py) in place of its reserve (shielded)."""
+        admission = state.client
+        if admission is not None:
+            state.client = None
+            charge = state.charge
+            await admission.settle(charge.tokens() if charge is not None else None)
         body = state.body
         if body is not None:
             state.body = None

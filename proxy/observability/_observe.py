@@ -8,7 +8,7 @@ readiness, CORS and the demo page.
                 metrics when the call returns — the last byte went out or the client left.
 
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
-body's tail, kept for usage); clocks are read twice per request (response start, first chunk). A
+body's tail, kept for the log's usage); clocks are read twice per request (response start, first chunk). A
 streamed body that writes its chunks straight to the socket (:func:`proxy.serving.current_writer`) bypasses
 ``send``; it reports each chunk to the request's :class:`Tap` (``RequestState.tap``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
@@ -247,7 +247,6 @@ class Observer:
         state = scope[STATE] = RequestState()
         budget = StoreBudget(self.settings.state_timeout_s)  # what this call may wait on the --state Redis
         entered = budget.enter()
-        tokens = None
         try:
             method: str = scope["method"]
             path: str = scope["path"]
@@ -287,24 +286,19 @@ class Observer:
                 if tap.streamed and metrics is not None:
                     metrics.in_flight.dec()
                 try:
-                    tokens = self._finish(state, method, path, rid, authorization, started, tap)
+                    self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
             budget.ending()
-            admission = state.client
-            if admission is not None:  # a client key with limits: its slot back, its tokens counted (shielded)
-                state.client = None
-                await admission.settle(tokens)
-            if streams is not None:
+            if streams is not None:  # the relay's slots back, a client key's admission settled (proxy.app)
                 await streams.leave(state)
             budget.leave(entered)
 
     def _finish(
         self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
-    ) -> int | None:
-        """After the call: parse what is worth parsing once, write the line, add to the metrics; the tokens the
-        response's usage reported (for the client key's limits)."""
+    ) -> None:
+        """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
         status, head_ns, first_ns, streamed, content_type = (
             tap.status,
@@ -332,19 +326,21 @@ class Observer:
         )
         if path in CHAT_PATHS:
             rec.model = state.model or self.settings.default_model
-        kind = tokens = None
+        kind = None
         if state.client is not None:
             rec.extra["key_name"] = state.client.key.label
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
-            tokens = found.total_tokens
             if path in CHAT_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+        usage = state.meter.usage if state.meter is not None else None
+        if usage is not None:  # what the relay read as the body went by (a key that counts tokens): the whole body
+            rec.prompt_tokens, rec.completion_tokens = usage.prompt, usage.completion
         limited = state.limited
         if limited is not None:  # refused by the client key's limits: the relay's answer, not an upstream error
             kind = None
@@ -364,7 +360,6 @@ class Observer:
                 self.metrics.client_write_timeouts.inc()
             if limited is not None:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
-        return tokens
 
 
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
