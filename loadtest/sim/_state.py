@@ -109,6 +109,16 @@ class SimServer:
     downloads_cut: int = 0  # downloads whose client left before the last part
     files: dict[str, int] = field(default_factory=dict)  # uploaded file id -> size in bytes
 
+    @property
+    def root(self) -> str:
+        """The server's origin, ``scheme://host:port``: an Anthropic client's base URL for ``/v1/messages``."""
+        return self.url.removesuffix("/v1")
+
+    @property
+    def anthropic_url(self) -> str:
+        """The Messages base URL under Moonshot's path (``/anthropic``), as Kimi's Anthropic endpoint is given."""
+        return self.root + "/anthropic"
+
 
 class Sim:
     """What every request handler of one serving process is given: settings, counters, the shared timer."""

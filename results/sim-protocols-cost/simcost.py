@@ -1,0 +1,145 @@
+"""The simulated upstream's own CPU per streamed chunk, route by route: chat completions, Anthropic Messages and
+OpenAI Responses (text, and tool calls), against one sim process, the variants alternating within each round.
+
+    flock /tmp/moonrelay-measure.lock .venv/bin/python results/sim-protocols-cost/simcost.py \
+        [--concurrency 200] [--requests 1000] [--chunks 50] [--rounds 3] [--variants chat,messages,...]
+
+CPU per chunk = the sim process's user+system seconds while one variant's requests run / (requests x chunks): a
+"chunk" is one timed send (one token's event, or one piece of a tool call's arguments), so the routes compare at
+the same token rate; per-request work (parsing, building the answer, the extra events a protocol sends around
+the content) is included. The client is a bare trio socket reader (no HTTP parser, no SSE parsing): it writes the
+request, reads until the chunked terminator and closes, so it costs the sim nothing a real client would not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+import psutil
+import trio
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MESSAGES = [{"role": "user", "content": "Tell me about the far side of the moon, briefly."}]
+TOOL = {"name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                       "required": ["city", "days"]}}
+
+
+def variants(chunks: int) -> dict[str, tuple[str, dict]]:
+    """name -> (path, body). Tool variants stream their arguments in ``chunks`` pieces (``sim_tool_pieces``)."""
+    chat = {"model": "moonshot-v1-8k", "messages": MESSAGES, "stream": True, "sim_chunks": chunks}
+    messages = {"model": "kimi-k2", "max_tokens": 4096, "messages": MESSAGES, "stream": True, "sim_chunks": chunks}
+    responses = {"model": "gpt-sim", "input": MESSAGES[0]["content"], "stream": True, "sim_chunks": chunks}
+    forced = {"sim_tool_pieces": chunks}
+    return {
+        "chat": ("/v1/chat/completions", chat),
+        "messages": ("/v1/messages", messages),
+        "responses": ("/v1/responses", responses),
+        "chat-tool": ("/v1/chat/completions", {**chat, **forced, "tools": [{"type": "function", "function": TOOL}],
+                                               "tool_choice": "required"}),
+        "messages-tool": ("/v1/messages", {**messages, **forced, "tools": [
+            {"name": TOOL["name"], "description": TOOL["description"], "input_schema": TOOL["parameters"]}],
+            "tool_choice": {"type": "any"}}),
+        "responses-tool": ("/v1/responses", {**responses, **forced, "tools": [{"type": "function", **TOOL}],
+                                             "tool_choice": "required"}),
+    }
+
+
+async def one(host: str, port: int, request: bytes) -> int:
+    """One streaming request; returns the body bytes read (roughly: everything after the head)."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(request)
+        tail = b""
+        total = 0
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise RuntimeError("connection closed before the end of the stream")
+            total += len(data)
+            tail = (tail + data)[-7:]
+            if tail.endswith(b"\r\n0\r\n\r\n"[-7:]):
+                return total
+
+
+async def load(host: str, port: int, request: bytes, concurrency: int, requests: int) -> int:
+    left = requests
+    total = 0
+
+    async def worker() -> None:
+        nonlocal left, total
+        while left > 0:
+            left -= 1
+            size = await one(host, port, request)
+            total += size
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    return total
+
+
+def start_sim(chunks: int) -> tuple[subprocess.Popen, str, int]:
+    args = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0.05",
+            "--interval", "0.01", "--chunks", str(chunks)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "sim listening on " in line:
+            url = line.split("sim listening on ", 1)[1].split()[0]
+            host, port = url.removeprefix("http://").removesuffix("/v1").rsplit(":", 1)
+            return proc, host, int(port)
+    raise SystemExit("the sim did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--chunks", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(variants(1)))
+    args = parser.parse_args()
+    table = variants(args.chunks)
+    names = args.variants.split(",")
+    sim, host, port = start_sim(args.chunks)
+    proc = psutil.Process(sim.pid)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    sizes: dict[str, int] = {}
+    try:
+        for _ in range(args.rounds):
+            for name in names:
+                path, body = table[name]
+                payload = json.dumps(body).encode()
+                request = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+                           f"x-api-key: k\r\ncontent-length: {len(payload)}\r\n\r\n").encode() + payload
+                before = proc.cpu_times()
+                total = trio.run(load, host, port, request, args.concurrency, args.requests)
+                after = proc.cpu_times()
+                cpu = (after.user + after.system) - (before.user + before.system)
+                per_chunk_us = cpu / (args.requests * args.chunks) * 1e6
+                results[name].append(per_chunk_us)
+                sizes[name] = total // args.requests
+                print(f"{name}: {per_chunk_us:.2f} us/chunk ({sizes[name]} bytes per response)", flush=True)
+    finally:
+        sim.terminate()
+        sim.wait()
+    base = statistics.median(results[names[0]])
+    print(f"\npython {platform.python_version()}, {os.cpu_count()} cores; concurrency {args.concurrency}, "
+          f"{args.requests} requests x {args.chunks} chunks per variant, {args.rounds} rounds")
+    print(f"| variant | µs/chunk per round | median | vs {names[0]} | bytes per response |")
+    print("|---|---|---:|---:|---:|")
+    for name in names:
+        values = results[name]
+        median = statistics.median(values)
+        rounds = ", ".join(f"{v:.2f}" for v in values)
+        print(f"| {name} | {rounds} | {median:.2f} | {median / base:.2f} | {sizes[name]} |")
+
+
+if __name__ == "__main__":
+    main()
