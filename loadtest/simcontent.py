@@ -278,8 +278,8 @@ def tool_arguments(schema: object, digest: bytes, *, min_length: int = 0) -> str
     value (not an ``enum``) grows by words until it is long enough.
     """
     rng = random.Random(digest + b"tool")
-    schema = schema if isinstance(schema, Mapping) else {"type": "object"}
-    value = _fit(schema, rng, 0)
+    schema = schema if isinstance(schema, Mapping) else {}
+    value = _fit({"type": "object", **schema}, rng, 0)  # arguments are an object, whether the schema says so or not
     if not isinstance(value, dict):
         value = {"value": value}
     text = dumps(value).decode()
@@ -376,28 +376,28 @@ def chat_events(
     of the arguments piece by piece); the first delta has ``role``. The final event has ``finish_reason`` (``stop``,
     ``length`` or ``tool_calls``) and Moonshot's ``usage`` inside ``choices[0]``; with ``include_usage`` the final
     event has no usage and one more event carries it at the top level, as OpenAI sends it.
+
+    Bytes from templates: the chunk's skeleton is serialised once, each delta's text once.
     """
-    deltas: list[dict] = [{"reasoning_content": piece} for piece in answer.reasoning]
-    deltas += [{"content": piece} for piece in answer.text]
+    deltas = [b'{"reasoning_content":%b}' % dumps(piece) for piece in answer.reasoning]
+    deltas += [b'{"content":%b}' % dumps(piece) for piece in answer.text]
     call = answer.tool
     if call is not None:
-        function = {"name": call.name, "arguments": call.pieces[0]}
-        deltas.append({"tool_calls": [{"index": 0, "id": tool_id, "type": "function", "function": function}]})
-        deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in call.pieces[1:]]
+        deltas.append(b'{"tool_calls":[{"index":0,"id":%b,"type":"function","function":{"name":%b,"arguments":%b}}]}'
+                      % (dumps(tool_id), dumps(call.name), dumps(call.pieces[0])))
+        deltas += [b'{"tool_calls":[{"index":0,"function":{"arguments":%b}}]}' % dumps(p) for p in call.pieces[1:]]
     if deltas:
-        deltas[0] = {"role": "assistant", **deltas[0]}
+        deltas[0] = b'{"role":"assistant",' + deltas[0][1:]
     of = len(deltas) + (2 if include_usage else 1)
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
-    events = [
-        _stamped({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}, k, of, sse=True)
-        for k, delta in enumerate(deltas)
-    ]
+    base = dumps({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model})[:-1]
+    head = base + b',"choices":[{"index":0,"delta":'
+    events = [stamped(head + delta + b',"finish_reason":null}]', k, of) for k, delta in enumerate(deltas)]
     final: dict = {"index": 0, "delta": {}, "finish_reason": _FINISH[answer.stop]}
     if not include_usage:
         final["usage"] = _chat_usage(answer)
-    events.append(_stamped({**base, "choices": [final]}, len(deltas), of, sse=True))
+    events.append(stamped(base + b',"choices":[' + dumps(final) + b"]", len(deltas), of))
     if include_usage:
-        events.append(_stamped({**base, "choices": [], "usage": _chat_usage(answer)}, len(deltas) + 1, of, sse=True))
+        events.append(stamped(base + b',"choices":[],"usage":' + dumps(_chat_usage(answer)), len(deltas) + 1, of))
     return events
 
 

@@ -3,10 +3,11 @@
 Defaults come from :class:`~loadtest.sim._config.SimConfig`, then ``X-Sim-*`` headers, then ``sim_*`` body
 fields (the body wins). Faults (``sim_fault`` / ``X-Sim-Fault``):
 
-- ``status:N``: answer status N with Moonshot's error body instead of a completion;
+- ``status:N``: answer status N with the protocol's error body instead of an answer;
 - ``stall``: never answer; ``headers-then-stall``: send the response head, then nothing;
-- ``drop:K``: close the connection abruptly before content chunk K (no final chunk, no ``[DONE]``);
-- ``malformed:K``: content chunk K is not JSON;
+- ``drop:K``: close the connection abruptly before timed send K (content chunk K in chat: no final chunk, no
+  ``[DONE]``);
+- ``malformed:K``: event K of the stream is not JSON (in chat, content chunk K);
 - ``drip``: every chunk in pieces of at most 7 bytes, spread over the interval;
 - ``error:K``: instead of content chunk K, the protocol's error event (chat ``data: {"error": ...}``, Messages
   ``event: error`` with ``overloaded_error``, Responses ``response.failed``), then the end of the body.
@@ -21,12 +22,12 @@ so, ``finish_reason`` ``length``), the way benchmark servers run with ``ignore_e
 length distribution reaches the wire; an explicit ``sim_chunks`` / ``X-Sim-Chunks`` wins over it.
 
 What the answer holds: ``sim_reasoning: N`` puts N tokens of reasoning before the text (chat
-``reasoning_content``, Messages a ``thinking`` block); ``sim_tool_call`` (true, or a tool's name) makes the answer
-end with a call of one of the request's tools (the first, or the one named) even where its ``tool_choice`` lets the
-model choose; ``sim_tool_pieces: N`` streams the call's arguments in N pieces. A ``tool_choice`` that demands a call
-makes one without ``sim_tool_call`` (:mod:`loadtest.sim._tools`).
+``reasoning_content``, Messages a ``thinking`` block, Responses a ``reasoning`` item); ``sim_tool_call`` (true,
+or a tool's name) makes the answer end with a call of one of the request's tools (the first, or the one named)
+even where its ``tool_choice`` lets the model choose; ``sim_tool_pieces: N`` streams the call's arguments in N
+pieces. A ``tool_choice`` that demands a call makes one without ``sim_tool_call`` (:mod:`loadtest.sim._tools`).
 
-The behaviours live inline in the chat handler's send loop (:mod:`loadtest.sim._chat`), so a request
+The behaviours live inline in the send loop (:mod:`loadtest.sim._stream`), so a request
 without a fault pays one comparison per chunk and no call.
 """
 

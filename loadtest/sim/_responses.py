@@ -60,6 +60,9 @@ def _prompt(body: Mapping) -> list:
         items = [{"role": "user", "content": items}]
     elif not isinstance(items, list):
         raise BadRequest("input: a string or a list of input items is required")
+    limit = body.get("max_output_tokens")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise BadRequest(f"max_output_tokens: must be a positive integer, got {limit!r}")
     if body.get("previous_response_id") is not None:
         raise BadRequest(f"Previous response with id {body['previous_response_id']!r} not found.")
     messages = [{"role": "system", "content": body["instructions"]}] if isinstance(body.get("instructions"), str) \

@@ -1,8 +1,9 @@
 """The sim's server: the listening socket, one task per connection, requests read with h11 and routed.
 
-A connection task reads a request, routes it (chat, models, pass-through, the ``/sim/*`` control endpoints)
-and runs its handler in the same task; keep-alive connections loop. Only a chat response in progress adds a
-second task (its EOF watch, :mod:`loadtest.sim._chat`).
+A connection task reads a request, routes it (chat, Messages, Responses, models, pass-through, the ``/sim/*``
+control endpoints) and runs its handler in the same task; keep-alive connections loop. Only an answer in progress
+adds a second task (its EOF watch, :mod:`loadtest.sim._stream`). Keys, plans and refusals are handled here once for
+the three answering routes, each refusal in its route's own shape.
 """
 
 from __future__ import annotations

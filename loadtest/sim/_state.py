@@ -1,8 +1,8 @@
 """What a running sim counts and shows, and what its request handlers share.
 
-:class:`SimStats` counts chat requests (one process; :class:`SharedSimStats` keeps the counts of the
-CLI's worker processes in shared memory); :class:`SimServer` is what ``serve_sim`` reports when it
-listens; :class:`Sim` is the state every handler of one serving process is given.
+:class:`SimStats` counts answered requests, chat, Messages and Responses (one process;
+:class:`SharedSimStats` keeps the counts of the CLI's worker processes in shared memory); :class:`SimServer` is
+what ``serve_sim`` reports when it listens; :class:`Sim` is the state every handler of one serving process is given.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _COUNTERS = ("started", "completed", "cancelled", "open")
 
 
 class SimStats:
-    """Counters of chat requests: started, completed, cancelled (client left first), open (in progress).
+    """Counters of answered requests: started, completed, cancelled (client left first), open (in progress).
 
     Every started request ends as exactly one of completed or cancelled.
     """

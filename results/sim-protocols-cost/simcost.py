@@ -2,7 +2,12 @@
 OpenAI Responses (text, and tool calls), against one sim process, the variants alternating within each round.
 
     flock /tmp/moonrelay-measure.lock .venv/bin/python results/sim-protocols-cost/simcost.py \
-        [--concurrency 200] [--requests 1000] [--chunks 50] [--rounds 3] [--variants chat,messages,...]
+        [--concurrency 200] [--requests 1000] [--chunks 50] [--rounds 3] [--variants chat,messages,...] [--pure]
+
+``--pure``: no sockets; the protocol's own work alone, in this process: building the answer from the request
+(``route.reply``: plan, content, every event's bytes) and rendering every timed send as the send loop does
+(``bytes.join`` around a stamp), per chunk, best of ``--rounds`` (``time.process_time``). What the sockets, the
+timer and the HTTP framing add is the same for every route; the end-to-end run shows it.
 
 CPU per chunk = the sim process's user+system seconds while one variant's requests run / (requests x chunks): a
 "chunk" is one timed send (one token's event, or one piece of a tool call's arguments), so the routes compare at
@@ -85,6 +90,38 @@ async def load(host: str, port: int, request: bytes, concurrency: int, requests:
     return total
 
 
+def pure(table: dict, names: list[str], chunks: int, rounds: int, requests: int) -> None:
+    """Per chunk: ``route.reply`` + every send's render, best of ``rounds`` runs of ``requests`` requests."""
+    import random
+    import time
+
+    from loadtest.sim import SimConfig, make_plan
+    from loadtest.sim._server import ROUTES
+    from loadtest.sim._stream import batches
+
+    class Sim:
+        rng = random.Random(1)
+
+    config = SimConfig(chunks=chunks)
+    print(f"| variant | µs/chunk, best of {rounds} | vs {names[0]} | events per response |")
+    print("|---|---:|---:|---:|")
+    base = None
+    for name in names:
+        path, body = table[name]
+        route = ROUTES[path]
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.process_time()
+            for _ in range(requests):
+                plan = make_plan(config, body, {}, route.LENGTH_KEYS)
+                reply = route.reply(Sim, body, plan)
+                for parts in batches(reply):
+                    (b"%d" % time.monotonic_ns()).join(parts)
+            best = min(best, (time.process_time() - t0) / (requests * chunks) * 1e6)
+        base = base or best
+        print(f"| {name} | {best:.2f} | {best / base:.2f} | {len(reply.events)} |", flush=True)
+
+
 def start_sim(chunks: int) -> tuple[subprocess.Popen, str, int]:
     args = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0.05",
             "--interval", "0.01", "--chunks", str(chunks)]
@@ -104,9 +141,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default=",".join(variants(1)))
+    parser.add_argument("--pure", action="store_true", help="the protocol's own work alone, no sockets")
     args = parser.parse_args()
     table = variants(args.chunks)
     names = args.variants.split(",")
+    if args.pure:
+        return pure(table, names, args.chunks, args.rounds, args.requests)
     sim, host, port = start_sim(args.chunks)
     proc = psutil.Process(sim.pid)
     results: dict[str, list[float]] = {name: [] for name in names}
