@@ -12,7 +12,7 @@ from loadtest.sim._http import rate_limit_headers
 from loadtest.sim._plan import CHAT_LENGTH, Plan, truthy
 from loadtest.sim._state import Sim
 from loadtest.sim._stream import Streamed, Whole
-from loadtest.sim._tools import chat_tools, pick
+from loadtest.sim._tools import chat_tools, script_for
 
 __all__ = ["LENGTH_KEYS", "key", "error", "reply"]
 
@@ -42,20 +42,8 @@ def reply(sim: Sim, body: dict, plan: Plan) -> Streamed | Whole:
     else:
         completion_id = f"chatcmpl-{sim.rng.getrandbits(96):024x}"
         created = int(time.time())
-    tools, choice = chat_tools(body)
-    tool = pick(tools, choice, plan.tool_call)
-    answer = simcontent.script(
-        digest,
-        chunks=plan.chunks,
-        tokens_per_chunk=plan.tokens_per_chunk,
-        prompt=simcontent.prompt_tokens(messages),
-        output_tokens=plan.output_tokens,
-        reasoning_tokens=plan.reasoning,
-        tool=tool[:2] if tool else None,
-        forced=bool(tool and tool[2]),
-        tool_pieces=plan.tool_pieces,
-    )
-    tool_id = f"functions.{tool[0]}:{_earlier_calls(messages)}" if tool else ""
+    answer = script_for(digest, plan, simcontent.prompt_tokens(messages), *chat_tools(body))
+    tool_id = f"functions.{answer.tool.name}:{_earlier_calls(messages)}" if answer.tool else ""
     if not truthy(body.get("stream", False)):
         return Whole(simcontent.chat_completion(answer, completion_id=completion_id, created=created, model=model,
                                                 tool_id=tool_id))

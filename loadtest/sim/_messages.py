@@ -26,7 +26,7 @@ from loadtest.sim._http import rate_limit_headers
 from loadtest.sim._plan import BadRequest, Plan, truthy
 from loadtest.sim._state import Sim
 from loadtest.sim._stream import Streamed, Whole, layout
-from loadtest.sim._tools import messages_tools, pick
+from loadtest.sim._tools import messages_tools, script_for
 from loadtest.simcontent import dumps
 
 __all__ = ["COUNT_TOKENS_PATHS", "LENGTH_KEYS", "PATHS", "key", "error", "reply", "count_tokens", "models_body"]
@@ -113,19 +113,7 @@ def reply(sim: Sim, body: dict, plan: Plan) -> Streamed | Whole:
     else:
         message_id = f"msg_{sim.rng.getrandbits(96):024x}"
         tool_id = f"toolu_{sim.rng.getrandbits(96):024x}"
-    tools, choice = messages_tools(body)
-    tool = pick(tools, choice, plan.tool_call)
-    answer = simcontent.script(
-        digest,
-        chunks=plan.chunks,
-        tokens_per_chunk=plan.tokens_per_chunk,
-        prompt=_prompt_tokens(messages, system),
-        output_tokens=plan.output_tokens,
-        reasoning_tokens=plan.reasoning,
-        tool=tool[:2] if tool else None,
-        forced=bool(tool and tool[2]),
-        tool_pieces=plan.tool_pieces,
-    )
+    answer = script_for(digest, plan, _prompt_tokens(messages, system), *messages_tools(body))
     if not truthy(body.get("stream", False)):
         return _message(answer, message_id, model, tool_id)
     return _stream(answer, message_id, model, tool_id)

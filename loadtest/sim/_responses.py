@@ -20,7 +20,7 @@ from loadtest.sim._http import rate_limit_headers
 from loadtest.sim._plan import BadRequest, Plan, truthy
 from loadtest.sim._state import Sim
 from loadtest.sim._stream import Streamed, Whole, layout
-from loadtest.sim._tools import pick, responses_tools
+from loadtest.sim._tools import responses_tools, script_for
 from loadtest.simcontent import dumps
 
 __all__ = ["LENGTH_KEYS", "key", "error", "reply"]
@@ -84,19 +84,7 @@ def reply(sim: Sim, body: dict, plan: Plan) -> Streamed | Whole:
     else:
         ids = [f"{sim.rng.getrandbits(96):024x}" for _ in range(5)]
         created = int(time.time())
-    tools, choice = responses_tools(body)
-    tool = pick(tools, choice, plan.tool_call)
-    answer = simcontent.script(
-        digest,
-        chunks=plan.chunks,
-        tokens_per_chunk=plan.tokens_per_chunk,
-        prompt=simcontent.prompt_tokens(messages),
-        output_tokens=plan.output_tokens,
-        reasoning_tokens=plan.reasoning,
-        tool=tool[:2] if tool else None,
-        forced=bool(tool and tool[2]),
-        tool_pieces=plan.tool_pieces,
-    )
+    answer = script_for(digest, plan, simcontent.prompt_tokens(messages), *responses_tools(body))
     response = _Response(body, answer, ids, created)
     if not truthy(body.get("stream", False)):
         return Whole(simcontent.stamped(response.json(response.status, response.output())[:-1], 0, 1, event=None))

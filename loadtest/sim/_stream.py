@@ -13,7 +13,7 @@ calls around it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import h11
 import trio
@@ -46,7 +46,6 @@ class Whole:
     """A non-streamed answer: one JSON body, stamped once."""
 
     body: simcontent.Stamped
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def layout(preamble: list, blocks: list[tuple[list, list, list]], tail: list) -> tuple[list, list[int], int]:
@@ -167,7 +166,7 @@ async def _whole(sim: Sim, stream, conn: h11.Connection, plan: Plan, reply: Whol
         raise Abort
     stamp = 0 if plan.deterministic else time.monotonic_ns()
     payload = b"{not json" if fault == "malformed" else reply.body.render(stamp)
-    head = [("content-type", "application/json"), ("content-length", str(len(payload))), *reply.headers]
+    head = [("content-type", "application/json"), ("content-length", str(len(payload)))]
     await send(stream, conn.send(h11.Response(status_code=200, headers=head)))
     if fault == "headers-then-stall":
         await trio.sleep_forever()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from loadtest.sim._plan import BadRequest
+from loadtest import simcontent
+from loadtest.sim._plan import BadRequest, Plan
 
-__all__ = ["chat_tools", "messages_tools", "responses_tools", "pick"]
+__all__ = ["chat_tools", "messages_tools", "responses_tools", "pick", "script_for"]
 
 Tools = list[tuple[str, object]]
 
@@ -112,3 +113,22 @@ def pick(tools: Tools, choice: str | tuple[str, str], wanted: str | None) -> tup
     else:
         name = tools[0][0]
     return name, by_name[name], choice == "required"
+
+
+def script_for(
+    digest: bytes, plan: Plan, prompt: int, tools: Tools, choice: str | tuple[str, str]
+) -> simcontent.Script:
+    """What the model answers a request (content hashed to ``digest``, ``prompt`` tokens long), per its plan and
+    its tools."""
+    tool = pick(tools, choice, plan.tool_call)
+    return simcontent.script(
+        digest,
+        chunks=plan.chunks,
+        tokens_per_chunk=plan.tokens_per_chunk,
+        prompt=prompt,
+        output_tokens=plan.output_tokens,
+        reasoning_tokens=plan.reasoning,
+        tool=tool[:2] if tool else None,
+        forced=bool(tool and tool[2]),
+        tool_pieces=plan.tool_pieces,
+    )
