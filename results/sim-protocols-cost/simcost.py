@@ -3,6 +3,11 @@ OpenAI Responses (text, and tool calls), against one sim process, the variants a
 
     flock /tmp/moonrelay-measure.lock .venv/bin/python results/sim-protocols-cost/simcost.py \
         [--concurrency 200] [--requests 1000] [--chunks 50] [--rounds 3] [--variants chat,messages,...] [--pure]
+        [--base-root DIR]
+
+``--base-root DIR``: a second sim from another checkout (``git archive main loadtest wire | tar -x -C DIR``)
+serves the variants named ``NAME@base`` (e.g. ``chat@base``), alternating with this checkout's, so a change to the
+sim is measured against the code before it in the same run.
 
 ``--pure``: no sockets; the protocol's own work alone, in this process: building the answer from the request
 (``route.reply``: plan, content, every event's bytes) and rendering every timed send as the send loop does
@@ -122,10 +127,40 @@ def pure(table: dict, names: list[str], chunks: int, rounds: int, requests: int)
         print(f"| {name} | {best:.2f} | {best / base:.2f} | {len(reply.events)} |", flush=True)
 
 
-def start_sim(chunks: int) -> tuple[subprocess.Popen, str, int]:
+# The same work for chat as the sim before the protocol routes did it per request (plan, content, every chunk's
+# bytes built with json.dumps, each rendered around its stamp), run in the other checkout by --pure --base-root.
+BASE_PURE = """
+import json, sys, time
+from loadtest import simcontent as sc
+from loadtest.sim import SimConfig, make_plan
+body, chunks, rounds, requests = json.loads(sys.argv[1])
+config = SimConfig(chunks=chunks)
+best = float("inf")
+for _ in range(rounds):
+    t0 = time.process_time()
+    for _ in range(requests):
+        plan = make_plan(config, body, {})
+        digest = sc.request_hash(body["model"], body["messages"])
+        words = sc.tokens(digest, plan.chunks * plan.tokens_per_chunk)
+        events = sc.stream_events(completion_id="chatcmpl-x", created=1, model=body["model"], words=words,
+                                  chunks=plan.chunks, tokens_per_chunk=plan.tokens_per_chunk,
+                                  prompt=sc.prompt_tokens(body["messages"]), include_usage=False)
+        for event in events:
+            event.render(time.monotonic_ns())
+    best = min(best, (time.process_time() - t0) / (requests * chunks) * 1e6)
+print(best)
+"""
+
+
+def pure_base(root: str, body: dict, chunks: int, rounds: int, requests: int) -> float:
+    args = [sys.executable, "-c", BASE_PURE, json.dumps([body, chunks, rounds, requests])]
+    return float(subprocess.run(args, cwd=root, check=True, capture_output=True, text=True).stdout)
+
+
+def start_sim(chunks: int, root: str = ROOT) -> tuple[subprocess.Popen, str, int]:
     args = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0.05",
             "--interval", "0.01", "--chunks", str(chunks)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "sim listening on " in line:
             url = line.split("sim listening on ", 1)[1].split()[0]
@@ -142,19 +177,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default=",".join(variants(1)))
     parser.add_argument("--pure", action="store_true", help="the protocol's own work alone, no sockets")
+    parser.add_argument("--base-root", help="a checkout whose sim serves the NAME@base variants")
     args = parser.parse_args()
     table = variants(args.chunks)
     names = args.variants.split(",")
     if args.pure:
-        return pure(table, names, args.chunks, args.rounds, args.requests)
-    sim, host, port = start_sim(args.chunks)
-    proc = psutil.Process(sim.pid)
+        if args.base_root:
+            best = pure_base(args.base_root, table["chat"][1], args.chunks, args.rounds, args.requests)
+            print(f"chat@base (the sim before, {args.base_root}): {best:.2f} µs/chunk, best of {args.rounds}\n")
+        return pure(table, [n for n in names if "@" not in n], args.chunks, args.rounds, args.requests)
+    sims = {"": start_sim(args.chunks)}
+    if args.base_root:
+        sims["@base"] = start_sim(args.chunks, args.base_root)
     results: dict[str, list[float]] = {name: [] for name in names}
     sizes: dict[str, int] = {}
     try:
         for _ in range(args.rounds):
             for name in names:
-                path, body = table[name]
+                variant, _, which = name.partition("@")
+                sim, host, port = sims["@" + which if which else ""]
+                proc = psutil.Process(sim.pid)
+                path, body = table[variant]
                 payload = json.dumps(body).encode()
                 request = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
                            f"x-api-key: k\r\ncontent-length: {len(payload)}\r\n\r\n").encode() + payload
@@ -167,8 +210,9 @@ def main() -> None:
                 sizes[name] = total // args.requests
                 print(f"{name}: {per_chunk_us:.2f} us/chunk ({sizes[name]} bytes per response)", flush=True)
     finally:
-        sim.terminate()
-        sim.wait()
+        for sim, _, _ in sims.values():
+            sim.terminate()
+            sim.wait()
     base = statistics.median(results[names[0]])
     print(f"\npython {platform.python_version()}, {os.cpu_count()} cores; concurrency {args.concurrency}, "
           f"{args.requests} requests x {args.chunks} chunks per variant, {args.rounds} rounds")
