@@ -242,11 +242,11 @@ async def _stream(sim: Sim, stream, conn: h11.Connection, plan: Plan, reply: Str
         return await _cut(sim, stream, conn, plan, reply, times[last], frame, content)
     await timer.sleep_until(times[last])
     data = (b"%d" % stamp()).join(sends[last])
-    end = conn.send(h11.EndOfMessage()) if chunked else b""
+    end = conn.send(h11.EndOfMessage())  # chunked: the terminator; HTTP/1.0: nothing, the close ends the body
     if fault == "drip":
         await _drip(sim, stream, data, plan.interval, frame=frame, end=end)
     else:
-        await send(stream, frame(data) + end if chunked else data)
+        await send(stream, frame(data) + end)
 
 
 async def _cut(sim: Sim, stream, conn: h11.Connection, plan: Plan, reply: Streamed, at: float, frame,
@@ -263,12 +263,7 @@ async def _cut(sim: Sim, stream, conn: h11.Connection, plan: Plan, reply: Stream
     if plan.fault == "drop":
         await send(stream, frame(data))
         raise Abort
-    data += reply.error
-    if conn.their_http_version != b"1.0":
-        await send(stream, frame(data) + conn.send(h11.EndOfMessage()))
-    else:
-        await send(stream, data)
-        conn.send(h11.EndOfMessage())
+    await send(stream, frame(data + reply.error) + conn.send(h11.EndOfMessage()))
 
 
 async def _drip(sim: Sim, stream, data: bytes, spread: float, *, frame, end: bytes = b"") -> None:
