@@ -33,7 +33,7 @@ from .app import Streams, create_app
 from .auth import KeySource
 from .config import Settings
 from .gcpolicy import tune_gc
-from .limits import FailoverStore, LocalStore, RedisStore, Store
+from .limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
 from .observability import prepare_multiprocess
 from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
 from .stream import Heartbeats, Pump, pump_available
@@ -58,18 +58,26 @@ def worker_config(settings: Settings) -> Any:
     )
 
 
-STATE_SCHEMES = ("redis://", "unix://")
-
-
 def build_store(settings: Settings) -> Store:
     """Where limits and upstream health are counted: this worker's memory, or (``--state``) a Redis every worker
-    and instance shares, with this worker's memory as the fallback while it does not answer."""
+    and instance shares, with this worker's memory as the fallback while it does not answer. A ``--state`` URL the
+    relay cannot use raises StateURLError (a ValueError: a configuration error)."""
     if not settings.state:
         return LocalStore()
-    if not settings.state.startswith(STATE_SCHEMES):
-        raise ValueError(f"state: expected redis://HOST:PORT/DB (or unix:///PATH?db=N), got {settings.state!r}")
-    redis = RedisStore(settings.state, prefix=settings.state_prefix, timeout_s=settings.state_timeout_s)
+    redis = RedisStore(settings.state, prefix=settings.state_prefix, timeout_s=settings.state_timeout_s,
+                       lease_s=settings.state_lease_s)  # fmt: skip
     return FailoverStore(redis, probe_s=settings.state_probe_s)
+
+
+def check_state(settings: Settings) -> None:
+    """At start-up, before any worker: a ``--state`` URL that cannot work, or a Redis that refuses it (its password,
+    its user, its database), stops the relay with a StateURLError; a Redis that does not answer yet does not (each
+    worker counts locally until it does)."""
+    if settings.state:
+        for name in ("state_timeout_s", "state_lease_s", "state_probe_s"):
+            if not getattr(settings, name) > 0:
+                raise StateURLError(f"{name}: must be more than 0, got {getattr(settings, name)}")
+        trio.run(check_redis, build_store(settings).redis.address)  # type: ignore[attr-defined]
 
 
 async def drain(
@@ -103,17 +111,24 @@ async def drain(
 
 
 log = logging.getLogger("moonrelay")
-RELOAD_SIGNAL = signal.SIGHUP  # read the client keys again; forwarded by the supervisor to every worker
+# Read the client keys again; forwarded by the supervisor to every worker. It never stops a relay: ignored from
+# start-up (ignore_reload_signal) until serving listens for it, and again once serving ends.
+RELOAD_SIGNAL = signal.SIGHUP
+
+
+def ignore_reload_signal() -> None:
+    """SIGHUP's default action ends the process: a relay ignores it while it has nothing to reload yet."""
+    signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
 
 
 async def reload_keys_on_sighup(keys: KeySource, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                                 ) -> None:  # fmt: skip
-    """Read the client keys again on each SIGHUP, for as long as serving lasts. Requests in flight keep the limits
-    they were admitted with; a file that does not parse keeps the keys in force (:meth:`KeySource.reload`)."""
+    """Read the client keys again on each SIGHUP, for as long as serving lasts, with one log line each. Requests in
+    flight keep the limits they were admitted with; a file that does not parse keeps the keys in force
+    (:meth:`KeySource.reload`); without a keys file there is nothing to read, and the line says so."""
     with trio.open_signal_receiver(RELOAD_SIGNAL) as signals:
         task_status.started()
         async for _ in signals:
-            log.info("SIGHUP: reloading the client keys")
             keys.reload()
 
 
@@ -139,8 +154,7 @@ async def serve(
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
     store = build_store(settings)  # where limits and upstream health are counted (proxy.limits)
-    # The store runs in a nursery of its own that outlives serving: releases still queued in it once every
-    # request has ended go out before it stops (a stopped worker's shared slots come back at once).
+    # The store runs in a nursery of its own that outlives serving: every request gives its slots back before it ends.
     async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as store_nursery:
         run_store = getattr(store, "run", None)
         if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
@@ -158,8 +172,8 @@ async def serve(
                 pump = Pump()  # streams parked in it are relayed from its task (proxy/stream/_pump.py)
                 await nursery.start(pump.run)
             keys = KeySource(settings)
-            if settings.api_keys_file and threading.current_thread() is threading.main_thread():
-                await nursery.start(reload_keys_on_sighup, keys)  # (signals reach the main thread only)
+            if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
+                await nursery.start(reload_keys_on_sighup, keys)
             app = create_app(
                 settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump
             )
@@ -180,9 +194,6 @@ async def serve(
 
             await nursery.start(hypercorn)
             task_status.started(f"http://{url_host(host)}:{port}")
-        flush = getattr(store, "flush", None)
-        if flush is not None:  # served: every request has given its slots back
-            await flush()
         store_nursery.cancel_scope.cancel()
 
 
@@ -206,32 +217,54 @@ def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settin
     trio.run(main)
 
 
-def run(settings: Settings) -> int:
-    """Run the relay until SIGTERM/SIGINT; print the bound address once every worker listens.
+def check(settings: Settings) -> None:
+    """What the relay checks of its settings before it binds: ValueError with what to fix (``proxy.__main__``
+    prints it as one line)."""
+    try:
+        split_bind(settings.bind)
+    except ValueError as exc:
+        raise ValueError(f"bind: {exc}") from None
+    build_store(settings)  # a --state URL that cannot work fails here, once, not in every worker
 
-    Returns 0 after a stop signal, else the status of the worker that ended the run (wire.run_workers).
+
+def run(settings: Settings, notes: tuple[str, ...] = ()) -> int:
+    """Run the relay until SIGTERM/SIGINT; print ``notes`` (warnings of start-up) and the fd limit once the port is
+    bound, then the bound address once every worker listens. Call :func:`check` first.
+
+    :class:`wire.BindError` (the port in use, an unknown host) before anything serves; returns 0 after a stop
+    signal, else the status of the worker that ended the run (wire.run_workers).
     """
+    ignore_reload_signal()
     soft, hard = raise_nofile_limit()
     per_worker = (soft - 64) // 2
-    print(
-        f"moonrelay: fd limit {soft} (hard {hard}): each worker relays at most ~{per_worker} streams "
-        f"(2 fds each); {settings.workers} worker(s) ~{per_worker * max(1, settings.workers)}",
-        file=sys.stderr,
-        flush=True,
-    )
+
+    def bound() -> None:  # after the bind, so that a bind error is the only line
+        for note in notes:
+            print(f"moonrelay: {note}", file=sys.stderr)
+        print(
+            f"moonrelay: fd limit {soft} (hard {hard}): each worker relays at most ~{per_worker} streams "
+            f"(2 fds each); {settings.workers} worker(s) ~{per_worker * max(1, settings.workers)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
     host, port = split_bind(settings.bind)
-    build_store(settings)  # a --state URL that cannot work fails here, once, not in every worker
     fast_paths_allowed(settings.fast_paths)  # the version gate's one warning line, here: the workers fork after it
     if settings.gc_tuning != "off":
         tune_gc()  # before the workers fork: they inherit the frozen heap and the thresholds
     if settings.workers <= 1:
+        sock = listen_socket(host, port, settings.backlog)  # alone on its port: the kernel refuses a taken one
+        bound()
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(partial(serve, settings, shutdown_trigger=wait_for_stop_signal))
+                url = await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=wait_for_stop_signal))
                 print(f"moonrelay listening on {url} (1 worker, {describe_upstreams(settings)})", flush=True)
 
-        trio.run(main)
+        try:
+            trio.run(main)
+        finally:
+            sock.close()  # serving closed it already, unless it never started
         return 0
     prepare_multiprocess(settings)  # metrics summed over workers: before the fork (proxy/observability/_metrics.py)
 
@@ -250,6 +283,7 @@ def run(settings: Settings) -> int:
         backlog=settings.backlog,
         # Past hypercorn's own deadline and the final events' second, a worker is stuck: it is killed.
         grace_s=settings.graceful_timeout_s + HYPERCORN_GRACE_MARGIN_S + FINAL_EVENT_S + 1.0,
+        on_bound=bound,
         on_ready=announce,
         on_exit=worker_exited,
         forwarded=(RELOAD_SIGNAL,),

@@ -3,7 +3,8 @@
 The observability shell (:class:`proxy.observability.Observer`) makes it when a call begins and reads it when the
 call ends (the log line, the metrics); the relay's views fill it in (route, upstream, model), admission keeps
 the slots it took in it (:class:`proxy.app.Streams`), a usage-stripping body leaves the chunk it cut, a client key
-with limits leaves its admission (settled with the response's tokens when the call ends) or the limit it hit.
+with limits leaves its admission (settled with the request's charge when the call ends, by ``Streams``) or the limit
+it hit, and the body its usage meter.
 """
 
 from __future__ import annotations
@@ -27,4 +28,6 @@ class RequestState:
     upstream_lease: str | None = None  # that slot's lease (Upstream.take)
     body: Any = None  # the streaming body being sent (proxy.stream.SSEBody), if any
     client: Any = None  # proxy.limits.Admission: the client key's slot and windows, settled when the call ends
+    charge: Any = None  # proxy.limits.Charge: a key that counts tokens: the request's reserve and its charge
+    meter: Any = None  # proxy.protocol.UsageMeter: the usage and events the answer told as it went by
     limited: tuple[str, str] | None = None  # (limit, key label) of a request refused by its client key's limits

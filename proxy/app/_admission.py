@@ -2,10 +2,12 @@
 ``max_concurrent``), draining, and who to interrupt.
 
 A request is admitted in the view, after it validated, and released when its ASGI call returns
-(:class:`proxy.observability.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`):
+(:class:`proxy.observability.Observer` counts every call in ``calls`` and calls :meth:`Streams.leave`; a client
+key's admission is settled there too):
 that is when the last byte went out *or* the client left (quart-trio cancels the call on
 disconnect), whatever happened in between. Releasing there instead of in the body's ``aclose``
-also covers a response that was never iterated, and costs nothing per chunk.
+also covers a response that was never iterated, and costs nothing per chunk. Its concurrency slots (the
+upstream's, the client key's) go back earlier, just before the response's last bytes (:meth:`Streams.give_back`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ..limits import StoreBudget
 from ..state import RequestState
 from ..upstream import SHUTDOWN
 
@@ -50,8 +53,14 @@ class Streams:
         state.body = body
 
     async def release(self, state: RequestState) -> None:
-        """Give back what the call holds. Runs as the call ends, cancelled or not (a client that left): the
-        upstream slot's return is shielded, and bounded by the store's own deadline."""
+        """Give back what the call holds. Runs as the call ends, cancelled or not (a client that left). A client
+        key's admission is settled: its slot back (if :meth:`give_back` did not already), its charge
+        (proxy/limits/_charge.py) in place of its reserve (shielded)."""
+        admission = state.client
+        if admission is not None:
+            state.client = None
+            charge = state.charge
+            await admission.settle(charge.tokens() if charge is not None else None)
         body = state.body
         if body is not None:
             state.body = None
@@ -59,6 +68,18 @@ class Streams:
         if state.admitted:
             state.admitted = False
             self.active -= 1
+        await self.give_back(state)
+
+    async def give_back(self, state: RequestState, budget: StoreBudget | None = None) -> None:
+        """Give back the call's concurrency slots, its client key's and its upstream's, and wait until the store has
+        them: before the response's last bytes go out (proxy.observability; a client that waits for each answer
+        then never finds its own slot taken, whichever worker or instance serves it next), or as the call ends.
+        ``budget``: the call's store budget, whose end starts here. Shielded, bounded by the store's deadline."""
+        if budget is not None:
+            budget.ending()
+        admission = state.client
+        if admission is not None:
+            await admission.free_slot()
         upstream = state.upstream_slot
         if upstream is not None:
             lease = state.upstream_lease

@@ -35,8 +35,17 @@ from quart import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import Settings
-from ..observability import model_from_body
-from ..protocol import InvalidRequest, PathRefused, error_body, normalise
+from ..protocol import (
+    EventMeter,
+    InvalidRequest,
+    JSONUsage,
+    PathRefused,
+    UsageMeter,
+    UsageStripper,
+    error_body,
+    json_or_none,
+    normalise,
+)
 from ..serving import request_class as limited_request_class
 from ..upstream import (
     AllKeysResting,
@@ -145,28 +154,42 @@ class PassthroughBody:
 
     A failure after the status went out cannot be told in-band (the body may be anything): the
     relay logs it and breaks the response off (:class:`BrokenOff`), so the client sees a cut body,
-    not a complete one.
+    not a complete one. ``watch``: what reads the body's usage as it passes (:func:`usage_watch`).
     """
 
-    __slots__ = ("_response", "_reader", "_upstream")
+    __slots__ = ("_response", "_reader", "_upstream", "_watch")
 
-    def __init__(self, response: httpx.Response, upstream: str) -> None:
+    def __init__(self, response: httpx.Response, upstream: str, watch: Any = None) -> None:
         self._response = response
         self._reader = reader(response)
         self._upstream = upstream
+        self._watch = watch
 
     def __aiter__(self) -> PassthroughBody:
         return self
 
     async def __anext__(self) -> bytes:
-        try:
-            data = await self._reader.receive_chunk()
-        except httpx.TransportError as exc:
-            log.warning("pass-through response from upstream %s broke off: %s", self._upstream, exc)
-            raise BrokenOff from exc
-        if not data:
-            raise StopAsyncIteration
-        return data
+        while True:
+            try:
+                data = await self._reader.receive_chunk()
+            except httpx.TransportError as exc:
+                log.warning("pass-through response from upstream %s broke off: %s", self._upstream, exc)
+                raise BrokenOff from exc
+            watch = self._watch
+            if not data:
+                if watch is not None:  # the end: what it held (an event without its blank line)
+                    self._watch = None
+                    data = watch.end()
+                    if data:
+                        return data
+                raise StopAsyncIteration
+            if watch is not None:
+                data = watch.feed(data)
+                if getattr(watch, "malformed", False):  # not a stream the usage chunk can be cut from
+                    log.warning("pass-through stream from upstream %s sent a malformed event", self._upstream)
+                    raise BrokenOff
+            if data:  # a stripped stream may hold a read's bytes until its event ends
+                return data
 
     async def aclose(self) -> None:
         if isinstance(self._reader, IteratorReader):
@@ -215,16 +238,38 @@ def checked_path(request: Request, allowed: Any) -> str:
     return path
 
 
-async def read_body(request: Request, settings: Settings) -> tuple[bytes | UploadBody, str | None]:
-    """The body to send (bytes, or parts as they arrive) and the ``model`` it names, if it is small JSON."""
+async def read_body(request: Request, settings: Settings) -> tuple[bytes | UploadBody, dict[str, Any] | None]:
+    """The body to send (bytes, or parts as they arrive) and, for small JSON, the object it holds."""
     length = request.content_length
     if length == 0 or (length is None and "transfer-encoding" not in request.headers):
         return b"", None
     mimetype = request.mimetype
     if (mimetype == "application/json" or mimetype.endswith("+json")) and length and length <= settings.max_body_bytes:
         raw = await request.get_data(cache=False)
-        return raw, model_from_body(raw)
+        data = json_or_none(raw)
+        return raw, data if isinstance(data, dict) else None
     return UploadBody(request, settings.max_upload_bytes), None
+
+
+def named_model(data: dict[str, Any] | None) -> str | None:
+    """The ``model`` a JSON body names, if it names one."""
+    model = data.get("model") if data is not None else None
+    return model if isinstance(model, str) and model else None
+
+
+def usage_watch(response: httpx.Response, meter: UsageMeter | None, strip: bool) -> Any:
+    """What reads a pass-through answer's usage into ``meter`` as it is relayed: a JSON answer's top-level usage,
+    a stream's events and usage (with ``strip``, the usage chunk the relay asked for cut out); None for anything
+    else, or a body whose bytes are encoded."""
+    if meter is None or response.headers.get("content-encoding", "identity") != "identity":
+        return None
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith("text/event-stream"):
+        return UsageStripper(meter) if strip else EventMeter(meter)
+    mimetype = content_type.partition(";")[0].strip()
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return JSONUsage(meter)
+    return None
 
 
 def choose(upstreams: Upstreams, named: str | None, model: str | None) -> Upstream:
@@ -255,10 +300,13 @@ async def relay(
     settings: Settings,
     names: frozenset[bytes] = FORWARDED,
     model: str | None = None,
+    meter: UsageMeter | None = None,
+    strip: bool = False,
 ) -> Response:
     """Send the request to ``path`` (normalised: :func:`checked_path`) upstream, with the client's headers in
     ``names``, and answer with what came back (retried only when ``content`` is bytes); ``model``: the one its
-    body names, if any (for the errors)."""
+    body names, if any (for the errors). ``meter``: where the answer's usage goes (a client key that counts
+    tokens); ``strip``: the relay asked for a stream's usage."""
     target = path.removeprefix("/v1")
     query = request.scope.get("query_string", b"")
     if query:
@@ -286,5 +334,8 @@ async def relay(
         back.pop("content-length", None)
         back.pop("content-encoding", None)
         return Response(read, status=response.status_code, headers=back, content_type=content_type)
-    body = PassthroughBody(response, upstream.name)
+    watch = usage_watch(response, meter, strip)
+    if strip and watch is not None:
+        back.pop("content-length", None)  # the usage chunk is cut: the body is shorter
+    body = PassthroughBody(response, upstream.name, watch)
     return Response(body, status=response.status_code, headers=back, content_type=content_type)

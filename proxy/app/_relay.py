@@ -26,7 +26,7 @@ from ..protocol import (
     with_usage,
 )
 from ..state import STATE, RequestState
-from ..stream import Heartbeats, NDJSONBody, Pump, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
+from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, Pump, SSEBody, UsageStrippedSSE
 from ..upstream import (
     AllKeysResting,
     Upstream,
@@ -40,6 +40,7 @@ from ..upstream import (
 from . import _passthrough as passthrough
 from ._admission import Streams
 from ._candidates import Candidates, at_its_limit
+from ._charging import answered, reserve
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
 
@@ -75,8 +76,7 @@ class Relay:
         self.direct_writes = direct_writes
         self.pump = pump if direct_writes else None  # where directly written streams are relayed (proxy.stream)
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
-        # Client keys' limits; a concurrency lease outlives a crashed worker by at most the longest request.
-        self.client_limits = ClientLimits(self.store, settings.total_timeout_s + settings.graceful_timeout_s)
+        self.client_limits = ClientLimits(self.store)  # client keys' limits
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
         self.count_fallback: Callable[[str, str, str], None] | None = None
 
@@ -84,13 +84,19 @@ class Relay:
 
     async def limit_client(self, state: RequestState, key: ClientKey, *, ndjson: bool) -> Response | None:
         """Check ``key``'s limits before anything else: None (admitted; its admission is settled when the call
-        ends, proxy.observability) or the 429 to answer, nothing sent upstream."""
+        ends, :meth:`Streams.release`) or the 429 to answer, nothing sent upstream."""
         verdict = await self.client_limits.admit(key)
         if isinstance(verdict, Refusal):
             state.limited = (verdict.limit, key.label)
             return error_response(verdict.status, verdict.body, verdict.headers, ndjson=ndjson)
         state.client = verdict
         return None
+
+    async def reserve(self, state: RequestState, route: str, data: dict[str, Any] | None, body_bytes: int, *,
+                      ndjson: bool = False) -> Response | None:  # fmt: skip
+        """A client key that counts tokens: its reserve held once the body is read (proxy/app/_charging.py)."""
+        return await reserve(self.client_limits, state, route, data, body_bytes,
+                             max(0, self.settings.key_reserve_tokens), ndjson=ndjson)  # fmt: skip
 
     def refuse_if_draining(self) -> None:
         if self.streams.draining:
@@ -139,15 +145,18 @@ class Relay:
         direct = method if self.direct_writes else None
         tap = state.tap
         pump = self.pump
+        meter = state.meter  # a client key that counts tokens: the stream's events and usage
         body: SSEBody
         if ndjson:
-            if strip_usage:
-                body = UsageStrippedNDJSON(response, state, direct=direct, tap=tap, pump=pump)
+            if strip_usage or meter is not None:
+                body = MeteredNDJSON(response, state, meter, strip_usage, direct=direct, tap=tap, pump=pump)
             else:
                 body = NDJSONBody(response, direct=direct, tap=tap, pump=pump)
         else:
             if strip_usage:
-                body = UsageStrippedSSE(response, state, direct=direct, tap=tap, pump=pump)
+                body = UsageStrippedSSE(response, state, meter, direct=direct, tap=tap, pump=pump)
+            elif meter is not None:
+                body = MeteredSSE(response, meter, direct=direct, tap=tap, pump=pump)
             else:
                 body = SSEBody(response, direct=direct, tap=tap, pump=pump)
             if self.heartbeats is not None:
@@ -223,6 +232,8 @@ class Relay:
                 return upstream_error(exc, ndjson=False)
             finally:
                 await response.aclose()
+            if state.meter is not None:
+                state.meter.document(content)
         content_type = response.headers.get("content-type", JSON)
         if ndjson:
             content = content.rstrip(b"\n") + b"\n"
@@ -276,6 +287,19 @@ class Relay:
 
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
         state.model = chat.model  # for the access log
+        refused = await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body), ndjson=ndjson)
+        if refused is not None:
+            return refused
+        try:
+            response = await self._relay_chat(state, chat, client_method, ndjson=ndjson)
+        except InvalidRequest as exc:  # refused before anything went upstream
+            answered(state, exc.status)
+            raise
+        answered(state, response.status_code)
+        return response
+
+    async def _relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *,
+                          ndjson: bool) -> Response:  # fmt: skip
         candidates = await self.choose(state, chat.model)
         upstream = candidates.current
         assert upstream is not None
@@ -333,10 +357,26 @@ class Relay:
         settings = self.settings
         path = passthrough.checked_path(request, allowed)
         self.refuse_if_draining()
-        content, model = await passthrough.read_body(request, settings)
+        content, data = await passthrough.read_body(request, settings)
+        size = len(content) if isinstance(content, bytes) else request.content_length or 0
+        refused = await self.reserve(state, path, data, size)
+        if refused is not None:
+            return refused
+        strip = False
+        if state.meter is not None and path == "/v1/completions" and data is not None and data.get("stream") is True:
+            if not asked_for_usage(data):  # a stream's usage, for the key's windows (cut from what the client gets)
+                content, strip = with_usage(data), True
         named = request.headers.get(passthrough.UPSTREAM_HEADER)
-        upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
-        state.upstream = upstream.name
-        await self.hold(state, upstream, model)
-        relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded, model)
-        return await self.until_answered(relay)
+        model = passthrough.named_model(data)
+        try:
+            upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
+            state.upstream = upstream.name
+            await self.hold(state, upstream, model)
+            relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded, model,
+                            state.meter, strip)  # fmt: skip
+            response = await self.until_answered(relay)
+        except InvalidRequest as exc:  # refused before anything went upstream
+            answered(state, exc.status)
+            raise
+        answered(state, response.status_code)
+        return response

@@ -1,11 +1,14 @@
 """A client key's limits, checked before anything goes upstream and settled when the call ends.
 
 Checks, in this order, so that a refused request consumes nothing: ``concurrent`` (a slot lease, given back if a
-later check refuses), ``tpm`` and ``budget`` (the window's tokens so far under the limit: tokens are only known
-after a response), then ``rpm`` (a hit, the one write). Over a limit: a :class:`Refusal` (429, an OpenAI-shaped
-body, ``Retry-After`` and ``x-ratelimit-*`` headers). Admitted: an :class:`Admission`, whose ``settle`` at the end
-of the call gives the slot back and adds the tokens the response's usage reported to the ``tpm`` and ``budget``
-windows (the window current at the end: a stream that crosses a minute counts in the new one).
+later check refuses), ``tpm`` and ``budget`` (the window's tokens so far under the limit), then ``rpm`` (a hit, the
+one write). Over a limit: a :class:`Refusal` (429, an OpenAI-shaped body, ``Retry-After`` and ``x-ratelimit-*``
+headers). Admitted: an :class:`Admission`. Once the request's body is read, :meth:`ClientLimits.reserve` holds its
+token reserve in the ``tpm`` and ``budget`` windows (refused if a window filled up meanwhile). The admission's
+``free_slot``, called before the response's last bytes go out, gives the slot back, so a client that waits for each
+answer never finds its own slot still taken; its ``settle`` at the end of the call gives the slot back if that did
+not happen (the client left) and replaces the reserve with the tokens the request is charged
+(proxy/limits/_charge.py, _tokens.py).
 
 Every count is in the :class:`Store` (``proxy.limits``): this worker's memory, or a Redis shared by every worker
 and instance. A store that fails lets the request through (one log line): the relay's limits must not take it down.
@@ -22,6 +25,7 @@ import trio
 
 from ._keys import MINUTE_S, ClientKey
 from ._store import Store, StoreUnavailable
+from ._tokens import TokenHold, TokenWindow
 
 log = logging.getLogger("moonrelay")
 
@@ -90,27 +94,38 @@ class Admission:
     """An admitted request's hold on its key's limits: the slot it took and the windows its tokens go to. It keeps
     the limits it started with (a keys file reloaded meanwhile applies to new requests only)."""
 
-    __slots__ = ("key", "headers", "_store", "_lease")
+    __slots__ = ("key", "headers", "tokens", "_store", "_lease")
 
-    def __init__(self, key: ClientKey, store: Store, lease: str | None, headers: dict[str, str]) -> None:
+    def __init__(self, key: ClientKey, store: Store, lease: str | None, headers: dict[str, str],
+                 ends: dict[str, float] | None = None) -> None:  # fmt: skip
         self.key = key
         self.headers = headers  # the x-ratelimit-* headers for the response
+        self.tokens = TokenHold(store, token_windows(key, ends or {}))  # its reserve, then its charge
         self._store = store
         self._lease = lease
 
+    async def free_slot(self) -> None:
+        """Give the ``concurrent`` slot back now, and wait until the store has it (the response's end is about to go
+        out); at most the store's deadline, shielded."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            with trio.move_on_after(SETTLE_TIMEOUT_S, shield=True):
+                try:
+                    await self._store.release(_name(self.key, "concurrent"), lease)
+                except StoreUnavailable as exc:
+                    log.warning("client key %s: its slot was not given back (store unavailable: %s); it comes "
+                                "back when its lease lapses", self.key.label, exc)  # fmt: skip
+
     async def settle(self, tokens: int | None) -> None:
-        """The call ended (completed, failed or left): give the slot back, count ``tokens`` (the usage's total)."""
+        """The call ended (completed, failed or left): give the slot back, count ``tokens`` (its charge) in place
+        of its reserve."""
         key, store = self.key, self._store
         lease, self._lease = self._lease, None
         with trio.move_on_after(SETTLE_TIMEOUT_S, shield=True):
             try:
                 if lease is not None:
                     await store.release(_name(key, "concurrent"), lease)
-                if tokens:
-                    if key.tpm:
-                        await store.add(_name(key, "tpm"), MINUTE_S, tokens)
-                    if key.budget:
-                        await store.add(_budget_name(key), key.budget_s, tokens)
+                await self.tokens.settle(tokens)
             except StoreUnavailable as exc:
                 log.warning("client key %s: its counts were not settled (store unavailable: %s)", key.label, exc)
 
@@ -123,13 +138,22 @@ def _budget_name(key: ClientKey) -> str:
     return f"key:{key.id}:budget:{key.budget_s}"  # a new period starts a new count
 
 
-class ClientLimits:
-    """Checks client keys' limits in ``store``. ``lease_ttl_s``: how long a concurrency slot outlives a worker that
-    died holding it (a shared store; it is never renewed, so it must outlast the longest request)."""
+def token_windows(key: ClientKey, ends: dict[str, float]) -> list[TokenWindow]:
+    """``key``'s token windows, with when each ends as admission read it (``trio.current_time()`` seconds)."""
+    windows = []
+    if key.tpm:
+        windows.append(TokenWindow("tpm", _name(key, "tpm"), MINUTE_S, key.tpm, ends.get("tpm")))
+    if key.budget:
+        windows.append(TokenWindow("budget", _budget_name(key), key.budget_s, key.budget, ends.get("budget")))
+    return windows
 
-    def __init__(self, store: Store, lease_ttl_s: float) -> None:
+
+class ClientLimits:
+    """Checks client keys' limits in ``store`` (a shared store renews a ``concurrent`` slot's lease while its request
+    lives: a worker that died holding one gives it back within ``--state-lease-s``)."""
+
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.lease_ttl_s = lease_ttl_s
 
     async def admit(self, key: ClientKey) -> Admission | Refusal:
         try:
@@ -143,7 +167,7 @@ class ClientLimits:
         store = self.store
         lease = None
         if key.concurrent:
-            lease = await store.acquire(_name(key, "concurrent"), key.concurrent, self.lease_ttl_s)
+            lease = await store.acquire(_name(key, "concurrent"), key.concurrent)
             if lease is None:
                 return await self._refuse(key, "concurrent", key.concurrent, 1.0, None, None)
         try:
@@ -156,31 +180,50 @@ class ClientLimits:
             if lease is not None:
                 await self._release(key, lease)
             return verdict
-        return Admission(key, store, lease, verdict)
+        return Admission(key, store, lease, *verdict)
 
     async def _release(self, key: ClientKey, lease: str) -> None:
         with trio.move_on_after(SETTLE_TIMEOUT_S, shield=True):
             await self.store.release(_name(key, "concurrent"), lease)
 
-    async def _windows(self, key: ClientKey) -> Refusal | dict[str, str]:
-        """The window checks: a refusal, or the admitted response's ``x-ratelimit-*`` headers."""
+    async def _windows(self, key: ClientKey) -> Refusal | tuple[dict[str, str], dict[str, float]]:
+        """The window checks: a refusal, or the admitted response's ``x-ratelimit-*`` headers and when the token
+        windows read end (for the reserve: proxy/limits/_tokens.py)."""
         store = self.store
         tokens = None
+        ends = {}
         if key.tpm:
             tokens = await store.used(_name(key, "tpm"), MINUTE_S)
             if tokens[0] >= key.tpm:
                 return await self._refuse(key, "tpm", tokens[0], tokens[1], None, tokens)
+            ends["tpm"] = trio.current_time() + tokens[1]
         if key.budget:
             spent, reset_s = await store.used(_budget_name(key), key.budget_s)
             if spent >= key.budget:
                 return await self._refuse(key, "budget", spent, reset_s, None, tokens)
+            ends["budget"] = trio.current_time() + reset_s
         requests = None
         if key.rpm:
             hit = await store.hit(_name(key, "rpm"), MINUTE_S, key.rpm)
             requests = (hit.used, hit.reset_s)
             if not hit.allowed:
                 return await self._refuse(key, "rpm", hit.used, hit.reset_s, requests, tokens)
-        return ratelimit_headers(key, requests, tokens)
+        return ratelimit_headers(key, requests, tokens), ends
+
+    async def reserve(self, admission: Admission, amount: int) -> Refusal | None:
+        """Hold ``amount`` tokens (the request's reserve) in its key's ``tpm`` and ``budget`` windows, or refuse
+        it when one of them filled up since admission (the add taken back). A store that fails lets it through."""
+        key = admission.key
+        try:
+            over = await admission.tokens.reserve(amount)
+            if over is None:
+                return None
+            limit, used, reset_s = over
+            return await self._refuse(key, limit, used, reset_s, None, None)
+        except StoreUnavailable as exc:
+            log.warning("client key %s: tokens not reserved, request let through (store unavailable: %s)",
+                        key.label, exc)  # fmt: skip
+            return None
 
     async def _refuse(self, key: ClientKey, limit: str, used: int, reset_s: float,
                       requests: tuple[int, float] | None, tokens: tuple[int, float] | None) -> Refusal:  # fmt: skip

@@ -8,7 +8,7 @@ readiness, CORS and the demo page.
                 metrics when the call returns — the last byte went out or the client left.
 
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
-body's tail, kept for usage); clocks are read twice per request (response start, first chunk). A
+body's tail, kept for the log's usage); clocks are read twice per request (response start, first chunk). A
 streamed body that writes its chunks straight to the socket (:func:`proxy.serving.current_writer`) bypasses
 ``send``; it reports each chunk to the request's :class:`Tap` (``RequestState.tap``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
@@ -20,11 +20,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from ..config import Settings
+from ..limits import StoreBudget
 from ..serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
 from ..state import STATE, UNMATCHED, RequestState
 from ..upstream import configured_models, upstream_label
@@ -52,11 +54,12 @@ class Tap:
 
     __slots__ = (
         "chunks", "first_ns", "prev", "last", "gone", "completed", "status", "head_ns", "streamed", "content_type",
-        "_send", "_rid", "_cors", "_metrics", "_watch",
+        "length", "_send", "_rid", "_cors", "_metrics", "_watch", "_ending",
     )  # fmt: skip
 
     def __init__(self, send: Callable | None = None, rid: bytes = b"", cors: list | None = None,
-                 metrics: Any = None, watch: BodyWatch | None = None) -> None:  # fmt: skip
+                 metrics: Any = None, watch: BodyWatch | None = None,
+                 ending: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.gone = False  # a direct write found the client gone (the body then ends as if complete)
         self.completed = False  # the last body message was sent
         self.chunks = 0
@@ -66,11 +69,13 @@ class Tap:
         self.head_ns = 0
         self.streamed = False
         self.content_type = b""
+        self.length: int | None = None  # body bytes still to come, when a content-length frames the response
         self._send = send
         self._rid = rid
         self._cors = cors or []
         self._metrics = metrics
         self._watch = watch  # without the fast paths: whether the request's body was read to the end
+        self._ending = ending  # run once, before the response's last bytes go out (the request's slots back)
 
     def seen(self, body: bytes) -> None:
         # The hot path: one call per chunk. Keep it to an increment and two reference moves.
@@ -91,11 +96,22 @@ class Tap:
             if not message.get("more_body", False):
                 self.completed = True  # before the send: the server may cancel us as it ends the response
                 with trio.CancelScope(shield=True):  # see proxy.serving._connection: the last send must not be cut
+                    if self._ending is not None:
+                        await self._end()
                     await self._send(message)  # type: ignore[misc]
                 return
+            if body and self.length is not None:  # a response framed by its length ends with its last bytes
+                self.length -= len(body)
+                if self.length <= 0 and self._ending is not None:
+                    with trio.CancelScope(shield=True):
+                        await self._end()
         elif message["type"] == "http.response.start":
             self._start(message)
         await self._send(message)  # type: ignore[misc]
+
+    async def _end(self) -> None:
+        ending, self._ending = self._ending, None
+        await ending()  # type: ignore[misc]
 
     def _start(self, message: dict) -> None:
         self.status = message["status"]
@@ -107,6 +123,8 @@ class Tap:
                 name = b"x-upstream-request-id"
             elif name == b"content-type":
                 content_type = value
+            elif name == b"content-length":
+                self.length = int(value)
             headers.append((name, value))
         headers.append((b"x-request-id", self._rid))
         headers.extend(self._cors)
@@ -227,7 +245,8 @@ class Observer:
         if streams is not None:
             streams.calls += 1
         state = scope[STATE] = RequestState()
-        tokens = None
+        budget = StoreBudget(self.settings.state_timeout_s)  # what this call may wait on the --state Redis
+        entered = budget.enter()
         try:
             method: str = scope["method"]
             path: str = scope["path"]
@@ -259,29 +278,27 @@ class Observer:
             watch = None
             if self.plain and _declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
-            tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch)
+            ending = None if streams is None else partial(streams.give_back, state, budget)  # before the last bytes
+            tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch, ending)
             try:
                 await self.app(scope, receive, tap.send)
             finally:
                 if tap.streamed and metrics is not None:
                     metrics.in_flight.dec()
                 try:
-                    tokens = self._finish(state, method, path, rid, authorization, started, tap)
+                    self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
-            admission = state.client
-            if admission is not None:  # a client key with limits: its slot back, its tokens counted (shielded)
-                state.client = None
-                await admission.settle(tokens)
-            if streams is not None:
+            budget.ending()
+            if streams is not None:  # the relay's slots back, a client key's admission settled (proxy.app)
                 await streams.leave(state)
+            budget.leave(entered)
 
     def _finish(
         self, state: RequestState, method: str, path: str, rid: str, authorization: bytes | None, started: int, tap: Tap
-    ) -> int | None:
-        """After the call: parse what is worth parsing once, write the line, add to the metrics; the tokens the
-        response's usage reported (for the client key's limits)."""
+    ) -> None:
+        """After the call: parse what is worth parsing once, write the line, add to the metrics."""
         end = time.monotonic_ns()
         status, head_ns, first_ns, streamed, content_type = (
             tap.status,
@@ -309,19 +326,21 @@ class Observer:
         )
         if path in CHAT_PATHS:
             rec.model = state.model or self.settings.default_model
-        kind = tokens = None
+        kind = None
         if state.client is not None:
             rec.extra["key_name"] = state.client.key.label
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
-            tokens = found.total_tokens
             if path in CHAT_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
             kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+        usage = state.meter.usage if state.meter is not None else None
+        if usage is not None:  # what the relay read as the body went by (a key that counts tokens): the whole body
+            rec.prompt_tokens, rec.completion_tokens = usage.prompt, usage.completion
         limited = state.limited
         if limited is not None:  # refused by the client key's limits: the relay's answer, not an upstream error
             kind = None
@@ -341,7 +360,6 @@ class Observer:
                 self.metrics.client_write_timeouts.inc()
             if limited is not None:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
-        return tokens
 
 
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:

@@ -41,18 +41,22 @@ class ChatRequest:
     data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the parsed body
 
 
-def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+def load_json(raw: bytes) -> Any:
+    """The request body's JSON value; :class:`InvalidRequest` for bytes that are not UTF-8 JSON."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest("Request body is not valid UTF-8.", "invalid_encoding") from exc
     try:
-        data: Any = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.", "invalid_json"
         ) from exc
-    return check_chat_object(data, raw, default_model)
+
+
+def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+    return check_chat_object(load_json(raw), raw, default_model)
 
 
 def check_chat_object(data: Any, raw: bytes | None, default_model: str) -> ChatRequest:

@@ -28,15 +28,12 @@ from ..protocol import (
     SHUTDOWN_NDJSON,
     SHUTDOWN_SSE,
     EventSplitter,
-    UsageStripper,
     event_data,
     map_transport_error,
     sse_error_event,
-    usage_only,
     well_formed,
 )
 from ..serving import current_writer
-from ..state import RequestState
 from ..upstream import HEARTBEAT, Interrupted, IteratorReader, ResponseStream, reader
 from ._pump import RESUME, WOKEN, Pump
 
@@ -205,7 +202,7 @@ class SSEBody:
         for event in events:
             if not well_formed(event):
                 self._finished = True
-                return whole[: _start_of(event, events, whole)] + MALFORMED_SSE
+                return whole[: start_of(event, events, whole)] + MALFORMED_SSE
         return whole
 
     def _end(self) -> bytes | None:
@@ -234,7 +231,7 @@ class SSEBody:
         await self._response.aclose()
 
 
-def _start_of(event: bytes, events: list[bytes], whole: bytes) -> int:
+def start_of(event: bytes, events: list[bytes], whole: bytes) -> int:
     """Where ``event`` (one of ``events``, in order) starts in ``whole``, the bytes they were split from."""
     pos = 0
     for one in events:
@@ -283,60 +280,3 @@ class NDJSONBody(SSEBody):
 
     def _shutdown(self) -> bytes:
         return SHUTDOWN_NDJSON
-
-
-class UsageStrippedSSE(SSEBody):
-    """An SSE body without the usage chunk the relay asked for on the client's behalf (proxy/protocol/_usage.py).
-
-    A subclass rather than a flag in SSEBody: a stream that needs no cutting runs the same code as before.
-    """
-
-    __slots__ = ("_stripper", "_state")
-
-    def __init__(self, response: httpx.Response, state: RequestState, **kwargs: Any) -> None:
-        super().__init__(response, **kwargs)
-        self._stripper = UsageStripper()
-        self._state = state
-
-    def _convert(self, data: bytes) -> bytes:
-        stripper = self._stripper
-        out = stripper.feed(data)
-        if stripper.usage is not None:
-            self._state.stripped_usage = stripper.usage
-        if stripper.malformed:
-            self._finished = True
-            return out + MALFORMED_SSE
-        return out
-
-    def _end(self) -> Any:
-        rest = self._stripper.end()
-        if self._stripper.usage is not None:
-            self._state.stripped_usage = self._stripper.usage
-        return rest or super()._end()
-
-
-class UsageStrippedNDJSON(NDJSONBody):
-    """NDJSON lines without the usage chunk the relay asked for on the client's behalf."""
-
-    __slots__ = ("_state",)
-
-    def __init__(self, response: httpx.Response, state: RequestState, **kwargs: Any) -> None:
-        super().__init__(response, **kwargs)
-        self._state = state
-
-    def _convert(self, data: bytes) -> bytes:
-        return self._strip(super()._convert(data))
-
-    def _end(self) -> Any:
-        return self._strip(super()._end())
-
-    def _strip(self, lines: Any) -> Any:
-        if not lines or b'"usage"' not in lines:
-            return lines
-        kept = []
-        for line in lines.splitlines(keepends=True):
-            if usage_only(line.rstrip(b"\n")):
-                self._state.stripped_usage = line.rstrip(b"\n")
-            else:
-                kept.append(line)
-        return b"".join(kept)

@@ -94,7 +94,6 @@ class Upstream(_ClosedOnExit):
         # worker and instance share. Upstreams hands its own store to each upstream it holds.
         self.store: Store = LocalStore()
         self.slots = f"slots:upstream:{self.name}"
-        self.lease_s = settings.state_lease_s
         # A byte pass-through must not be handed gzip it would have to decode to relay.
         self._headers = [(b"accept-encoding", b"identity")]
         self._urls: dict[str, httpx.URL] = {}  # parsed once per path, not per request
@@ -113,13 +112,14 @@ class Upstream(_ClosedOnExit):
         if not cap:
             self.active += 1
             return UNCAPPED
-        token = await self.store.acquire(self.slots, cap, self.lease_s)
+        token = await self.store.acquire(self.slots, cap)
         if token is not None:
             self.active += 1
         return token
 
     async def give_back(self, token: str) -> None:
-        """Return a lease :meth:`take` gave (at most the store's deadline; a failed return lapses by its TTL)."""
+        """Return a lease :meth:`take` gave (at most the store's deadline; a failed return lapses within
+        ``--state-lease-s``)."""
         self.active -= 1
         if token is not UNCAPPED:
             await self.store.release(self.slots, token)
@@ -183,13 +183,9 @@ class Upstreams(_ClosedOnExit):
             u.store = self.store
         self.by_name = {u.name: u for u in self.all}
         self.router = Router(u.config for u in self.all)
-        # Breakers and 429 rests of deployments, in the store; a probe's slot outlives a dead worker this long.
-        attempts = 1 + settings.retries
-        each = (u.config.connect_timeout_s + u.config.first_byte_timeout_s for u in self.all)
-        ttl = max(each, default=0.0) * attempts
-        ttl += settings.retry_max_wait_s * settings.retries
+        # Breakers and 429 rests of deployments, in the store.
         keys = {u.name: u.keys.names for u in self.all if u.keys.rotating}
-        self.health = Health(self.store, [u.config for u in self.all], ttl, keys)
+        self.health = Health(self.store, [u.config for u in self.all], keys)
         self._balancers: dict[tuple[str, ...], SmoothWeighted] = {}  # this worker's place in each weighted round
         self.default = self.by_name.get(self.router.default) if self.router.default else None
         for u in self.all:  # fingerprints only: a key never reaches a log line

@@ -16,15 +16,14 @@ log = logging.getLogger("moonrelay")
 
 
 class Health:
-    """The breakers and rests of the configured upstreams; ``probe_ttl_s`` bounds how long a probe's slot is held
-    by a worker that died with it (a probe's verdict comes with the response head)."""
+    """The breakers and rests of the configured upstreams (a half-open deployment's probe is a slot in the store,
+    which a worker that died with it gives back within ``--state-lease-s``)."""
 
-    def __init__(self, store: Store, configs: Sequence[UpstreamConfig], probe_ttl_s: float,
+    def __init__(self, store: Store, configs: Sequence[UpstreamConfig],
                  keys: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
         self.store = store
         self.keys = dict(keys or {})  # a rotating key pool's rests (proxy.upstream._keypool), by upstream
         self.configs = {c.name: c for c in configs}
-        self.probe_ttl_s = probe_ttl_s
         # (deployment, circuit, opened): a circuit this worker saw change; the metrics' gauge and counter
         self.changed: Callable[[str, Circuit, bool], None] | None = None
 
@@ -44,7 +43,7 @@ class Health:
 
     async def probe(self, name: str) -> str | None:
         """The half-open deployment's one probe (a lease token), or None when another request holds it."""
-        return await self.store.acquire(f"probe:{name}", 1, self.probe_ttl_s)
+        return await self.store.acquire(f"probe:{name}", 1)
 
     async def end_probe(self, name: str, token: str) -> None:
         await self.store.release(f"probe:{name}", token)

@@ -168,3 +168,11 @@ def test_this_environment_is_the_lock():
     for name in NOT_LOCKED:
         installed.pop(name, None)
     assert installed == locked_versions()
+
+
+def test_the_license_is_an_spdx_expression_that_the_build_backend_reads_without_a_warning():
+    """``license = { text = ... }`` is deprecated since setuptools 77, which warns on every fresh install."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    backend = [Requirement(r) for r in pyproject["build-system"]["requires"] if Requirement(r).name == "setuptools"]
+    assert len(backend) == 1 and "76.9" not in backend[0].specifier and "77.0" in backend[0].specifier

@@ -130,7 +130,7 @@ def health_of(failures: int = 3, **extra) -> tuple[Health, Clock, list]:
     clock = Clock()
     breaker = {"breaker_failures": failures, "breaker_window_s": 10, "breaker_cooldown_s": 5}
     configs = upstream_configs(Settings(upstreams=[table("d", default=True, **breaker, **extra)]))
-    health = Health(LocalStore(clock), configs, probe_ttl_s=60)
+    health = Health(LocalStore(clock), configs)
     changes: list = []
     health.changed = lambda *change: changes.append(change)
     return health, clock, changes
