@@ -2,27 +2,49 @@
 worker and instance (``--state``); client keys' limits (rpm, tpm, concurrent, budget) checked against it."""
 
 from ._address import RedisAddress, StateURLError, parse_state_url, redact
+from ._batch import Batches
 from ._budget import StoreBudget
 from ._charge import DEFAULT_RESERVE_TOKENS, Charge
-from ._client import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._failover import FailoverStore
+from ._keylimits import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore, check_redis
+from ._resp import (
+    MAX_ARRAY,
+    MAX_BULK,
+    MAX_DEPTH,
+    Connection,
+    Parser,
+    RedisRefused,
+    RedisUnavailable,
+    ReplyError,
+    encode,
+)
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
-from ._tokens import TokenHold, TokenWindow
+from ._tokens import EDGE_S, TokenHold, TokenWindow
 
 __all__ = [
     "Admission",
+    "Batches",
     "Charge",
     "ClientKey",
     "ClientLimits",
+    "Connection",
     "DEFAULT_RESERVE_TOKENS",
+    "EDGE_S",
     "FailoverStore",
     "KeysFileError",
     "LocalStore",
+    "MAX_ARRAY",
+    "MAX_BULK",
+    "MAX_DEPTH",
+    "Parser",
     "RedisAddress",
+    "RedisRefused",
     "RedisStore",
+    "RedisUnavailable",
     "Refusal",
+    "ReplyError",
     "StateURLError",
     "Store",
     "StoreBudget",
@@ -32,6 +54,7 @@ __all__ = [
     "Window",
     "check_redis",
     "defaults",
+    "encode",
     "openai_duration",
     "parse_keys_file",
     "parse_state_url",

@@ -1,5 +1,5 @@
 """Client keys' limits without sockets: the keys file (proxy/limits/_keys.py), the checks and their settling in a
-LocalStore on a fake clock (proxy/limits/_client.py), the headers' formats, the usage both shapes report."""
+LocalStore on a fake clock (proxy/limits/_keylimits.py), the headers' formats, the usage both shapes report."""
 
 from __future__ import annotations
 

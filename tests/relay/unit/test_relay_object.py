@@ -1,13 +1,13 @@
-"""The relay object (proxy/app/_relay.py ``Relay``) without sockets: admission, routing and the drain's 503."""
+"""The relay object (proxy/relay/_relay.py ``Relay``) without sockets: admission, routing and the drain's 503."""
 
 from types import SimpleNamespace
 
 import pytest
 import trio
 
-from proxy.app import Relay, Streams
 from proxy.config import Settings
 from proxy.protocol import InvalidRequest
+from proxy.relay import Relay, Streams
 from proxy.state import RequestState
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from proxy.limits import StateURLError, parse_state_url
-from proxy.limits._resp import (
+from proxy.limits import (
     MAX_ARRAY,
     MAX_BULK,
     MAX_DEPTH,
@@ -17,7 +16,9 @@ from proxy.limits._resp import (
     RedisRefused,
     RedisUnavailable,
     ReplyError,
+    StateURLError,
     encode,
+    parse_state_url,
 )
 from tests.support.redisserver import RedisServer
 

@@ -1,6 +1,6 @@
 """A client key's tokens on the request path: the reserve held once the request's body is read, and the status
 that decides what the request is charged (proxy/limits/_charge.py). The charge is settled when the call ends, with
-the call's other holds (:meth:`proxy.app.Streams.release`)."""
+the call's other holds (:meth:`proxy.relay.Streams.release`)."""
 
 from __future__ import annotations
 

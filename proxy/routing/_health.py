@@ -1,4 +1,4 @@
-"""Deployment health in the store: circuit breakers and 429 rests (:mod:`proxy.upstream._breaker` decides, this
+"""Deployment health in the store: circuit breakers and 429 rests (:mod:`proxy.routing._breaker` decides, this
 module reads and writes ``proxy.limits.Store``, so that with a shared store every worker and instance sees the same
 states). Nothing here is kept in Python attributes but the settings and the metrics' hooks."""
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ..limits import Store
 from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step, opens, step, store_names
 from ._keypool import keys_wait
-from ._routing import UpstreamConfig
+from ._router import UpstreamConfig
 
 log = logging.getLogger("moonrelay")
 
@@ -22,7 +22,7 @@ class Health:
     def __init__(self, store: Store, configs: Sequence[UpstreamConfig],
                  keys: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
         self.store = store
-        self.keys = dict(keys or {})  # a rotating key pool's rests (proxy.upstream._keypool), by upstream
+        self.keys = dict(keys or {})  # a rotating key pool's rests (proxy.routing._keypool), by upstream
         self.configs = {c.name: c for c in configs}
         # (deployment, circuit, opened): a circuit this worker saw change; the metrics' gauge and counter
         self.changed: Callable[[str, Circuit, bool], None] | None = None

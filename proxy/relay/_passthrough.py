@@ -26,6 +26,7 @@ read by read, and ``Content-Type``, ``Content-Encoding`` (the bytes are relayed 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import quote
@@ -46,16 +47,8 @@ from ..protocol import (
     json_or_none,
     normalise,
 )
-from ..serving import request_class as limited_request_class
-from ..upstream import (
-    AllKeysResting,
-    IteratorReader,
-    Upstream,
-    Upstreams,
-    model_not_found,
-    reader,
-    send_with_retries,
-)
+from ..routing import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from ..transport import IteratorReader, reader
 from ._responses import json_error, keys_resting, relayed_headers, upstream_error
 
 log = logging.getLogger("moonrelay")
@@ -97,14 +90,15 @@ def path_filter(spec: str) -> Any:
     return lambda path: any(fnmatchcase(path, p) for p in patterns)
 
 
-def request_class(settings: Settings) -> type[Request]:
-    """Quart's request, with pass-through paths allowed ``--max-upload-bytes`` instead of ``--max-body-bytes``."""
+def body_limit(settings: Settings) -> Callable[[str], int | None]:
+    """A request path's body limit where it is not ``--max-body-bytes``: pass-through paths are allowed
+    ``--max-upload-bytes`` (the edge sizes each request's limit with it before any view runs)."""
     upload = max(settings.max_upload_bytes, settings.max_body_bytes)
 
     def limit_for(path: str) -> int | None:
         return upload if path.startswith("/v1/") and path.lower() not in OWN_PATHS else None
 
-    return limited_request_class(limit_for)
+    return limit_for
 
 
 class UploadTooLarge(Exception):

@@ -20,18 +20,13 @@ import trio
 
 from ..protocol import InvalidRequest, Limited
 from ..state import RequestState
-from ..upstream import (
-    Circuit,
-    Outcome,
-    Rests,
-    Seen,
-    Upstream,
-    Upstreams,
-    balance_order,
-    breaker_outcome,
-    rest_seconds,
-    the_model,
-)
+from ._attempts import Rests
+from ._balance import order as balance_order
+from ._breaker import Circuit, Outcome, Seen
+from ._breaker import outcome as breaker_outcome
+from ._keypool import rest_seconds
+from ._router import the_model
+from ._upstream import Upstream, Upstreams
 
 log = logging.getLogger("moonrelay")
 
@@ -49,7 +44,7 @@ class Unavailable(InvalidRequest):
 class Candidates:
     """The upstreams one request may try (see the module docstring); :meth:`next` moves the request's
     ``max_concurrent`` slot to the next usable one; :meth:`settle` applies its answer to its breaker; ``rests``:
-    the keys and deployments the request may still rest (proxy.upstream.Rests)."""
+    the keys and deployments the request may still rest (proxy.routing.Rests)."""
 
     __slots__ = ("upstreams", "order", "seen", "current", "probe", "rests", "_i", "_wait", "_open", "_full")
 

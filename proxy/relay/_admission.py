@@ -18,7 +18,7 @@ import trio
 
 from ..limits import StoreBudget
 from ..state import RequestState
-from ..upstream import SHUTDOWN
+from ..transport import SHUTDOWN
 
 
 class Streams:

@@ -1,6 +1,6 @@
 """The relay's routes on quart-trio: OpenAI-compatible /v1 and the seed's NDJSON /chat/completions.
 
-:func:`create_app` makes the Quart app around one :class:`proxy.app.Relay` (``_relay``): authentication, error
+:func:`create_app` makes the Quart app around one :class:`proxy.relay.Relay` (``_relay``): authentication, error
 handlers, the routes, ``/healthz`` and the observability layer.
 """
 
@@ -17,20 +17,26 @@ from quart_trio import QuartTrio
 from ..auth import KeySource, bearer_token, fingerprint
 from ..config import Settings
 from ..limits import LocalStore, Store
-from ..observability import CONTENT_TYPE, install_observability
-from ..protocol import (
-    JSON,
-    InvalidRequest,
-    error_body,
+from ..observability import CONTENT_TYPE
+from ..protocol import JSON, InvalidRequest, error_body
+from ..relay import (
+    PASSTHROUGH_METHODS,
+    Relay,
+    Streams,
+    body_limit,
+    ending_broken_bodies,
+    error_response,
+    header_names,
+    json_error,
+    path_filter,
 )
-from ..serving import fast_paths_allowed, prepare_app
+from ..routing import Upstream, Upstreams
 from ..state import STATE
-from ..stream import Heartbeats, Pump
-from ..upstream import Upstream, Upstreams
-from . import _passthrough as passthrough
-from ._admission import Streams
-from ._relay import Relay
-from ._responses import error_response, json_error
+from ..stream import Heartbeats
+from ..transport import Pump
+from ._gate import fast_paths_allowed
+from ._lifecycle import install_observability
+from ._worker import prepare_app, request_class
 
 log = logging.getLogger("moonrelay")
 
@@ -112,8 +118,9 @@ def create_app(
         upstreams = Upstreams(settings, [upstreams], store=store)
     if store is None:
         store = upstreams.store if upstreams is not None else LocalStore()
-    relay = Relay(settings, upstreams, streams, heartbeats, direct_writes=fast and settings.direct_writes != "off",
-                  store=store, pump=pump)  # fmt: skip
+    direct = fast and settings.direct_writes != "off"  # streamed bodies written straight to the client (_inline)
+    app.config["MOONRELAY_DIRECT_WRITES"] = direct
+    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None)
     if upstreams is None:
 
         @app.before_serving
@@ -175,16 +182,16 @@ def create_app(
     app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])
     app.add_url_rule("/chat/completions", view_func=relay.seed_chat, methods=["GET", "POST"])
 
-    allowed = passthrough.path_filter(settings.passthrough)
+    allowed = path_filter(settings.passthrough)
     if allowed is not None:
-        forwarded = passthrough.header_names(settings.passthrough_headers)
-        app.request_class = passthrough.request_class(settings)
-        app.asgi_app = passthrough.ending_broken_bodies(app.asgi_app)  # type: ignore[method-assign]
+        forwarded = header_names(settings.passthrough_headers)
+        app.request_class = request_class(body_limit(settings))
+        app.asgi_app = ending_broken_bodies(app.asgi_app)  # type: ignore[method-assign]
 
         async def pass_through(rest: str) -> Response:
             return await relay.pass_through(allowed, forwarded)
 
-        app.add_url_rule("/v1/<path:rest>", view_func=pass_through, methods=passthrough.METHODS)
+        app.add_url_rule("/v1/<path:rest>", view_func=pass_through, methods=PASSTHROUGH_METHODS)
 
     tasks = TaskCount()
     app.before_serving(tasks.install)

@@ -11,16 +11,16 @@ provably never reached the upstream, or the upstream's answer says it did not pr
 Anything else after the request was written (a 500, a 504, a read, write or protocol error, a timeout) is
 answered as it is: the upstream may have taken a paid completion. :func:`resend_reason` and
 :func:`not_processed` say this for both loops that act on it: this module's (retries and keys, on one upstream)
-and ``proxy.app``'s (the request's deployments and fallbacks).
+and ``proxy.relay``'s (the request's deployments and fallbacks).
 
 **Retries** (``--retries``, :mod:`proxy.protocol`) wait between attempts on one upstream. **Key rotation** comes
 first: in a pool of several keys a 429 sends the request out again at once on a key it has not tried, without
 waiting and without spending a retry. When every key is tried or resting, the relay waits (for the first resting
 key to wake, or the retry delay) if that fits in ``--retry-max-wait-s`` and a retry is left (the wait is the retry;
 then each key may be tried again), else it relays the last 429. A new request that finds every key resting is
-refused at once (:class:`proxy.upstream.AllKeysResting`, answered 429): the upstream said to wait.
+refused at once (:class:`proxy.routing.AllKeysResting`, answered 429): the upstream said to wait.
 
-**Rests.** Only a 429 about the account rests its key (here) or its deployment (``proxy.app._candidates``), and
+**Rests.** Only a 429 about the account rests its key (here) or its deployment (``proxy.routing._candidates``), and
 one request rests at most :data:`MAX_RESTS` of them (:class:`Rests`): a 429 mistaken for the account's, or a
 client whose requests exhaust every key, cannot rest a whole pool at once.
 """
@@ -37,8 +37,8 @@ import trio
 from ..config import Settings
 from ..limits import Store
 from ..protocol import RETRY_STATUSES, Limited, limited_by, retry_delay
-from ._client import Upstream
 from ._keypool import AllKeysResting, Key, KeyPool, keys_wait, rest_name
+from ._upstream import Upstream
 
 log = logging.getLogger("moonrelay")
 

@@ -22,12 +22,11 @@ import httpx
 
 from ..config import Settings
 from ..limits import LocalStore, Store
+from ..transport import H11Transport, Timeouts
 from ._balance import SmoothWeighted
-from ._connection import Timeouts
 from ._health import Health
 from ._keypool import Key, KeyPool
-from ._pool import H11Transport
-from ._routing import Router, UpstreamConfig, single_upstream, upstream_configs
+from ._router import Router, UpstreamConfig, single_upstream, upstream_configs
 
 log = logging.getLogger("moonrelay")
 UNCAPPED = "uncapped"  # the lease of an upstream without max_concurrent: nothing to count

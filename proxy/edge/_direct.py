@@ -15,7 +15,7 @@ encoding, or raw bytes for an HTTP/1.0 client) and written with one non-blocking
 the socket. Only when the socket's buffer is full does it fall back to hypercorn's own way:
 ``send_all`` under the connection's send lock, shielded so that a frame is never half-written.
 
-Every write that has to wait for the client (here and in :mod:`proxy.serving._connection`) goes through
+Every write that has to wait for the client (here and in :mod:`proxy.edge._tcpserver`) goes through
 :func:`send_rest`: under the send lock, shielded so that a frame is never cut by a cancellation, and
 with the worker's client write deadline (:class:`ClientWrites`), so that a client that stops reading
 cannot hold its stream, upstream request and slots forever. When the deadline passes, part of a frame
@@ -51,7 +51,7 @@ CONNECTION: ContextVar[Any] = ContextVar("moonrelay.connection", default=None)
 class ClientWrites:
     """A worker's client write deadline, and the writes now waiting for a slow client (for shutdown to end).
 
-    One per ``serve`` (on hypercorn's config, read by each :class:`proxy.serving._connection.TCPServer`).
+    One per ``serve`` (on hypercorn's config, read by each :class:`proxy.edge._tcpserver.TCPServer`).
     """
 
     __slots__ = ("timeout_s", "waiting", "stopping")
@@ -69,7 +69,7 @@ class ClientWrites:
             scope.cancel()
 
 
-NO_CONFIG = ClientWrites(30.0)  # for a TCPServer whose hypercorn config was not made by proxy.serving
+NO_CONFIG = ClientWrites(30.0)  # for a TCPServer whose hypercorn config was not made by proxy.edge
 
 
 async def send_rest(stream: trio.abc.Stream, lock: trio.Lock, data: bytes, writes: ClientWrites) -> bool | None:

@@ -1,6 +1,6 @@
 """A circuit breaker per deployment, sans I/O: what its state is and what an answer changes.
 
-States, as the store holds them (names per deployment ``d``; :mod:`proxy.upstream._health` does the I/O):
+States, as the store holds them (names per deployment ``d``; :mod:`proxy.routing._health` does the I/O):
 
     closed     ── ``breaker_failures`` failures in a row within one window ─────────▶ open
     open       ── ``breaker_cooldown_s`` passed ───────────────────────────────────▶ half-open

@@ -29,15 +29,20 @@ from wire import (
     wait_for_stop_signal,
 )
 
-from .app import Streams, create_app
-from .auth import KeySource
-from .config import Settings
-from .gcpolicy import tune_gc
-from .limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
-from .observability import prepare_multiprocess
-from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
-from .stream import Heartbeats, Pump, pump_available
-from .upstream import Upstreams, describe_upstreams
+from ..auth import KeySource
+from ..config import Settings
+from ..gcpolicy import tune_gc
+from ..limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
+from ..observability import prepare_multiprocess
+from ..relay import Streams
+from ..routing import Upstreams, describe_upstreams
+from ..stream import Heartbeats
+from ..transport import Pump
+from ..transport import available as pump_available
+from ._app import create_app
+from ._direct import ClientWrites
+from ._gate import fast_paths_allowed
+from ._worker import client_writes, hypercorn_config, serve_app
 
 # Hypercorn's own graceful timeout cancels whatever is left without telling the app; ours ends the
 # remaining streams with an error event first, so hypercorn's deadline is set this much later.
@@ -47,7 +52,7 @@ FINAL_EVENT_S = 1.0
 
 
 def worker_config(settings: Settings) -> Any:
-    """hypercorn's config for one worker (proxy.serving), from the relay's settings."""
+    """hypercorn's config for one worker (proxy.edge), from the relay's settings."""
     return hypercorn_config(
         bind=settings.bind,
         backlog=settings.backlog,
@@ -169,7 +174,7 @@ async def serve(
                 await nursery.start(heartbeats.run)
             pump = None
             if settings.pump != "off" and settings.direct_writes != "off" and pump_available and transports:
-                pump = Pump()  # streams parked in it are relayed from its task (proxy/stream/_pump.py)
+                pump = Pump()  # streams parked in it are relayed from its task (proxy/transport/_pump.py)
                 await nursery.start(pump.run)
             keys = KeySource(settings)
             if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)

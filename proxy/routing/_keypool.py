@@ -6,7 +6,7 @@ a key that the upstream answered 429 *rests* (for its Retry-After, within bounds
 serve. Rests live in the store (``proxy.limits``) under ``key:<fingerprint>``, so that with a shared store a
 key rests for every worker and instance. A pool of one key never rests: there is no other key to serve
 meanwhile, and the relay then behaves as it did with one key (the retry logic decides; a deployment of a model
-with others rests instead, :mod:`proxy.app._candidates`).
+with others rests instead, :mod:`proxy.routing._candidates`).
 
 Keys are held as ready-made header values and shown only by fingerprint (``repr`` hides the rest).
 """

@@ -25,21 +25,23 @@ from ..protocol import (
     parse_chat_request,
     with_usage,
 )
-from ..state import STATE, RequestState
-from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, Pump, SSEBody, UsageStrippedSSE
-from ..upstream import (
+from ..routing import (
     AllKeysResting,
+    Candidates,
     Upstream,
     Upstreams,
+    at_its_limit,
     limited_of,
     model_not_found,
     not_processed,
     resend_reason,
     send_with_retries,
 )
+from ..state import STATE, RequestState
+from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, SSEBody, UsageStrippedSSE
+from ..transport import Pump
 from . import _passthrough as passthrough
 from ._admission import Streams
-from ._candidates import Candidates, at_its_limit
 from ._charging import answered, reserve
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
@@ -53,9 +55,8 @@ class Relay:
 
     ``upstreams`` may be set later (an app that opens its own when serving starts); ``streams`` holds the
     worker's in-flight chat requests (admission, drain); ``heartbeats``, if given and running, pings silent
-    SSE streams; ``direct_writes``: streamed bodies may write straight to the client socket (proxy.serving);
-    ``store``: where limits and upstream health are counted (proxy.limits); ``pump``: the worker's
-    :class:`proxy.stream.Pump`, which relays directly written streams from one task.
+    SSE streams; ``store``: where limits and upstream health are counted (proxy.limits); ``pump``: the worker's
+    :class:`proxy.transport.Pump`, which relays the streams the edge has write straight to their client.
     """
 
     def __init__(
@@ -65,7 +66,6 @@ class Relay:
         streams: Streams,
         heartbeats: Heartbeats | None = None,
         *,
-        direct_writes: bool = False,
         store: Store | None = None,
         pump: Pump | None = None,
     ) -> None:
@@ -73,8 +73,7 @@ class Relay:
         self.upstreams = upstreams
         self.streams = streams
         self.heartbeats = heartbeats
-        self.direct_writes = direct_writes
-        self.pump = pump if direct_writes else None  # where directly written streams are relayed (proxy.stream)
+        self.pump = pump  # where directly written streams are relayed
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
         self.client_limits = ClientLimits(self.store)  # client keys' limits
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
@@ -94,7 +93,7 @@ class Relay:
 
     async def reserve(self, state: RequestState, route: str, data: dict[str, Any] | None, body_bytes: int, *,
                       ndjson: bool = False) -> Response | None:  # fmt: skip
-        """A client key that counts tokens: its reserve held once the body is read (proxy/app/_charging.py)."""
+        """A client key that counts tokens: its reserve held once the body is read (proxy/relay/_charging.py)."""
         return await reserve(self.client_limits, state, route, data, body_bytes,
                              max(0, self.settings.key_reserve_tokens), ndjson=ndjson)  # fmt: skip
 
@@ -132,33 +131,31 @@ class Relay:
         return upstream
 
     async def upstream_health(self) -> dict[str, Any]:
-        """Every upstream's breaker and rest as the store has them ({name: proxy.upstream.Seen}; {} before
+        """Every upstream's breaker and rest as the store has them ({name: proxy.routing.Seen}; {} before
         serving)."""
         return {} if self.upstreams is None else await self.upstreams.health.report()
 
     # -- the exchange with the upstream -----------------------------------------------------------
 
-    def body(self, response: httpx.Response, state: RequestState, method: str, *, ndjson: bool,
-             strip_usage: bool) -> SSEBody:  # fmt: skip
+    def body(self, response: httpx.Response, state: RequestState, *, ndjson: bool, strip_usage: bool) -> SSEBody:
         """The streaming body that relays ``response`` (SSE, or the seed's NDJSON), tracked for drain and
-        heartbeats; ``method`` is the client's (a HEAD gets no direct writes)."""
-        direct = method if self.direct_writes else None
+        heartbeats."""
         tap = state.tap
         pump = self.pump
         meter = state.meter  # a client key that counts tokens: the stream's events and usage
         body: SSEBody
         if ndjson:
             if strip_usage or meter is not None:
-                body = MeteredNDJSON(response, state, meter, strip_usage, direct=direct, tap=tap, pump=pump)
+                body = MeteredNDJSON(response, state, meter, strip_usage, tap=tap, pump=pump)
             else:
-                body = NDJSONBody(response, direct=direct, tap=tap, pump=pump)
+                body = NDJSONBody(response, tap=tap, pump=pump)
         else:
             if strip_usage:
-                body = UsageStrippedSSE(response, state, meter, direct=direct, tap=tap, pump=pump)
+                body = UsageStrippedSSE(response, state, meter, tap=tap, pump=pump)
             elif meter is not None:
-                body = MeteredSSE(response, meter, direct=direct, tap=tap, pump=pump)
+                body = MeteredSSE(response, meter, tap=tap, pump=pump)
             else:
-                body = SSEBody(response, direct=direct, tap=tap, pump=pump)
+                body = SSEBody(response, tap=tap, pump=pump)
             if self.heartbeats is not None:
                 self.heartbeats.watch(body)
         self.streams.track_body(state, body)
@@ -171,7 +168,7 @@ class Relay:
         """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back.
 
         ``upstream``: one upstream, or the request's :class:`Candidates` with the first one's slot taken. When an
-        upstream's attempts end in a failure that lets the request go out again (proxy.upstream._attempts: never
+        upstream's attempts end in a failure that lets the request go out again (proxy.routing._attempts: never
         reached, or answered "not processed"), the request goes to the next candidate (the model's other
         deployments, then ``fallbacks``); each answer feeds that deployment's breaker. Once an answer is chosen
         nothing else is tried: a stream that breaks later ends with the in-band error event."""
@@ -218,7 +215,7 @@ class Relay:
         relayed = relayed_headers(response)
         relayed[UPSTREAM_HEADER] = upstream.name
         if content is None and stream and status == 200:
-            body_iter = self.body(response, state, client_method, ndjson=ndjson, strip_usage=strip_usage)
+            body_iter = self.body(response, state, ndjson=ndjson, strip_usage=strip_usage)
             if ndjson:
                 return Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
             relayed["cache-control"] = "no-cache"
@@ -352,7 +349,7 @@ class Relay:
         return await self.relay_chat(state, chat, request.method, ndjson=True)
 
     async def pass_through(self, allowed: Any, forwarded: frozenset[bytes]) -> Response:
-        """Every other /v1/* endpoint, both bodies streamed (proxy/app/_passthrough.py)."""
+        """Every other /v1/* endpoint, both bodies streamed (proxy/relay/_passthrough.py)."""
         state = request.scope[STATE]
         settings = self.settings
         path = passthrough.checked_path(request, allowed)

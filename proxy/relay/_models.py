@@ -18,7 +18,7 @@ import trio
 from quart import Response
 
 from ..protocol import JSON, error_body, map_transport_error
-from ..upstream import AllKeysResting, Upstream, free_key, read_and_close
+from ..routing import AllKeysResting, Upstream, free_key, read_and_close
 
 log = logging.getLogger("moonrelay")
 

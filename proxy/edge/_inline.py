@@ -25,10 +25,11 @@ from typing import Any
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart.utils import encode_headers
 from quart.wrappers import Request, Response
 from quart_trio.asgi import TrioASGIHTTPConnection
 
-from ._direct import CONNECTION
+from ._direct import CONNECTION, current_writer
 from ._taken import FALLBACKS, TAKEN
 
 INLINE_BODY_MAX = 64 * 1024
@@ -69,6 +70,25 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.handle_messages, nursery, request, receive)
             await self.handle_request(nursery, request, send)
+
+    async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
+        """Quart's send of a response; a relay body (:meth:`proxy.stream.SSEBody.relay`) is handed a writer for the
+        client's socket instead of being iterated, where the connection allows direct writes (:mod:`._direct`)."""
+        body = getattr(getattr(response, "response", None), "iter", None)
+        relay = getattr(body, "relay", None)
+        if relay is None or not self.app.config.get("MOONRELAY_DIRECT_WRITES"):
+            await super()._send_response(send, response)
+            return
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": encode_headers(response.headers)})  # fmt: skip
+        writer = current_writer(self.scope["method"])
+        async with response.response:  # its end closes the body, whatever happened: the upstream request ends
+            if writer is None:
+                async for data in response.response:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            else:
+                await relay(writer)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _timeout(self, response: Any) -> float | None:
         """quart-trio's response timeout rule (the relay sets ``RESPONSE_TIMEOUT`` to None)."""

@@ -8,16 +8,15 @@ client that goes away stops the tokens it was paying for.
 Plain classes rather than async generators: no generator frame per response, and no ``yield``
 inside a cancel scope (PEP 789).
 
-Where the connection allows it (:func:`proxy.serving.current_writer`), the first ``__anext__`` does
-not return a chunk: it relays the whole body itself, writing each piece straight to the client's
-socket, and then ends the iteration; Quart and hypercorn still send the head and the end of the
-response (the end carrying the body's last piece). A client that leaves still cancels the task that runs it.
+Where the connection allows it, the edge does not iterate a body: it sends the head, hands the body a writer
+for the client's socket (:meth:`SSEBody.relay`, a :class:`ClientWriter`), and sends the end once the body
+relayed itself (the end carrying the body's last piece). A client that leaves still cancels the task that runs it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -33,11 +32,23 @@ from ..protocol import (
     sse_error_event,
     well_formed,
 )
-from ..serving import current_writer
-from ..upstream import HEARTBEAT, Interrupted, IteratorReader, ResponseStream, reader
-from ._pump import RESUME, WOKEN, Pump
+from ..state import Tap
+from ..transport import HEARTBEAT, RESUME, WOKEN, Interrupted, IteratorReader, Pump, ResponseStream, reader
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, intermediaries see traffic
+
+
+class ClientWriter(Protocol):
+    """What a body writes its pieces with when the edge gives it the client's socket (proxy.edge's DirectWriter)."""
+
+    def write_nowait(self, data: bytes) -> bytes | None:
+        """Frame and write what the socket takes now: the rest (b"" when all went), None when the client is gone."""
+
+    async def write_rest(self, rest: bytes) -> bool:
+        """Write what ``write_nowait`` left, waiting for the client within its write deadline; False: gone."""
+
+    def defer(self, data: bytes) -> bool:
+        """Leave the body's last piece for the response's end to carry; False where it cannot."""
 
 
 class SSEBody:
@@ -59,20 +70,16 @@ class SSEBody:
     would fail on it anyway. The check costs one split per read and one ``json.loads`` per event.
     """
 
-    __slots__ = ("_response", "_reader", "_finished", "_splitter", "_out", "direct", "tap", "pump", "__weakref__")
+    __slots__ = ("_response", "_reader", "_finished", "_splitter", "_out", "tap", "pump", "__weakref__")
 
-    def __init__(
-        self, response: httpx.Response, *, direct: str | None = None, tap: Any = None, pump: Pump | None = None
-    ) -> None:
-        """``direct``: the request method, to relay by direct writes where they are exact (None: never);
-        ``tap``: the request's :class:`proxy.observability.Tap`, told of every piece written directly;
-        ``pump``: the worker's :class:`Pump`, where direct writes may run without this task."""
+    def __init__(self, response: httpx.Response, *, tap: Tap | None = None, pump: Pump | None = None) -> None:
+        """``tap``: the request's observer, told of every piece written directly; ``pump``: the worker's
+        :class:`Pump`, where directly written streams may be relayed without this task."""
         self._response = response
         self._reader = reader(response)
         self._finished = False
         self._splitter = EventSplitter()
-        self._out: Any = None  # the DirectWriter, once direct writes began
-        self.direct = direct
+        self._out: Any = None  # the ClientWriter, once direct writes began
         self.tap = tap
         self.pump = pump
 
@@ -80,19 +87,17 @@ class SSEBody:
         return self
 
     async def __anext__(self) -> bytes:
-        writer = None
-        if self.direct is not None:
-            writer = current_writer(self.direct)
-            self.direct = None
-        if writer is None:
-            while True:
-                out = await self._next()
-                if out is None:
-                    raise StopAsyncIteration
-                if out:  # an NDJSON read may complete no whole line: read on
-                    return out
-        # Relay the whole body with direct writes, here (every frame on this path is held under the open
-        # stream and walked on each chunk); the iteration ends with the body or when the client is gone.
+        """The next piece for the client (the ASGI path: Quart sends it)."""
+        while True:
+            out = await self._next()
+            if out is None:
+                raise StopAsyncIteration
+            if out:  # an NDJSON read may complete no whole line: read on
+                return out
+
+    async def relay(self, writer: ClientWriter) -> None:
+        """Relay the whole body with ``writer``, here (every frame on this path is held under the open stream and
+        walked on each chunk); returns at the body's end or when the client is gone."""
         self._out = writer
         reader = self._reader
         pump = self.pump
@@ -119,7 +124,6 @@ class SSEBody:
             if go is not True and not await writer.write_rest(go):  # type: ignore[arg-type]
                 self._gone()
                 break
-        raise StopAsyncIteration
 
     def _step(self, now: float) -> object:
         """One read of a parked stream, in the pump's task: None to stay parked, else what ``_deliver`` said."""

@@ -5,9 +5,9 @@ the model → upstream matcher.
     no [[upstreams]]: --upstream flags  → one UpstreamConfig, the default (exactly the single-upstream relay)
     Router.route("moonshot-v1-8k")      → the upstream's name, or None (→ 404 model_not_found)
     Router.deployments("kimi-k2")       → every upstream that lists the exact name: its deployments, balanced by
-                                          ``weight`` and health (proxy.upstream._balance, proxy.upstream._health)
+                                          ``weight`` and health (proxy.routing._balance, proxy.routing._health)
     fallbacks = ["b", "c"]              → tried in order when this upstream fails before the first byte
-                                          (proxy.app._relay; each name checked to exist, never itself)
+                                          (proxy.relay._relay; each name checked to exist, never itself)
 
 Matching: exact model names first (across all upstreams; several tables may list one: they are its
 deployments), then glob patterns (``moonshot-*``) in config order, then the default upstream (``default = true``,
@@ -69,7 +69,7 @@ class UpstreamConfig:
     ca_file: str | None = None
     fallbacks: tuple[str, ...] = ()  # upstreams tried in order when this one fails before the first byte
     # A first-byte timeout here may send the request again (a retry, the next deployment or fallback): it may then
-    # run twice, so only where the operator says so (proxy.upstream._attempts)
+    # run twice, so only where the operator says so (proxy.routing._attempts)
     retry_on_timeout: bool = False
     weight: int = 1  # its share of its models' requests among their deployments (1 to MAX_WEIGHT)
     breaker_failures: int = 5  # failures in a row, within one window, that open the circuit; 0: no breaker

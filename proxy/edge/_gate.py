@@ -3,7 +3,7 @@
 ``off`` (the setting, or ``MOONRELAY_FAST_PATHS=off`` in the environment, which wins so that CI can run the
 functional tests on the plain path without editing them) turns every fast path of this package off: the relay
 then runs on plain hypercorn + quart-trio ASGI. ``force`` takes them on any framework version; ``auto`` (the
-default) only on the tested ones (:mod:`proxy.serving.versions`, which warns once when it turns them off).
+default) only on the tested ones (:mod:`proxy.edge.versions`, which warns once when it turns them off).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ readiness, CORS and the demo page.
 
 Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
 body's tail, kept for the log's usage); clocks are read twice per request (response start, first chunk). A
-streamed body that writes its chunks straight to the socket (:func:`proxy.serving.current_writer`) bypasses
+streamed body that writes its chunks straight to the socket (:func:`proxy.edge.current_writer`) bypasses
 ``send``; it reports each chunk to the request's :class:`Tap` (``RequestState.tap``) instead.
 Parsing (the request's model, the tail's usage) happens once, after the response.
 """
@@ -27,13 +27,14 @@ import trio
 
 from ..config import Settings
 from ..limits import StoreBudget
-from ..serving import fast_paths_allowed, request_body_unread, send_last, shielding_last, write_timed_out
+from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
+from ..observability import upstream_error_kind as error_kind
+from ..routing import configured_models, upstream_label
 from ..state import STATE, UNMATCHED, RequestState
-from ..upstream import configured_models, upstream_label
-from ._accesslog import AccessRecord, access_logger, key_prefix, request_id, scan_tail
-from ._accesslog import upstream_error_kind as error_kind
 from ._cors import CORSPolicy
 from ._demo import PAGE
+from ._gate import fast_paths_allowed
+from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
 
 log = logging.getLogger("moonrelay")
 
@@ -49,7 +50,7 @@ class Tap:
 
     Its ``send`` is the ``send`` the app gets. One slotted object per call instead of two closures and
     their cells: it lives as long as the stream. The body's hot path is ``seen`` (a direct writer calls
-    it too, :mod:`proxy.serving`): an increment and two reference moves.
+    it too, :mod:`proxy.edge`): an increment and two reference moves.
     """
 
     __slots__ = (
@@ -95,7 +96,7 @@ class Tap:
                 self.seen(body)
             if not message.get("more_body", False):
                 self.completed = True  # before the send: the server may cancel us as it ends the response
-                with trio.CancelScope(shield=True):  # see proxy.serving._connection: the last send must not be cut
+                with trio.CancelScope(shield=True):  # see proxy.edge._tcpserver: the last send must not be cut
                     if self._ending is not None:
                         await self._end()
                     await self._send(message)  # type: ignore[misc]
@@ -139,7 +140,7 @@ class Tap:
 
 class BodyWatch:
     """``receive`` that notes when the request's body was read to the end: the plain path's way of telling an
-    early response (:func:`proxy.serving.request_body_unread` reads it from h11 on the fast path)."""
+    early response (:func:`proxy.edge.request_body_unread` reads it from h11 on the fast path)."""
 
     __slots__ = ("_receive", "done")
 
@@ -172,11 +173,11 @@ class Observer:
         self.logger = access_logger() if settings.access_log != "off" else None
         self.metrics = None
         if settings.metrics != "off":
-            from ._metrics import Metrics
+            from ..observability import Metrics
 
             self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
         self.serving = False
-        # Every upstream's health now ({name: proxy.upstream.Seen}): the /readyz detail and the circuit gauge
+        # Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
         self.upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # -- the answers this layer gives itself ------------------------------------------------------
@@ -205,7 +206,7 @@ class Observer:
                 body = json.dumps({**json.loads(body), "upstreams": detail}, separators=(",", ":")).encode()
             await self._answer(send, status, body, b"application/json", [(b"cache-control", b"no-store"), *cors])
         elif path == "/metrics" and self.metrics is not None and self.settings.metrics_auth != "on":  # else: the app
-            from ._metrics import CONTENT_TYPE
+            from ..observability import CONTENT_TYPE
 
             health = await self._health()
             if health is not None:
@@ -236,7 +237,7 @@ class Observer:
         """The ASGI call; with hypercorn's two extra arguments this is also the app hypercorn calls directly.
 
         One layer, one coroutine frame for the whole request: the request id, log and metrics, the
-        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.serving`
+        worker's slot accounting (``Streams``), and the last-send shielding of :mod:`proxy.edge`
         used to be four nested ASGI wrappers, each a frame held for as long as its stream was open.
         """
         if scope["type"] != "http":
@@ -291,7 +292,7 @@ class Observer:
                     log.exception("access log / metrics failed for request %s", rid)
         finally:
             budget.ending()
-            if streams is not None:  # the relay's slots back, a client key's admission settled (proxy.app)
+            if streams is not None:  # the relay's slots back, a client key's admission settled (proxy.relay)
                 await streams.leave(state)
             budget.leave(entered)
 
@@ -345,7 +346,7 @@ class Observer:
         if limited is not None:  # refused by the client key's limits: the relay's answer, not an upstream error
             kind = None
             rec.extra["key_name"] = limited[1]
-        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.serving)
+        timed_out = write_timed_out()  # the client stopped reading: the connection was aborted (proxy.edge)
         if timed_out:
             rec.completed = False
             rec.error = "client_write_timeout"
@@ -365,7 +366,7 @@ class Observer:
 def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
-    ``streams`` (the worker's :class:`proxy.app.Streams`) lets ``/readyz`` report a drain.
+    ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain.
     """
     from quart import request
 

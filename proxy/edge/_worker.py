@@ -13,10 +13,10 @@ from hypercorn.trio.run import worker_serve
 from quart import Quart, Request
 from quart_trio.wrappers.request import TrioRequest
 
-from ._connection import install
 from ._direct import ClientWrites
 from ._inline import InlineHTTPConnection
 from ._taken import TAKEN
+from ._tcpserver import install
 
 
 def hypercorn_config(

@@ -10,7 +10,7 @@ import httpx
 from quart import Response
 
 from ..protocol import JSON, error_body, map_transport_error
-from ..upstream import AllKeysResting, the_model
+from ..routing import AllKeysResting, the_model
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
 RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")

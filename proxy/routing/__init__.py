@@ -1,4 +1,4 @@
-"""The upstream client: the h11 transport (connection, pool, watchdog, body reader), keys, retries, routing."""
+"""TODO: what this package holds."""
 
 from ._attempts import (
     MAX_RESTS,
@@ -10,17 +10,14 @@ from ._attempts import (
     resend_reason,
     send_with_retries,
 )
-from ._balance import SmoothWeighted
+from ._balance import SmoothWeighted, order
 from ._balance import order as balance_order
-from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
+from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step, opens, outcome, step
 from ._breaker import outcome as breaker_outcome
-from ._client import Upstream, Upstreams
-from ._connection import HEARTBEAT, READER, SHUTDOWN, Interrupted, Timeouts
+from ._candidates import Candidates, at_its_limit
 from ._health import Health
 from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
-from ._pool import H11Transport
-from ._response import IteratorReader, ResponseStream, reader
-from ._routing import (
+from ._router import (
     ConfigError,
     Router,
     UpstreamConfig,
@@ -32,49 +29,47 @@ from ._routing import (
     upstream_configs,
     upstream_label,
 )
+from ._upstream import Upstream, Upstreams
 
 __all__ = [
     "AllKeysResting",
+    "Candidates",
     "Circuit",
+    "ConfigError",
+    "DEFAULT_REST_S",
     "HALF_OPEN_S",
     "Health",
+    "KeyPool",
+    "MAX_RESTS",
+    "MAX_REST_S",
     "Outcome",
+    "Rests",
+    "Router",
     "Seen",
     "SmoothWeighted",
     "Step",
-    "balance_order",
-    "free_key",
-    "limited_of",
-    "not_processed",
-    "resend_reason",
-    "breaker_outcome",
-    "ConfigError",
-    "DEFAULT_REST_S",
-    "H11Transport",
-    "HEARTBEAT",
-    "Interrupted",
-    "IteratorReader",
-    "ResponseStream",
-    "Rests",
-    "KeyPool",
-    "MAX_REST_S",
-    "MAX_RESTS",
-    "READER",
-    "Router",
-    "SHUTDOWN",
-    "Timeouts",
     "Upstream",
     "UpstreamConfig",
     "Upstreams",
+    "at_its_limit",
+    "balance_order",
+    "breaker_outcome",
     "configured_models",
     "describe_upstreams",
+    "free_key",
+    "limited_of",
     "load_settings",
     "model_not_found",
-    "the_model",
+    "not_processed",
+    "opens",
+    "order",
+    "outcome",
     "read_and_close",
-    "reader",
+    "resend_reason",
     "rest_seconds",
     "send_with_retries",
+    "step",
+    "the_model",
     "upstream_configs",
     "upstream_label",
 ]
