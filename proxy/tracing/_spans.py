@@ -7,8 +7,8 @@ semantic conventions' attributes (model, provider, tokens, finish reasons). The 
 pays for tracing is the caller's one ``if tracing is not None``.
 
 The exporter never blocks the event loop: an ended span goes into the SDK's BatchSpanProcessor queue (a deque
-append, bounded: when the collector is slow or down the newest spans are dropped, counted by the SDK's log lines)
-and the processor's own thread encodes and posts batches. A collector that is down costs that thread its retries,
+append, bounded: when the collector is slow or down the oldest queued spans make room, with a log line) and the
+processor's own thread encodes and posts batches. A collector that is down costs that thread its retries,
 never a request. :meth:`Tracing.aclose` flushes what is queued from a worker thread, within a deadline, and the
 SDK's log lines (export failures, a full queue) come out as the relay's own, each distinct one at most once a
 minute.
