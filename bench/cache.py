@@ -12,17 +12,13 @@ cost is the token-rate runs' (results/PERF-LOG.md).
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import trio
 
+from bench.micro import arguments, cpu_us, python, report
 from bench.translation import chat_stream
 from proxy.cache import MemoryCache, StreamRecorder, cache_key, decode, encode, replay
 from proxy.protocol import Usage
@@ -48,23 +44,10 @@ def repeat(call: Callable[[], object], n: int) -> Callable[[], None]:
     return run
 
 
-def measure(work: Callable[[], None], rounds: int, per: int) -> float:
-    """Median over ``rounds`` of CPU µs per unit (``per`` units a call of ``work``)."""
-    work()  # warm
-    runs = []
-    for _ in range(rounds):
-        start = time.process_time_ns()
-        work()
-        runs.append((time.process_time_ns() - start) / 1000 / per)
-    return statistics.median(runs)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__ or "")
     parser.add_argument("--chunks", type=int, default=300, help="chunks per stream (default 300)")
     parser.add_argument("--requests", type=int, default=200, help="requests per round (default 200)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported (default 5)")
-    parser.add_argument("--out", type=Path, help="a folder to write README.md and results.json to")
     args = parser.parse_args(argv)
     n, chunks = args.requests, args.chunks
     pieces = chat_stream(chunks, "text")
@@ -93,21 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         ("decode (Redis)", "chunk", repeat(lambda: decode(blob, 1 << 22), n), n * chunks),
         ("replay", "chunk", lambda: trio.run(replay_all), n * chunks),
     ]
-    rows = [{"piece": name, "unit": unit, "us": round(measure(call, args.rounds, per), 3)}
+    rows = [{"piece": name, "unit": unit, "us": round(cpu_us(call, args.rounds, per), 3)}
             for name, unit, call, per in work]  # fmt: skip
     lines = ["| piece | CPU µs per | unit |", "|---|---:|---|"] + [
         f"| {r['piece']} | {r['us']:.3f} | {r['unit']} |" for r in rows]  # fmt: skip
-    command = "python -m bench.cache " + " ".join(argv if argv is not None else sys.argv[1:])
-    facts = (f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}, {n} requests "
-             f"of {chunks} chunks per round ({sum(map(len, pieces))} bytes of SSE, entry {len(blob)} bytes encoded), "
-             f"key over a {len(json.dumps(BODY))}-byte body, median of {args.rounds} rounds")  # fmt: skip
-    table = "\n".join(lines)
-    print(table)
-    print(facts)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"command": command, "facts": facts, "rows": rows}, indent=1))
-        (args.out / "README.md").write_text(f"# Response cache cost\n\n`{command.strip()}`\n\n{facts}\n\n{table}\n")
+    facts = (f"{python()}, {n} requests of {chunks} chunks per round ({sum(map(len, pieces))} bytes of SSE, entry "
+             f"{len(blob)} bytes encoded), key over a {len(json.dumps(BODY))}-byte body, median of {args.rounds} "
+             "rounds")  # fmt: skip
+    report("Response cache cost", "bench.cache", argv, facts, lines, rows, args.out)
     return 0
 
 

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import json
-import platform
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import trio
 
+from bench.micro import arguments, python, report
 from proxy.tracing import Tracing, TracingOptions
 
 BODY = {"model": "kimi-k2", "messages": [{"role": "user", "content": "hi"}], "stream": True, "temperature": 0.3,
@@ -116,14 +114,12 @@ async def run(endpoint: str, sets: int, rounds: int) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__ or "")
     parser.add_argument("--sets", type=int, default=5000, help="span sets (requests) per round (default 5000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported (default 5)")
     parser.add_argument("--chunks", type=int, default=300, help="chunks per request to spread it over (default 300, "
                         "the token-rate scenario's)")  # fmt: skip
     parser.add_argument("--relay-us-per-chunk", type=float, default=51.5, help="the relay's CPU per chunk at token "
                         "rate to compare with (default 51.5 µs, results/bench-2026-12-05-token-rate-4)")  # fmt: skip
-    parser.add_argument("--out", type=Path, help="a folder to write README.md and results.json to")
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sink:
@@ -149,19 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         row["us_per_chunk"] = round(us / args.chunks, 4)
         row["share"] = round(us / args.chunks / args.relay_us_per_chunk, 5)
         lines.append(f"| {row['case']} | {us:.3f} | {row['us_per_chunk']:.4f} | {100 * row['share']:.2f} % |")
-    command = "python -m bench.tracing " + " ".join(argv if argv is not None else sys.argv[1:])
-    facts = (f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
-             f"{args.sets} span sets per round (off: {args.sets * 20} requests), median of {args.rounds} rounds; "
-             f"per chunk: over {args.chunks} chunks a request, against the relay's {args.relay_us_per_chunk} µs "
-             "per chunk at token rate")  # fmt: skip
-    table = "\n".join(lines)
-    print(table)
-    print(facts)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"command": command, "facts": facts, "rows": rows}, indent=1))
-        readme = f"# Tracing cost per request\n\n`{command.strip()}`\n\n{facts}\n\n{table}\n"
-        (args.out / "README.md").write_text(readme)
+    facts = (f"{python()}, {args.sets} span sets per round (off: {args.sets * 20} requests), median of "
+             f"{args.rounds} rounds; per chunk: over {args.chunks} chunks a request, against the relay's "
+             f"{args.relay_us_per_chunk} µs per chunk at token rate")  # fmt: skip
+    report("Tracing cost per request", "bench.tracing", argv, facts, lines, rows, args.out)
     return 0
 
 

@@ -1,7 +1,7 @@
 """A real OTLP/HTTP traces receiver for the tests: ``POST /v1/traces`` with an ``application/x-protobuf`` body,
-decoded with opentelemetry-proto's ``ExportTraceServiceRequest``, on 127.0.0.1:0 (trio + h11, keep-alive, as a
-collector serves the SDK's exporter). The spans it received are :attr:`OTLPReceiver.spans`, flattened into
-:class:`ReceivedSpan` (ids in hex, attributes as Python values)."""
+decoded with opentelemetry-proto's ``ExportTraceServiceRequest``, on 127.0.0.1:0 (trio + h11 as the scripted
+servers, keep-alive, as a collector serves the SDK's exporter). The spans it received are
+:attr:`OTLPReceiver.spans`, flattened into :class:`ReceivedSpan` (ids in hex, attributes as Python values)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.support.scripted import ScriptedServer, read_message
 
 KINDS = {Span.SPAN_KIND_SERVER: "server", Span.SPAN_KIND_CLIENT: "client", Span.SPAN_KIND_INTERNAL: "internal"}
 
@@ -65,52 +67,27 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return out
 
 
-class OTLPReceiver:
-    """Serve with ``receiver = await nursery.start(OTLPReceiver().serve)``; ``url`` is its base
-    (``http://127.0.0.1:PORT``), ``traces_url`` the endpoint. ``headers``: each export request's headers."""
+class OTLPReceiver(ScriptedServer):
+    """Serve with ``receiver = await nursery.start(OTLPReceiver().serve)``; ``traces_url`` is its endpoint.
+    ``headers``: each export request's headers."""
 
     def __init__(self) -> None:
-        self.url = ""
         self.spans: list[ReceivedSpan] = []
         self.headers: list[dict[str, str]] = []
         self.refused: list[str] = []  # what it answered 4xx, and why
 
     @property
     def traces_url(self) -> str:
-        return self.url + "/v1/traces"
+        return self.url.removesuffix("/v1") + "/v1/traces"
 
     def by_name(self, name: str) -> list[ReceivedSpan]:
         return [span for span in self.spans if span.name == name]
 
-    async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-        async with trio.open_nursery() as nursery:
-            task_status.started(self)
-            await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
-
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                request, body = None, bytearray()
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        request = event
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        return
-                assert request is not None
-                status, answer = self._answer(request, bytes(body))
+            while (message := await read_message(conn, stream)) is not None:  # keep-alive, as the exporter's pool
+                status, answer = self._answer(*message)
                 head = [(b"content-type", b"application/x-protobuf"), (b"content-length", b"%d" % len(answer))]
                 await stream.send_all(conn.send(h11.Response(status_code=status, headers=head))
                                       + conn.send(h11.Data(data=answer)) + conn.send(h11.EndOfMessage()))  # fmt: skip

@@ -25,14 +25,25 @@ class ScriptedServer:
 
 async def read_request(conn: h11.Connection, stream: trio.SocketStream) -> bool:
     """Read one whole request into ``conn``; False when the client closed before its end."""
+    return await read_message(conn, stream) is not None
+
+
+async def read_message(conn: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
+    """One whole request and its body, or None when the client closed before its end."""
+    request, body = None, bytearray()
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(65536)
             if not data:
-                return False
+                return None
             conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += event.data
         elif isinstance(event, h11.EndOfMessage):
-            return True
+            assert request is not None
+            return request, bytes(body)
         elif isinstance(event, h11.ConnectionClosed):
-            return False
+            return None
