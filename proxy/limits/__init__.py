@@ -8,6 +8,8 @@ from ._client import Admission, ClientLimits, Refusal, openai_duration, ratelimi
 from ._failover import FailoverStore
 from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore, check_redis
+from ._resp import MAX_BULK, RedisUnavailable, ReplyError
+from ._resp import Connection as RedisConnection
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
 from ._tokens import TokenHold, TokenWindow
 
@@ -20,9 +22,13 @@ __all__ = [
     "FailoverStore",
     "KeysFileError",
     "LocalStore",
+    "MAX_BULK",
     "RedisAddress",
+    "RedisConnection",
     "RedisStore",
+    "RedisUnavailable",
     "Refusal",
+    "ReplyError",
     "StateURLError",
     "Store",
     "StoreBudget",
