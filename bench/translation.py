@@ -20,15 +20,11 @@ loop) is in results/PERF-LOG.md's token-rate runs, and the translation adds to i
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
+from bench.micro import arguments, cpu_us, python, report
 from proxy.protocol import EventSplitter, event_data, well_formed
 from proxy.protocol.messages import MessagesStream, MessagesUsageReader, parse_messages_request
 from proxy.protocol.responses import ResponsesStream, parse_responses_request
@@ -130,22 +126,13 @@ PATHS: dict[str, Callable[[list[bytes]], int]] = {
 
 def measure(path: Callable[[list[bytes]], int], reads: list[bytes], streams: int, rounds: int) -> float:
     """Median over ``rounds`` of CPU µs per chunk over ``streams`` streams."""
-    path(reads)  # warm
-    per_chunk = []
-    for _ in range(rounds):
-        start = time.process_time_ns()
-        for _ in range(streams):
-            path(reads)
-        per_chunk.append((time.process_time_ns() - start) / 1000 / (streams * len(reads)))
-    return statistics.median(per_chunk)
+    return cpu_us(lambda: [path(reads) for _ in range(streams)], rounds, streams * len(reads))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__ or "")
     parser.add_argument("--chunks", type=int, default=300, help="chunks per stream (default 300)")
     parser.add_argument("--streams", type=int, default=200, help="streams per round (default 200)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported (default 5)")
-    parser.add_argument("--out", type=Path, help="a folder to write README.md and results.json to")
     args = parser.parse_args(argv)
     rows = []
     for workload in ("text", "tools"):
@@ -162,17 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         lines.append(f"| {r['workload']} | {r['path']} | {r['us_per_chunk']:.2f} | {r['chunks_per_s']:,} | "
                      f"{r['us_per_chunk'] / base[r['workload']]:.2f}× |")  # fmt: skip
-    command = "python -m bench.translation " + " ".join(argv if argv is not None else sys.argv[1:])
-    facts = (f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
-             f"{args.streams} streams × {args.chunks} chunks, median of {args.rounds} rounds")  # fmt: skip
-    table = "\n".join(lines)
-    print(table)
-    print(facts)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"command": command, "facts": facts, "rows": rows}, indent=1))
-        readme = f"# Translation cost per chunk\n\n`{command.strip()}`\n\n{facts}\n\n{table}\n"
-        (args.out / "README.md").write_text(readme)
+    facts = f"{python()}, {args.streams} streams × {args.chunks} chunks, median of {args.rounds} rounds"
+    report("Translation cost per chunk", "bench.translation", argv, facts, lines, rows, args.out)
     return 0
 
 

@@ -45,6 +45,12 @@ _HELP = {
     "metrics": "serve Prometheus /metrics; off = none",
     "metrics_auth": "on: /metrics needs a client key (--api-keys or --api-keys-file); off: open, like /readyz",
     "cors_origins": "comma-separated browser origins allowed to call the relay, * = any",
+    "otel_endpoint": "OpenTelemetry traces to this OTLP/HTTP collector (http://HOST:4318; /v1/traces is added when the "
+    "URL has no path); '' = no tracing. Needs the otel extra: pip install 'moonrelay[otel]'",
+    "otel_sample_ratio": "share of new traces sampled, 0 to 1 (a client's sampled traceparent is always followed)",
+    "otel_service_name": "service.name of the relay's spans",
+    "otel_headers": "name=value,name2=value2 headers of every export, e.g. a collector's API key (prefer the "
+    "environment variable: flags show in ps)",
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "api_keys_file": "file of client keys, one per line with optional limits (docs/reference.md); SIGHUP reloads it",
     "api_keys": "comma-separated client keys (prefer the environment variable or --api-keys-file)",
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from .edge import check, check_state, fast_paths_mode, run
     from .relay import header_names
     from .routing import load_settings, upstream_configs
+    from .tracing import check_tracing
 
     try:
         settings = load_settings(args, os.environ, config_file)
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
         fast_paths_mode(settings.fast_paths)  # and an unknown fast_paths value
+        check_tracing(settings)  # and otel_* settings it cannot use, or tracing without the otel extra
         check_state(settings)  # and a --state URL that cannot work, or that its Redis refuses
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)

@@ -75,6 +75,11 @@ class Settings:
     metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted
     metrics_auth: str = "off"  # "on": GET /metrics needs a client key like every /v1 route (needs api_keys)
     cors_origins: str = ""  # comma-separated browser origins allowed to call the relay; "*" = any
+    # OpenTelemetry traces (proxy/tracing/, docs/reference.md "Tracing"): off until an endpoint is given
+    otel_endpoint: str = ""  # OTLP/HTTP collector, http://HOST:4318 (/v1/traces added when no path); the otel extra
+    otel_sample_ratio: float = 1.0  # share of new traces sampled; a client's sampled traceparent is always followed
+    otel_service_name: str = "moonrelay"
+    otel_headers: str = ""  # name=value,... sent with every export (a collector's key: prefer the environment)
     # Routing (proxy/routing/_router.py) and pass-through (proxy/relay/_passthrough.py)
     passthrough: str = "off"  # other /v1/* paths to the upstream: "off", "on" (all), or comma-separated path globs
     passthrough_headers: str = ""  # request headers pass-through forwards beyond its allow-list (comma-separated)

@@ -1,4 +1,17 @@
-"""TODO: what this package holds."""
+"""The edge: the request lifecycle in one outer layer, and everything that knows hypercorn's, quart's, quart-trio's
+or h11's internals. Nothing below it imports it.
+
+- the server (``_server``): worker processes on one port, signals, the shared store, drain and shutdown;
+- hypercorn's worker and our connection class (``_worker``, ``_tcpserver``): reading the socket, keep-alive as a
+  deadline, hypercorn's writes as one ``os.write``;
+- the lifecycle (``_lifecycle``): request ids, CORS, ``/readyz`` ``/metrics`` and the demo page, the store budget,
+  the access log and metrics (sinks in :mod:`proxy.observability`) when the call ends;
+- the Quart app (``_app``): the relay's views as quart-trio routes, authentication and the error handlers;
+- Quart's side of the call (``_inline``): the request handled in hypercorn's task, a relay body handed a writer for
+  the client's socket (``_direct``) instead of being iterated;
+- the one switch for every fast path (``_gate``, ``versions``) and the counters that prove them (``_taken``).
+
+With the fast paths off the relay runs on plain hypercorn + quart-trio ASGI."""
 
 from ._app import create_app
 from ._cors import CORSPolicy

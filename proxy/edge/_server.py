@@ -37,8 +37,7 @@ from ..observability import prepare_multiprocess
 from ..relay import Streams
 from ..routing import Upstreams, describe_upstreams
 from ..stream import Heartbeats
-from ..transport import Pump
-from ..transport import available as pump_available
+from ..transport import Pump, pump_available
 from ._app import create_app
 from ._direct import ClientWrites
 from ._gate import fast_paths_allowed

@@ -2,45 +2,29 @@
 worker and instance (``--state``); client keys' limits (rpm, tpm, concurrent, budget) checked against it."""
 
 from ._address import RedisAddress, StateURLError, parse_state_url, redact
-from ._batch import Batches
 from ._budget import StoreBudget
 from ._charge import DEFAULT_RESERVE_TOKENS, Charge
 from ._failover import FailoverStore
 from ._keylimits import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore, check_redis
-from ._resp import (
-    MAX_ARRAY,
-    MAX_BULK,
-    MAX_DEPTH,
-    Connection,
-    Parser,
-    RedisRefused,
-    RedisUnavailable,
-    ReplyError,
-    encode,
-)
+from ._resp import MAX_BULK, RedisUnavailable, ReplyError
+from ._resp import Connection as RedisConnection
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
-from ._tokens import EDGE_S, TokenHold, TokenWindow
+from ._tokens import TokenHold, TokenWindow
 
 __all__ = [
     "Admission",
-    "Batches",
     "Charge",
     "ClientKey",
     "ClientLimits",
-    "Connection",
     "DEFAULT_RESERVE_TOKENS",
-    "EDGE_S",
     "FailoverStore",
     "KeysFileError",
     "LocalStore",
-    "MAX_ARRAY",
     "MAX_BULK",
-    "MAX_DEPTH",
-    "Parser",
     "RedisAddress",
-    "RedisRefused",
+    "RedisConnection",
     "RedisStore",
     "RedisUnavailable",
     "Refusal",
@@ -54,7 +38,6 @@ __all__ = [
     "Window",
     "check_redis",
     "defaults",
-    "encode",
     "openai_duration",
     "parse_keys_file",
     "parse_state_url",

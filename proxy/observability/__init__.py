@@ -1,4 +1,5 @@
-"""The observability shell: request ids, access log, metrics, readiness, CORS and the demo page."""
+"""Observability sinks: the access log (one JSON line per request) and the Prometheus metrics. The edge feeds them
+when a call ends; they decide nothing about a request."""
 
 from ._accesslog import (
     LOGGER,

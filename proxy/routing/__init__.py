@@ -1,4 +1,7 @@
-"""TODO: what this package holds."""
+"""Where a request goes and what happens when an upstream fails: ``[[upstreams]]`` as routes (model → deployments),
+each :class:`Upstream` with its key pool and slots, a request's candidates (deployments by weight and health, then
+fallbacks), the one rule for when a request may go out again (``_attempts``), circuit breakers and 429 rests in the
+store. Pure decisions (``_breaker``, ``_balance``) apart from the I/O around them."""
 
 from ._attempts import (
     MAX_RESTS,
@@ -10,9 +13,9 @@ from ._attempts import (
     resend_reason,
     send_with_retries,
 )
-from ._balance import SmoothWeighted, order
+from ._balance import SmoothWeighted
 from ._balance import order as balance_order
-from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step, opens, outcome, step
+from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
 from ._breaker import outcome as breaker_outcome
 from ._candidates import Candidates, at_its_limit
 from ._health import Health
@@ -61,14 +64,10 @@ __all__ = [
     "load_settings",
     "model_not_found",
     "not_processed",
-    "opens",
-    "order",
-    "outcome",
     "read_and_close",
     "resend_reason",
     "rest_seconds",
     "send_with_retries",
-    "step",
     "the_model",
     "upstream_configs",
     "upstream_label",

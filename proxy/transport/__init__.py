@@ -1,13 +1,14 @@
-"""TODO: what this package holds."""
+"""The upstream transport: HTTP/1.1 over h11 under httpx (a pooled connection per request, the request written with
+one write, the body read per socket read with its deadlines kept by one watchdog task per transport), and the pump
+that relays directly written streams from one task per worker."""
 
-from ._connection import HEARTBEAT, READER, SHUTDOWN, Connection, Interrupted, Timeouts
+from ._connection import HEARTBEAT, READER, SHUTDOWN, Interrupted, Timeouts
 from ._pool import H11Transport
-from ._pump import RESUME, WOKEN, Pump, available
+from ._pump import RESUME, WOKEN, Pump
 from ._pump import available as pump_available
 from ._response import IteratorReader, ResponseStream, reader
 
 __all__ = [
-    "Connection",
     "H11Transport",
     "HEARTBEAT",
     "Interrupted",
@@ -19,7 +20,6 @@ __all__ = [
     "SHUTDOWN",
     "Timeouts",
     "WOKEN",
-    "available",
     "pump_available",
     "reader",
 ]

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import trio
 
-from proxy.transport import Connection, H11Transport
+from proxy.transport import H11Transport
+from proxy.transport._connection import Connection
 from tests.conftest import start_relay
 from tests.support.scripted import ScriptedServer
 

@@ -16,12 +16,11 @@ from proxy.routing import (
     Seen,
     SmoothWeighted,
     Step,
-    opens,
-    step,
+    balance_order,
+    breaker_outcome,
     upstream_configs,
 )
-from proxy.routing import order as balance_order
-from proxy.routing import outcome as breaker_outcome
+from proxy.routing._breaker import opens, step
 
 
 def table(name: str, **extra) -> dict:

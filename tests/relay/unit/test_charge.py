@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import trio
 
-from proxy.limits import DEFAULT_RESERVE_TOKENS, EDGE_S, Charge, ClientKey, ClientLimits, LocalStore, Refusal
+from proxy.limits import DEFAULT_RESERVE_TOKENS, Charge, ClientKey, ClientLimits, LocalStore, Refusal
+from proxy.limits._tokens import EDGE_S
 from proxy.protocol import ReportedUsage
 
 MINUTE_START = 1_000_020.0  # a multiple of 60: a minute starts here

@@ -187,7 +187,7 @@ async def test_acquires_of_one_moment_go_out_as_one_call_and_fill_the_cap_in_ord
 
 
 async def test_batches_send_what_was_queued_meanwhile_and_signal_each_batch() -> None:
-    from proxy.limits import Batches
+    from proxy.limits._batch import Batches
 
     sent: list[list[int]] = []
     gate = trio.Event()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from proxy.limits import (
+from proxy.limits import StateURLError, parse_state_url
+from proxy.limits._resp import (
     MAX_ARRAY,
     MAX_BULK,
     MAX_DEPTH,
@@ -16,9 +17,7 @@ from proxy.limits import (
     RedisRefused,
     RedisUnavailable,
     ReplyError,
-    StateURLError,
     encode,
-    parse_state_url,
 )
 from tests.support.redisserver import RedisServer
 
