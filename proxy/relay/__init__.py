@@ -5,7 +5,6 @@ from ._admission import Streams
 from ._passthrough import METHODS as PASSTHROUGH_METHODS
 from ._passthrough import body_limit, ending_broken_bodies, forwarded_headers, header_names, path_filter
 from ._relay import Relay
-from ._responses import error_response, json_error
 
 __all__ = [
     "PASSTHROUGH_METHODS",
@@ -13,9 +12,7 @@ __all__ = [
     "Streams",
     "body_limit",
     "ending_broken_bodies",
-    "error_response",
     "forwarded_headers",
     "header_names",
-    "json_error",
     "path_filter",
 ]
