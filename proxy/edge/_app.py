@@ -27,7 +27,7 @@ from ..stream import Heartbeats
 from ..transport import Pump
 from ._errors import render
 from ._gate import fast_paths_allowed
-from ._lifecycle import install_observability
+from ._lifecycle import install_observability, worker_metrics
 from ._worker import prepare_app, request_class
 
 log = logging.getLogger("moonrelay")
@@ -112,12 +112,15 @@ def create_app(
         store = upstreams.store if upstreams is not None else LocalStore()
     direct = fast and settings.direct_writes != "off"  # streamed bodies written straight to the client (_inline)
     app.config["MOONRELAY_DIRECT_WRITES"] = direct
-    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None)
+    metrics = worker_metrics(settings)
+    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None,
+                  count_fallback=metrics.fallback if metrics is not None else None)  # fmt: skip
+    on_circuit = metrics.circuit if metrics is not None else None
     if upstreams is None:
 
         @app.before_serving
         async def open_upstreams() -> None:
-            relay.upstreams = Upstreams(settings, store=relay.store)
+            relay.upstreams = Upstreams(settings, store=relay.store, on_circuit=on_circuit)
 
         @app.after_serving
         async def close_upstreams() -> None:
@@ -195,20 +198,13 @@ def create_app(
         return Response(json.dumps(body), content_type=JSON)
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
-    observer = install_observability(app, settings, streams)
-    observer.upstream_health = relay.upstream_health
-    if observer.metrics is not None:
-        relay.count_fallback = observer.metrics.fallback
-        observer.metrics.watch_store(store)
-        metrics_ = observer.metrics
+    install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health)
+    if metrics is not None:
+        metrics.watch_store(store)
+        if upstreams is not None:  # given, not opened here: made before this worker's metrics
+            upstreams.health.watch(metrics.circuit)
 
-        @app.before_serving
-        async def watch_circuits() -> None:  # after open_upstreams: the upstreams exist now
-            if relay.upstreams is not None:
-                relay.upstreams.health.changed = metrics_.circuit
-
-    if observer.metrics is not None and settings.metrics_auth == "on":
-        metrics = observer.metrics
+    if metrics is not None and settings.metrics_auth == "on":
 
         @app.get("/metrics")
         async def scrape() -> Response:

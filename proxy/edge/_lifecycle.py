@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -35,6 +35,9 @@ from ._cors import CORSPolicy
 from ._demo import PAGE
 from ._gate import fast_paths_allowed
 from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
 
 log = logging.getLogger("moonrelay")
 
@@ -163,7 +166,17 @@ def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class Observer:
-    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        streams: Any = None,
+        *,
+        metrics: Metrics | None = None,
+        upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``metrics``: where requests are counted (None: metrics off); ``upstream_health``: every upstream's
+        health now ({name: proxy.routing.Seen}), the /readyz detail and the circuit gauge."""
         self.app = app
         self.settings = settings
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
@@ -171,14 +184,9 @@ class Observer:
         self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
-        self.metrics = None
-        if settings.metrics != "off":
-            from ..observability import Metrics
-
-            self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
+        self.metrics = metrics
         self.serving = False
-        # Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
-        self.upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.upstream_health = upstream_health
 
     # -- the answers this layer gives itself ------------------------------------------------------
 
@@ -363,14 +371,30 @@ class Observer:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
 
 
-def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
+def worker_metrics(settings: Settings) -> Metrics | None:
+    """This worker's metrics, or None with ``--metrics off``."""
+    if settings.metrics == "off":
+        return None
+    from ..observability import Metrics
+
+    return Metrics(configured_models(settings))  # the only model names that label a series
+
+
+def install_observability(
+    app: Any,
+    settings: Settings,
+    streams: Any = None,
+    *,
+    metrics: Metrics | None = None,
+    upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> Observer:
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
     ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain.
     """
     from quart import request
 
-    observer = Observer(app.asgi_app, settings, streams)
+    observer = Observer(app.asgi_app, settings, streams, metrics=metrics, upstream_health=upstream_health)
     app.asgi_app = observer
 
     async def note_route() -> None:
