@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -21,14 +21,17 @@ from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
 from ..protocol import JSON
 from ..relay import PASSTHROUGH_METHODS, Relay, Streams, body_limit, ending_broken_bodies, header_names, path_filter
-from ..routing import Upstream, Upstreams
+from ..routing import Upstream, Upstreams, configured_models
 from ..state import STATE
 from ..stream import Heartbeats
 from ..transport import Pump
 from ._errors import render
 from ._gate import fast_paths_allowed
-from ._lifecycle import install_observability, worker_metrics
+from ._lifecycle import install_observability
 from ._worker import prepare_app, request_class
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
 
 log = logging.getLogger("moonrelay")
 
@@ -72,6 +75,15 @@ class TaskCount(trio.abc.Instrument):
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         self.live -= 1
+
+
+def worker_metrics(settings: Settings) -> Metrics | None:
+    """This worker's metrics, or None with ``--metrics off``."""
+    if settings.metrics == "off":
+        return None
+    from ..observability import Metrics
+
+    return Metrics(configured_models(settings))  # the only model names that label a series
 
 
 def create_app(

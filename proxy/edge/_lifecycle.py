@@ -29,7 +29,7 @@ from ..config import Settings
 from ..limits import StoreBudget
 from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
 from ..observability import upstream_error_kind as error_kind
-from ..routing import configured_models, upstream_label
+from ..routing import upstream_label
 from ..state import STATE, UNMATCHED, RequestState
 from ._cors import CORSPolicy
 from ._demo import PAGE
@@ -38,6 +38,9 @@ from ._tcpserver import request_body_unread, send_last, shielding_last, write_ti
 
 if TYPE_CHECKING:
     from ..observability import Metrics
+
+# Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
+HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("moonrelay")
 
@@ -166,15 +169,8 @@ def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class Observer:
-    def __init__(
-        self,
-        app: ASGIApp,
-        settings: Settings,
-        streams: Any = None,
-        *,
-        metrics: Metrics | None = None,
-        upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
+                 upstream_health: HealthProbe | None = None) -> None:  # fmt: skip
         """``metrics``: where requests are counted (None: metrics off); ``upstream_health``: every upstream's
         health now ({name: proxy.routing.Seen}), the /readyz detail and the circuit gauge."""
         self.app = app
@@ -371,23 +367,8 @@ class Observer:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
 
 
-def worker_metrics(settings: Settings) -> Metrics | None:
-    """This worker's metrics, or None with ``--metrics off``."""
-    if settings.metrics == "off":
-        return None
-    from ..observability import Metrics
-
-    return Metrics(configured_models(settings))  # the only model names that label a series
-
-
-def install_observability(
-    app: Any,
-    settings: Settings,
-    streams: Any = None,
-    *,
-    metrics: Metrics | None = None,
-    upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-) -> Observer:
+def install_observability(app: Any, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
+                          upstream_health: HealthProbe | None = None) -> Observer:  # fmt: skip
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
     ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain.
