@@ -13,6 +13,7 @@ from loadtest import stats
 
 __all__ = ["PLOT_FILES", "DEFINITIONS", "fmt_num", "render_markdown", "shards_markdown"]
 
+PROTOCOLS = {"messages": "Anthropic Messages", "responses": "OpenAI Responses"}  # chat needs no note
 PLOT_FILES = ("ttfc_distribution.png", "open_sessions.png", "chunks_per_s.png")
 
 DEFINITIONS = (
@@ -226,6 +227,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result.get("slo"):
         slo = ", ".join(f"{k} ≤ {fmt_num(v)}" for k, v in result["slo"].items())
         lines += ["", f"SLO: {slo}"]
+    if cfg.get("api") in PROTOCOLS:
+        lines += ["", f"Protocol: `--api {cfg['api']}`, {PROTOCOLS[cfg['api']]}: a chunk is an event that carries "
+                  "output (text, reasoning, tool-call arguments), TTFC the first of them and the gaps between them; "
+                  "the opening and closing events are checked for completeness, not timed."]
     lines.append("")
 
     lines += ["## Headline", ""]
