@@ -151,3 +151,14 @@ async def test_the_embedded_default_speaks_the_protocol_through_the_relay(tmp_pa
     else:
         assert code == 1 and stderr.count("\n") == 1 and f"/v1/{api} answered 404" in stderr, stderr
         assert not (out / "result.json").exists()
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+async def test_the_sweeps_raw_probe_times_the_protocols_first_output_event(nursery, api):
+    from loadtest.probe import probe_once
+
+    url = await target_url(nursery, "sim", ttft=0.05, interval=0.002)
+    got = await probe_once(LoadConfig(url=url, api=api, extra_body={"sim_chunks": 3}), url)
+    assert got["ttfc_ms"] >= 50 and got["first_delay_ms"] >= 0, got
+    refused = await probe_once(LoadConfig(url=url, api=api), url + "/elsewhere")
+    assert refused == {"error": "http_404"}
