@@ -65,7 +65,7 @@ _HELP = {
     "max_streams": "in-flight chat requests per worker, 0 = unlimited; beyond it an immediate 429",
     "retries": "extra upstream attempts before the first byte (connect errors, 429/502/503 only)",
     "retry_max_wait_s": "longest wait between attempts; a longer Retry-After is relayed to the client instead",
-    "fast_paths": "auto: the serving fast paths (proxy/serving/) on the tested framework versions only; "
+    "fast_paths": "auto: the serving fast paths (proxy/edge/) on the tested framework versions only; "
     "off: plain hypercorn ASGI; force: on any version",
     "direct_writes": "on: streamed chunks go straight to the client socket (leaner); off: through ASGI/hypercorn",
     "pump": "on: one task per worker reads every directly written stream's upstream and relays its chunks (no task "
@@ -125,12 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the reload signal never stops a relay, even one still starting
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
-    from .app import header_names
     from .auth import load_client_keys
-    from .server import check, check_state, run
-    from .serving import fast_paths_mode
+    from .edge import check, check_state, fast_paths_mode, run
+    from .relay import header_names
+    from .routing import load_settings, upstream_configs
     from .tracing import check_tracing
-    from .upstream import load_settings, upstream_configs
 
     try:
         settings = load_settings(args, os.environ, config_file)

@@ -65,12 +65,12 @@ class Settings:
     # A write to a client that does not complete in this time closes that connection and ends its upstream
     # request (a client that stops reading would hold both forever); 0 = no deadline.
     client_write_timeout_s: float = 30.0
-    # Every fast path that relies on framework internals (proxy/serving/); "off" = plain hypercorn + quart-trio ASGI
+    # Every fast path that relies on framework internals (proxy/edge/); "off" = plain hypercorn + quart-trio ASGI
     fast_paths: str = "auto"
-    direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/serving/); "off" = ASGI
-    pump: str = "on"  # direct-written streams relayed by one task per worker (proxy/stream/_pump.py); "off" = their own
+    direct_writes: str = "on"  # streamed chunks written straight to the client socket (proxy/edge/); "off" = ASGI
+    pump: str = "on"  # direct-written streams relayed by one task per worker (proxy/transport/); "off" = their own
     gc_tuning: str = "on"  # freeze the start-up heap, rarer collections (proxy/gcpolicy.py); "off" = CPython's defaults
-    # Observability (proxy/observability/_observe.py)
+    # Observability (proxy/edge/_lifecycle.py)
     access_log: str = "stderr"  # one JSON line per request on logger moonrelay.access; "off" = none
     metrics: str = "on"  # GET /metrics in Prometheus text format; "off" = not served, nothing counted
     metrics_auth: str = "off"  # "on": GET /metrics needs a client key like every /v1 route (needs api_keys)
@@ -80,7 +80,7 @@ class Settings:
     otel_sample_ratio: float = 1.0  # share of new traces sampled; a client's sampled traceparent is always followed
     otel_service_name: str = "moonrelay"
     otel_headers: str = ""  # name=value,... sent with every export (a collector's key: prefer the environment)
-    # Routing (proxy/upstream/_routing.py) and pass-through (proxy/app/_passthrough.py)
+    # Routing (proxy/routing/_router.py) and pass-through (proxy/relay/_passthrough.py)
     passthrough: str = "off"  # other /v1/* paths to the upstream: "off", "on" (all), or comma-separated path globs
     passthrough_headers: str = ""  # request headers pass-through forwards beyond its allow-list (comma-separated)
     max_upload_bytes: int = 100 * 1024 * 1024  # largest streamed pass-through body (Moonshot files: 100 MB)
@@ -218,7 +218,7 @@ def _beside(path: str, values: dict[str, Any], names: Iterable[str]) -> dict[str
 
 def load(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:
     """Defaults < config file < environment < flags (only flags the user passed); ``[[upstreams]]`` tables are
-    validated by ``proxy.upstream.load_settings`` (upstream settings build on these)."""
+    validated by ``proxy.routing.load_settings`` (upstream settings build on these)."""
     settings = Settings()
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
     if config_file:

@@ -36,8 +36,8 @@ async def send(stream: trio.abc.Stream, data: bytes) -> None:
 
     trio's ``SocketStream.send_all`` passes through two checkpoints per call; the direct non-blocking write
     skips them (the caller's timer sleep is its checkpoint). A partial write or a full buffer falls back to trio.
-    The relay has the same fast path in three places (proxy/serving/_direct.py, _connection.py,
-    proxy/upstream/_connection.py), each inline with its own failure meaning; this one is the sim's.
+    The relay has the same fast path in three places (proxy/edge/_direct.py, _connection.py,
+    proxy/transport/_connection.py), each inline with its own failure meaning; this one is the sim's.
     """
     # At 1,000 streams the direct write saves a large share of the sim's CPU per chunk.
     if type(stream) is trio.SocketStream:

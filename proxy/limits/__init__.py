@@ -4,8 +4,8 @@ worker and instance (``--state``); client keys' limits (rpm, tpm, concurrent, bu
 from ._address import RedisAddress, StateURLError, parse_state_url, redact
 from ._budget import StoreBudget
 from ._charge import DEFAULT_RESERVE_TOKENS, Charge
-from ._client import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._failover import FailoverStore
+from ._keylimits import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore, check_redis
 from ._resp import MAX_BULK, RedisUnavailable, ReplyError

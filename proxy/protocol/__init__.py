@@ -51,14 +51,7 @@ from ._usage import (
     with_usage,
 )
 from ._usagescan import MAX_EVENT_BYTES, MAX_USAGE_BYTES, EventMeter, JSONUsage
-from ._validate import (
-    ChatRequest,
-    InvalidRequest,
-    check_chat_object,
-    check_content_type,
-    load_json,
-    parse_chat_request,
-)
+from ._validate import ChatRequest, InvalidRequest, check_chat_object, check_content_type, load_json, parse_chat_request
 
 __all__ = [
     "Block",

@@ -1,10 +1,9 @@
-"""The stream relay: response bodies that move upstream events to the client, the pump, and the heartbeats."""
+"""The stream relay: response bodies that move upstream events to the client (iterated on the ASGI path, or
+relaying themselves with the writer the edge hands them), their usage-metering variants, and the heartbeats."""
 
+from ._bodies import PING, NDJSONBody, SSEBody
 from ._heartbeat import Heartbeats
 from ._metered import MeteredNDJSON, MeteredSSE, UsageStrippedSSE
-from ._pump import Pump
-from ._pump import available as pump_available
-from ._relay import PING, NDJSONBody, SSEBody
 
 __all__ = [
     "Heartbeats",
@@ -12,8 +11,6 @@ __all__ = [
     "MeteredSSE",
     "NDJSONBody",
     "PING",
-    "Pump",
     "SSEBody",
     "UsageStrippedSSE",
-    "pump_available",
 ]

@@ -23,7 +23,7 @@ from ..protocol import (
     well_formed,
 )
 from ..state import RequestState
-from ._relay import NDJSONBody, SSEBody, start_of
+from ._bodies import NDJSONBody, SSEBody, start_of
 
 
 class MeteredSSE(SSEBody):

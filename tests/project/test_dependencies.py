@@ -146,7 +146,7 @@ import trio
 
 from proxy.__main__ import main
 from proxy.config import Settings
-from proxy.server import serve
+from proxy.edge import serve
 
 
 async def ask(root, request):

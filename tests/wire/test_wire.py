@@ -35,8 +35,8 @@ def test_chunk_frame_is_h11s_bytes(data):
 
 
 def test_the_relays_inline_framing_is_chunk_frame():
-    """proxy/serving/_direct.py frames inline (no call per chunk): the expression must stay wire's."""
-    source = (Path(wire.__file__).parents[1] / "proxy" / "serving" / "_direct.py").read_text()
+    """proxy/edge/_direct.py frames inline (no call per chunk): the expression must stay wire's."""
+    source = (Path(wire.__file__).parents[1] / "proxy" / "edge" / "_direct.py").read_text()
     assert source.count('b"%x\\r\\n%b\\r\\n" % (len(data), data)') == 2
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-import proxy.server
+import proxy.edge._server
 from proxy.limits import LocalStore
 from tests.conftest import start_relay
 from tests.support.scripted import ScriptedServer, read_request
@@ -79,7 +79,7 @@ class Upstream(ScriptedServer):
 def still_clock(monkeypatch):
     """The relay's store on a clock that stands still in the middle of a minute: no tpm window ends during a test,
     whatever minute it runs at."""
-    monkeypatch.setattr(proxy.server, "build_store", lambda settings: LocalStore(lambda: 1_000_050.0))
+    monkeypatch.setattr(proxy.edge._server, "build_store", lambda settings: LocalStore(lambda: 1_000_050.0))
 
 
 def keys_file(tmp_path, text: str) -> str:

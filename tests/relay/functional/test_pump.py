@@ -1,4 +1,4 @@
-"""The pump (proxy/stream/_pump.py): parked streams relayed from one task, handed back for all else."""
+"""The pump (proxy/transport/_pump.py): parked streams relayed from one task, handed back for all else."""
 
 import os
 import socket
@@ -10,8 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.stream import Pump
-from proxy.stream._pump import RESUME, WOKEN
+from proxy.transport import RESUME, WOKEN, Pump
 from tests.conftest import start_relay, start_sim
 from tests.support.scripted import ScriptedServer, read_request
 

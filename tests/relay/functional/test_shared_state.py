@@ -146,7 +146,7 @@ async def test_a_dead_restarted_or_stalled_redis_holds_no_request(redis_server, 
 
 
 def test_the_state_url_is_checked_before_serving() -> None:
-    from proxy.server import build_store
+    from proxy.edge import build_store
 
     with pytest.raises(ValueError, match="redis://HOST:PORT/DB"):
         build_store(Settings(state="localhost:6379"))
@@ -154,7 +154,7 @@ def test_the_state_url_is_checked_before_serving() -> None:
 
 
 def test_the_example_in_the_reference_loads(tmp_path) -> None:
-    from proxy.upstream import load_settings, upstream_configs
+    from proxy.routing import load_settings, upstream_configs
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("## Shared state on Redis", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
@@ -177,11 +177,11 @@ async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server,
     minute, so the three requests fall in one window whenever the test runs."""
     from functools import partial
 
-    import proxy.server
+    import proxy.edge._server
     from proxy.limits import RedisStore
 
     origin = redis_time(redis_server) - 1.0
-    monkeypatch.setattr(proxy.server, "RedisStore", partial(RedisStore, window_origin_s=origin))
+    monkeypatch.setattr(proxy.edge._server, "RedisStore", partial(RedisStore, window_origin_s=origin))
     sim = await start_sim(nursery)
     roots = [
         await start_relay(

@@ -39,8 +39,7 @@ def test_key_comes_from_named_env(monkeypatch):
 
 
 def test_framework_defaults_that_would_cut_or_reset_streams_are_overridden():
-    from proxy.app import create_app
-    from proxy.server import worker_config
+    from proxy.edge import create_app, worker_config
 
     app = create_app(Settings())
     assert app.config["RESPONSE_TIMEOUT"] is None  # Quart's 60 s would cut long completions

@@ -7,12 +7,7 @@ import openai
 import pytest
 
 from proxy.protocol import InvalidRequest
-from proxy.protocol.responses import (
-    StoreRequired,
-    check_responses_request,
-    parse_responses_request,
-    responses_to_chat,
-)
+from proxy.protocol.responses import StoreRequired, check_responses_request, parse_responses_request, responses_to_chat
 
 from .canned import canned_server
 from .corpus import load, raw, refused
