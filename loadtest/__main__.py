@@ -448,7 +448,7 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
                                    relay_workers=args.relay_workers, sim_workers=args.sim_workers,
                                    fd_soft=fd_soft) as srv:
                     cfg = config_from_args(args, srv.relay_url)
-                    await check_route(cfg, srv.relay_url)
+                    await check_route(cfg, srv.relay_url, embedded=True)
                     if args.baseline:
                         cfg.baseline_url = srv.sim_url
                     runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo,
@@ -629,7 +629,7 @@ async def _run_sweep(args: argparse.Namespace, argv: list[str], out_dir: Path, p
                 with starting:
                     async with servers(n, log_dir=out_dir, profile=profile, relay_workers=args.relay_workers,
                                        sim_workers=args.sim_workers, fd_soft=fd_soft) as srv:
-                        await check_route(config_from_args(args, srv.relay_url), srv.relay_url)
+                        await check_route(config_from_args(args, srv.relay_url), srv.relay_url, embedded=True)
                         running = True
                         target = {"embedded": True, "relay_workers": srv.relay_workers, "sim_workers": srv.sim_workers,
                                   "sim_profile": {"ttft_s": profile.ttft_s, "ttft_jitter_s": profile.ttft_jitter_s,

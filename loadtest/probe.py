@@ -48,9 +48,13 @@ def _spec(cfg: LoadConfig, endpoint: Endpoint) -> RequestSpec:
                        tool_call=cfg.tool_call, default_max_tokens=cfg.messages_max_tokens)
 
 
-async def check_route(cfg: LoadConfig, url: str) -> None:
+async def check_route(cfg: LoadConfig, url: str, *, embedded: bool = False) -> None:
     """Raise :class:`RouteMissing` when ``url`` answers 404 or 405 to one request of ``cfg``'s protocol (Messages or
     Responses; nothing is sent for chat).
+
+    ``embedded``: ``url`` is the embedded default's relay. Where it does not serve the route the run is refused, not
+    sent to the simulator's native route instead: the embedded default measures through the relay, and numbers
+    taken without it would be reported as the relay's.
 
     One request on a connection of its own, closed as soon as the answer's head arrived (or after
     :data:`ROUTE_CHECK_S`): a relay without the route says so at once, and the run would otherwise be a wall of
@@ -77,6 +81,12 @@ async def check_route(cfg: LoadConfig, url: str) -> None:
                     data, ended = await conn.receive_body()
                     body += data
             said = body[:ERROR_DETAIL_BYTES].decode("utf-8", "replace").strip()
+            if embedded:
+                raise RouteMissing(
+                    f"the embedded relay does not serve the {_PROTOCOL[cfg.api]} route yet (POST {spec.path.decode()} "
+                    f"answered {response.status_code}); nothing was measured. To load the simulator's native route, "
+                    "start it (python -m loadtest.sim --bind 127.0.0.1:8118) and pass --url http://127.0.0.1:8118/v1; "
+                    "a relay that serves the route: --url RELAY/v1")
             raise RouteMissing(
                 f"{endpoint.root}{spec.path.decode()} answered {response.status_code}: the target does not serve "
                 f"the {_PROTOCOL.get(cfg.api, cfg.api)} protocol there (or not for model {cfg.model!r})"
