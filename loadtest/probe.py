@@ -136,18 +136,24 @@ async def probe_once(cfg: LoadConfig, url: str) -> dict[str, float | str]:
 
 
 async def _probe(cfg: LoadConfig, url: str) -> None:
+    """``{"ready": true}`` once imported (the step's load waits for it: a slow start must not eat the step), then
+    probes until stdin ends; a probe in flight then still finishes, so a step has at least one sample."""
+    stopped = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def until_stdin_ends() -> None:
             stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
             while await stdin.receive_some(4096):
                 pass
-            nursery.cancel_scope.cancel()
+            stopped.set()
 
         nursery.start_soon(until_stdin_ends)
-        while True:
+        print(json.dumps({"ready": True}), flush=True)
+        while not stopped.is_set():
             print(json.dumps(await probe_once(cfg, url)), flush=True)
-            await trio.sleep(INTERVAL_S)
+            with trio.move_on_after(INTERVAL_S):
+                await stopped.wait()
+        nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
