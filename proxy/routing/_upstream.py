@@ -23,10 +23,11 @@ import httpx
 from ..config import Settings
 from ..limits import LocalStore, Store
 from ..transport import H11Transport, Timeouts
+from ..upstreamconfig import UpstreamConfig, single_upstream
 from ._balance import SmoothWeighted
 from ._health import Health
 from ._keypool import Key, KeyPool
-from ._router import Router, UpstreamConfig, single_upstream, upstream_configs
+from ._router import Router
 
 log = logging.getLogger("moonrelay")
 UNCAPPED = "uncapped"  # the lease of an upstream without max_concurrent: nothing to count
@@ -176,7 +177,7 @@ class Upstreams(_ClosedOnExit):
         # Where upstream health and shared caps are counted (proxy.limits): this worker's memory unless given.
         self.store: Store = store if store is not None else LocalStore()
         if upstreams is None:
-            upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
+            upstreams = [Upstream(settings, config=c) for c in settings.routes]
         self.all = list(upstreams)
         for u in self.all:
             u.store = self.store
