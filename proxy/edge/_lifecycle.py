@@ -162,13 +162,19 @@ def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def default_upstream(settings: Settings) -> str:
+    """How the log and metrics name the upstream of a request not routed (yet): the one upstream, when the flat
+    settings configure it."""
+    return upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
+
+
 class Observer:
     def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
         self.app = app
         self.settings = settings
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
-        self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
+        self.upstream = default_upstream(settings)
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
         self.metrics = None

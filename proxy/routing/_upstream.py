@@ -192,6 +192,19 @@ class Upstreams(_ClosedOnExit):
             shown = ", ".join(k.fingerprint for k in u.keys.keys) or "none"
             log.info("upstream %s: %s, %d key(s) (sha256 %s)", u.name, u.base, len(u.keys.keys), shown)
 
+    def successor(self, settings: Settings) -> Upstreams:
+        """The upstreams ``settings`` configure (a reload), counted in this one's store: an upstream whose table did
+        not change is this one's, kept whole (its connections, its key pool's turn); the others are new. Nothing is
+        closed or started here (proxy.edge's reload does that)."""
+        mine = {u.name: u for u in self.all}
+        upstreams = []
+        for config in settings.routes:
+            u = mine.get(config.name)
+            if u is None or u.config != config or u._timeouts["pool"] != settings.pool_timeout_s:
+                u = Upstream(settings, config=config)
+            upstreams.append(u)
+        return Upstreams(settings, upstreams, store=self.store)
+
     def route(self, model: str) -> Upstream | None:
         """The upstream that serves ``model`` (None: no pattern matches and there is no default)."""
         name = self.router.route(model)

@@ -46,7 +46,7 @@ def test_fallbacks_are_read_in_order():
 )
 def test_bad_fallbacks_are_refused(tables, message):
     with pytest.raises(ConfigError, match=message):
-        Settings(upstreams=tables).routes
+        _ = Settings(upstreams=tables).routes
 
 
 # -- against simulated upstreams ----------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_per_upstream_settings_default_to_the_global_ones():
 )
 def test_bad_upstream_tables_are_refused_with_a_clear_message(tables, message):
     with pytest.raises(ConfigError) as exc:
-        Settings(upstreams=tuple(tables)).routes
+        _ = Settings(upstreams=tuple(tables)).routes
     assert message in str(exc.value)
 
 
