@@ -17,6 +17,7 @@ import trio
 
 from tests.conftest import start_sim
 from tests.relay.functional.test_metrics import samples, total
+from tests.support import ROOT
 from tests.support.children import stop_child
 from tests.support.relays import start_relay_process
 
@@ -157,3 +158,19 @@ async def test_a_stream_in_flight_across_a_reload_ends_on_its_old_upstream(nurse
                 await trio.sleep(0.02)  # noqa: ASYNC110 - polling another process's log
     finally:
         stop_child(relay)
+
+
+def test_the_example_in_the_reference_loads(tmp_path):
+    """docs/reference.md's reload example: the config before and the config after are what it says they are."""
+    from proxy.config import load
+
+    section = (ROOT / "docs" / "reference.md").read_text().split("## Reloading the config", 1)[1].split("\n## ", 1)[0]
+    before, after = (block.split("```", 1)[0] for block in section.split("```toml\n")[1:3])
+    (tmp_path / "before.toml").write_text(before)
+    (tmp_path / "after.toml").write_text(after)
+    (main,) = load({}, {}, str(tmp_path / "before.toml")).routes
+    assert (main.name, main.base_url, main.default, main.fallbacks) == ("main", "http://127.0.0.1:9100/v1", True, ())
+    main, backup = load({}, {}, str(tmp_path / "after.toml")).routes
+    assert (main.base_url, main.fallbacks, backup.base_url) == ("http://127.0.0.1:9101/v1", ("backup",),
+                                                                "http://127.0.0.1:9100/v1")  # fmt: skip
+    assert "mv relay.toml.new relay.toml && kill -HUP" in section
