@@ -120,6 +120,7 @@ class Reloader:
         self._keys.settings, self._keys.current = settings, keys
         self._streams.limit = settings.max_streams
         if observer is not None:
+            observer.settings = settings  # the access log's default model
             observer.upstream = default_upstream(settings)
             if observer.metrics is not None:
                 observer.metrics.models = configured_models(settings)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -69,13 +71,19 @@ async def events_of(client: httpx.AsyncClient, sim_url: str) -> int:
     return response.text.count("data: ")
 
 
-async def test_sighup_changes_urls_and_weights_adds_a_fallback_and_keeps_a_broken_config_out(nursery, tmp_path):
+async def start(nursery, folder: Path, *args: str) -> tuple[Any, Any, Path, Path, subprocess.Popen, str]:
+    """Two sims told apart by their answers' lengths (A: 3 chunks, B: 6), and a relay whose config file routes
+    every model to A (``main``): the sims, the config file, the relay's log, the relay and its root URL."""
     sim_a = await start_sim(nursery, chunks=3)
     sim_b = await start_sim(nursery, chunks=6)
-    config = tmp_path / "relay.toml"
+    config = folder / "relay.toml"
     write(config, upstream("main", sim_a.url, default=True))
-    log = tmp_path / "relay.err"
-    relay, root = start_relay_process(["--config", str(config), "--workers", "2"], log)
+    log = folder / "relay.err"
+    return sim_a, sim_b, config, log, *start_relay_process(["--config", str(config), *args], log)
+
+
+async def test_sighup_changes_urls_and_weights_adds_a_fallback_and_keeps_a_broken_config_out(nursery, tmp_path):
+    sim_a, sim_b, config, log, relay, root = await start(nursery, tmp_path, "--workers", "2")
     try:
         async with httpx.AsyncClient(timeout=10) as client:  # one connection: one worker, its own round robin
             a, b = await events_of(client, sim_a.url), await events_of(client, sim_b.url)
@@ -129,12 +137,7 @@ async def test_sighup_changes_urls_and_weights_adds_a_fallback_and_keeps_a_broke
 
 
 async def test_a_stream_in_flight_across_a_reload_ends_on_its_old_upstream(nursery, tmp_path):
-    sim_a = await start_sim(nursery, chunks=3)
-    sim_b = await start_sim(nursery, chunks=6)
-    config = tmp_path / "relay.toml"
-    write(config, upstream("main", sim_a.url, default=True))
-    log = tmp_path / "relay.err"
-    relay, root = start_relay_process(["--config", str(config)], log)
+    sim_a, sim_b, config, log, relay, root = await start(nursery, tmp_path)
     try:
         async with httpx.AsyncClient(timeout=10) as client, httpx.AsyncClient(timeout=10) as other:
             long = {**CHAT, "sim_chunks": 40, "sim_interval": 0.02}
