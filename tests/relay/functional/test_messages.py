@@ -20,8 +20,11 @@ BODY = {"model": "moonshot-v1-8k", "max_tokens": 5, "messages": HI}
 VERSION = {"anthropic-version": "2023-06-01"}
 TEXT_SEQUENCE = ["message_start", "content_block_start"] + ["content_block_delta"] * 5 + [
     "content_block_stop", "message_delta", "message_stop"]  # fmt: skip
-WEATHER = {"name": "get_weather", "description": "The weather in a city",
-           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}  # fmt: skip
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 async def native_relay(nursery, monkeypatch, sim_key: str = "sk-up", **settings) -> tuple[object, str]:
