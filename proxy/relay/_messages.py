@@ -48,7 +48,7 @@ from ..stream import NativeMessagesSSE, TranslatedMessagesSSE, reported
 from ._charging import answered
 from ._models import ANTHROPIC_VERSION, merge, model_lists, no_model_list
 from ._passthrough import UPSTREAM_HEADER
-from ._responses import read_all, relayed_headers, streaming
+from ._responses import keys_resting, read_all, relayed_headers, streaming
 
 if TYPE_CHECKING:
     from ._relay import Relay
@@ -206,11 +206,11 @@ class MessagesRoutes:
         upstream = relay.route(state, model)
         try:
             key = await free_key(upstream.store, upstream.keys)
-        except AllKeysResting:
-            key = None
+        except AllKeysResting as exc:
+            if upstream.config.api == NATIVE:
+                raise keys_resting(exc, model) from None
+            return self._estimate(chat)  # the upstream asked to be left alone for a while: the relay counts
         if upstream.config.api == NATIVE:
-            if key is None:
-                return self._estimate(chat)
             try:
                 response = await upstream.send("POST", ROUTE + "/count_tokens", raw, key=key,
                                                 extra=anthropic_headers())  # fmt: skip
@@ -219,7 +219,7 @@ class MessagesRoutes:
             content = await read_all(response)
             return Response(content, status=response.status_code, content_type=JSON,
                             headers=relayed_headers(response, ALSO_RELAYED))  # fmt: skip
-        if upstream.config.api == "chat" and key is not None:
+        if upstream.config.api == "chat":
             counted = await self._tokenizer(upstream, key, chat)
             if counted is not None:
                 status, headers, body = count_tokens_answer(counted, estimate=False)
@@ -232,7 +232,7 @@ class MessagesRoutes:
         return Response(body, status=status, headers=headers)
 
     @staticmethod
-    async def _tokenizer(upstream: Upstream, key: Key, chat: dict[str, Any]) -> int | None:
+    async def _tokenizer(upstream: Upstream, key: Key | None, chat: dict[str, Any]) -> int | None:
         """Moonshot's ``/tokenizers/estimate-token-count`` for these messages; None where the upstream has none."""
         body = dumps({"model": chat["model"], "messages": chat["messages"]})
         try:

@@ -134,7 +134,8 @@ async def test_stream_and_whole_answer_agree_and_usage_reaches_the_log_and_metri
 
 @pytest.mark.parametrize("kind", RELAYS)
 async def test_client_keys_by_x_api_key_or_bearer_and_their_limits_in_the_messages_shape(nursery, monkeypatch,
-                                                                                        tmp_path, kind):  # fmt: skip
+                                                                                        tmp_path, kind,
+                                                                                        access_lines):  # fmt: skip
     keys = tmp_path / "keys"
     keys.write_text("mr-client-0123456 name=agent rpm=2\n")
     _, root = await RELAYS[kind](nursery, monkeypatch, api_keys_file=str(keys))
@@ -147,6 +148,8 @@ async def test_client_keys_by_x_api_key_or_bearer_and_their_limits_in_the_messag
     assert "retry-after" in over.headers
     assert wrong.status_code == 401 and wrong.json() == {"type": "error", "error": {
         "type": "authentication_error", "message": wrong.json()["error"]["message"]}}  # fmt: skip
+    lines = await wait_lines(access_lines, 4)
+    assert [line["client_key"] for line in lines] == ["mr-clien"] * 3 + ["mr-w"]  # x-api-key logged as a prefix
 
 
 @pytest.mark.parametrize("kind", RELAYS)
@@ -274,3 +277,41 @@ async def test_chat_requests_never_go_to_a_messages_upstream(nursery, monkeypatc
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "unsupported_protocol"
     assert not sim.recent
     assert upstream_configs(Settings(upstreams=tables))[0].api == "anthropic"
+
+
+async def test_a_chat_request_never_falls_back_onto_a_messages_upstream(nursery, monkeypatch):
+    sim = await start_sim(nursery, key_faults={"sk-busy": "status:503"})
+    monkeypatch.setenv("CHAT_KEY", "sk-busy")
+    tables = [
+        {"name": "chat", "base_url": sim.url, "key_env": "CHAT_KEY", "models": ["*"], "fallbacks": ["messages"]},
+        {"name": "messages", "api": "anthropic", "base_url": sim.anthropic_url, "models": ["kimi-*"]},
+    ]  # fmt: skip
+    root = await start_relay(nursery, "http://flat.invalid/v1", upstreams=tables, retries=0)
+    resp = await post(root, {"model": "moonshot-v1-8k", "messages": HI}, path="/v1/chat/completions")
+    assert resp.status_code == 503 and resp.headers["x-moonrelay-upstream"] == "chat"
+    assert [r["path"] for r in sim.recent] == ["/v1/chat/completions"]
+
+
+async def test_a_request_chat_cannot_carry_skips_the_chat_fallback_and_gets_the_messages_upstreams_answer(
+    nursery, monkeypatch
+):
+    sim = await start_sim(nursery, key_faults={"sk-busy": "status:529"})
+    monkeypatch.setenv("NATIVE_KEY", "sk-busy")
+    tables = [
+        {"name": "kimi-anthropic", "api": "anthropic", "base_url": sim.anthropic_url, "key_env": "NATIVE_KEY",
+         "models": ["moonshot-v1-8k"], "fallbacks": ["kimi-chat"]},
+        {"name": "kimi-chat", "base_url": sim.url, "models": ["chat-only-*"]},
+    ]  # fmt: skip
+    root = await start_relay(nursery, "http://flat.invalid/v1", upstreams=tables, retries=0)
+    resp = await post(root, {**BODY, "top_k": 5})  # native only: a chat upstream has no top_k
+    assert resp.status_code == 529 and resp.json()["error"]["type"] == "overloaded_error"
+    assert [r["path"] for r in sim.recent] == ["/anthropic/v1/messages"]
+
+
+async def test_count_tokens_is_an_estimate_that_says_so_where_the_upstream_cannot_count(nursery):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.anthropic_url)  # a chat upstream without a tokenizer route (404)
+    resp = await post(root, {"model": "moonshot-v1-8k", "messages": HI}, VERSION, "/v1/messages/count_tokens")
+    assert resp.status_code == 200 and resp.headers["x-moonrelay-token-count"] == "estimate"
+    assert resp.json() == {"input_tokens": 6 + 4}  # 22 ASCII characters / 4, rounded up, and 4 for the message
+    assert [r["path"] for r in sim.recent] == ["/anthropic/tokenizers/estimate-token-count"]
