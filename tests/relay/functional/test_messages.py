@@ -206,6 +206,22 @@ async def test_translated_stream_failing_mid_way_ends_with_an_error_event(nurser
     assert "message_stop" not in names(events)
 
 
+@pytest.mark.parametrize(("fault", "kind"), [("malformed:3", "api_error"), ("error:3", None)])
+async def test_translated_stream_the_upstream_breaks_ends_with_one_error_event(nursery, monkeypatch, fault, kind):
+    sim, root = await chat_relay(nursery, monkeypatch, "sk-bad", sim={"key_faults": {"sk-bad": fault},
+                                                                      "chunks": 400, "interval": 0.05})  # fmt: skip
+    resp = await post(root, {**BODY, "max_tokens": 400, "stream": True})
+    events = sse_events(resp.content)
+    assert resp.status_code == 200 and events[0][0] == "message_start" and "message_stop" not in names(events)
+    assert [t for t, _ in events].count("error") == 1 and events[-1][0] == "error"
+    assert events[-1][1]["error"]["type"] == (kind or events[-1][1]["error"]["type"])
+    assert all(isinstance(d, dict) for _, d in events)
+    if kind is not None:  # the relay stopped reading at the bad event: the upstream request was cancelled
+        with trio.fail_after(5):
+            while sim.stats.snapshot()["cancelled"] < 1:  # noqa: ASYNC110 - the sim counts it when it sees EOF
+                await trio.sleep(0.01)
+
+
 async def test_untranslatable_fields_are_refused_and_nothing_goes_upstream(nursery, monkeypatch):
     sim, root = await chat_relay(nursery, monkeypatch)
     top_k = await post(root, {**BODY, "top_k": 5})
