@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 
 from ..errors import shutting_down, upstream_failure
-from ..protocol import ReportedUsage, Usage, UsageMeter, event_data, well_formed
+from ..protocol import ReportedUsage, Usage, UsageMeter, event_data
 from ..protocol.messages import PING, MessagesRequest, MessagesStream, MessagesUsageReader, messages_error_event
-from ._bodies import SSEBody, start_of
+from ._bodies import SSEBody
+from ._metered import MeteredSSE
 
 MALFORMED_STATUS, MALFORMED_CODE = 502, "upstream_malformed"
 MALFORMED_MESSAGE = "The upstream sent an event that is not valid JSON; the stream was stopped."
@@ -38,11 +39,7 @@ def _ends_in_error(out: bytes) -> bool:
 class _MessagesEvents(SSEBody):
     """What both Messages bodies add to :class:`SSEBody`: the relay's own events in the Messages shape."""
 
-    __slots__ = ("_meter",)
-
-    def __init__(self, response: httpx.Response, meter: UsageMeter, **kwargs: Any) -> None:
-        super().__init__(response, **kwargs)
-        self._meter = meter
+    __slots__ = ()
 
     def _ping(self) -> bytes:
         return PING
@@ -59,52 +56,36 @@ class _MessagesEvents(SSEBody):
         return messages_error_event(status, code, message)
 
 
-class NativeMessagesSSE(_MessagesEvents):
-    """A Messages upstream's stream, its events passed through byte for byte; usage read from ``message_start`` and
-    ``message_delta`` (only events holding ``"usage"`` are parsed again)."""
+class NativeMessagesSSE(_MessagesEvents, MeteredSSE):
+    """A Messages upstream's stream, its events passed through byte for byte and counted; usage read from
+    ``message_start`` and ``message_delta`` (only events holding ``"usage"`` are parsed again)."""
 
-    __slots__ = ("_usage",)
+    __slots__ = ("_reported",)
 
     def __init__(self, response: httpx.Response, meter: UsageMeter, **kwargs: Any) -> None:
         super().__init__(response, meter, **kwargs)
-        self._usage = MessagesUsageReader()
+        self._reported = MessagesUsageReader()
 
-    def _convert(self, data: bytes) -> bytes:
-        events, whole = self._splitter.feed_whole(data)
-        self._meter.events += len(events)
-        for event in events:
-            if not well_formed(event):
-                self._finished = True
-                return whole[: start_of(event, events, whole)] + self._fail(
-                    MALFORMED_STATUS, MALFORMED_CODE, MALFORMED_MESSAGE
-                )
-            if b'"usage"' in event:
-                self._read_usage(event)
-        return whole
-
-    def _end(self) -> bytes | None:
-        rest = self._splitter.pending
-        if rest.strip():
-            self._meter.events += 1
-            self._read_usage(rest)
-        return rest or None
-
-    def _read_usage(self, event: bytes) -> None:
+    def _usage(self, event: bytes) -> None:
         payload = event_data(event)
         if payload is not None:
-            self._usage.feed(payload)
-            self._meter.usage = reported(self._usage.usage)
+            self._reported.feed(payload)
+            self._meter.usage = reported(self._reported.usage)
+
+    def _malformed(self) -> bytes:
+        return self._fail(MALFORMED_STATUS, MALFORMED_CODE, MALFORMED_MESSAGE)
 
 
 class TranslatedMessagesSSE(_MessagesEvents):
     """A chat-completions stream as Messages events (:class:`proxy.protocol.messages.MessagesStream`): each upstream
     event in, the client's events out; always whole events, so the relay's own may follow at any moment."""
 
-    __slots__ = ("_translator",)
+    __slots__ = ("_translator", "_meter")
 
     def __init__(self, response: httpx.Response, request: MessagesRequest, meter: UsageMeter, **kwargs: Any) -> None:
-        super().__init__(response, meter, **kwargs)
+        super().__init__(response, **kwargs)
         self._translator = MessagesStream(request)
+        self._meter = meter
 
     def _convert(self, data: bytes) -> bytes:
         translator = self._translator

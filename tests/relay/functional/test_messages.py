@@ -256,7 +256,8 @@ async def test_translated_tool_use_round_trip(nursery, monkeypatch):
 # -- several upstreams: protocols side by side --------------------------------------------------------------------
 
 
-async def test_a_messages_request_falls_back_from_a_messages_upstream_to_a_chat_one(nursery, monkeypatch):
+async def native_then_chat(nursery, monkeypatch) -> tuple[object, str]:
+    """A Messages upstream whose key the sim answers 529, with a chat upstream as its fallback (one sim)."""
     sim = await start_sim(nursery, key_faults={"sk-busy": "status:529"})
     monkeypatch.setenv("NATIVE_KEY", "sk-busy")
     tables = [
@@ -265,6 +266,11 @@ async def test_a_messages_request_falls_back_from_a_messages_upstream_to_a_chat_
         {"name": "kimi-chat", "base_url": sim.url, "models": ["chat-only-*"]},
     ]  # fmt: skip
     root = await start_relay(nursery, "http://flat.invalid/v1", upstreams=tables, retries=0)
+    return sim, root
+
+
+async def test_a_messages_request_falls_back_from_a_messages_upstream_to_a_chat_one(nursery, monkeypatch):
+    sim, root = await native_then_chat(nursery, monkeypatch)
     resp = await post(root, {**BODY, "stream": True})
     assert resp.status_code == 200 and resp.headers["x-moonrelay-upstream"] == "kimi-chat"
     assert names(sse_events(resp.content))[-1] == "message_stop"
@@ -311,14 +317,7 @@ async def test_a_chat_request_never_falls_back_onto_a_messages_upstream(nursery,
 async def test_a_request_chat_cannot_carry_skips_the_chat_fallback_and_gets_the_messages_upstreams_answer(
     nursery, monkeypatch
 ):
-    sim = await start_sim(nursery, key_faults={"sk-busy": "status:529"})
-    monkeypatch.setenv("NATIVE_KEY", "sk-busy")
-    tables = [
-        {"name": "kimi-anthropic", "api": "anthropic", "base_url": sim.anthropic_url, "key_env": "NATIVE_KEY",
-         "models": ["moonshot-v1-8k"], "fallbacks": ["kimi-chat"]},
-        {"name": "kimi-chat", "base_url": sim.url, "models": ["chat-only-*"]},
-    ]  # fmt: skip
-    root = await start_relay(nursery, "http://flat.invalid/v1", upstreams=tables, retries=0)
+    sim, root = await native_then_chat(nursery, monkeypatch)
     resp = await post(root, {**BODY, "top_k": 5})  # native only: a chat upstream has no top_k
     assert resp.status_code == 529 and resp.json()["error"]["type"] == "overloaded_error"
     assert [r["path"] for r in sim.recent] == ["/anthropic/v1/messages"]
