@@ -12,6 +12,7 @@ import trio
 from proxy.config import Settings
 from proxy.routing import upstream_configs
 from tests.conftest import start_relay, start_sim, wait_lines
+from tests.relay.functional.test_charging import settled, still_clock, used_tokens  # noqa: F401 - a fixture
 from tests.relay.functional.test_metrics import scrape_after, total
 from tests.support.simevents import sse_events
 
@@ -150,6 +151,23 @@ async def test_client_keys_by_x_api_key_or_bearer_and_their_limits_in_the_messag
         "type": "authentication_error", "message": wrong.json()["error"]["message"]}}  # fmt: skip
     lines = await wait_lines(access_lines, 4)
     assert [line["client_key"] for line in lines] == ["mr-clien"] * 3 + ["mr-w"]  # x-api-key logged as a prefix
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("kind", RELAYS)
+async def test_a_client_keys_tokens_are_charged_the_usage_the_answer_reported(nursery, monkeypatch, tmp_path,
+                                                                             still_clock, kind, stream):  # fmt: skip
+    keys = tmp_path / "keys"
+    keys.write_text("mr-client-0123456 name=agent tpm=1000\n")
+    _, root = await RELAYS[kind](nursery, monkeypatch, api_keys_file=str(keys))
+    auth = {"x-api-key": "mr-client-0123456"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = await client.post(root + "/v1/messages", json={**BODY, "stream": stream}, headers=auth)
+        await settled(client, root)
+        second = await client.post(root + "/v1/messages", json=BODY, headers=auth)
+    usage = sse_events(first.content)[-2][1]["usage"] if stream else first.json()["usage"]
+    assert first.status_code == second.status_code == 200
+    assert used_tokens(second, 1000) == usage["input_tokens"] + usage["output_tokens"] == 8 + 5
 
 
 @pytest.mark.parametrize("kind", RELAYS)
