@@ -153,10 +153,11 @@ async def test_client_keys_by_x_api_key_or_bearer_and_their_limits_in_the_messag
     assert [line["client_key"] for line in lines] == ["mr-clien"] * 3 + ["mr-w"]  # x-api-key logged as a prefix
 
 
+@pytest.mark.usefixtures("still_clock")  # no tpm window ends during the test
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("kind", RELAYS)
-async def test_a_client_keys_tokens_are_charged_the_usage_the_answer_reported(nursery, monkeypatch, tmp_path,
-                                                                             still_clock, kind, stream):  # fmt: skip
+async def test_a_client_keys_tokens_are_charged_the_usage_the_answer_reported(nursery, monkeypatch, tmp_path, kind,
+                                                                             stream):  # fmt: skip
     keys = tmp_path / "keys"
     keys.write_text("mr-client-0123456 name=agent tpm=1000\n")
     _, root = await RELAYS[kind](nursery, monkeypatch, api_keys_file=str(keys))
