@@ -4,12 +4,14 @@ chat's guarantees: whole events, the relay's own events in the Messages shape, d
 protocols, client keys, usage for the access log and metrics, errors in the Messages shape."""
 
 import json
+from functools import partial
 
 import httpx
 import pytest
 import trio
 
 from proxy.config import Settings
+from proxy.edge import serve
 from proxy.routing import upstream_configs
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_charging import settled, still_clock, used_tokens  # noqa: F401 - a fixture
@@ -181,6 +183,29 @@ async def test_a_silent_upstream_gets_pings_then_the_idle_deadline_as_an_error_e
     assert not resp.content.startswith(b": ping") and b"\n: ping" not in resp.content  # never chat's comment
     kind_, data = sse_events(resp.content)[-1]
     assert kind_ == "error" and data["error"]["type"] == "timeout_error"
+
+
+@pytest.mark.parametrize("api", ["anthropic", "chat"])
+async def test_a_stream_cut_by_shutdown_ends_with_an_error_event(nursery, api):
+    sim = await start_sim(nursery, chunks=400, interval=0.05)
+    url = sim.anthropic_url if api == "anthropic" else sim.url
+    settings = Settings(bind="127.0.0.1:0", upstream=url, upstream_api=api, graceful_timeout_s=0.1)
+    stop = trio.Event()
+    got = bytearray()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as relay:
+            root = await relay.start(partial(serve, settings, shutdown_trigger=stop.wait))
+            async with httpx.AsyncClient(timeout=10) as client, client.stream(
+                "POST", root + "/v1/messages", json={**BODY, "max_tokens": 400, "stream": True}
+            ) as resp:
+                async for piece in resp.aiter_bytes():
+                    got += piece
+                    if b"content_block_delta" in got:
+                        stop.set()  # draining: the stream has graceful_timeout_s, then its final event
+    events = sse_events(bytes(got))
+    assert events[-1] == ("error", {"type": "error", "error": {
+        "type": "overloaded_error", "message": "The relay is shutting down; retry the request."}})  # fmt: skip
+    assert "message_stop" not in names(events)
 
 
 @pytest.mark.parametrize("kind", RELAYS)
