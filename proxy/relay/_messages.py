@@ -42,7 +42,7 @@ from ..protocol.messages import (
     messages_to_chat,
     parse_messages_request,
 )
-from ..routing import AllKeysResting, Candidates, Key, Upstream, Upstreams, free_key
+from ..routing import AllKeysResting, Candidates, Key, Send, Upstream, Upstreams, free_key
 from ..state import STATE, RequestState
 from ..stream import NativeMessagesSSE, TranslatedMessagesSSE, reported
 from ._charging import answered
@@ -136,7 +136,7 @@ class MessagesRoutes:
         chat = self.translation(candidates, message)
         extra = anthropic_headers()
 
-        def send_for(upstream: Upstream) -> Any:
+        def send_for(upstream: Upstream) -> Send:
             if upstream.config.api == NATIVE:
                 return partial(self._send, upstream, ROUTE, raw, message.stream, extra)
             return partial(self._send, upstream, "/chat/completions", chat, message.stream, None)
