@@ -16,6 +16,7 @@ from proxy.routing import upstream_configs
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_charging import settled, still_clock, used_tokens  # noqa: F401 - a fixture
 from tests.relay.functional.test_metrics import scrape_after, total
+from tests.support.recorder import raw_request
 from tests.support.simevents import sse_events
 
 HI = [{"role": "user", "content": "Tell me about the moon"}]
@@ -374,3 +375,16 @@ async def test_count_tokens_is_an_estimate_that_says_so_where_the_upstream_canno
     assert resp.status_code == 200 and resp.headers["x-moonrelay-token-count"] == "estimate"
     assert resp.json() == {"input_tokens": 6 + 4}  # 22 ASCII characters / 4, rounded up, and 4 for the message
     assert [r["path"] for r in sim.recent] == ["/anthropic/tokenizers/estimate-token-count"]
+
+
+async def test_pass_through_never_carries_the_messages_routes(nursery, monkeypatch):
+    """With pass-through on, /v1/messages keeps the relay's body limit, and a path that resolves to a Messages route
+    is refused, never relayed around the route's checks."""
+    sim, root = await chat_relay(nursery, monkeypatch, passthrough="on", max_body_bytes=2000)
+    big = await post(root, {**BODY, "system": "x" * 3000})
+    assert big.status_code == 413 and big.json()["error"]["type"] == "request_too_large"
+    body = json.dumps(BODY).encode()
+    for target in ("/v1/./messages", "/v1/messages/", "/v1/x/../messages", "/v1/messages/./count_tokens"):
+        status, response = await raw_request(root, target, "POST", "content-type: application/json\r\n", body)
+        assert status == 400 and b"itself: send the request to exactly that path" in response, target
+    assert not sim.recent
