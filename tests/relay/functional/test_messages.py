@@ -388,3 +388,19 @@ async def test_pass_through_never_carries_the_messages_routes(nursery, monkeypat
         status, response = await raw_request(root, target, "POST", "content-type: application/json\r\n", body)
         assert status == 400 and b"itself: send the request to exactly that path" in response, target
     assert not sim.recent
+
+
+async def test_the_model_list_is_what_each_protocol_can_reach(nursery):
+    chat_sim = await start_sim(nursery, models=("chat-model",))
+    messages_sim = await start_sim(nursery, models=("messages-model",))
+    tables = [
+        {"name": "chat", "base_url": chat_sim.url, "models": ["chat-*"]},
+        {"name": "messages", "api": "anthropic", "base_url": messages_sim.anthropic_url, "models": ["messages-*"]},
+    ]
+    root = await start_relay(nursery, "http://flat.invalid/v1", upstreams=tables)
+    async with httpx.AsyncClient(timeout=10) as client:
+        openai_list = (await client.get(root + "/v1/models")).json()
+        anthropic_list = (await client.get(root + "/v1/models", headers=VERSION)).json()
+    assert [m["id"] for m in openai_list["data"]] == ["chat-model"]  # a chat request cannot reach the other
+    assert [m["id"] for m in anthropic_list["data"]] == ["chat-model", "messages-model"]
+    assert anthropic_list["last_id"] == "messages-model" and messages_sim.recent[-1]["path"] == "/anthropic/v1/models"
