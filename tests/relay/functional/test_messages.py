@@ -186,6 +186,31 @@ async def test_a_silent_upstream_gets_pings_then_the_idle_deadline_as_an_error_e
     assert kind_ == "error" and data["error"]["type"] == "timeout_error"
 
 
+async def cancelled(sim, n: int = 1) -> None:
+    """Until the sim has seen ``n`` requests cancelled (it counts one when its client, the relay, goes away)."""
+    with trio.fail_after(5):
+        while sim.stats.snapshot()["cancelled"] < n:  # noqa: ASYNC110 - the sim counts it when it sees EOF
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", RELAYS)
+async def test_a_client_that_leaves_cancels_the_upstream_request(nursery, monkeypatch, kind):
+    sim, root = await RELAYS[kind](nursery, monkeypatch, sim={"chunks": 400, "interval": 0.05})
+    host, port = root.removeprefix("http://").split(":")
+    body = json.dumps({**BODY, "max_tokens": 400, "stream": True}).encode()
+    head = (f"POST /v1/messages HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(head + body)
+        seen = b""
+        with trio.fail_after(5):
+            while b"content_block_delta" not in seen:
+                seen += await stream.receive_some(65536)
+    # the client left mid-stream
+    await cancelled(sim)
+    assert sim.stats.snapshot()["completed"] == 0
+
+
 @pytest.mark.parametrize("api", ["anthropic", "chat"])
 async def test_a_stream_cut_by_shutdown_ends_with_an_error_event(nursery, api):
     sim = await start_sim(nursery, chunks=400, interval=0.05)
@@ -262,9 +287,7 @@ async def test_translated_stream_the_upstream_breaks_ends_with_one_error_event(n
     assert events[-1][1]["error"]["type"] == (kind or events[-1][1]["error"]["type"])
     assert all(isinstance(d, dict) for _, d in events)
     if kind is not None:  # the relay stopped reading at the bad event: the upstream request was cancelled
-        with trio.fail_after(5):
-            while sim.stats.snapshot()["cancelled"] < 1:  # noqa: ASYNC110 - the sim counts it when it sees EOF
-                await trio.sleep(0.01)
+        await cancelled(sim)
 
 
 async def test_untranslatable_fields_are_refused_and_nothing_goes_upstream(nursery, monkeypatch):
