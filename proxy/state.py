@@ -4,19 +4,22 @@ The edge (:class:`proxy.edge.Observer`) makes it when a call begins and reads it
 the metrics); the relay's views fill it in (route, upstream, model), admission keeps the slots it took in it
 (:class:`proxy.relay.Streams`), a usage-stripping body leaves the chunk it cut, a client key with limits leaves its
 admission (settled with the request's charge when the call ends, by ``Streams``) or the limit it hit, and the body
-its usage meter. The layers below the edge see the edge's part only as :class:`Tap`.
+its usage meter; with tracing its server span, with the response cache what it did. The layers below the edge see
+the edge's part only as :class:`Tap`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # types only: each of these modules imports this one
     from .limits import Admission, Charge
     from .protocol import UsageMeter
+    from .relay import CacheFill
     from .routing import Upstream
     from .stream import SSEBody
+    from .tracing import ServerSpan
 
 STATE = "moonrelay"  # the ASGI scope key of the request's RequestState
 UNMATCHED = "unmatched"  # the route of a request no URL rule matched
@@ -45,3 +48,10 @@ class RequestState:
     charge: Charge | None = None  # a key that counts tokens: the request's reserve and its charge
     meter: UsageMeter | None = None  # the usage and events the answer told as it went by
     limited: tuple[str, str] | None = None  # (limit, key label) of a request refused by its client key's limits
+    span: ServerSpan | None = None  # tracing on: the request's server span (its attempts go upstream under it)
+    trace: dict[str, str] | None = None  # tracing off: the client's valid traceparent/tracestate, passed upstream
+    cache: str | None = None  # "hit" or "miss": the response cache answered, or could have (the access log's)
+    cache_fill: CacheFill | None = None  # a miss being recorded, stored when the call ends if it completed
+    completed: bool = False  # set by the edge as the call ends: the client received the whole response
+    cost: int | None = None  # what the answer cost, in millionths of the price table's unit (the edge's sum)
+    admin: dict[str, Any] | None = None  # what an admin API request changed, for its access-log line

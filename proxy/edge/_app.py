@@ -18,12 +18,15 @@ from ..auth import KeySource, bearer_token, fingerprint
 from ..config import Settings
 from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
+from ..pricing import price_table
 from ..protocol import JSON, InvalidRequest, error_body
 from ..relay import (
     PASSTHROUGH_METHODS,
     Relay,
+    ResponseCache,
     Streams,
     body_limit,
+    cache_store,
     ending_broken_bodies,
     error_response,
     header_names,
@@ -33,6 +36,7 @@ from ..relay import (
 from ..routing import Upstream, Upstreams
 from ..state import STATE
 from ..stream import Heartbeats
+from ..tracing import Tracing
 from ..transport import Pump
 from ._gate import fast_paths_allowed
 from ._lifecycle import install_observability
@@ -91,6 +95,8 @@ def create_app(
     store: Store | None = None,
     keys: KeySource | None = None,
     pump: Pump | None = None,
+    tracing: Tracing | None = None,
+    cache: Any = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
@@ -99,7 +105,8 @@ def create_app(
     given and running, pings silent SSE streams; ``store`` is where limits and upstream health are counted
     (proxy.limits; given upstreams bring theirs, else this worker's memory); ``keys``: the client keys in force
     (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given); ``pump``, if given and running,
-    relays directly written streams from its task.
+    relays directly written streams from its task; ``tracing``: this worker's spans (proxy/tracing); ``cache``: the
+    response cache's store (this worker's memory when not given: proxy/relay/_caching.py).
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -120,7 +127,10 @@ def create_app(
         store = upstreams.store if upstreams is not None else LocalStore()
     direct = fast and settings.direct_writes != "off"  # streamed bodies written straight to the client (_inline)
     app.config["MOONRELAY_DIRECT_WRITES"] = direct
-    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None)
+    prices = price_table(settings)
+    responses = ResponseCache(cache if cache is not None else cache_store(settings), settings)
+    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None,
+                  cache=responses, prices=prices)  # fmt: skip
     if upstreams is None:
 
         @app.before_serving
@@ -207,10 +217,12 @@ def create_app(
         return Response(json.dumps(body), content_type=JSON)
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
-    observer = install_observability(app, settings, streams)
+    observer = install_observability(app, settings, streams, tracing, prices)
     observer.upstream_health = relay.upstream_health
+    app.extensions["moonrelay"] = (relay, observer)  # the server's reload swaps what they hold (_reload)
     if observer.metrics is not None:
         relay.count_fallback = observer.metrics.fallback
+        responses.counters = observer.metrics
         observer.metrics.watch_store(store)
         metrics_ = observer.metrics
 

@@ -29,11 +29,15 @@ from ..config import Settings
 from ..limits import StoreBudget
 from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
 from ..observability import upstream_error_kind as error_kind
+from ..pricing import PriceTable
 from ..routing import configured_models, upstream_label
 from ..state import STATE, UNMATCHED, RequestState
+from ..tracing import Tracing
+from ._bodywatch import BodyWatch, declares_body
 from ._cors import CORSPolicy
 from ._demo import PAGE
 from ._gate import fast_paths_allowed
+from ._outcome import begin_trace, end_span, note_outcome
 from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
 
 log = logging.getLogger("moonrelay")
@@ -138,34 +142,13 @@ class Tap:
             self._metrics.in_flight.inc()
 
 
-class BodyWatch:
-    """``receive`` that notes when the request's body was read to the end: the plain path's way of telling an
-    early response (:func:`proxy.edge.request_body_unread` reads it from h11 on the fast path)."""
-
-    __slots__ = ("_receive", "done")
-
-    def __init__(self, receive: Callable) -> None:
-        self._receive = receive
-        self.done = False
-
-    async def __call__(self) -> dict:
-        message = await self._receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            self.done = True
-        return message
-
-
-def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
-            return True
-    return False
-
-
 class Observer:
-    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None, tracing: Tracing | None = None,
+                 prices: PriceTable | None = None) -> None:  # fmt: skip
         self.app = app
         self.settings = settings
+        self.tracing = tracing  # this worker's spans (made after the fork): a server span per request
+        self.prices = prices if prices is not None else PriceTable()  # each request's cost (proxy/pricing.py)
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
         self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
@@ -251,10 +234,14 @@ class Observer:
         try:
             method: str = scope["method"]
             path: str = scope["path"]
-            rid_header = authorization = origin = acr_method = acr_headers = None
+            rid_header = authorization = origin = acr_method = acr_headers = traceparent = tracestate = None
             for name, value in scope["headers"]:
                 if name == b"x-request-id":
                     rid_header = value
+                elif name == b"traceparent":
+                    traceparent = value
+                elif name == b"tracestate":
+                    tracestate = value
                 elif name == b"authorization":
                     authorization = value
                 elif name == b"origin":
@@ -277,9 +264,11 @@ class Observer:
             started = time.monotonic_ns()
             metrics = self.metrics
             watch = None
-            if self.plain and _declares_body(scope["headers"]):
+            if self.plain and declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
             ending = None if streams is None else partial(streams.give_back, state, budget)  # before the last bytes
+            if self.tracing is not None or traceparent is not None:  # a span, or the caller's context passed on
+                begin_trace(self.tracing, state, method, path, traceparent, tracestate)
             tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch, ending)
             try:
                 await self.app(scope, receive, tap.send)
@@ -328,11 +317,13 @@ class Observer:
         if path in CHAT_PATHS:
             rec.model = state.model or self.settings.default_model
         kind = None
+        cached = 0  # prompt tokens read from the provider's prompt cache (their own price)
         if state.client is not None:
             rec.extra["key_name"] = state.client.key.label
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
+            cached = found.cached_tokens
             if path in CHAT_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
@@ -350,6 +341,7 @@ class Observer:
         if timed_out:
             rec.completed = False
             rec.error = "client_write_timeout"
+        cost = note_outcome(state, rec, cached, self.prices)  # cost, cache, admin change: proxy/edge/_outcome.py
         if self.logger is not None:
             self.logger.info(rec.line())
         if self.metrics is not None:
@@ -361,16 +353,22 @@ class Observer:
                 self.metrics.client_write_timeouts.inc()
             if limited is not None:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
+            if cost:
+                self.metrics.cost(state.client.key.label if state.client is not None else "", rec.model, cost)
+        if state.span is not None:
+            end_span(state, path, rec, kind, tail, content_type, first_ns)
 
 
-def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
+def install_observability(app: Any, settings: Settings, streams: Any = None, tracing: Tracing | None = None,
+                          prices: PriceTable | None = None) -> Observer:  # fmt: skip
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
-    ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain.
+    ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain; ``tracing``: this
+    worker's spans; ``prices``: what each request costs.
     """
     from quart import request
 
-    observer = Observer(app.asgi_app, settings, streams)
+    observer = Observer(app.asgi_app, settings, streams, tracing, prices)
     app.asgi_app = observer
 
     async def note_route() -> None:

@@ -12,7 +12,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -34,9 +35,10 @@ from ..config import Settings
 from ..gcpolicy import tune_gc
 from ..limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
 from ..observability import prepare_multiprocess
-from ..relay import Streams
+from ..relay import Streams, cache_store
 from ..routing import Upstreams, describe_upstreams
 from ..stream import Heartbeats
+from ..tracing import Tracing
 from ..transport import Pump, pump_available
 from ._app import create_app
 from ._direct import ClientWrites
@@ -158,11 +160,16 @@ async def serve(
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
     store = build_store(settings)  # where limits and upstream health are counted (proxy.limits)
+    cache = cache_store(settings)  # the response cache's: this worker's memory, or the --state Redis
+    # Made here, in the worker: the SDK's export thread does not survive a fork (proxy/tracing).
+    tracing = Tracing.from_settings(settings)
     # The store runs in a nursery of its own that outlives serving: every request gives its slots back before it ends.
-    async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as store_nursery:
+    async with Upstreams(settings, store=store) as upstreams, _exporting(tracing), trio.open_nursery() as store_nursery:
         run_store = getattr(store, "run", None)
         if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
             await store_nursery.start(run_store)
+        if hasattr(cache, "run"):  # the cache's own connection to the --state Redis
+            await store_nursery.start(cache.run)
         async with trio.open_nursery() as nursery:
             transports = list(upstreams.h11_transports())
             for transport in transports:  # their timeout watchdogs run beside the server
@@ -178,9 +185,8 @@ async def serve(
             keys = KeySource(settings)
             if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
                 await nursery.start(reload_keys_on_sighup, keys)
-            app = create_app(
-                settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump
-            )
+            app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys,
+                             pump=pump, tracing=tracing, cache=cache)  # fmt: skip
             trigger = None
             if shutdown_trigger is not None:
 
@@ -199,6 +205,18 @@ async def serve(
             await nursery.start(hypercorn)
             task_status.started(f"http://{url_host(host)}:{port}")
         store_nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _exporting(tracing: Tracing | None) -> AsyncIterator[None]:
+    """While serving: on the way out, however it ends, the spans still queued go to the collector (within
+    ``Tracing.aclose``'s deadline)."""
+    try:
+        yield
+    finally:
+        if tracing is not None:
+            with trio.CancelScope(shield=True):
+                await tracing.aclose()
 
 
 def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settings) -> None:

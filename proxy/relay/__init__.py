@@ -2,16 +2,21 @@
 exchange with the upstream, answer), the worker's in-flight requests, pass-through, the merged model list."""
 
 from ._admission import Streams
+from ._caching import CacheFill, ResponseCache, cache_store, check_cache
 from ._passthrough import METHODS as PASSTHROUGH_METHODS
 from ._passthrough import body_limit, ending_broken_bodies, forwarded_headers, header_names, path_filter
 from ._relay import Relay
 from ._responses import error_response, json_error
 
 __all__ = [
+    "CacheFill",
     "PASSTHROUGH_METHODS",
     "Relay",
+    "ResponseCache",
     "Streams",
     "body_limit",
+    "cache_store",
+    "check_cache",
     "ending_broken_bodies",
     "error_response",
     "forwarded_headers",

@@ -9,21 +9,24 @@ from typing import Any
 from quart import Response
 
 from ..limits import Charge, ClientLimits
+from ..pricing import Price
 from ..state import RequestState
 from ._responses import error_response
 
 
 async def reserve(limits: ClientLimits, state: RequestState, route: str, data: dict[str, Any] | None,
-                  body_bytes: int, default_output: int, *, ndjson: bool = False) -> Response | None:  # fmt: skip
+                  body_bytes: int, default_output: int, *, ndjson: bool = False,
+                  price: Price | None = None) -> Response | None:  # fmt: skip
     """For a client key that counts tokens: the request's :class:`proxy.limits.Charge`, whose reserve is held in the
     key's windows before anything goes upstream; the 429 to answer when a window filled up since admission (None:
-    go on). ``route``: the request's path; ``data``: its JSON body, if any; ``body_bytes``: its size."""
+    go on). ``route``: the request's path; ``data``: its JSON body, if any; ``body_bytes``: its size; ``price``: its
+    model's (a budget in money)."""
     admission = state.client
     if admission is None or not admission.key.counts_tokens:
         return None
-    charge = state.charge = Charge.of(route, data, body_bytes, default_output)
+    charge = state.charge = Charge.of(route, data, body_bytes, default_output, price)
     state.meter = charge.meter  # the bodies read usage into it, the access log reads it
-    refusal = await limits.reserve(admission, charge.reserve)
+    refusal = await limits.reserve(admission, charge.reserve, charge.reserve_cost)
     if refusal is None:
         return None
     state.limited = (refusal.limit, admission.key.label)

@@ -48,8 +48,10 @@ from ..protocol import (
     normalise,
 )
 from ..routing import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from ..state import STATE
 from ..transport import IteratorReader, reader
 from ._responses import json_error, keys_resting, relayed_headers, upstream_error
+from ._traced import traced_send
 
 log = logging.getLogger("moonrelay")
 
@@ -311,7 +313,8 @@ async def relay(
     try:
         response, read = await send_with_retries(
             upstream,
-            lambda key: upstream.forward(request.method, target, headers, content, key),
+            traced_send(request.scope[STATE], upstream, target,
+                        lambda key, trace: upstream.forward(request.method, target, headers, content, key, trace)),
             settings,
             replayable=isinstance(content, bytes),
         )

@@ -14,6 +14,7 @@ from quart import Response, request
 from ..config import Settings
 from ..limits import ClientKey, ClientLimits, LocalStore, Refusal, Store
 from ..observability import model_from_body
+from ..pricing import PriceTable
 from ..protocol import (
     JSON,
     SHUTTING_DOWN,
@@ -42,9 +43,11 @@ from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, SSEBody,
 from ..transport import Pump
 from . import _passthrough as passthrough
 from ._admission import Streams
+from ._caching import CACHE_HEADER, ResponseCache, body_class
 from ._charging import answered, reserve
 from ._models import merged_models
 from ._responses import error_response, keys_resting, relayed_headers, upstream_error
+from ._traced import traced
 
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
 log = logging.getLogger("moonrelay")
@@ -68,8 +71,12 @@ class Relay:
         *,
         store: Store | None = None,
         pump: Pump | None = None,
+        cache: ResponseCache | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.settings = settings
+        self.cache = cache  # the response cache (proxy/relay/_caching.py)
+        self.prices = prices if prices is not None else PriceTable()  # the models' prices (proxy/pricing.py)
         self.upstreams = upstreams
         self.streams = streams
         self.heartbeats = heartbeats
@@ -92,10 +99,12 @@ class Relay:
         return None
 
     async def reserve(self, state: RequestState, route: str, data: dict[str, Any] | None, body_bytes: int, *,
-                      ndjson: bool = False) -> Response | None:  # fmt: skip
-        """A client key that counts tokens: its reserve held once the body is read (proxy/relay/_charging.py)."""
+                      ndjson: bool = False, model: str | None = None) -> Response | None:  # fmt: skip
+        """A client key that counts tokens: its reserve held once the body is read (proxy/relay/_charging.py), in
+        money too at ``model``'s price."""
+        price = self.prices.of(model) if state.client is not None and state.client.key.money else None
         return await reserve(self.client_limits, state, route, data, body_bytes,
-                             max(0, self.settings.key_reserve_tokens), ndjson=ndjson)  # fmt: skip
+                             max(0, self.settings.key_reserve_tokens), ndjson=ndjson, price=price)  # fmt: skip
 
     def refuse_if_draining(self) -> None:
         if self.streams.draining:
@@ -150,12 +159,15 @@ class Relay:
             else:
                 body = NDJSONBody(response, tap=tap, pump=pump)
         else:
+            fill = state.cache_fill  # a miss the response cache records (proxy/relay/_caching.py)
             if strip_usage:
-                body = UsageStrippedSSE(response, state, meter, tap=tap, pump=pump)
+                body = body_class(UsageStrippedSSE, fill)(response, state, meter, tap=tap, pump=pump)
             elif meter is not None:
-                body = MeteredSSE(response, meter, tap=tap, pump=pump)
+                body = body_class(MeteredSSE, fill)(response, meter, tap=tap, pump=pump)
             else:
-                body = SSEBody(response, tap=tap, pump=pump)
+                body = body_class(SSEBody, fill)(response, tap=tap, pump=pump)
+            if fill is not None:
+                body.start_recording(fill.recorder(response.headers))  # type: ignore[attr-defined]
             if self.heartbeats is not None:
                 self.heartbeats.watch(body)
         self.streams.track_body(state, body)
@@ -179,11 +191,9 @@ class Relay:
             while True:
                 try:
                     response, content = await send_with_retries(
-                        upstream,
-                        lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
-                        self.settings,
+                        upstream, traced(state, upstream, method, path, body, stream), self.settings,
                         rests=candidates.rests,
-                    )
+                    )  # fmt: skip
                 except (httpx.TransportError, AllKeysResting) as exc:
                     await candidates.settle(None, neutral=isinstance(exc, AllKeysResting))
                     reason = resend_reason(exc, on_timeout=upstream.config.retry_on_timeout)
@@ -214,6 +224,8 @@ class Relay:
             await candidates.abandon()  # a probe still held: the request was cancelled before its verdict
         relayed = relayed_headers(response)
         relayed[UPSTREAM_HEADER] = upstream.name
+        if state.cache is not None:
+            relayed[CACHE_HEADER] = state.cache
         if content is None and stream and status == 200:
             body_iter = self.body(response, state, ndjson=ndjson, strip_usage=strip_usage)
             if ndjson:
@@ -231,6 +243,8 @@ class Relay:
                 await response.aclose()
             if state.meter is not None:
                 state.meter.document(content)
+        if state.cache_fill is not None:
+            state.cache_fill.answered(status, response.headers, content)
         content_type = response.headers.get("content-type", JSON)
         if ndjson:
             content = content.rstrip(b"\n") + b"\n"
@@ -284,7 +298,14 @@ class Relay:
 
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
         state.model = chat.model  # for the access log
-        refused = await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body), ndjson=ndjson)
+        if state.span is not None:  # the request's model and sampling parameters, on its span and its attempts
+            state.span.request(chat.data)
+        if self.cache is not None and not ndjson:  # after the key's rpm, before its reserve and any slot
+            hit = await self.cache.lookup(state, chat, self.upstreams, request.headers.get("cache-control"))
+            if hit is not None:
+                return hit
+        refused = await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body), ndjson=ndjson,
+                                     model=chat.model)  # fmt: skip
         if refused is not None:
             return refused
         try:
@@ -356,7 +377,7 @@ class Relay:
         self.refuse_if_draining()
         content, data = await passthrough.read_body(request, settings)
         size = len(content) if isinstance(content, bytes) else request.content_length or 0
-        refused = await self.reserve(state, path, data, size)
+        refused = await self.reserve(state, path, data, size, model=passthrough.named_model(data))
         if refused is not None:
             return refused
         strip = False

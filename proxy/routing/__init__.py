@@ -19,7 +19,7 @@ from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
 from ._breaker import outcome as breaker_outcome
 from ._candidates import Candidates, at_its_limit
 from ._health import Health
-from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
+from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, Key, KeyPool, rest_seconds
 from ._router import (
     ConfigError,
     Router,
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_REST_S",
     "HALF_OPEN_S",
     "Health",
+    "Key",
     "KeyPool",
     "MAX_RESTS",
     "MAX_REST_S",

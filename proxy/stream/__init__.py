@@ -1,9 +1,11 @@
 """The stream relay: response bodies that move upstream events to the client (iterated on the ASGI path, or
-relaying themselves with the writer the edge hands them), their usage-metering variants, and the heartbeats."""
+relaying themselves with the writer the edge hands them), their usage-metering variants, their recorded variants
+(for the response cache), and the heartbeats."""
 
 from ._bodies import PING, NDJSONBody, SSEBody
 from ._heartbeat import Heartbeats
 from ._metered import MeteredNDJSON, MeteredSSE, UsageStrippedSSE
+from ._recording import Recorder, recorded
 
 __all__ = [
     "Heartbeats",
@@ -11,6 +13,8 @@ __all__ = [
     "MeteredSSE",
     "NDJSONBody",
     "PING",
+    "Recorder",
     "SSEBody",
     "UsageStrippedSSE",
+    "recorded",
 ]
