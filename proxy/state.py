@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # types only: each of these modules imports this one
-    from .limits import Admission, Charge
+    from .limits import Admission, Charge, ClientKey
     from .protocol import UsageMeter
     from .relay import CacheFill
     from .routing import Upstream
@@ -44,6 +44,7 @@ class RequestState:
     upstream_slot: Upstream | None = None  # the upstream whose max_concurrent slot the call holds
     upstream_lease: str | None = None  # that slot's lease (Upstream.take)
     body: SSEBody | None = None  # the streaming body being sent, if any
+    key: ClientKey | None = None  # the client key the request authenticated with
     client: Admission | None = None  # the client key's slot and windows, settled when the call ends
     charge: Charge | None = None  # a key that counts tokens: the request's reserve and its charge
     meter: UsageMeter | None = None  # the usage and events the answer told as it went by

@@ -150,6 +150,7 @@ def create_app(
         token = bearer_token(request.headers.get("authorization"))
         key = client_keys.identify(token)
         if key is not None:
+            request.scope[STATE].key = key
             if not key.limited or request.path == "/metrics":
                 return None
             return await relay.limit_client(request.scope[STATE], key, ndjson=request.path == "/chat/completions")

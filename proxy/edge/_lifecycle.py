@@ -354,7 +354,7 @@ class Observer:
             if limited is not None:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
             if cost:
-                self.metrics.cost(state.client.key.label if state.client is not None else "", rec.model, cost)
+                self.metrics.cost(state.key.label if state.key is not None else "", rec.model, cost)
         if state.span is not None:
             end_span(state, path, rec, kind, tail, content_type, first_ns)
 
