@@ -16,10 +16,11 @@ from quart_trio import QuartTrio
 
 from ..auth import KeySource, bearer_token, fingerprint
 from ..config import Settings
+from ..errors import InvalidRequest, RelayError
 from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
 from ..pricing import price_table
-from ..protocol import JSON, InvalidRequest, error_body
+from ..protocol import JSON
 from ..relay import (
     PASSTHROUGH_METHODS,
     Relay,
@@ -28,9 +29,7 @@ from ..relay import (
     body_limit,
     cache_store,
     ending_broken_bodies,
-    error_response,
     header_names,
-    json_error,
     path_filter,
 )
 from ..routing import Upstream, Upstreams
@@ -38,6 +37,7 @@ from ..state import STATE
 from ..stream import Heartbeats
 from ..tracing import Tracing
 from ..transport import Pump
+from ._errors import render
 from ._gate import fast_paths_allowed
 from ._lifecycle import install_observability
 from ._worker import prepare_app, request_class
@@ -153,11 +153,11 @@ def create_app(
             request.scope[STATE].key = key
             if not key.limited or request.path == "/metrics":
                 return None
-            return await relay.limit_client(request.scope[STATE], key, ndjson=request.path == "/chat/completions")
+            await relay.limit_client(request.scope[STATE], key)  # its limits: a Refusal raised, rendered below
+            return None
         if token is not None:
-            log.info("refused a client key (sha256 %s) for %s", fingerprint(token), request.path)
-        msg = "Invalid or missing API key: send Authorization: Bearer <key>."
-        return json_error(401, error_body(msg, "invalid_request_error", "invalid_api_key"))
+            log.debug("refused a client key (sha256 %s) for %s", fingerprint(token), request.path)
+        raise InvalidRequest("Invalid or missing API key: send Authorization: Bearer <key>.", "invalid_api_key", 401)
 
     @app.after_request
     async def ratelimit_headers(response: Response) -> Response:
@@ -167,27 +167,23 @@ def create_app(
             response.headers.update(admission.headers)
         return response
 
-    @app.errorhandler(InvalidRequest)
-    async def invalid(exc: InvalidRequest) -> Response:
-        type_ = {429: "rate_limit_error", 503: "server_error"}.get(exc.status, "invalid_request_error")
-        wait = getattr(exc, "retry_after_s", 1)  # every upstream open or resting: the first one's wait (_candidates)
-        headers = {"retry-after": str(wait)} if exc.status in (429, 503) else None
-        body = error_body(str(exc), type_, exc.code)
-        return error_response(exc.status, body, headers, ndjson=request.path == "/chat/completions")
+    @app.errorhandler(RelayError)
+    async def relay_error(exc: RelayError) -> Response:
+        return render(exc, request.path)  # the one place an error becomes a response (edge/_errors.py)
 
     @app.errorhandler(413)
     async def too_large(_: Any) -> Response:
         msg = f"Request body exceeds the limit of {settings.max_body_bytes} bytes."
-        return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))
+        return render(InvalidRequest(msg, "request_too_large", 413), request.path)
 
     @app.errorhandler(404)
     async def not_found(_: Any) -> Response:
-        return json_error(404, error_body(f"No route for {request.path}.", "invalid_request_error", "not_found"))
+        return render(InvalidRequest(f"No route for {request.path}.", "not_found", 404), request.path)
 
     @app.errorhandler(405)
     async def not_allowed(_: Any) -> Response:
         msg = f"Method {request.method} is not allowed on {request.path}."
-        return json_error(405, error_body(msg, "invalid_request_error", "method_not_allowed"))
+        return render(InvalidRequest(msg, "method_not_allowed", 405), request.path)
 
     app.add_url_rule("/v1/chat/completions", view_func=relay.chat_completions, methods=["POST"])
     app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])

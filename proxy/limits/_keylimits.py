@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 
 import trio
 
+from ..errors import Refused
 from ..pricing import money
 from ._keys import MINUTE_S, ClientKey
 from ._store import Store, StoreUnavailable
@@ -65,18 +65,19 @@ def ratelimit_headers(key: ClientKey, requests: tuple[int, float] | None,
     return out
 
 
-@dataclass(slots=True)
-class Refusal:
-    """A request over one of its key's limits: what to answer (429, nothing sent upstream)."""
+class Refusal(Refused):
+    """A request over one of its key's limits: 429, nothing sent upstream, with OpenAI's ``x-ratelimit-*``
+    headers and the error type OpenAI gives each limit."""
 
-    limit: str  # "concurrent", "rpm", "tpm" or "budget": the metrics' label
-    key: ClientKey
-    body: dict
-    headers: dict[str, str] = field(default_factory=dict)
-    status: int = 429
+    def __init__(self, limit: str, key: ClientKey, used: int, retry_s: int, headers: dict[str, str]) -> None:
+        message, type_, code = _error(limit, key, used, retry_s)
+        super().__init__(message, code, retry_after=retry_s, type_=type_, headers=headers)
+        self.limit = limit  # "concurrent", "rpm", "tpm" or "budget": the metrics' label
+        self.key = key
 
 
-def _error(limit: str, key: ClientKey, used: int, retry_s: int) -> dict:
+def _error(limit: str, key: ClientKey, used: int, retry_s: int) -> tuple[str, str, str]:
+    """(message, type, code) for a request over ``limit``."""
     who = f"client key {key.label!r}"
     if limit == "concurrent":
         msg, type_, code = (f"Too many concurrent requests for {who}: limit {key.concurrent}; retry when one ends.",
@@ -94,7 +95,7 @@ def _error(limit: str, key: ClientKey, used: int, retry_s: int) -> dict:
     else:
         msg, type_, code = (f"{who} has used its budget of {key.budget} tokens for this period ({used} used); it "
                             f"resets in {retry_s}s.", "insufficient_quota", "insufficient_quota")  # fmt: skip
-    return {"error": {"message": msg, "type": type_, "code": code}}
+    return msg, type_, code
 
 
 class Admission:
@@ -259,5 +260,4 @@ class ClientLimits:
         if key.tpm and tokens is None:
             tokens = await store.used(_name(key, "tpm"), MINUTE_S)
         retry_s = max(1, math.ceil(reset_s))
-        headers = {"retry-after": str(retry_s), **ratelimit_headers(key, requests, tokens)}
-        return Refusal(limit, key, _error(limit, key, used, retry_s), headers)
+        return Refusal(limit, key, used, retry_s, ratelimit_headers(key, requests, tokens))

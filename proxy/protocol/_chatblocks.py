@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import UpstreamFailed
+
 TEXT, THINKING, TOOL = "text", "thinking", "tool"
 NEW, HELD, OPEN, CLOSED = 0, 1, 2, 3
 
 
-class MalformedAnswer(ValueError):
+class MalformedAnswer(UpstreamFailed):
     """A chat answer that cannot be translated (no choices, tool arguments that are not JSON): a 502 to the client,
     as for any upstream answer that breaks its protocol."""
 
-    status = 502
-    code = "upstream_malformed"
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "upstream_malformed")
 
 
 class Block:

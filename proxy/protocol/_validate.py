@@ -10,14 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class InvalidRequest(ValueError):
-    """A request the relay refuses before anything is sent upstream (HTTP 400 unless ``status`` says otherwise)."""
-
-    def __init__(self, message: str, code: str = "invalid_request", status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+from ..errors import InvalidRequest
 
 
 def check_content_type(mimetype: str, *, allow_text: bool = False) -> None:

@@ -6,7 +6,6 @@ from ._caching import CacheFill, ResponseCache, cache_store, check_cache
 from ._passthrough import METHODS as PASSTHROUGH_METHODS
 from ._passthrough import body_limit, ending_broken_bodies, forwarded_headers, header_names, path_filter
 from ._relay import Relay
-from ._responses import error_response, json_error
 
 __all__ = [
     "CacheFill",
@@ -18,9 +17,7 @@ __all__ = [
     "cache_store",
     "check_cache",
     "ending_broken_bodies",
-    "error_response",
     "forwarded_headers",
     "header_names",
-    "json_error",
     "path_filter",
 ]

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Response
-
 from ..limits import Charge, ClientLimits
 from ..pricing import Price
 from ..state import RequestState
-from ._responses import error_response
 
 
 async def reserve(limits: ClientLimits, state: RequestState, route: str, data: dict[str, Any] | None,
-                  body_bytes: int, default_output: int, *, ndjson: bool = False,
-                  price: Price | None = None) -> Response | None:  # fmt: skip
+                  body_bytes: int, default_output: int, price: Price | None = None) -> None:  # fmt: skip
     """For a client key that counts tokens: the request's :class:`proxy.limits.Charge`, whose reserve is held in the
-    key's windows before anything goes upstream; the 429 to answer when a window filled up since admission (None:
-    go on). ``route``: the request's path; ``data``: its JSON body, if any; ``body_bytes``: its size; ``price``: its
-    model's (a budget in money)."""
+    key's windows before anything goes upstream; the key's :class:`proxy.limits.Refusal` raised (429) when a window
+    filled up since admission. ``route``: the request's path; ``data``: its JSON body, if any; ``body_bytes``: its
+    size; ``price``: its model's (a budget in money)."""
     admission = state.client
     if admission is None or not admission.key.counts_tokens:
         return None
@@ -32,7 +28,7 @@ async def reserve(limits: ClientLimits, state: RequestState, route: str, data: d
     state.limited = (refusal.limit, admission.key.label)
     charge.status = refusal.status
     admission.headers = refusal.headers  # the windows as the refusal found them
-    return error_response(refusal.status, refusal.body, refusal.headers, ndjson=ndjson)
+    raise refusal
 
 
 def answered(state: RequestState, status: int) -> None:

@@ -36,6 +36,7 @@ from quart import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import Settings
+from ..errors import upstream_failure
 from ..protocol import (
     EventMeter,
     InvalidRequest,
@@ -43,14 +44,13 @@ from ..protocol import (
     PathRefused,
     UsageMeter,
     UsageStripper,
-    error_body,
     json_or_none,
     normalise,
 )
 from ..routing import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
 from ..state import STATE
 from ..transport import IteratorReader, reader
-from ._responses import json_error, keys_resting, relayed_headers, upstream_error
+from ._responses import keys_resting, relayed_headers
 from ._traced import traced_send
 
 log = logging.getLogger("moonrelay")
@@ -319,12 +319,12 @@ async def relay(
             replayable=isinstance(content, bytes),
         )
     except httpx.TransportError as exc:
-        return upstream_error(exc, ndjson=False)
+        raise upstream_failure(exc) from None
     except AllKeysResting as exc:
-        return keys_resting(exc, model, ndjson=False)
+        raise keys_resting(exc, model) from None
     except (UploadTooLarge, RequestEntityTooLarge):
         msg = f"Request body exceeds the limit of {settings.max_upload_bytes} bytes."
-        return json_error(413, error_body(msg, "invalid_request_error", "request_too_large"))
+        raise InvalidRequest(msg, "request_too_large", 413) from None
     back = relayed_headers(response, also=_PASSED_BACK)
     content_type = back.pop("content-type", "application/octet-stream")
     if read is not None:  # a failed attempt that was read (and decoded) to decide on a retry

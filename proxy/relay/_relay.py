@@ -12,12 +12,12 @@ import trio
 from quart import Response, request
 
 from ..config import Settings
+from ..errors import Refused, RelayError, shutting_down, upstream_failure
 from ..limits import ClientKey, ClientLimits, LocalStore, Refusal, Store
 from ..observability import model_from_body
 from ..pricing import PriceTable
 from ..protocol import (
     JSON,
-    SHUTTING_DOWN,
     ChatRequest,
     InvalidRequest,
     asked_for_usage,
@@ -46,7 +46,7 @@ from ._admission import Streams
 from ._caching import CACHE_HEADER, ResponseCache, body_class
 from ._charging import answered, reserve
 from ._models import merged_models
-from ._responses import error_response, keys_resting, relayed_headers, upstream_error
+from ._responses import keys_resting, relayed_headers
 from ._traced import traced
 
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
@@ -88,27 +88,26 @@ class Relay:
 
     # -- admission and routing --------------------------------------------------------------------
 
-    async def limit_client(self, state: RequestState, key: ClientKey, *, ndjson: bool) -> Response | None:
-        """Check ``key``'s limits before anything else: None (admitted; its admission is settled when the call
-        ends, :meth:`Streams.release`) or the 429 to answer, nothing sent upstream."""
+    async def limit_client(self, state: RequestState, key: ClientKey) -> None:
+        """Check ``key``'s limits before anything else: admitted (its admission is settled when the call ends,
+        :meth:`Streams.release`), or the key's :class:`proxy.limits.Refusal` raised (429, nothing sent upstream)."""
         verdict = await self.client_limits.admit(key)
         if isinstance(verdict, Refusal):
             state.limited = (verdict.limit, key.label)
-            return error_response(verdict.status, verdict.body, verdict.headers, ndjson=ndjson)
+            raise verdict
         state.client = verdict
-        return None
 
     async def reserve(self, state: RequestState, route: str, data: dict[str, Any] | None, body_bytes: int, *,
-                      ndjson: bool = False, model: str | None = None) -> Response | None:  # fmt: skip
+                      model: str | None = None) -> None:  # fmt: skip
         """A client key that counts tokens: its reserve held once the body is read (proxy/relay/_charging.py), in
         money too at ``model``'s price."""
         price = self.prices.of(model) if state.client is not None and state.client.key.money else None
-        return await reserve(self.client_limits, state, route, data, body_bytes,
-                             max(0, self.settings.key_reserve_tokens), ndjson=ndjson, price=price)  # fmt: skip
+        await reserve(self.client_limits, state, route, data, body_bytes, max(0, self.settings.key_reserve_tokens),
+                      price)  # fmt: skip
 
     def refuse_if_draining(self) -> None:
         if self.streams.draining:
-            raise InvalidRequest(SHUTTING_DOWN["error"]["message"], "shutting_down", 503)
+            raise shutting_down()
 
     async def hold(self, state: RequestState, upstream: Upstream, model: str | None = None) -> None:
         """Take one of ``upstream``'s ``max_concurrent`` slots for this request (for ``model``, else the one the
@@ -124,12 +123,9 @@ class Relay:
             raise self.overloaded()
         await self.hold(state, upstream)
 
-    def overloaded(self) -> InvalidRequest:
-        return InvalidRequest(
-            f"The relay is at its limit of {self.settings.max_streams} concurrent requests; retry shortly.",
-            "relay_overloaded",
-            429,
-        )
+    def overloaded(self) -> Refused:
+        return Refused(f"The relay is at its limit of {self.settings.max_streams} concurrent requests; retry "
+                       "shortly.", "relay_overloaded")  # fmt: skip
 
     def route(self, state: RequestState, model: str) -> Upstream:
         """The upstream for ``model`` (noted for the log and metrics), or 404 model_not_found."""
@@ -202,8 +198,8 @@ class Relay:
                         upstream = moved
                         continue
                     if isinstance(exc, AllKeysResting):
-                        return keys_resting(exc, state.model, ndjson=ndjson)
-                    return upstream_error(exc, ndjson=ndjson)
+                        raise keys_resting(exc, state.model) from None
+                    raise upstream_failure(exc) from None
                 status = response.status_code
                 limited = limited_of(response, content)  # a 429's body is always read
                 try:
@@ -238,7 +234,7 @@ class Relay:
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:
-                return upstream_error(exc, ndjson=False)
+                raise upstream_failure(exc) from None
             finally:
                 await response.aclose()
             if state.meter is not None:
@@ -264,7 +260,7 @@ class Relay:
             self.count_fallback(failed.name, nxt.name, reason)
         return nxt
 
-    async def until_answered(self, answer: Callable[[], Awaitable[Response]], ndjson: bool = False) -> Response:
+    async def until_answered(self, answer: Callable[[], Awaitable[Response]]) -> Response:
         """``answer()``, unless a drain that ran out of time cancels it first (then 503 shutting_down)."""
         # One cancel scope per request (not per chunk): a drain that runs out of time cancels it.
         scope = trio.CancelScope()
@@ -276,7 +272,7 @@ class Relay:
         finally:
             waiting.discard(scope)
         # Only reached when the drain cancelled the scope.
-        return error_response(503, SHUTTING_DOWN, ndjson=ndjson)
+        raise shutting_down()
 
     async def choose(self, state: RequestState, model: str) -> Candidates:
         """The upstreams that may serve ``model``, the first usable one's slot taken; refused at once (404, 429,
@@ -304,13 +300,10 @@ class Relay:
             hit = await self.cache.lookup(state, chat, self.upstreams, request.headers.get("cache-control"))
             if hit is not None:
                 return hit
-        refused = await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body), ndjson=ndjson,
-                                     model=chat.model)  # fmt: skip
-        if refused is not None:
-            return refused
+        await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body), model=chat.model)
         try:
             response = await self._relay_chat(state, chat, client_method, ndjson=ndjson)
-        except InvalidRequest as exc:  # refused before anything went upstream
+        except RelayError as exc:  # refused, or failed, before the answer started
             answered(state, exc.status)
             raise
         answered(state, response.status_code)
@@ -329,7 +322,7 @@ class Relay:
         path = "/chat/completions"
         exchange = partial(self.exchange, state, client_method, candidates, "POST", path, body, chat.stream, ndjson,
                            strip_usage)  # fmt: skip
-        return await self.until_answered(exchange, ndjson)
+        return await self.until_answered(exchange)
 
     async def read_chat(self, state: RequestState, *, allow_text: bool = False) -> ChatRequest:
         check_content_type(request.mimetype, allow_text=allow_text)
@@ -377,9 +370,7 @@ class Relay:
         self.refuse_if_draining()
         content, data = await passthrough.read_body(request, settings)
         size = len(content) if isinstance(content, bytes) else request.content_length or 0
-        refused = await self.reserve(state, path, data, size, model=passthrough.named_model(data))
-        if refused is not None:
-            return refused
+        await self.reserve(state, path, data, size, model=passthrough.named_model(data))
         strip = False
         if state.meter is not None and path == "/v1/completions" and data is not None and data.get("stream") is True:
             if not asked_for_usage(data):  # a stream's usage, for the key's windows (cut from what the client gets)
@@ -393,7 +384,7 @@ class Relay:
             relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded, model,
                             state.meter, strip)  # fmt: skip
             response = await self.until_answered(relay)
-        except InvalidRequest as exc:  # refused before anything went upstream
+        except RelayError as exc:  # refused, or failed, before the answer started
             answered(state, exc.status)
             raise
         answered(state, response.status_code)

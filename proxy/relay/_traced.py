@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from ..protocol import RETRY_STATUSES, map_transport_error
+from ..errors import upstream_failure
+from ..protocol import RETRY_STATUSES
 from ..routing import Key, Upstream
 from ..state import RequestState
 
@@ -43,7 +44,7 @@ def traced_send(state: RequestState, upstream: Upstream, path: str,
         try:
             response = await send(key, handle.headers)
         except httpx.TransportError as exc:
-            handle.end(error_type=map_transport_error(exc)[1]["error"]["code"])
+            handle.end(error_type=upstream_failure(exc).code)
             raise
         except BaseException:
             handle.end(error_type="cancelled")

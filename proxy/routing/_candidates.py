@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import trio
 
-from ..protocol import InvalidRequest, Limited
+from ..errors import Refused
+from ..protocol import Limited
 from ..state import RequestState
 from ._attempts import Rests
 from ._balance import order as balance_order
@@ -31,14 +32,6 @@ from ._upstream import Upstream, Upstreams
 log = logging.getLogger("moonrelay")
 
 RELEASE_TIMEOUT_S = 2.0  # giving a probe back after a cancelled request must not hang the cancellation
-
-
-class Unavailable(InvalidRequest):
-    """Every candidate is open or resting: answered at once, nothing sent upstream, with ``retry_after_s``."""
-
-    def __init__(self, message: str, code: str, status: int, retry_after_s: int) -> None:
-        super().__init__(message, code, status)
-        self.retry_after_s = retry_after_s
 
 
 class Candidates:
@@ -134,7 +127,7 @@ class Candidates:
         self._wait = min(self._wait, wait_s)
         self._open = self._open or circuit_open
 
-    def refusal(self, model: str) -> InvalidRequest:
+    def refusal(self, model: str) -> Refused:
         """Why the request for ``model`` could go nowhere (:meth:`next` found no candidate at its first call)."""
         if self._full is not None and self._wait == math.inf:
             return at_its_limit(self._full, model)
@@ -142,7 +135,8 @@ class Candidates:
         why = "unavailable (circuit open)" if self._open else "rate limited"
         log.info("model %r: every upstream (%s) is %s", model, ", ".join(names_of(self.order)), why)
         code, status = ("upstream_circuit_open", 503) if self._open else ("upstream_rate_limited", 429)
-        return Unavailable(f"Every upstream for {the_model(model)} is {why}; retry in {wait} s.", code, status, wait)
+        return Refused(f"Every upstream for {the_model(model)} is {why}; retry in {wait} s.", code, status,
+                       retry_after=wait)  # fmt: skip
 
     async def settle(self, status: int | None, retry_after: str | None = None, *, neutral: bool = False,
                      limited: Limited | None = None) -> None:  # fmt: skip
@@ -174,10 +168,10 @@ def names_of(upstreams: Sequence[Upstream]) -> list[str]:
     return [u.name for u in upstreams]
 
 
-def at_its_limit(upstream: Upstream, model: str | None) -> InvalidRequest:
+def at_its_limit(upstream: Upstream, model: str | None) -> Refused:
     """The 429 for a request whose upstream has no ``max_concurrent`` slot left: the client hears of its model, the
     log of the upstream and its cap."""
     where = "across the relays sharing --state" if upstream.store.shared else "on this relay worker"
     log.info("upstream %s is at its max_concurrent of %d %s", upstream.name, upstream.config.max_concurrent, where)
-    return InvalidRequest(f"The upstream for {the_model(model)} is at its limit of concurrent requests {where}; "
-                          "retry shortly.", "upstream_concurrency_limit", 429)  # fmt: skip
+    return Refused(f"The upstream for {the_model(model)} is at its limit of concurrent requests {where}; "
+                   "retry shortly.", "upstream_concurrency_limit")  # fmt: skip

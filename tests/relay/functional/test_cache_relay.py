@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 
 import httpx
-import trio
 
 from proxy.cache import cache_key, slot
 from proxy.limits import RedisConnection, parse_state_url
 from proxy.protocol import EventSplitter
 from tests.conftest import start_relay, start_sim
+from tests.support.relays import settled
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "cache me"}], "stream": True}
 KEY = "mr-team-0123456789"
@@ -23,12 +23,6 @@ KEY = "mr-team-0123456789"
 def upstream(sim_url: str, **more) -> tuple[dict, ...]:
     return ({"name": "sim", "base_url": sim_url, "default": True, "cache": True, **more},)
 
-
-async def settled(client: httpx.AsyncClient, root: str) -> None:
-    """Until the relay has no call in flight but this probe: the last answer's call ended (stored, or settled)."""
-    with trio.fail_after(5):
-        while (await client.get(root + "/healthz")).json()["in_flight"] > 1:
-            await trio.sleep(0.01)
 
 
 async def started(client: httpx.AsyncClient, sim_url: str) -> int:
