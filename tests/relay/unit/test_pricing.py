@@ -96,5 +96,5 @@ async def test_a_budget_in_money_reserves_and_settles_in_money() -> None:
     await second.settle(6, 7_000)
     refused = await limits.admit(key)
     assert isinstance(refused, Refusal) and refused.limit == "budget"
-    error = refused.body["error"]
+    error = refused.body()["error"]
     assert error["code"] == "insufficient_quota" and "$0.01 for this period ($0.01 used)" in error["message"]
