@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the reload signal never stops a relay, even one still starting
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
+    from .admin import check_admin
     from .auth import load_client_keys
     from .edge import check, check_state, fast_paths_mode, run
     from .pricing import price_table
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args, os.environ, config_file)
         check(settings)  # the bind address, the --state URL
-        load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
+        load_client_keys(settings, required=not settings.admin_key_env)  # a missing or empty keys file stops the
+        # relay here, not at the first request
+        check_admin(settings)  # and an admin API without its key or a store for the keys it manages
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
         fast_paths_mode(settings.fast_paths)  # and an unknown fast_paths value
         check_tracing(settings)  # and otel_* settings it cannot use, or tracing without the otel extra

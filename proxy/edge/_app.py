@@ -14,6 +14,8 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from ..admin import PREFIX as ADMIN_PREFIX
+from ..admin import AdminAPI
 from ..auth import KeySource, bearer_token, fingerprint
 from ..config import Settings
 from ..errors import InvalidRequest, RelayError
@@ -97,6 +99,7 @@ def create_app(
     pump: Pump | None = None,
     tracing: Tracing | None = None,
     cache: Any = None,
+    admin: AdminAPI | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
@@ -106,7 +109,8 @@ def create_app(
     (proxy.limits; given upstreams bring theirs, else this worker's memory); ``keys``: the client keys in force
     (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given); ``pump``, if given and running,
     relays directly written streams from its task; ``tracing``: this worker's spans (proxy/tracing); ``cache``: the
-    response cache's store (this worker's memory when not given: proxy/relay/_caching.py).
+    response cache's store (this worker's memory when not given: proxy/relay/_caching.py); ``admin``: the admin API
+    (proxy/admin), its routes behind its own key instead of a client key's.
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -147,6 +151,8 @@ def create_app(
         client_keys = keys.current  # read once: a reload (SIGHUP) swaps it whole
         if client_keys is None or request.path in _OPEN_PATHS:
             return None
+        if admin is not None and request.path.startswith(ADMIN_PREFIX):
+            return None  # the admin API checks its own key
         token = bearer_token(request.headers.get("authorization"))
         key = client_keys.identify(token)
         if key is not None:
@@ -185,6 +191,8 @@ def create_app(
         msg = f"Method {request.method} is not allowed on {request.path}."
         return render(InvalidRequest(msg, "method_not_allowed", 405), request.path)
 
+    if admin is not None:
+        admin.install(app)
     app.add_url_rule("/v1/chat/completions", view_func=relay.chat_completions, methods=["POST"])
     app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])
     app.add_url_rule("/chat/completions", view_func=relay.seed_chat, methods=["GET", "POST"])

@@ -30,6 +30,7 @@ from wire import (
     wait_for_stop_signal,
 )
 
+from ..admin import admin_api
 from ..auth import KeySource
 from ..config import Settings
 from ..gcpolicy import tune_gc
@@ -182,11 +183,14 @@ async def serve(
             if settings.pump != "off" and settings.direct_writes != "off" and pump_available and transports:
                 pump = Pump()  # streams parked in it are relayed from its task (proxy/transport/_pump.py)
                 await nursery.start(pump.run)
-            keys = KeySource(settings)
+            keys = KeySource(settings, managed=bool(settings.admin_key_env))
             if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
                 await nursery.start(reload_keys_on_sighup, keys)
+            admin = admin_api(settings, keys, store)  # the admin API, when on: its keys read before serving
+            if admin is not None:
+                await nursery.start(admin.managed.run)
             app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys,
-                             pump=pump, tracing=tracing, cache=cache)  # fmt: skip
+                             pump=pump, tracing=tracing, cache=cache, admin=admin)  # fmt: skip
             trigger = None
             if shutdown_trigger is not None:
 

@@ -7,7 +7,16 @@ from ._charge import DEFAULT_RESERVE_TOKENS, Charge
 from ._failover import FailoverStore
 from ._keylimits import USAGE, Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers, usage_of
 from ._keys import FIELDS as KEY_FIELDS
-from ._keys import ClientKey, KeysFileError, defaults, key_id, parse_budget, parse_keys_file, with_defaults
+from ._keys import (
+    ClientKey,
+    KeysFileError,
+    apply_fields,
+    defaults,
+    key_id,
+    parse_budget,
+    parse_keys_file,
+    with_defaults,
+)
 from ._redis import RedisStore, check_redis
 from ._resp import MAX_BULK, RedisUnavailable, ReplyError
 from ._resp import Connection as RedisConnection
@@ -39,6 +48,7 @@ __all__ = [
     "TokenHold",
     "TokenWindow",
     "Window",
+    "apply_fields",
     "check_redis",
     "defaults",
     "key_id",

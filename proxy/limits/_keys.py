@@ -123,16 +123,22 @@ def parse_line(line: str, base: ClientKey, where: str) -> tuple[str, ClientKey]:
     key, *pairs = line.split()
     if "=" in key and key.partition("=")[0] in FIELDS:
         raise KeysFileError(f"{where}: a line starts with its key, then the fields")
-    limits = with_defaults(key, base)
-    seen: set[str] = set()
-    changes: dict[str, object] = {}
+    fields: dict[str, str] = {}
     for pair in pairs:
         field, eq, value = pair.partition("=")
         if not eq or field not in FIELDS:
             raise KeysFileError(f"{where}: unknown field {field!r} (expected {', '.join(FIELDS)})")
-        if field in seen:
+        if field in fields:
             raise KeysFileError(f"{where}: {field} given twice")
-        seen.add(field)
+        fields[field] = value
+    return key, apply_fields(with_defaults(key, base), fields, where)
+
+
+def apply_fields(limits: ClientKey, fields: dict[str, str], where: str) -> ClientKey:
+    """``limits`` with ``fields`` (``FIELDS``' names, the keys file's spelling of each value) applied; a
+    KeysFileError naming ``where`` and the field for a value that does not parse (the admin API's bodies too)."""
+    changes: dict[str, object] = {}
+    for field, value in fields.items():
         if field == "name":
             if not _NAME.fullmatch(value):
                 raise KeysFileError(f"{where}: name={value!r}: 1-64 letters, digits, '.', '_' or '-'")
@@ -145,7 +151,7 @@ def parse_line(line: str, base: ClientKey, where: str) -> tuple[str, ClientKey]:
             changes["cache"] = value == "on"
         else:
             changes[field] = _whole(value, field, where)
-    return key, replace(limits, **changes)  # type: ignore[arg-type]
+    return replace(limits, **changes)  # type: ignore[arg-type]
 
 
 def parse_keys_file(text: str, base: ClientKey = ClientKey(), source: str = "keys file") -> list[tuple[str, ClientKey]]:
