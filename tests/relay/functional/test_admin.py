@@ -14,7 +14,8 @@ import trio
 
 from proxy.limits import RedisConnection, parse_state_url
 from tests.conftest import start_relay, start_sim, wait_lines
-from tests.support.relays import settled
+from tests.support.children import stop_child
+from tests.support.relays import settled, start_relay_process
 
 ADMIN = "mr-admin-0123456789abcdef"
 ENV = "MOONRELAY_TEST_ADMIN_KEY"
@@ -164,3 +165,49 @@ async def test_two_relays_on_one_redis_follow_each_others_changes_within_a_secon
     stored = await redis.call("HGETALL", "moonrelay:admin:keys")
     assert made["key"].encode() not in b"".join(stored)  # type: ignore[arg-type]
     assert "record 'ffffffffffffffff' in Redis" in caplog.text and "is not one this relay reads" in caplog.text
+
+
+async def spread(root: str, key: str) -> list[int]:
+    """Sixteen requests at once, each on a connection of its own: the kernel hands new connections to the workers
+    by hash, so both see some."""
+    statuses: list[int] = []
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+
+        async def one() -> None:
+            statuses.append(await chat(client, root, key))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(one)
+    return statuses
+
+
+async def test_every_worker_of_a_relay_follows_the_keys_file_of_the_admin_api(nursery, tmp_path) -> None:
+    sim = await start_sim(nursery)
+    args = ["--upstream", sim.url, "--workers", "2", "--admin-key-env", ENV, "--admin-keys-file",
+            str(tmp_path / "admin.json")]  # fmt: skip
+    proc, root = start_relay_process(args, tmp_path / "relay.err")
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            made = (await client.post(root + "/admin/keys", json={}, headers=AS_ADMIN)).json()
+            with trio.fail_after(1.0):
+                while await spread(root, made["key"]) != [200] * 16:
+                    pass
+            await client.delete(f"{root}/admin/keys/{made['id']}", headers=AS_ADMIN)
+            with trio.fail_after(1.0):
+                while await spread(root, made["key"]) != [401] * 16:
+                    pass
+    finally:
+        stop_child(proc)
+
+
+def test_the_cli_refuses_an_admin_api_without_its_key_or_a_store(tmp_path, monkeypatch, capsys) -> None:
+    from proxy.__main__ import main
+
+    assert main(["--admin-key-env", "MOONRELAY_TEST_UNSET_VARIABLE"]) == 2
+    assert "must hold the admin key" in capsys.readouterr().err
+    monkeypatch.setenv("MOONRELAY_TEST_SHORT", "too-short")
+    assert main(["--admin-key-env", "MOONRELAY_TEST_SHORT", "--admin-keys-file", str(tmp_path / "a.json")]) == 2
+    assert "at least 20 characters" in capsys.readouterr().err
+    assert main(["--admin-key-env", ENV]) == 2
+    assert "--state or admin_keys_file" in capsys.readouterr().err
