@@ -387,9 +387,12 @@ def peer(name: str) -> Peer:
 PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), LiteLLMTuned(), OpenAIForward(),
                                               OpenAIForwardTuned(), MoonrelayQuiet(), MoonrelayNoPump(),
                                               MoonrelayCapped(), MoonrelayState())}  # fmt: skip
+from bench.operated import OPERATED  # noqa: E402 - its variants build on Moonrelay, above
+
+PEERS.update((p.name, p) for p in OPERATED)
 TARGETS = ("direct", *PEERS)
 # the A/B variants run only when named
-ON_REQUEST = {"moonrelay-quiet", "moonrelay-nopump", "moonrelay-capped", "moonrelay-state"}
+ON_REQUEST = {"moonrelay-quiet", "moonrelay-nopump", "moonrelay-capped", "moonrelay-state", *(p.name for p in OPERATED)}
 DEFAULT_TARGETS = tuple(t for t in TARGETS if t not in ON_REQUEST)
 _URL_SUFFIX = re.compile(r"/v1/?$")
 
