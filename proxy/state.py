@@ -13,12 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:  # types only: each of these modules imports this one
+if TYPE_CHECKING:
     from .limits import Admission, Charge, ClientKey
     from .protocol import UsageMeter
-    from .relay import CacheFill
-    from .routing import Upstream
-    from .stream import SSEBody
     from .tracing import ServerSpan
 
 STATE = "moonrelay"  # the ASGI scope key of the request's RequestState
@@ -33,6 +30,29 @@ class Tap(Protocol):
     def seen(self, body: bytes) -> None: ...
 
 
+class HeldSlot(Protocol):
+    """Where a call's upstream concurrency slot goes back to (:class:`proxy.routing.Upstream`)."""
+
+    async def give_back(self, token: str) -> None: ...
+
+
+class StreamingBody(Protocol):
+    """A body being streamed, which a drain can end early (:class:`proxy.stream.SSEBody`)."""
+
+    def interrupt(self, reason: str) -> None: ...
+
+
+class CacheFilling(Protocol):
+    """A response-cache miss being recorded (:class:`proxy.relay.CacheFill`): the answer as it goes out, stored
+    when the call ended complete."""
+
+    def recorder(self, headers: Any) -> Any: ...
+
+    def answered(self, status: int, headers: Any, body: bytes) -> None: ...
+
+    async def store(self, model: str | None = None) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class RequestState:
     tap: Tap | None = None  # the edge's observer of the response as it goes out
@@ -41,9 +61,9 @@ class RequestState:
     model: str | None = None  # the model a chat request named (set by the view once it read the body)
     stripped_usage: bytes | None = None  # the usage chunk cut out of a stream (proxy.protocol), for the log
     admitted: bool = False  # the call holds one of the worker's stream slots
-    upstream_slot: Upstream | None = None  # the upstream whose max_concurrent slot the call holds
+    upstream_slot: HeldSlot | None = None  # the upstream whose max_concurrent slot the call holds
     upstream_lease: str | None = None  # that slot's lease (Upstream.take)
-    body: SSEBody | None = None  # the streaming body being sent, if any
+    body: StreamingBody | None = None  # the streaming body being sent, if any
     key: ClientKey | None = None  # the client key the request authenticated with
     client: Admission | None = None  # the client key's slot and windows, settled when the call ends
     charge: Charge | None = None  # a key that counts tokens: the request's reserve and its charge
@@ -52,7 +72,7 @@ class RequestState:
     span: ServerSpan | None = None  # tracing on: the request's server span (its attempts go upstream under it)
     trace: dict[str, str] | None = None  # tracing off: the client's valid traceparent/tracestate, passed upstream
     cache: str | None = None  # "hit" or "miss": the response cache answered, or could have (the access log's)
-    cache_fill: CacheFill | None = None  # a miss being recorded, stored when the call ends if it completed
+    cache_fill: CacheFilling | None = None  # a miss being recorded, stored when the call ends if it completed
     completed: bool = False  # set by the edge as the call ends: the client received the whole response
     cost: int | None = None  # what the answer cost, in millionths of the price table's unit (the edge's sum)
     admin: dict[str, Any] | None = None  # what an admin API request changed, for its access-log line

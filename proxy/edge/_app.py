@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -34,7 +34,7 @@ from ..relay import (
     header_names,
     path_filter,
 )
-from ..routing import Upstream, Upstreams
+from ..routing import Upstream, Upstreams, configured_models
 from ..state import STATE
 from ..stream import Heartbeats
 from ..tracing import Tracing
@@ -43,6 +43,9 @@ from ._errors import render
 from ._gate import fast_paths_allowed
 from ._lifecycle import install_observability
 from ._worker import prepare_app, request_class
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
 
 log = logging.getLogger("moonrelay")
 
@@ -88,6 +91,15 @@ class TaskCount(trio.abc.Instrument):
         self.live -= 1
 
 
+def worker_metrics(settings: Settings) -> Metrics | None:
+    """This worker's metrics, or None with ``--metrics off``."""
+    if settings.metrics == "off":
+        return None
+    from ..observability import Metrics
+
+    return Metrics(configured_models(settings))  # the only model names that label a series
+
+
 def create_app(
     settings: Settings,
     upstreams: Upstreams | Upstream | None = None,
@@ -131,15 +143,18 @@ def create_app(
         store = upstreams.store if upstreams is not None else LocalStore()
     direct = fast and settings.direct_writes != "off"  # streamed bodies written straight to the client (_inline)
     app.config["MOONRELAY_DIRECT_WRITES"] = direct
+    metrics = worker_metrics(settings)
     prices = price_table(settings)
-    responses = ResponseCache(cache if cache is not None else cache_store(settings), settings)
+    responses = ResponseCache(cache if cache is not None else cache_store(settings), settings, metrics)
     relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None,
-                  cache=responses, prices=prices)  # fmt: skip
+                  count_fallback=metrics.fallback if metrics is not None else None, cache=responses,
+                  prices=prices)  # fmt: skip
+    on_circuit = metrics.circuit if metrics is not None else None
     if upstreams is None:
 
         @app.before_serving
         async def open_upstreams() -> None:
-            relay.upstreams = Upstreams(settings, store=relay.store)
+            relay.upstreams = Upstreams(settings, store=relay.store, on_circuit=on_circuit)
 
         @app.after_serving
         async def close_upstreams() -> None:
@@ -222,22 +237,14 @@ def create_app(
         return Response(json.dumps(body), content_type=JSON)
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
-    observer = install_observability(app, settings, streams, tracing, prices)
-    observer.upstream_health = relay.upstream_health
-    app.extensions["moonrelay"] = (relay, observer)  # the server's reload swaps what they hold (_reload)
-    if observer.metrics is not None:
-        relay.count_fallback = observer.metrics.fallback
-        responses.counters = observer.metrics
-        observer.metrics.watch_store(store)
-        metrics_ = observer.metrics
+    install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health,
+                          tracing=tracing, prices=prices)  # fmt: skip
+    if metrics is not None:
+        metrics.watch_store(store)
+        if upstreams is not None:  # given, not opened here: made before this worker's metrics
+            upstreams.health.watch(metrics.circuit)
 
-        @app.before_serving
-        async def watch_circuits() -> None:  # after open_upstreams: the upstreams exist now
-            if relay.upstreams is not None:
-                relay.upstreams.health.changed = metrics_.circuit
-
-    if observer.metrics is not None and settings.metrics_auth == "on":
-        metrics = observer.metrics
+    if metrics is not None and settings.metrics_auth == "on":
 
         @app.get("/metrics")
         async def scrape() -> Response:

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -30,7 +30,7 @@ from ..limits import StoreBudget
 from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
 from ..observability import upstream_error_kind as error_kind
 from ..pricing import PriceTable
-from ..routing import configured_models, upstream_label
+from ..routing import upstream_label
 from ..state import STATE, UNMATCHED, RequestState
 from ..tracing import Tracing
 from ._bodywatch import BodyWatch, declares_body
@@ -39,6 +39,12 @@ from ._demo import PAGE
 from ._gate import fast_paths_allowed
 from ._outcome import begin_trace, end_span, note_outcome
 from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
+
+# Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
+HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("moonrelay")
 
@@ -143,25 +149,25 @@ class Tap:
 
 
 class Observer:
-    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None, tracing: Tracing | None = None,
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
+                 upstream_health: HealthProbe | None = None, tracing: Tracing | None = None,
                  prices: PriceTable | None = None) -> None:  # fmt: skip
+        """``metrics``: where requests are counted (None: metrics off); ``upstream_health``: every upstream's
+        health now ({name: proxy.routing.Seen}), the /readyz detail and the circuit gauge; ``tracing``: this
+        worker's spans (made after the fork), a server span per request; ``prices``: each request's cost
+        (proxy/pricing.py)."""
         self.app = app
         self.settings = settings
-        self.tracing = tracing  # this worker's spans (made after the fork): a server span per request
-        self.prices = prices if prices is not None else PriceTable()  # each request's cost (proxy/pricing.py)
+        self.tracing = tracing
+        self.prices = prices if prices is not None else PriceTable()
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
         self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
-        self.metrics = None
-        if settings.metrics != "off":
-            from ..observability import Metrics
-
-            self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
+        self.metrics = metrics
         self.serving = False
-        # Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
-        self.upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.upstream_health = upstream_health
 
     # -- the answers this layer gives itself ------------------------------------------------------
 
@@ -359,7 +365,8 @@ class Observer:
             end_span(state, path, rec, kind, tail, content_type, first_ns)
 
 
-def install_observability(app: Any, settings: Settings, streams: Any = None, tracing: Tracing | None = None,
+def install_observability(app: Any, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
+                          upstream_health: HealthProbe | None = None, tracing: Tracing | None = None,
                           prices: PriceTable | None = None) -> Observer:  # fmt: skip
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
@@ -368,7 +375,8 @@ def install_observability(app: Any, settings: Settings, streams: Any = None, tra
     """
     from quart import request
 
-    observer = Observer(app.asgi_app, settings, streams, tracing, prices)
+    observer = Observer(app.asgi_app, settings, streams, metrics=metrics, upstream_health=upstream_health,
+                        tracing=tracing, prices=prices)  # fmt: skip
     app.asgi_app = observer
 
     async def note_route() -> None:

@@ -18,8 +18,7 @@ from ._keys import (
     with_defaults,
 )
 from ._redis import RedisStore, check_redis
-from ._resp import MAX_BULK, RedisUnavailable, ReplyError
-from ._resp import Connection as RedisConnection
+from ._resp import MAX_BULK, RedisConnection, RedisUnavailable, ReplyError
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
 from ._tokens import TokenHold, TokenWindow
 

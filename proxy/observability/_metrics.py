@@ -14,8 +14,7 @@ are URL rules and upstreams configured names (set by the app).
 
 Cost: nothing is touched per chunk. Each request ends with one counter per family and one or two
 histogram observations; chunks are counted in a local int and added once, so
-``moonrelay_chunks_relayed_total`` moves when a response ends. Metrics and access log on vs off, measured:
-results/observability-cost/RESULTS.md.
+``moonrelay_chunks_relayed_total`` moves when a response ends.
 """
 
 from __future__ import annotations

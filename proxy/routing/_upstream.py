@@ -1,8 +1,8 @@
 """The upstream APIs as the relay calls them: httpx Requests handed straight to an httpx transport.
 
 Not through ``httpx.AsyncClient.send``: per request the client merges headers, builds a cookie
-jar and runs ``http.cookiejar`` over every response, a visible share of a relayed request's CPU
-(results/PERF-LOG.md, 'step 3'); the relay needs neither. Requests, responses, exceptions and the
+jar and runs ``http.cookiejar`` over every response, a visible share of a relayed request's CPU;
+the relay needs neither. Requests, responses, exceptions and the
 transport interface stay httpx's own.
 
 One :class:`Upstream` per configured upstream (its base URL, key pool, transport and concurrency
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -24,6 +24,7 @@ from ..config import Settings
 from ..limits import LocalStore, Store
 from ..transport import H11Transport, Timeouts
 from ._balance import SmoothWeighted
+from ._breaker import Circuit
 from ._health import Health
 from ._keypool import Key, KeyPool
 from ._router import Router, UpstreamConfig, single_upstream, upstream_configs
@@ -166,8 +167,7 @@ class Upstream(_ClosedOnExit):
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """The response, without ``response.request``: the request holds its body (a whole conversation),
         which would stay alive as long as the streamed response, a cost per open stream that grows with the
-        prompt (results/PERF-LOG.md, '2026-12-03', 5f51aa8); nothing here reads it (``raise_for_status``
-        would)."""
+        prompt; nothing here reads it (``raise_for_status`` would)."""
         request.extensions["timeout"] = self._timeouts
         return await self.transport.handle_async_request(request)
 
@@ -179,8 +179,14 @@ class Upstreams(_ClosedOnExit):
     """Every upstream the relay serves, by name and in config order, and the router between them."""
 
     def __init__(
-        self, settings: Settings, upstreams: Sequence[Upstream] | None = None, *, store: Store | None = None
+        self,
+        settings: Settings,
+        upstreams: Sequence[Upstream] | None = None,
+        *,
+        store: Store | None = None,
+        on_circuit: Callable[[str, Circuit, bool], None] | None = None,
     ) -> None:
+        """``on_circuit(deployment, circuit, opened)``: a circuit this worker saw change (the metrics' hook)."""
         # Where upstream health and shared caps are counted (proxy.limits): this worker's memory unless given.
         self.store: Store = store if store is not None else LocalStore()
         if upstreams is None:
@@ -192,7 +198,7 @@ class Upstreams(_ClosedOnExit):
         self.router = Router(u.config for u in self.all)
         # Breakers and 429 rests of deployments, in the store.
         keys = {u.name: u.keys.names for u in self.all if u.keys.rotating}
-        self.health = Health(self.store, [u.config for u in self.all], keys)
+        self.health = Health(self.store, [u.config for u in self.all], keys, on_circuit)
         self._balancers: dict[tuple[str, ...], SmoothWeighted] = {}  # this worker's place in each weighted round
         self.default = self.by_name.get(self.router.default) if self.router.default else None
         for u in self.all:  # fingerprints only: a key never reaches a log line

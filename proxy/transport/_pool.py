@@ -2,7 +2,7 @@
 
 Why not httpx's default transport: httpcore's pool re-examines every connection on each request and
 each response close, and wraps every read in anyio layers, so the CPU per relayed chunk grows with
-the number of streams (results/PERF-LOG.md, first table, the httpcore row). This transport keeps idle
+the number of streams. This transport keeps idle
 connections in a per-origin list (pop/append), bounds the total with one semaphore, and reads with one
 cancel scope per read.
 
@@ -97,8 +97,8 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         """A TCP stream to ``host``; an IP literal is connected to directly.
 
         ``trio.open_tcp_stream`` resolves even a literal (``getaddrinfo``) and races attempts in a
-        nursery of its own, for every request that opens an upstream connection (part of results/PERF-LOG.md,
-        'step 4'). A name still goes through it (happy eyeballs).
+        nursery of its own, for every request that opens an upstream connection. A name still goes through it
+        (happy eyeballs).
         """
         family = self._literals.get(host)
         if family is None:

@@ -189,9 +189,8 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
     upstreams = Upstreams(settings, [Upstream(settings, httpx.MockTransport(lambda r: None), config=c)
                                      for c in upstream_configs(settings)])  # fmt: skip
     a, b, c = upstreams.all
-    relay = Relay(settings, upstreams, Streams())
     counted = []
-    relay.count_fallback = lambda *names: counted.append(names)
+    relay = Relay(settings, upstreams, Streams(), count_fallback=lambda *names: counted.append(names))
     state = RequestState()
     assert await b.take()  # b is full
     candidates = await relay.choose(state, "any-model")

@@ -130,9 +130,8 @@ def health_of(failures: int = 3, **extra) -> tuple[Health, Clock, list]:
     clock = Clock()
     breaker = {"breaker_failures": failures, "breaker_window_s": 10, "breaker_cooldown_s": 5}
     configs = upstream_configs(Settings(upstreams=[table("d", default=True, **breaker, **extra)]))
-    health = Health(LocalStore(clock), configs)
     changes: list = []
-    health.changed = lambda *change: changes.append(change)
+    health = Health(LocalStore(clock), configs, changed=lambda *change: changes.append(change))
     return health, clock, changes
 
 
