@@ -57,21 +57,11 @@ class RedisKeys:
         self.timeout_s = timeout_s
         self._names = (prefix + "admin:keys", prefix + "admin:keys:version")
         self._client = RedisConnection(self.address)
-        self._running = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self._client.run)
-            self._running = True
-            task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._running = False
+        await self._client.run(task_status=task_status)  # calls before it fail: the client is not running
 
     async def _call(self, *args: str | bytes | int) -> object:
-        if not self._running:
-            raise KeyStoreUnavailable(f"{self.where}: not connected")
         with trio.move_on_after(self.timeout_s):
             try:
                 return await self._client.call(*args)
