@@ -136,6 +136,24 @@ async def test_a_wrong_admin_key_and_malformed_requests_are_refused_and_change_n
     assert not (tmp_path / "admin.json").exists()
 
 
+async def test_a_keys_file_of_the_admin_api_that_does_not_parse_keeps_the_keys_in_force(nursery, tmp_path,
+                                                                                      caplog) -> None:
+    sim = await start_sim(nursery)
+    store = tmp_path / "admin.json"
+    root = await start_relay(nursery, sim.url, admin_key_env=ENV, admin_keys_file=str(store))
+    async with httpx.AsyncClient(timeout=10) as client:
+        made = (await client.post(root + "/admin/keys", json={"name": "team"}, headers=AS_ADMIN)).json()
+        store.write_text('{"moonrelay_admin_keys": 1, "keys": {')  # a hand edit gone wrong
+        listed = await client.get(root + "/admin/keys", headers=AS_ADMIN)
+        with trio.fail_after(2):  # the workers' next poll reads it, refuses it, and says so once
+            while "the keys in force stay until it answers" not in caplog.text:  # noqa: ASYNC110 - a log handler
+                await trio.sleep(0.02)
+        still = await chat(client, root, made["key"])
+    assert (listed.status_code, listed.json()["error"]["code"]) == (503, "admin_store_unavailable")
+    assert still == 200  # the keys in force stay
+    assert caplog.text.count("the keys in force stay until it answers") == 1 and "does not parse" in caplog.text
+
+
 async def test_two_relays_on_one_redis_follow_each_others_changes_within_a_second(nursery, redis_server,
                                                                                   caplog) -> None:
     sim = await start_sim(nursery)
