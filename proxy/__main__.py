@@ -52,6 +52,13 @@ _HELP = {
     "otel_service_name": "service.name of the relay's spans",
     "otel_headers": "name=value,name2=value2 headers of every export, e.g. a collector's API key (prefer the "
     "environment variable: flags show in ps)",
+    "cache_ttl_s": "how long the response cache keeps an answer (cache = true on an upstream, cache=on on a key)",
+    "cache_max_entries": "answers the response cache keeps in each worker's memory",
+    "cache_max_bytes": "bytes of answers the response cache keeps in each worker's memory",
+    "cache_pace": "on: a cached stream is replayed with its recorded gaps (each at most 1 s); off: at once",
+    "cache_max_temperature": "requests with a higher temperature (none given: 1.0) are not cached; '' = no limit",
+    "admin_key_env": "environment variable holding the admin API's key; '' = no admin API (/admin/...)",
+    "admin_keys_file": "JSON file the admin API keeps client keys in when there is no --state Redis",
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "api_keys_file": "file of client keys, one per line with optional limits (docs/reference.md); SIGHUP reloads it",
     "api_keys": "comma-separated client keys (prefer the environment variable or --api-keys-file)",
@@ -126,19 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the reload signal never stops a relay, even one still starting
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
+    from .admin import check_admin
     from .auth import load_client_keys
     from .edge import check, check_state, fast_paths_mode, run
-    from .relay import header_names
+    from .pricing import price_table
+    from .relay import check_cache, header_names
     from .tracing import check_tracing
 
     try:
         sources = Sources(args, dict(os.environ), config_file)  # read again by each reload (SIGHUP)
         settings = sources.load()
         check(settings)  # the bind address, the --state URL
-        load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
+        load_client_keys(settings, required=not settings.admin_key_env)  # a missing or empty keys file stops the
+        # relay here, not at the first request
+        check_admin(settings)  # and an admin API without its key or a store for the keys it manages
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
         fast_paths_mode(settings.fast_paths)  # and an unknown fast_paths value
         check_tracing(settings)  # and otel_* settings it cannot use, or tracing without the otel extra
+        check_cache(settings)  # and cache_* settings it cannot use
+        price_table(settings)  # and a [prices] table that does not parse
         check_state(settings)  # and a --state URL that cannot work, or that its Redis refuses
     except (ValueError, OSError) as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)

@@ -6,7 +6,9 @@ away. Logs show a key's name or fingerprint (the first 8 hex digits of its diges
 
 :class:`KeySource` holds the keys in force; a reload (SIGHUP) reads the file again: one that does not parse, or
 that changed while it was read (a writer still at work: files are to be replaced by a rename), is refused with a
-log line and the keys in force stay.
+log line and the keys in force stay. With the admin API on (proxy/admin) it also holds the keys the API manages,
+known only by their digests, and every key's usage is counted (the API reads it); a key in the keys file (or
+``--api-keys``) is the file's, whatever the API holds for the same digest.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import hashlib
 import hmac
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import IO
 
 from .config import Settings
@@ -43,14 +46,21 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class ClientKeys:
-    """The configured keys: plain keys (the default limits) or ``(key, ClientKey)`` pairs."""
+    """The configured keys: plain keys (the default limits) or ``(key, ClientKey)`` pairs; ``digests``: more keys,
+    known only by their SHA-256 digests (the admin API's), after them."""
 
     __slots__ = ("_digests", "_limits")
 
-    def __init__(self, keys: Iterable[str | tuple[str, ClientKey]]) -> None:
+    def __init__(self, keys: Iterable[str | tuple[str, ClientKey]],
+                 digests: Iterable[tuple[bytes, ClientKey]] = ()) -> None:  # fmt: skip
         pairs = [(k, with_defaults(k, ClientKey())) if isinstance(k, str) else k for k in keys]
-        self._digests = tuple(hashlib.sha256(k.encode()).digest() for k, _ in pairs)
-        self._limits = tuple(limits for _, limits in pairs)
+        known = [(hashlib.sha256(k.encode()).digest(), limits) for k, limits in pairs] + list(digests)
+        self._digests = tuple(digest for digest, _ in known)
+        self._limits = tuple(limits for _, limits in known)
+
+    def entries(self) -> list[tuple[bytes, ClientKey]]:
+        """Every key as its digest and its limits."""
+        return list(zip(self._digests, self._limits, strict=True))
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -75,8 +85,9 @@ class ClientKeys:
         return self.identify(token) is not None
 
 
-def load_client_keys(settings: Settings) -> ClientKeys | None:
-    """The configured client keys, or None when the relay is open.
+def load_client_keys(settings: Settings, *, required: bool = True) -> ClientKeys | None:
+    """The configured client keys, or None when the relay is open (``required``: False when the admin API may
+    give keys later: then ``metrics_auth = "on"`` needs none yet).
 
     A keys file that is given but holds no key is an error: a typo must not open the relay. So is one that does
     not parse (:class:`proxy.limits.KeysFileError`), and ``metrics_auth = "on"`` without keys: it would leave
@@ -93,7 +104,7 @@ def load_client_keys(settings: Settings) -> ClientKeys | None:
         if not from_file:
             raise KeysFileError(f"api_keys_file {settings.api_keys_file!r} holds no key")
         keys += from_file
-    if not keys and settings.metrics_auth == "on":
+    if not keys and settings.metrics_auth == "on" and required:
         raise ValueError("metrics_auth on needs client keys (api_keys or api_keys_file)")
     return ClientKeys(keys) if keys else None
 
@@ -126,8 +137,39 @@ def read_keys_file(path: str) -> str:
 
 class KeySource:
     """The client keys in force (``current``: None when the relay is open); a config reload (proxy.edge) swaps
-    ``settings`` and ``current`` whole."""
+    the file's keys whole (:meth:`swap_file`); ``managed``: the admin API is on, and :meth:`set_managed` gives the
+    keys it manages."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, managed: bool = False) -> None:
         self.settings = settings
-        self.current = load_client_keys(settings)
+        self._file = load_client_keys(settings, required=not managed)
+        self._managed: Sequence[tuple[bytes, ClientKey]] | None = () if managed else None
+        self.current = self._merged()
+
+    @property
+    def managed(self) -> bool:
+        return self._managed is not None
+
+    def _merged(self) -> ClientKeys | None:
+        """The file's keys, then the admin API's whose digest the file does not hold; with the admin API on, a
+        relay that holds no key yet is closed (not open), and every key's usage is counted."""
+        if self._managed is None:
+            return self._file
+        file = [(digest, replace(key, usage=True)) for digest, key in (self._file.entries() if self._file else ())]
+        taken = {digest for digest, _ in file}
+        return ClientKeys((), file + [(d, key) for d, key in self._managed if d not in taken])
+
+    def set_managed(self, keys: Sequence[tuple[bytes, ClientKey]]) -> None:
+        """The admin API's keys in force now (its enabled ones, by digest): swapped in whole."""
+        self._managed = keys
+        self.current = self._merged()
+
+    def swap_file(self, settings: Settings, keys: ClientKeys | None) -> None:
+        """A reload's keys file (read and checked by the caller) and settings, in force from now on."""
+        self.settings, self._file = settings, keys
+        self.current = self._merged()
+
+    @property
+    def from_file(self) -> list[tuple[bytes, ClientKey]]:
+        """The keys file's (and ``--api-keys``') keys, by digest."""
+        return self._file.entries() if self._file is not None else []

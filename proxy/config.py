@@ -26,8 +26,8 @@ MOONSHOT_BASE_URL = "https://api.moonshot.cn/v1"
 DEFAULT_MODEL = "moonshot-v1-8k"
 ENV_PREFIX = "MOONRELAY_"
 FILE_ONLY = {"file_only": True}  # a setting the config file gives, with no flag or environment variable
-PATH_SETTINGS = ("api_keys_file", "upstream_ca_file")  # and each [[upstreams]] table's ca_file
-TABLES = ("relay", "state", "upstreams")  # the config file's tables
+PATH_SETTINGS = ("api_keys_file", "upstream_ca_file", "admin_keys_file")  # and each [[upstreams]] table's ca_file
+TABLES = ("relay", "state", "upstreams", "prices")  # the config file's tables
 
 
 @dataclass
@@ -84,6 +84,15 @@ class Settings:
     otel_sample_ratio: float = 1.0  # share of new traces sampled; a client's sampled traceparent is always followed
     otel_service_name: str = "moonrelay"
     otel_headers: str = ""  # name=value,... sent with every export (a collector's key: prefer the environment)
+    # The response cache (proxy/relay/_caching.py): opt-in per upstream (cache = true) or client key (cache=on)
+    cache_ttl_s: float = 600.0  # how long an answer is kept (LiteLLM's in-memory default)
+    cache_max_entries: int = 1000  # per worker, in memory (with --state, Redis's own maxmemory bounds it)
+    cache_max_bytes: int = 64 * 1024 * 1024  # per worker, in memory
+    cache_pace: str = "off"  # "on": a cached stream is replayed with its recorded gaps (each at most 1 s)
+    cache_max_temperature: float | None = None  # requests sampled hotter are not cached ("" or unset: no limit)
+    # The admin API (proxy/admin/): off until an environment variable holds its key
+    admin_key_env: str = ""  # the environment variable that holds the admin key; "" = no admin API
+    admin_keys_file: str | None = None  # without --state: the JSON file the admin API keeps client keys in
     # Routing (proxy/routing/_router.py) and pass-through (proxy/relay/_passthrough.py)
     passthrough: str = "off"  # other /v1/* paths to the upstream: "off", "on" (all), or comma-separated path globs
     passthrough_headers: str = ""  # request headers pass-through forwards beyond its allow-list (comma-separated)
@@ -98,6 +107,9 @@ class Settings:
     # [[upstreams]] tables from the config file only (no flag or variable): several upstreams, routed by model.
     # Empty: the flat upstream settings above define the one default upstream.
     upstreams: tuple[dict[str, Any], ...] = field(default=(), metadata=FILE_ONLY)
+    # [prices."MODEL"] tables from the config file only: input, output, cached_input per million tokens
+    # (proxy/pricing.py); a request's cost in the access log and metrics, and budgets in money.
+    prices: dict[str, Any] = field(default_factory=dict, metadata=FILE_ONLY)
 
     @cached_property
     def routes(self) -> tuple[UpstreamConfig, ...]:
@@ -189,6 +201,11 @@ def from_toml(path: str) -> dict[str, Any]:
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise ValueError(f"{path}: 'upstreams' must be [[upstreams]] tables")
         out["upstreams"] = tuple(_beside(path, t, ("ca_file",)) for t in tables)
+    prices = data.get("prices", relay.get("prices"))
+    if prices is not None:
+        if not isinstance(prices, dict):
+            raise ValueError(f'{path}: [prices."MODEL"] tables with input, output (per million tokens) expected')
+        out["prices"] = prices
     return _beside(path, out, PATH_SETTINGS)
 
 

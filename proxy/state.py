@@ -4,17 +4,19 @@ The edge (:class:`proxy.edge.Observer`) makes it when a call begins and reads it
 the metrics); the relay's views fill it in (route, upstream, model), admission keeps the slots it took in it
 (:class:`proxy.relay.Streams`), a usage-stripping body leaves the chunk it cut, a client key with limits leaves its
 admission (settled with the request's charge when the call ends, by ``Streams``) or the limit it hit, and the body
-its usage meter. The layers below the edge see the edge's part only as :class:`Tap`.
+its usage meter; with tracing its server span, with the response cache what it did. The layers below the edge see
+the edge's part only as :class:`Tap`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .limits import Admission, Charge
+    from .limits import Admission, Charge, ClientKey
     from .protocol import UsageMeter
+    from .tracing import ServerSpan
 
 STATE = "moonrelay"  # the ASGI scope key of the request's RequestState
 UNMATCHED = "unmatched"  # the route of a request no URL rule matched
@@ -40,6 +42,17 @@ class StreamingBody(Protocol):
     def interrupt(self, reason: str) -> None: ...
 
 
+class CacheFilling(Protocol):
+    """A response-cache miss being recorded (:class:`proxy.relay.CacheFill`): the answer as it goes out, stored
+    when the call ended complete."""
+
+    def recorder(self, headers: Any) -> Any: ...
+
+    def answered(self, status: int, headers: Any, body: bytes) -> None: ...
+
+    async def store(self, model: str | None = None) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class RequestState:
     tap: Tap | None = None  # the edge's observer of the response as it goes out
@@ -51,7 +64,15 @@ class RequestState:
     upstream_slot: HeldSlot | None = None  # the upstream whose max_concurrent slot the call holds
     upstream_lease: str | None = None  # that slot's lease (Upstream.take)
     body: StreamingBody | None = None  # the streaming body being sent, if any
+    key: ClientKey | None = None  # the client key the request authenticated with
     client: Admission | None = None  # the client key's slot and windows, settled when the call ends
     charge: Charge | None = None  # a key that counts tokens: the request's reserve and its charge
     meter: UsageMeter | None = None  # the usage and events the answer told as it went by
     limited: tuple[str, str] | None = None  # (limit, key label) of a request refused by its client key's limits
+    span: ServerSpan | None = None  # tracing on: the request's server span (its attempts go upstream under it)
+    trace: dict[str, str] | None = None  # tracing off: the client's valid traceparent/tracestate, passed upstream
+    cache: str | None = None  # "hit" or "miss": the response cache answered, or could have (the access log's)
+    cache_fill: CacheFilling | None = None  # a miss being recorded, stored when the call ends if it completed
+    completed: bool = False  # set by the edge as the call ends: the client received the whole response
+    cost: int | None = None  # what the answer cost, in millionths of the price table's unit (the edge's sum)
+    admin: dict[str, Any] | None = None  # what an admin API request changed, for its access-log line

@@ -39,7 +39,7 @@ _BREAKER_TIMES = ("breaker_window_s", "breaker_cooldown_s")
 _COUNTS = ("max_concurrent", "max_connections", "breaker_failures")
 _KEYS = frozenset(
     {"name", "api", "base_url", "key_env", "key_envs", "models", "default", "include_usage", "ca_file", "fallbacks",
-     "weight", "retry_on_timeout", *_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS}
+     "weight", "retry_on_timeout", "cache", *_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS}
 )  # fmt: skip
 MAX_WEIGHT = 1000
 
@@ -80,6 +80,7 @@ class UpstreamConfig:
     breaker_failures: int = 5  # failures in a row, within one window, that open the circuit; 0: no breaker
     breaker_window_s: float = 30.0
     breaker_cooldown_s: float = 30.0  # how long an open circuit stays open before one probe request
+    cache: bool = False  # its chat answers kept in the response cache, for every client (proxy/relay/_caching.py)
 
 
 def single_upstream(settings: Settings) -> UpstreamConfig:
@@ -168,7 +169,7 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
         if value < 0 or (not integral and value == 0):
             raise ConfigError(f"{where}: '{key}' must be {'at least 0' if integral else 'positive'}")
         values[key] = value if integral else float(value)
-    for key in ("default", "include_usage", "retry_on_timeout"):
+    for key in ("default", "include_usage", "retry_on_timeout", "cache"):
         if not isinstance(table.get(key, False), bool):
             raise ConfigError(f"{where}: '{key}' must be true or false")
     ca_file = table.get("ca_file", values["ca_file"])
@@ -196,6 +197,7 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
         default=table.get("default", False) or "*" in models,
         include_usage=table.get("include_usage", False),
         retry_on_timeout=table.get("retry_on_timeout", False),
+        cache=table.get("cache", False),
         **values,
     )
 

@@ -15,18 +15,23 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from ..admin import PREFIX as ADMIN_PREFIX
+from ..admin import AdminAPI
 from ..auth import KeySource, bearer_token, fingerprint
 from ..config import Settings
 from ..errors import InvalidRequest, RelayError
 from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
+from ..pricing import price_table
 from ..protocol import JSON
 from ..relay import (
     PASSTHROUGH_METHODS,
     MessagesRoutes,
     Relay,
+    ResponseCache,
     Streams,
     body_limit,
+    cache_store,
     ending_broken_bodies,
     header_names,
     path_filter,
@@ -34,6 +39,7 @@ from ..relay import (
 from ..routing import Upstream, Upstreams, configured_models
 from ..state import STATE
 from ..stream import Heartbeats
+from ..tracing import Tracing
 from ..transport import Pump
 from ._errors import render
 from ._gate import fast_paths_allowed
@@ -106,6 +112,9 @@ def create_app(
     store: Store | None = None,
     keys: KeySource | None = None,
     pump: Pump | None = None,
+    tracing: Tracing | None = None,
+    cache: Any = None,
+    admin: AdminAPI | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
@@ -114,7 +123,9 @@ def create_app(
     given and running, pings silent SSE streams; ``store`` is where limits and upstream health are counted
     (proxy.limits; given upstreams bring theirs, else this worker's memory); ``keys``: the client keys in force
     (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given); ``pump``, if given and running,
-    relays directly written streams from its task.
+    relays directly written streams from its task; ``tracing``: this worker's spans (proxy/tracing); ``cache``: the
+    response cache's store (this worker's memory when not given: proxy/relay/_caching.py); ``admin``: the admin API
+    (proxy/admin), its routes behind its own key instead of a client key's.
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -136,8 +147,11 @@ def create_app(
     direct = fast and settings.direct_writes != "off"  # streamed bodies written straight to the client (_inline)
     app.config["MOONRELAY_DIRECT_WRITES"] = direct
     metrics = worker_metrics(settings)
+    prices = price_table(settings)
+    responses = ResponseCache(cache if cache is not None else cache_store(settings), settings, metrics)
     relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None,
-                  count_fallback=metrics.fallback if metrics is not None else None)  # fmt: skip
+                  count_fallback=metrics.fallback if metrics is not None else None, cache=responses,
+                  prices=prices)  # fmt: skip
     on_circuit = metrics.circuit if metrics is not None else None
     if upstreams is None:
 
@@ -155,9 +169,12 @@ def create_app(
         client_keys = keys.current  # read once: a reload (SIGHUP) swaps it whole
         if client_keys is None or request.path in _OPEN_PATHS:
             return None
+        if admin is not None and request.path.startswith(ADMIN_PREFIX):
+            return None  # the admin API checks its own key
         token = bearer_token(request.headers.get("authorization")) or request.headers.get("x-api-key")  # Anthropic's
         key = client_keys.identify(token)
         if key is not None:
+            request.scope[STATE].key = key
             if not key.limited or request.path == "/metrics":
                 return None
             await relay.limit_client(request.scope[STATE], key)  # its limits: a Refusal raised, rendered below
@@ -193,6 +210,8 @@ def create_app(
         msg = f"Method {request.method} is not allowed on {request.path}."
         return render(InvalidRequest(msg, "method_not_allowed", 405), request.path, request.headers)
 
+    if admin is not None:
+        admin.install(app)
     app.add_url_rule("/v1/chat/completions", view_func=relay.chat_completions, methods=["POST"])
     app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])
     messages = MessagesRoutes(relay)
@@ -228,7 +247,8 @@ def create_app(
         return Response(json.dumps(body), content_type=JSON)
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
-    observer = install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health)
+    observer = install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health,
+                                     tracing=tracing, prices=prices)  # fmt: skip
     app.extensions["moonrelay"] = (relay, observer)  # the server's reload swaps what they hold (_reload)
     if metrics is not None:
         metrics.watch_store(store)

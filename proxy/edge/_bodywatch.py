@@ -1,4 +1,4 @@
-"""The plain (ASGI) path's way of knowing whether a request's body was read to the end before the response."""
+"""Whether a request's body was read to the end, on the plain ASGI path (the fast path reads it from h11)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class BodyWatch:
 
 
 def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a request's headers announce a body."""
+    """Whether the request's headers announce a body (a non-zero ``content-length``, or ``transfer-encoding``)."""
     for name, value in headers:
         if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
             return True

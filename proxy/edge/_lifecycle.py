@@ -7,11 +7,9 @@ readiness, CORS and the demo page.
               └ everything else: a request id in, ``X-Request-Id`` out, one log line and the
                 metrics when the call returns — the last byte went out or the client left.
 
-Per chunk this layer costs one extra coroutine call, an int increment and two reference moves (the
-body's tail, kept for the log's usage); clocks are read twice per request (response start, first chunk). A
-streamed body that writes its chunks straight to the socket (:func:`proxy.edge.current_writer`) bypasses
-``send``; it reports each chunk to the request's :class:`Tap` (``RequestState.tap``) instead.
-Parsing (the request's model, the tail's usage) happens once, after the response.
+Per chunk: one call, an int increment, the body's tail kept for the log's usage; a body that writes straight
+to the socket (:func:`proxy.edge.current_writer`) tells the request's :class:`Tap` instead. Parsing (the model,
+the tail's usage) happens once, after the response.
 """
 
 from __future__ import annotations
@@ -29,12 +27,15 @@ from ..config import Settings
 from ..limits import StoreBudget
 from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
 from ..observability import upstream_error_kind as error_kind
+from ..pricing import PriceTable
 from ..routing import upstream_label
 from ..state import STATE, UNMATCHED, RequestState
+from ..tracing import Tracing
 from ._bodywatch import BodyWatch, declares_body
 from ._cors import CORSPolicy
 from ._demo import PAGE
 from ._gate import fast_paths_allowed
+from ._outcome import begin_trace, end_span, note_outcome
 from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
 
 if TYPE_CHECKING:
@@ -153,11 +154,16 @@ def default_upstream(settings: Settings) -> str:
 
 class Observer:
     def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
-                 upstream_health: HealthProbe | None = None) -> None:  # fmt: skip
+                 upstream_health: HealthProbe | None = None, tracing: Tracing | None = None,
+                 prices: PriceTable | None = None) -> None:  # fmt: skip
         """``metrics``: where requests are counted (None: metrics off); ``upstream_health``: every upstream's
-        health now ({name: proxy.routing.Seen}), the /readyz detail and the circuit gauge."""
+        health now ({name: proxy.routing.Seen}), the /readyz detail and the circuit gauge; ``tracing``: this
+        worker's spans (made after the fork), a server span per request; ``prices``: each request's cost
+        (proxy/pricing.py)."""
         self.app = app
         self.settings = settings
+        self.tracing = tracing
+        self.prices = prices if prices is not None else PriceTable()
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
         self.upstream = default_upstream(settings)
@@ -238,10 +244,14 @@ class Observer:
         try:
             method: str = scope["method"]
             path: str = scope["path"]
-            rid_header = authorization = origin = acr_method = acr_headers = None
+            rid_header = authorization = origin = acr_method = acr_headers = traceparent = tracestate = None
             for name, value in scope["headers"]:
                 if name == b"x-request-id":
                     rid_header = value
+                elif name == b"traceparent":
+                    traceparent = value
+                elif name == b"tracestate":
+                    tracestate = value
                 elif name == b"authorization" or (name == b"x-api-key" and authorization is None):
                     authorization = value if name == b"authorization" else b"Bearer " + value
                 elif name == b"origin":
@@ -267,6 +277,8 @@ class Observer:
             if self.plain and declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
             ending = None if streams is None else partial(streams.give_back, state, budget)  # before the last bytes
+            if self.tracing is not None or traceparent is not None:  # a span, or the caller's context passed on
+                begin_trace(self.tracing, state, method, path, traceparent, tracestate)
             tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch, ending)
             try:
                 await self.app(scope, receive, tap.send)
@@ -315,11 +327,13 @@ class Observer:
         if path in CHAT_PATHS:
             rec.model = state.model or self.settings.default_model
         kind = None
+        cached = 0  # prompt tokens read from the provider's prompt cache (their own price)
         if state.client is not None:
             rec.extra["key_name"] = state.client.key.label
         if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
+            cached = found.cached_tokens
             if path in CHAT_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
@@ -337,6 +351,7 @@ class Observer:
         if timed_out:
             rec.completed = False
             rec.error = "client_write_timeout"
+        cost = note_outcome(state, rec, cached, self.prices)  # cost, cache, admin change: proxy/edge/_outcome.py
         if self.logger is not None:
             self.logger.info(rec.line())
         if self.metrics is not None:
@@ -348,17 +363,24 @@ class Observer:
                 self.metrics.client_write_timeouts.inc()
             if limited is not None:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
+            if cost:
+                self.metrics.cost(state.key.label if state.key is not None else "", rec.model, cost)
+        if state.span is not None:
+            end_span(state, path, rec, kind, tail, content_type, first_ns)
 
 
 def install_observability(app: Any, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
-                          upstream_health: HealthProbe | None = None) -> Observer:  # fmt: skip
+                          upstream_health: HealthProbe | None = None, tracing: Tracing | None = None,
+                          prices: PriceTable | None = None) -> Observer:  # fmt: skip
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
-    ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain.
+    ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain; ``tracing``: this
+    worker's spans; ``prices``: what each request costs.
     """
     from quart import request
 
-    observer = Observer(app.asgi_app, settings, streams, metrics=metrics, upstream_health=upstream_health)
+    observer = Observer(app.asgi_app, settings, streams, metrics=metrics, upstream_health=upstream_health,
+                        tracing=tracing, prices=prices)  # fmt: skip
     app.asgi_app = observer
 
     async def note_route() -> None:

@@ -90,7 +90,7 @@ class Reloader:
             try:
                 new = settings if settings is not None else self.sources.load() if self.sources else self.settings
                 merged, waiting = reloaded(self.settings, new)
-                keys = load_client_keys(merged)  # the keys file read and checked
+                keys = load_client_keys(merged, required=not self._keys.managed)  # the keys file read and checked
                 old: Upstreams = self._relay.upstreams  # type: ignore[union-attr,assignment]
                 upstreams = old.successor(merged)  # TLS files read: an https upstream's ca_file
             except (OSError, ValueError) as exc:  # ConfigError, KeysFileError, StateURLError are ValueErrors
@@ -117,7 +117,7 @@ class Reloader:
         upstreams.health.changed = relay.upstreams.health.changed  # the metrics' circuit gauge
         relay.settings = settings
         relay.upstreams = upstreams
-        self._keys.settings, self._keys.current = settings, keys
+        self._keys.swap_file(settings, keys)
         self._streams.limit = settings.max_streams
         if observer is not None:
             observer.settings = settings  # the access log's default model

@@ -12,7 +12,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -29,14 +30,16 @@ from wire import (
     wait_for_stop_signal,
 )
 
+from ..admin import admin_api
 from ..auth import KeySource
 from ..config import Settings, Sources
 from ..gcpolicy import tune_gc
 from ..limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
 from ..observability import prepare_multiprocess
-from ..relay import Streams
+from ..relay import Streams, cache_store
 from ..routing import Upstreams, describe_upstreams
 from ..stream import Heartbeats
+from ..tracing import Tracing
 from ..transport import Pump, pump_available
 from ._app import create_app
 from ._direct import ClientWrites
@@ -162,13 +165,18 @@ async def serve(
     # (hypercorn's lifespan shutdown does not run when its task is cancelled).
     streams = Streams(settings.max_streams)
     store = build_store(settings)  # where limits and upstream health are counted (proxy.limits)
+    cache = cache_store(settings)  # the response cache's: this worker's memory, or the --state Redis
+    # Made here, in the worker: the SDK's export thread does not survive a fork (proxy/tracing).
+    tracing = Tracing.from_settings(settings)
     # The store runs in a nursery of its own that outlives serving: every request gives its slots back before it ends.
-    async with Upstreams(settings, store=store) as upstreams, trio.open_nursery() as store_nursery:
+    async with Upstreams(settings, store=store) as upstreams, _exporting(tracing), trio.open_nursery() as store_nursery:
         run_store = getattr(store, "run", None)
         if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
             await store_nursery.start(run_store)
+        if hasattr(cache, "run"):  # the cache's own connection to the --state Redis
+            await store_nursery.start(cache.run)
         async with trio.open_nursery() as nursery:
-            keys = KeySource(settings)
+            keys = KeySource(settings, managed=bool(settings.admin_key_env))
             reloader = Reloader(settings, sources, nursery, keys=keys, streams=streams)
             await reloader.watch(upstreams)  # the transports' timeout watchdogs run beside the server
             transports = list(upstreams.h11_transports())
@@ -180,9 +188,11 @@ async def serve(
             if settings.pump != "off" and settings.direct_writes != "off" and pump_available and transports:
                 pump = Pump()  # streams parked in it are relayed from its task (proxy/transport/_pump.py)
                 await nursery.start(pump.run)
-            app = create_app(
-                settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump
-            )
+            admin = admin_api(settings, keys, store)  # the admin API, when on: its keys read before serving
+            if admin is not None:
+                await nursery.start(admin.managed.run)
+            app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys,
+                             pump=pump, tracing=tracing, cache=cache, admin=admin)  # fmt: skip
             reloader.attach(app)
             if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
                 await nursery.start(reload_on_sighup, reloader)
@@ -206,6 +216,18 @@ async def serve(
         with trio.CancelScope(shield=True):
             await reloader.aclose()
         store_nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _exporting(tracing: Tracing | None) -> AsyncIterator[None]:
+    """While serving: on the way out, however it ends, the spans still queued go to the collector (within
+    ``Tracing.aclose``'s deadline)."""
+    try:
+        yield
+    finally:
+        if tracing is not None:
+            with trio.CancelScope(shield=True):
+                await tracing.aclose()
 
 
 def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settings, sources: Sources | None) -> None:

@@ -5,8 +5,18 @@ from ._address import RedisAddress, StateURLError, parse_state_url, redact
 from ._budget import StoreBudget
 from ._charge import DEFAULT_RESERVE_TOKENS, Charge
 from ._failover import FailoverStore
-from ._keylimits import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
-from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
+from ._keylimits import USAGE, Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers, usage_of
+from ._keys import FIELDS as KEY_FIELDS
+from ._keys import (
+    ClientKey,
+    KeysFileError,
+    apply_fields,
+    defaults,
+    key_id,
+    parse_budget,
+    parse_keys_file,
+    with_defaults,
+)
 from ._redis import RedisStore, check_redis
 from ._resp import MAX_BULK, RedisConnection, RedisUnavailable, ReplyError
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
@@ -14,6 +24,8 @@ from ._tokens import TokenHold, TokenWindow
 
 __all__ = [
     "Admission",
+    "KEY_FIELDS",
+    "USAGE",
     "Charge",
     "ClientKey",
     "ClientLimits",
@@ -35,13 +47,17 @@ __all__ = [
     "TokenHold",
     "TokenWindow",
     "Window",
+    "apply_fields",
     "check_redis",
     "defaults",
+    "key_id",
     "openai_duration",
+    "parse_budget",
     "parse_keys_file",
     "parse_state_url",
     "ratelimit_headers",
     "redact",
+    "usage_of",
     "window_bounds",
     "with_defaults",
 ]

@@ -18,6 +18,10 @@ it: the prompt's estimate plus the output asked for.
    events around them, role, finish and ``[DONE]``, count too);
 4. else (not streamed, and no usage: the client left before the answer, or an upstream that reports none): the
    whole reserve.
+
+A key's budget in money (``budget=$20/30d``) is charged the same, each count at its model's price
+(proxy/pricing.py): the reserve's prompt estimate at the input price and its output at the output price, then the
+charge's counts likewise.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..pricing import Price
 from ..protocol import UsageMeter
 
 BYTES_PER_TOKEN = 4
@@ -71,11 +76,35 @@ class Charge:
     streamed: bool  # the client asked for a stream
     meter: UsageMeter = field(default_factory=UsageMeter)  # what the answer told as it went by
     status: int | None = None  # the answer's status, once there is one
+    price: Price | None = None  # the model's, for a budget in money (None: unpriced, it costs nothing)
 
     @classmethod
-    def of(cls, route: str, data: dict[str, Any] | None, body_bytes: int, default_output: int) -> Charge:
+    def of(cls, route: str, data: dict[str, Any] | None, body_bytes: int, default_output: int,
+           price: Price | None = None) -> Charge:  # fmt: skip
         streamed = data is not None and data.get("stream") is True
-        return cls(prompt_estimate(body_bytes, route), output_reserve(data, route, default_output), streamed)
+        return cls(prompt_estimate(body_bytes, route), output_reserve(data, route, default_output), streamed,
+                   price=price)  # fmt: skip
+
+    @property
+    def reserve_cost(self) -> int:
+        """The reserve in money: the prompt's estimate at the input price, the output asked for at the output's."""
+        return 0 if self.price is None else self.price.cost(self.prompt, self.output)
+
+    def cost(self) -> int:
+        """What :meth:`tokens` charges, in money (the same four rules, each count at its price)."""
+        price = self.price
+        if price is None:
+            return 0
+        usage = self.meter.usage
+        if usage is not None:
+            if usage.prompt is None and usage.completion is None:  # a total alone: priced as output, the dearer
+                return price.cost(0, usage.tokens)
+            return price.cost(usage.prompt or 0, usage.completion or 0)
+        if self.status is not None and self.status >= 400:
+            return 0
+        if self.streamed:
+            return price.cost(self.prompt, self.meter.events)
+        return self.reserve_cost
 
     @property
     def reserve(self) -> int:

@@ -23,6 +23,7 @@ import math
 import trio
 
 from ..errors import Refused
+from ..pricing import money
 from ._keys import MINUTE_S, ClientKey
 from ._store import Store, StoreUnavailable
 from ._tokens import TokenHold, TokenWindow
@@ -30,6 +31,8 @@ from ._tokens import TokenHold, TokenWindow
 log = logging.getLogger("moonrelay")
 
 SETTLE_TIMEOUT_S = 5.0  # giving a slot back and adding tokens, shielded from the call's cancellation
+USAGE_WINDOW_S = 100 * 365 * 86400  # a key's usage so far: one window from the Unix epoch, a century long
+USAGE = ("requests", "tokens", "cost")  # what is counted of a key whose ``usage`` is on (its store names: usage_name)
 
 
 def openai_duration(seconds: float) -> str:
@@ -85,6 +88,10 @@ def _error(limit: str, key: ClientKey, used: int, retry_s: int) -> tuple[str, st
     elif limit == "tpm":
         msg, type_, code = (f"Rate limit reached for {who} on tokens per minute (TPM): limit {key.tpm}, used "
                             f"{used}. Please try again in {retry_s}s.", "tokens", "rate_limit_exceeded")  # fmt: skip
+    elif key.money:
+        msg, type_, code = (f"{who} has used its budget of ${money(key.money):.2f} for this period "
+                            f"(${money(used):.2f} used); it resets in {retry_s}s.", "insufficient_quota",
+                            "insufficient_quota")  # fmt: skip
     else:
         msg, type_, code = (f"{who} has used its budget of {key.budget} tokens for this period ({used} used); it "
                             f"resets in {retry_s}s.", "insufficient_quota", "insufficient_quota")  # fmt: skip
@@ -117,16 +124,20 @@ class Admission:
                     log.warning("client key %s: its slot was not given back (store unavailable: %s); it comes "
                                 "back when its lease lapses", self.key.label, exc)  # fmt: skip
 
-    async def settle(self, tokens: int | None) -> None:
-        """The call ended (completed, failed or left): give the slot back, count ``tokens`` (its charge) in place
-        of its reserve."""
+    async def settle(self, tokens: int | None, cost: int | None = None) -> None:
+        """The call ended (completed, failed or left): give the slot back, count ``tokens`` (its charge; ``cost`` in
+        micro-units for a budget in money) in place of its reserve, and in its usage so far when that is counted."""
         key, store = self.key, self._store
         lease, self._lease = self._lease, None
         with trio.move_on_after(SETTLE_TIMEOUT_S, shield=True):
             try:
                 if lease is not None:
                     await store.release(_name(key, "concurrent"), lease)
-                await self.tokens.settle(tokens)
+                await self.tokens.settle(tokens, cost)
+                if key.usage:
+                    for what, amount in zip(USAGE, (1, tokens or 0, cost or 0), strict=True):
+                        if amount:
+                            await store.add(usage_name(key.id, what), USAGE_WINDOW_S, amount)
             except StoreUnavailable as exc:
                 log.warning("client key %s: its counts were not settled (store unavailable: %s)", key.label, exc)
 
@@ -136,7 +147,19 @@ def _name(key: ClientKey, limit: str) -> str:
 
 
 def _budget_name(key: ClientKey) -> str:
+    if key.money:  # money and tokens never share a count
+        return f"key:{key.id}:spend:{key.budget_s}"
     return f"key:{key.id}:budget:{key.budget_s}"  # a new period starts a new count
+
+
+def usage_name(key_id: str, what: str) -> str:
+    """Where a key's usage so far (``USAGE``: requests, tokens, cost) is counted."""
+    return f"usage:{key_id}:{what}"
+
+
+async def usage_of(store: Store, key_id: str) -> dict[str, int]:
+    """A key's usage so far: requests, tokens and cost (micro-units), from ``store``."""
+    return {what: (await store.used(usage_name(key_id, what), USAGE_WINDOW_S))[0] for what in USAGE}
 
 
 def token_windows(key: ClientKey, ends: dict[str, float]) -> list[TokenWindow]:
@@ -144,8 +167,9 @@ def token_windows(key: ClientKey, ends: dict[str, float]) -> list[TokenWindow]:
     windows = []
     if key.tpm:
         windows.append(TokenWindow("tpm", _name(key, "tpm"), MINUTE_S, key.tpm, ends.get("tpm")))
-    if key.budget:
-        windows.append(TokenWindow("budget", _budget_name(key), key.budget_s, key.budget, ends.get("budget")))
+    if key.budget or key.money:
+        windows.append(TokenWindow("budget", _budget_name(key), key.budget_s, key.budget or key.money,
+                                   ends.get("budget"), money=bool(key.money)))  # fmt: skip
     return windows
 
 
@@ -198,9 +222,9 @@ class ClientLimits:
             if tokens[0] >= key.tpm:
                 return await self._refuse(key, "tpm", tokens[0], tokens[1], None, tokens)
             ends["tpm"] = trio.current_time() + tokens[1]
-        if key.budget:
+        if key.budget or key.money:
             spent, reset_s = await store.used(_budget_name(key), key.budget_s)
-            if spent >= key.budget:
+            if spent >= (key.budget or key.money):
                 return await self._refuse(key, "budget", spent, reset_s, None, tokens)
             ends["budget"] = trio.current_time() + reset_s
         requests = None
@@ -211,12 +235,13 @@ class ClientLimits:
                 return await self._refuse(key, "rpm", hit.used, hit.reset_s, requests, tokens)
         return ratelimit_headers(key, requests, tokens), ends
 
-    async def reserve(self, admission: Admission, amount: int) -> Refusal | None:
-        """Hold ``amount`` tokens (the request's reserve) in its key's ``tpm`` and ``budget`` windows, or refuse
-        it when one of them filled up since admission (the add taken back). A store that fails lets it through."""
+    async def reserve(self, admission: Admission, amount: int, cost: int = 0) -> Refusal | None:
+        """Hold ``amount`` tokens (the request's reserve; ``cost`` micro-units for a budget in money) in its key's
+        ``tpm`` and ``budget`` windows, or refuse it when one of them filled up since admission (the add taken
+        back). A store that fails lets it through."""
         key = admission.key
         try:
-            over = await admission.tokens.reserve(amount)
+            over = await admission.tokens.reserve(amount, cost)
             if over is None:
                 return None
             limit, used, reset_s = over

@@ -35,6 +35,7 @@ class TokenWindow:
     window_s: float
     cap: int
     ends: float | None = None
+    money: bool = False  # counts the request's cost in micro-units (a budget in money), not its tokens
 
     def sure(self, now: float) -> bool:
         """Whether a store call made now lands in the window admission read."""
@@ -51,20 +52,22 @@ class TokenHold:
         self.windows = windows
         self._held: dict[str, int] = {}  # limit → the reserve added to the window admission read
 
-    async def reserve(self, amount: int) -> tuple[str, int, float] | None:
-        """Add ``amount`` to every window; None, or ``(limit, used, seconds to its reset)`` of the first window that
-        was already at its limit (every add taken back where that is sure)."""
-        if amount <= 0:
-            return None
+    async def reserve(self, amount: int, cost: int = 0) -> tuple[str, int, float] | None:
+        """Add ``amount`` tokens (``cost`` micro-units to a window in money) to every window; None, or ``(limit,
+        used, seconds to its reset)`` of the first window that was already at its limit (every add taken back where
+        that is sure)."""
         for window in self.windows:
+            add = cost if window.money else amount
+            if add <= 0:
+                continue
             now = trio.current_time()
-            total = await self.store.add(window.name, window.window_s, amount)
+            total = await self.store.add(window.name, window.window_s, add)
             if window.sure(now):
-                self._held[window.limit] = amount
-            if total - amount >= window.cap:
+                self._held[window.limit] = add
+            if total - add >= window.cap:
                 await self._take_back()
                 reset_s = window.ends - now if window.ends is not None else window.window_s
-                return window.limit, total - amount, max(0.0, reset_s)
+                return window.limit, total - add, max(0.0, reset_s)
         return None
 
     async def _take_back(self) -> None:
@@ -74,12 +77,14 @@ class TokenHold:
             if amount and window.sure(trio.current_time()):
                 await self._add(window, -amount)
 
-    async def settle(self, tokens: int | None) -> None:
-        """The call ended: ``tokens`` (its charge) replace the reserve in each window (once)."""
+    async def settle(self, tokens: int | None, cost: int | None = None) -> None:
+        """The call ended: ``tokens`` (its charge; ``cost`` in a window in money) replace the reserve in each window
+        (once)."""
         held, self._held = self._held, {}
         for window in self.windows:
             amount = held.get(window.limit, 0)
-            add = (tokens or 0) - amount if amount and window.sure(trio.current_time()) else tokens or 0
+            charged = (cost if window.money else tokens) or 0
+            add = charged - amount if amount and window.sure(trio.current_time()) else charged
             if add:
                 await self._add(window, add)
 

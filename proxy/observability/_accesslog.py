@@ -75,6 +75,16 @@ def _usage_of(obj: Any) -> dict | None:
     return None
 
 
+def cached_of(usage: dict) -> int:
+    """Cached prompt tokens, wherever the provider writes them (OpenAI, Moonshot, DeepSeek)."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    for value in (cached, usage.get("cached_tokens"), usage.get("prompt_cache_hit_tokens")):
+        if type(value) is int and value > 0:
+            return value
+    return 0
+
+
 def _error_of(obj: Any) -> dict | None:
     if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         return obj["error"]
@@ -88,6 +98,7 @@ class Tail:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None  # usage's total_tokens, else prompt + completion (what client limits count)
+    cached_tokens: int = 0  # of the prompt's, read from the provider's prompt cache (what the price table counts)
     error_type: str | None = None
     error_code: str | None = None
 
@@ -120,6 +131,7 @@ def scan_tail(tail: bytes, *, whole_json: bool) -> Tail:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             out.prompt_tokens = prompt if isinstance(prompt, int) else None
             out.completion_tokens = completion if isinstance(completion, int) else None
+            out.cached_tokens = cached_of(usage)
             total = usage.get("total_tokens")
             if isinstance(total, int):
                 out.total_tokens = total

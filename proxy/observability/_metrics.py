@@ -139,6 +139,30 @@ class Metrics:
             "moonrelay_completion_tokens", "Completion tokens from upstream usage.", ("upstream", "model"),
             registry=reg,
         )  # fmt: skip
+        self.costs = prom.Counter(
+            "moonrelay_cost", "What answers cost, in the [prices] table's unit, by client key (its name, else its "
+            "fingerprint; empty without keys) and model.", ("key", "model"), registry=reg,
+        )  # fmt: skip
+        self.cache_hits = prom.Counter(
+            "moonrelay_cache_hits", "Chat requests answered from the response cache.", registry=reg
+        )
+        self.cache_misses = prom.Counter(
+            "moonrelay_cache_misses", "Chat requests the response cache could have answered and did not.",
+            registry=reg,
+        )  # fmt: skip
+        self.cache_stores = prom.Counter(
+            "moonrelay_cache_stores", "Complete answers stored in the response cache.", registry=reg
+        )
+        self.cache_evictions = prom.Counter(
+            "moonrelay_cache_evictions", "Entries the memory cache dropped to make room (Redis evicts on its own).",
+            registry=reg,
+        )  # fmt: skip
+        self.cache_served_bytes = prom.Counter(
+            "moonrelay_cache_served_bytes", "Bytes of answers served from the response cache.", registry=reg
+        )
+        self.cache_stored_bytes = prom.Counter(
+            "moonrelay_cache_stored_bytes", "Bytes of answers stored in the response cache.", registry=reg
+        )
 
         self.config_reloads = prom.Counter(
             "moonrelay_config_reloads", "Config reloads (SIGHUP, or proxy.edge.reload), by result: applied or refused "
@@ -175,6 +199,23 @@ class Metrics:
         up.set(1 if store.up else 0)
         store.on_change = lambda ok: up.set(1 if ok else 0)
         store.on_error = errors.inc
+
+    def cost(self, key: str, model: str, micros: int) -> None:
+        """One answer's cost (micro-units of the price table's unit)."""
+        self.costs.labels(key, model if model in self.models else OTHER_MODEL).inc(micros / 1_000_000)
+
+    def cache_hit(self, size: int) -> None:
+        self.cache_hits.inc()
+        self.cache_served_bytes.inc(size)
+
+    def cache_miss(self) -> None:
+        self.cache_misses.inc()
+
+    def cache_stored(self, size: int, evicted: int) -> None:
+        self.cache_stores.inc()
+        self.cache_stored_bytes.inc(size)
+        if evicted > 0:
+            self.cache_evictions.inc(evicted)
 
     def fallback(self, failed: str, to: str, reason: str) -> None:
         """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.routing.resend_reason's, or

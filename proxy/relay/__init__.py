@@ -3,6 +3,7 @@ exchange with the upstream, answer), the Anthropic Messages routes, the worker's
 the merged model list."""
 
 from ._admission import Streams
+from ._caching import CacheFill, ResponseCache, cache_store, check_cache
 from ._messages import MessagesRoutes
 from ._passthrough import METHODS as PASSTHROUGH_METHODS
 from ._passthrough import body_limit, ending_broken_bodies, forwarded_headers, header_names, path_filter
@@ -10,10 +11,14 @@ from ._relay import Relay
 
 __all__ = [
     "MessagesRoutes",
+    "CacheFill",
     "PASSTHROUGH_METHODS",
     "Relay",
+    "ResponseCache",
     "Streams",
     "body_limit",
+    "cache_store",
+    "check_cache",
     "ending_broken_bodies",
     "forwarded_headers",
     "header_names",

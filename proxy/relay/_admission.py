@@ -55,12 +55,21 @@ class Streams:
     async def release(self, state: RequestState) -> None:
         """Give back what the call holds. Runs as the call ends, cancelled or not (a client that left). A client
         key's admission is settled: its slot back (if :meth:`give_back` did not already), its charge
-        (proxy/limits/_charge.py) in place of its reserve (shielded)."""
+        (proxy/limits/_charge.py) in place of its reserve (shielded); a response-cache miss stored if the client
+        received all of it (proxy/relay/_caching.py)."""
+        fill = state.cache_fill
+        if fill is not None:
+            state.cache_fill = None
+            if state.completed:
+                await fill.store(state.model)
         admission = state.client
         if admission is not None:
             state.client = None
             charge = state.charge
-            await admission.settle(charge.tokens() if charge is not None else None)
+            if charge is None:
+                await admission.settle(None)
+            else:  # the cost the edge summed from the answer's usage, else the charge's own estimate
+                await admission.settle(charge.tokens(), state.cost if state.cost is not None else charge.cost())
         body = state.body
         if body is not None:
             state.body = None

@@ -7,21 +7,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..limits import Charge, ClientLimits
+from ..pricing import Price
 from ..state import RequestState
 
 
 async def reserve(limits: ClientLimits, state: RequestState, route: str, data: dict[str, Any] | None,
-                  body_bytes: int, default_output: int) -> None:  # fmt: skip
+                  body_bytes: int, default_output: int, price: Price | None = None) -> None:  # fmt: skip
     """For a client key that counts tokens: the request's :class:`proxy.limits.Charge`, whose reserve is held in the
     key's windows before anything goes upstream; the key's :class:`proxy.limits.Refusal` raised (429) when a window
     filled up since admission. ``route``: the request's path; ``data``: its JSON body, if any; ``body_bytes``: its
-    size."""
+    size; ``price``: its model's (a budget in money)."""
     admission = state.client
     if admission is None or not admission.key.counts_tokens:
         return None
-    charge = state.charge = Charge.of(route, data, body_bytes, default_output)
+    charge = state.charge = Charge.of(route, data, body_bytes, default_output, price)
     state.meter = charge.meter  # the bodies read usage into it, the access log reads it
-    refusal = await limits.reserve(admission, charge.reserve)
+    refusal = await limits.reserve(admission, charge.reserve, charge.reserve_cost)
     if refusal is None:
         return None
     state.limited = (refusal.limit, admission.key.label)

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -36,7 +37,7 @@ from quart import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import Settings
-from ..errors import upstream_failure
+from ..errors import RelayError, upstream_failure
 from ..protocol import (
     EventMeter,
     InvalidRequest,
@@ -44,12 +45,20 @@ from ..protocol import (
     PathRefused,
     UsageMeter,
     UsageStripper,
+    asked_for_usage,
     json_or_none,
     normalise,
+    with_usage,
 )
 from ..routing import AllKeysResting, Upstream, Upstreams, model_not_found, send_with_retries
+from ..state import STATE
 from ..transport import IteratorReader, reader
+from ._charging import answered
 from ._responses import keys_resting, relayed_headers
+from ._traced import traced_send
+
+if TYPE_CHECKING:
+    from ._relay import Relay
 
 log = logging.getLogger("moonrelay")
 
@@ -311,7 +320,8 @@ async def relay(
     try:
         response, read = await send_with_retries(
             upstream,
-            lambda key: upstream.forward(request.method, target, headers, content, key),
+            traced_send(request.scope[STATE], upstream, target,
+                        lambda key, trace: upstream.forward(request.method, target, headers, content, key, trace)),
             settings,
             replayable=isinstance(content, bytes),
         )
@@ -333,3 +343,31 @@ async def relay(
         back.pop("content-length", None)  # the usage chunk is cut: the body is shorter
     body = PassthroughBody(response, upstream.name, watch)
     return Response(body, status=response.status_code, headers=back, content_type=content_type)
+
+
+async def serve(owner: Relay, request: Request, allowed: Any, forwarded: frozenset[bytes]) -> Response:
+    """The pass-through view: ``request`` checked, its key's reserve held, relayed to the upstream it names or its
+    model's, both bodies streamed."""
+    state = request.scope[STATE]
+    settings = owner.settings
+    path = checked_path(request, allowed)
+    owner.refuse_if_draining()
+    content, data = await read_body(request, settings)
+    size = len(content) if isinstance(content, bytes) else request.content_length or 0
+    model = named_model(data)
+    await owner.reserve(state, path, data, size, model=model)
+    strip = False
+    if state.meter is not None and path == "/v1/completions" and data is not None and data.get("stream") is True:
+        if not asked_for_usage(data):  # a stream's usage, for the key's windows (cut from what the client gets)
+            content, strip = with_usage(data), True
+    try:
+        upstream = choose(owner.upstreams, request.headers.get(UPSTREAM_HEADER), model)  # type: ignore[arg-type]
+        state.upstream = upstream.name
+        await owner.hold(state, upstream, model)
+        send = partial(relay, upstream, request, path, content, settings, forwarded, model, state.meter, strip)
+        response = await owner.until_answered(send)
+    except RelayError as exc:  # refused, or failed, before the answer started
+        answered(state, exc.status)
+        raise
+    answered(state, response.status_code)
+    return response

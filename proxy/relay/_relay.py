@@ -15,6 +15,7 @@ from ..config import Settings
 from ..errors import Refused, RelayError, shutting_down, upstream_failure
 from ..limits import ClientKey, ClientLimits, LocalStore, Refusal, Store
 from ..observability import model_from_body
+from ..pricing import PriceTable
 from ..protocol import (
     JSON,
     ChatRequest,
@@ -43,10 +44,12 @@ from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, SSEBody,
 from ..transport import Pump
 from . import _passthrough as passthrough
 from ._admission import Streams
+from ._caching import CACHE_HEADER, ResponseCache, body_class
 from ._charging import answered, reserve
 from ._messages import ANTHROPIC_CLIENT, messages_models
 from ._models import merged_models
 from ._responses import keys_resting, other_protocol, read_all, relayed_headers, streaming
+from ._traced import traced
 
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
 CHAT_APIS = ("chat",)  # the upstream protocols a chat-completions request goes to
@@ -72,8 +75,12 @@ class Relay:
         store: Store | None = None,
         pump: Pump | None = None,
         count_fallback: Callable[[str, str, str], None] | None = None,
+        cache: ResponseCache | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.settings = settings
+        self.cache = cache  # the response cache (proxy/relay/_caching.py)
+        self.prices = prices if prices is not None else PriceTable()  # the models' prices (proxy/pricing.py)
         self.upstreams = upstreams
         self.streams = streams
         self.heartbeats = heartbeats
@@ -94,9 +101,13 @@ class Relay:
             raise verdict
         state.client = verdict
 
-    async def reserve(self, state: RequestState, route: str, data: dict[str, Any] | None, body_bytes: int) -> None:
-        """A client key that counts tokens: its reserve held once the body is read (proxy/relay/_charging.py)."""
-        await reserve(self.client_limits, state, route, data, body_bytes, max(0, self.settings.key_reserve_tokens))
+    async def reserve(self, state: RequestState, route: str, data: dict[str, Any] | None, body_bytes: int, *,
+                      model: str | None = None) -> None:  # fmt: skip
+        """A client key that counts tokens: its reserve held once the body is read (proxy/relay/_charging.py), in
+        money too at ``model``'s price."""
+        price = self.prices.of(model) if state.client is not None and state.client.key.money else None
+        await reserve(self.client_limits, state, route, data, body_bytes, max(0, self.settings.key_reserve_tokens),
+                      price)  # fmt: skip
 
     def refuse_if_draining(self) -> None:
         if self.streams.draining:
@@ -148,12 +159,15 @@ class Relay:
             else:
                 body = NDJSONBody(response, tap=tap, pump=pump)
         else:
+            fill = state.cache_fill  # a miss the response cache records (proxy/relay/_caching.py)
             if strip_usage:
-                body = UsageStrippedSSE(response, state, meter, tap=tap, pump=pump)
+                body = body_class(UsageStrippedSSE, fill)(response, state, meter, tap=tap, pump=pump)
             elif meter is not None:
-                body = MeteredSSE(response, meter, tap=tap, pump=pump)
+                body = body_class(MeteredSSE, fill)(response, meter, tap=tap, pump=pump)
             else:
-                body = SSEBody(response, tap=tap, pump=pump)
+                body = body_class(SSEBody, fill)(response, tap=tap, pump=pump)
+            if fill is not None:
+                body.start_recording(fill.recorder(response.headers))  # type: ignore[attr-defined]
             return self.track(state, body)
         self.streams.track_body(state, body)
         return body
@@ -178,11 +192,13 @@ class Relay:
         nothing else is tried: a stream that breaks later ends with the in-band error event."""
         candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
         upstream, response, content = await self.reach(
-            state, candidates, lambda u: lambda key, send=u.send: send(method, path, body, stream=stream, key=key)
+            state, candidates, lambda u: traced(state, u, method, path, body, stream)
         )
         status = response.status_code
         relayed = relayed_headers(response)
         relayed[UPSTREAM_HEADER] = upstream.name
+        if state.cache is not None:
+            relayed[CACHE_HEADER] = state.cache
         if content is None and stream and status == 200:
             body_iter = self.body(response, state, ndjson=ndjson, strip_usage=strip_usage)
             if ndjson:
@@ -193,6 +209,8 @@ class Relay:
             content = await read_all(response)
             if state.meter is not None:
                 state.meter.document(content)
+        if state.cache_fill is not None:
+            state.cache_fill.answered(status, response.headers, content)
         content_type = response.headers.get("content-type", JSON)
         if ndjson:
             content = content.rstrip(b"\n") + b"\n"
@@ -296,7 +314,13 @@ class Relay:
 
     async def relay_chat(self, state: RequestState, chat: ChatRequest, client_method: str, *, ndjson: bool) -> Response:
         state.model = chat.model  # for the access log
-        await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body))
+        if state.span is not None:  # the request's model and sampling parameters, on its span and its attempts
+            state.span.request(chat.data)
+        if self.cache is not None and not ndjson:  # after the key's rpm, before its reserve and any slot
+            hit = await self.cache.lookup(state, chat, self.upstreams, request.headers.get("cache-control"))
+            if hit is not None:
+                return hit
+        await self.reserve(state, "/v1/chat/completions", chat.data, len(chat.body), model=chat.model)
         try:
             response = await self._relay_chat(state, chat, client_method, ndjson=ndjson)
         except RelayError as exc:  # refused, or failed, before the answer started
@@ -363,28 +387,4 @@ class Relay:
 
     async def pass_through(self, allowed: Any, forwarded: frozenset[bytes]) -> Response:
         """Every other /v1/* endpoint, both bodies streamed (proxy/relay/_passthrough.py)."""
-        state = request.scope[STATE]
-        settings = self.settings
-        path = passthrough.checked_path(request, allowed)
-        self.refuse_if_draining()
-        content, data = await passthrough.read_body(request, settings)
-        size = len(content) if isinstance(content, bytes) else request.content_length or 0
-        await self.reserve(state, path, data, size)
-        strip = False
-        if state.meter is not None and path == "/v1/completions" and data is not None and data.get("stream") is True:
-            if not asked_for_usage(data):  # a stream's usage, for the key's windows (cut from what the client gets)
-                content, strip = with_usage(data), True
-        named = request.headers.get(passthrough.UPSTREAM_HEADER)
-        model = passthrough.named_model(data)
-        try:
-            upstream = passthrough.choose(self.upstreams, named, model)  # type: ignore[arg-type]
-            state.upstream = upstream.name
-            await self.hold(state, upstream, model)
-            relay = partial(passthrough.relay, upstream, request, path, content, settings, forwarded, model,
-                            state.meter, strip)  # fmt: skip
-            response = await self.until_answered(relay)
-        except RelayError as exc:  # refused, or failed, before the answer started
-            answered(state, exc.status)
-            raise
-        answered(state, response.status_code)
-        return response
+        return await passthrough.serve(self, request, allowed, forwarded)

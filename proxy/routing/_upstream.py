@@ -127,15 +127,18 @@ class Upstream(_ClosedOnExit):
 
     async def send(
         self, method: str, path: str, body: bytes | None = None, *, stream: bool = False, key: Key | None = None,
-        extra: list[tuple[bytes, bytes]] | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None, trace: Mapping[str, str] | None = None,
     ) -> httpx.Response:  # fmt: skip
         """Send and return once the response headers are in; the caller reads and closes the body. ``extra``: more
-        request headers (an Anthropic client's ``anthropic-version``)."""
+        request headers (an Anthropic client's ``anthropic-version``); ``trace``: the W3C trace context headers to
+        send (proxy/relay/_traced.py)."""
         headers = list(self._headers)
         if key is not None:
             headers.append(self._credential(key))
         if extra:
             headers += extra
+        if trace:
+            headers.extend((name.encode(), value.encode()) for name, value in trace.items())
         if body is not None:
             headers.append((b"content-type", b"application/json"))
         headers.append((b"accept", b"text/event-stream" if stream else b"application/json"))
@@ -153,12 +156,16 @@ class Upstream(_ClosedOnExit):
         headers: list[tuple[bytes, bytes]],
         content: bytes | AsyncIterable[bytes],
         key: Key | None,
+        trace: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """A pass-through request: ``target`` (path and query below the base URL) with the client's own
-        headers (already filtered) and body, streamed when ``content`` is an async iterable."""
+        headers (already filtered) and body, streamed when ``content`` is an async iterable; ``trace`` as for
+        :meth:`send`."""
         headers = [*headers, *self._headers]
         if key is not None:
             headers.append(self._credential(key))
+        if trace:
+            headers.extend((name.encode(), value.encode()) for name, value in trace.items())
         return await self._send(httpx.Request(method, httpx.URL(self.base + target), headers=headers, content=content))
 
     def _credential(self, key: Key) -> tuple[bytes, bytes]:

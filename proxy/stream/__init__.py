@@ -1,11 +1,12 @@
 """The stream relay: response bodies that move upstream events to the client (iterated on the ASGI path, or
 relaying themselves with the writer the edge hands them), their usage-metering variants, the Messages bodies
-(native and translated), and the heartbeats."""
+(native and translated), their recorded variants (for the response cache), and the heartbeats."""
 
 from ._bodies import PING, NDJSONBody, SSEBody
 from ._heartbeat import Heartbeats
 from ._messages import NativeMessagesSSE, TranslatedMessagesSSE, reported
 from ._metered import MeteredNDJSON, MeteredSSE, UsageStrippedSSE
+from ._recording import Recorder, recorded
 
 __all__ = [
     "Heartbeats",
@@ -14,8 +15,10 @@ __all__ = [
     "NDJSONBody",
     "NativeMessagesSSE",
     "PING",
+    "Recorder",
     "SSEBody",
     "TranslatedMessagesSSE",
     "UsageStrippedSSE",
     "reported",
+    "recorded",
 ]

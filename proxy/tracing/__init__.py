@@ -2,6 +2,7 @@
 W3C ``traceparent`` taken from the client and passed upstream. The SDK (the ``otel`` extra) is loaded only when
 tracing is on."""
 
+from ._answer import answer_of
 from ._sdklog import SDKLines
 from ._spans import (
     FIRST_CHUNK,
@@ -20,16 +21,17 @@ from ._w3c import (
     format_traceparent,
     parse_headers,
     parse_traceparent,
+    propagated,
     traces_url,
     tracing_options,
 )
 
 __all__ = [
+    "answer_of",
     "FIRST_CHUNK",
     "PROVIDERS",
     "AttemptSpan",
     "Parent",
-    "SDKLines",
     "SDKLines",
     "ServerSpan",
     "Tracing",
@@ -39,6 +41,7 @@ __all__ = [
     "format_traceparent",
     "parse_headers",
     "parse_traceparent",
+    "propagated",
     "provider_name",
     "request_attributes",
     "traces_url",

@@ -207,6 +207,17 @@ class ServerSpan:
         """Sampled: its attributes and events go to the collector."""
         return self._span.is_recording()
 
+    def request(self, data: Mapping[str, Any]) -> None:
+        """The parsed chat body, once the relay read it: its model on this span, its ``gen_ai.request.*`` attributes
+        on every attempt started from now on (read only when sampled)."""
+        if not self._span.is_recording():
+            return
+        self._asked = asked = request_attributes(data)
+        server = {"gen_ai.operation.name": OPERATION}
+        if "gen_ai.request.model" in asked:
+            server["gen_ai.request.model"] = asked["gen_ai.request.model"]
+        self._span.set_attributes(server)
+
     @property
     def trace_id(self) -> str:
         """The trace's id in hex (32 characters), for a log line that points at the trace."""
@@ -253,25 +264,30 @@ class ServerSpan:
         self._attempts.append(handle)
         return handle
 
-    def first_chunk(self) -> None:
-        """The first chunk of the answer went to the client: an event on the span (its time is the TTFC)."""
+    def first_chunk(self, at_ns: int | None = None) -> None:
+        """The first chunk of the answer went to the client: an event on the span (its time is the TTFC);
+        ``at_ns``: when it went (Unix ns), if not now."""
         if not self._first:
             self._first = True
-            self._span.add_event(FIRST_CHUNK)
+            self._span.add_event(FIRST_CHUNK, timestamp=at_ns)
 
     def end(self, status: int | None, *, model: str | None = None, input_tokens: int | None = None,
             output_tokens: int | None = None, finish_reasons: str | Iterable[str] | None = None,
             error_type: str | None = None, response_id: str | None = None,
-            attributes: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+            attributes: Mapping[str, Any] | None = None, route: str | None = None) -> None:  # fmt: skip
         """End the request's span when its response ended (last byte, error, or the client left): ``status`` the
         HTTP status the client got (None: none was sent); ``model``, tokens, ``finish_reasons``, ``response_id``
         from the answer; ``error_type`` the relay's error kind (``upstream_timeout``, ``client_disconnected``, ...)
         when it failed. The attempt still open, the one whose answer was relayed, ends here too and carries the
-        answer's attributes; with none open (an answer from the cache, a refusal) this span carries them."""
+        answer's attributes; with none open (an answer from the cache, a refusal) this span carries them. ``route``:
+        the URL rule that matched, when it is not the path the span was named by (``/v1/<path:rest>``)."""
         if self._ended:
             return
         self._ended = True
         span = self._span
+        if route is not None and span.is_recording():
+            span.update_name(f"{span.attributes.get('http.request.method', '')} {route}".strip())
+            span.set_attribute("http.route", route)
         open_attempts = [attempt for attempt in self._attempts if not attempt.ended]
         if not span.is_recording():
             for attempt in open_attempts:

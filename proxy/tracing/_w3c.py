@@ -115,3 +115,16 @@ def parse_headers(text: str) -> dict[str, str]:
             raise ValueError("otel_headers: expected name=value pairs separated by commas")
         out[name.lower()] = unquote(value.strip())
     return out
+
+
+def propagated(traceparent: str | None, tracestate: str | None = None) -> dict[str, str] | None:
+    """The client's trace context to pass upstream unchanged when the relay does not trace (W3C Trace Context: a
+    proxy that takes no part in a trace still propagates it): a valid ``traceparent`` as it came and its
+    ``tracestate`` when usable; None when there is none or it is invalid (an invalid one is not passed on)."""
+    parent = parse_traceparent(traceparent, tracestate)
+    if parent is None:
+        return None
+    out = {"traceparent": traceparent.strip(" \t")}  # type: ignore[union-attr]
+    if parent.tracestate is not None:
+        out["tracestate"] = parent.tracestate
+    return out

@@ -4,6 +4,7 @@ the report, and recomputing every figure from the committed per-request files.""
 import gzip
 import json
 import random
+from pathlib import Path
 
 import pytest
 import trio
@@ -281,3 +282,26 @@ def test_a_redraw_keeps_the_machine_facts_the_runs_were_measured_on(tmp_path):
     readme_text = (tmp_path / "README.md").read_text()
     assert "- date (UTC): 2026-01-01 00:00" in readme_text and "- fd limit (soft, hard): (20000, 20000)" in readme_text
     assert (tmp_path / "cpu-per-chunk.png").exists() and (tmp_path / "token-rate-ttfc.png").exists()
+
+
+def test_the_operated_variants_start_the_relay_with_their_feature_on(tmp_path):
+    import httpx
+
+    from proxy.pricing import price_table
+    from proxy.routing import load_settings
+
+    assert {"moonrelay-traced", "moonrelay-cached", "moonrelay-priced", "moonrelay-spend"} <= set(TARGETS)
+    assert not {"moonrelay-traced", "moonrelay-cached"} & set(DEFAULT_TARGETS)
+    settings = {}
+    for name in ("moonrelay-cached", "moonrelay-priced", "moonrelay-spend"):
+        argv = PEERS[name].launch(SIM, tmp_path / name, 1, 100).argv
+        flags = _pairs(argv)
+        settings[name] = load_settings({"api_keys_file": flags.get("--api-keys-file")}, {}, flags["--config"])
+    assert settings["moonrelay-cached"].upstreams[0]["cache"] is True
+    assert price_table(settings["moonrelay-priced"]).of("moonshot-v1-8k") is not None
+    assert "budget=$" in Path(settings["moonrelay-spend"].api_keys_file).read_text()
+    traced = PEERS["moonrelay-traced"].launch(SIM, tmp_path, 1, 100)
+    assert traced.env["MOONRELAY_OTEL_SAMPLE_RATIO"] == "1"
+    # The collector answers an export (an empty one) with 200.
+    assert httpx.post(traced.env["MOONRELAY_OTEL_ENDPOINT"] + "/v1/traces", content=b"").status_code == 200
+    PEERS["moonrelay-traced"]._sink.communicate(timeout=30)

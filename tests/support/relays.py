@@ -1,5 +1,5 @@
 """Relays as the shared-state tests run them: ``python -m proxy`` child processes, the config file of one capped
-upstream, and what the relay's /metrics says of its state backend."""
+upstream, what the relay's /metrics says of its state backend, and a wait until its calls are settled."""
 
 from __future__ import annotations
 
@@ -47,3 +47,11 @@ async def wait_backend(client: httpx.AsyncClient, root: str, up: float, within_s
     while scrape((await client.get(root + "/metrics")).text, "moonrelay_state_backend_up") != up:
         assert time.monotonic() < deadline, f"moonrelay_state_backend_up never became {up}"
         await trio.sleep(0.05)  # noqa: ASYNC110 - polling another process's metrics
+
+
+async def settled(client: httpx.AsyncClient, root: str) -> None:
+    """Until every call but the probe has ended, so its charge is in the windows and its answer in the cache
+    (``/healthz`` counts calls until they are settled)."""
+    with trio.fail_after(5):
+        while (await client.get(root + "/healthz")).json()["in_flight"] > 1:  # noqa: ASYNC110 - another process's count
+            await trio.sleep(0.01)

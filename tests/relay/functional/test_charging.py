@@ -19,6 +19,7 @@ import trio
 import proxy.edge._server
 from proxy.limits import LocalStore
 from tests.conftest import start_relay
+from tests.support.relays import settled
 from tests.support.scripted import ScriptedServer, read_request
 
 KEY = "mr-web-0123456789"
@@ -96,13 +97,6 @@ def sse(*events: dict | str) -> bytes:
 def pieces(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
-
-async def settled(client: httpx.AsyncClient, root: str) -> None:
-    """Until every call but the probe has ended, so its charge is in the windows (``/healthz`` counts calls until
-    they are settled)."""
-    with trio.fail_after(5):
-        while (await client.get(root + "/healthz")).json()["in_flight"] > 1:  # noqa: ASYNC110 - another process's count
-            await trio.sleep(0.01)
 
 
 def used_tokens(response: httpx.Response, tpm: int) -> int:

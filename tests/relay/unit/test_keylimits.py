@@ -3,12 +3,13 @@ LocalStore on a fake clock (proxy/limits/_keylimits.py), the headers' formats, t
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
 
 from proxy import auth
-from proxy.auth import load_client_keys
+from proxy.auth import KeySource, load_client_keys
 from proxy.config import Settings
 from proxy.limits import (
     ClientKey,
@@ -89,6 +90,28 @@ def test_a_bad_keys_file_is_refused_without_showing_a_key(tmp_path):
     path.unlink()
     with pytest.raises(KeysFileError):
         load_client_keys(Settings(api_keys_file=str(path)))
+
+
+def test_with_the_admin_api_the_file_and_the_managed_keys_are_in_force_together(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text("sk-one name=one\n")
+    source = KeySource(Settings(api_keys_file=str(path)), managed=True)
+    assert source.current.identify("sk-one").usage  # every key's usage counted: the admin API reads it
+    managed = ClientKey(id="m", label="managed", rpm=5, usage=True)
+    same = ClientKey(id="x", label="shadowed", rpm=9, usage=True)
+    source.set_managed([(hashlib.sha256(b"sk-managed").digest(), managed), (hashlib.sha256(b"sk-one").digest(), same)])
+    assert source.current.identify("sk-managed") == managed
+    assert source.current.identify("sk-one").label == "one"  # a key in both is the file's
+    path.write_text("sk-two name=two\n")
+    settings = Settings(api_keys_file=str(path))
+    source.swap_file(settings, load_client_keys(settings, required=False))  # a reload: the managed keys kept
+    assert source.current.identify("sk-two").label == "two"
+    assert source.current.identify("sk-one") == same  # the file no longer holds it: the API's digest is in force
+    assert source.current.identify("sk-managed") == managed
+    source.set_managed([])
+    assert source.current is not None and source.current.identify("sk-managed") is None
+    empty = KeySource(Settings(metrics_auth="on"), managed=True)  # no key yet: closed, not open
+    assert empty.current is not None and empty.current.identify("anything") is None
 
 
 def test_a_file_that_changes_while_it_is_read_is_refused_until_it_holds_still(tmp_path, monkeypatch):
