@@ -1,5 +1,4 @@
-"""The observability shell: one ASGI layer around the app for request ids, access logs, metrics,
-readiness, CORS and the demo page.
+"""The request lifecycle: one ASGI layer around the app (request ids, access log, metrics, traces, readiness, CORS).
 
     client ─▶ Observer ─▶ Quart app         (the Observer also counts the call in the worker's Streams)
               │ answers itself: GET /readyz, GET /metrics, GET / (demo), OPTIONS preflights
