@@ -156,7 +156,13 @@ class WorkerLoad:
         return first
 
     async def _slot(self, index: int, start_ns: int) -> None:
-        await trio.sleep_until(self._trio_time(start_ns))
+        # A slot already due goes straight on (a checkpoint only if cancelled): trio.sleep_until on a past
+        # deadline wakes each slot by a cancellation, a scheduler pass before any of them starts its session
+        # (results/PERF-LOG.md, "load generator: first chunks read late").
+        if start_ns > now_ns():
+            await trio.sleep_until(self._trio_time(start_ns))
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         slot = ConnectionSlot()
         intended = start_ns
         seq = 0
