@@ -20,6 +20,7 @@ asked to close) :meth:`Connection.next_cycle` readies it for the next request on
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 import struct
@@ -110,6 +111,27 @@ async def _resolve(endpoint: Endpoint) -> tuple[int, tuple]:
     return found
 
 
+async def _connect(family: int, addr: tuple) -> trio.socket.SocketType:
+    """A non-blocking connect to an address resolved already: what ``trio.socket.socket().connect`` does, less
+    its per-call address resolution and the scheduler pass that follows it (results/PERF-LOG.md, "load
+    generator: first chunks read late"). A checkpoint; the socket is closed on any failure."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        if err == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            await trio.lowlevel.checkpoint()
+        if err:
+            raise OSError(err, f"Error connecting to {addr!r}: {os.strerror(err)}")
+        return trio.socket.from_stdlib_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def _syn_retransmits(stream: trio.SocketStream) -> int:
     if _TCP_INFO is None:
         return 0
@@ -138,11 +160,9 @@ async def open_connection(
     family, addr = await _resolve(endpoint)
     attempt = 0
     while True:
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
-            await sock.connect(addr)
+            sock = await _connect(family, addr)
         except OSError as exc:
-            sock.close()
             if exc.errno not in _RETRYABLE_ERRNOS or attempt >= retries:
                 raise ConnectFailed(f"connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
             attempt += 1
@@ -150,9 +170,6 @@ async def open_connection(
                 on_retry(1)
             await trio.sleep(retry_delay_s * 2 ** (attempt - 1))
             continue
-        except BaseException:
-            sock.close()
-            raise
         break
     stream: trio.abc.Stream = trio.SocketStream(sock)
     if on_retry is not None:
