@@ -13,6 +13,9 @@ response headers arrived (``sent_ns``, ``headers_ns``, from the common start), a
 body read: the sim's send stamp of the first chunk is read from them after the run, never on the timed path,
 giving the first-chunk read lag (``read_lag_ns``: the client's first-chunk stamp minus the sim's send stamp).
 
+``--start-at UNIX_SECONDS`` starts all N at that instant of the wall clock instead of at once, so that another
+client on the same host (``loadtest --shard 0/1 --start-at``) can start with it.
+
 ``python -m bench.rawclient --url http://127.0.0.1:PORT/v1 -c 500`` prints one JSON object: every session's
 TTFC in ns both ways, its phase stamps and read lag (None: the session failed, or no stamp), the process's CPU
 seconds and the wall time.
@@ -86,13 +89,17 @@ async def session(host: str, port: int, path: str, api_key: str | None = None) -
     return Phases(t0, sent, got_headers, first, first_data)
 
 
-async def run_phased(url: str, n: int, api_key: str | None = None) -> tuple[int, list[Phases | None]]:
-    """``n`` concurrent sessions; the instant all were due and each one's phases (None where it failed)."""
+async def run_phased(url: str, n: int, api_key: str | None = None,
+                     start_ns: int | None = None) -> tuple[int, list[Phases | None]]:
+    """``n`` concurrent sessions, due at once at ``start_ns`` (``time.monotonic_ns()``; None: now); the
+    instant all were due and each one's phases (None where it failed)."""
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     path = u.path.rstrip("/") + "/chat/completions"
     out: list[Phases | None] = [None] * n
-    due = time.monotonic_ns()
+    if start_ns is not None:
+        await trio.sleep((start_ns - time.monotonic_ns()) / 1e9)
+    due = time.monotonic_ns() if start_ns is None else start_ns
 
     async def one(i: int) -> None:
         try:
@@ -134,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", required=True, help="base URL ending in /v1")
     p.add_argument("-c", "--concurrency", type=int, default=100)
     p.add_argument("--api-key")
+    p.add_argument("--start-at", type=float, metavar="UNIX_SECONDS",
+                   help="start when the wall clock reads this (another client on this host started alike)")
     args = p.parse_args(argv)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    due, phases = trio.run(run_phased, args.url, args.concurrency, args.api_key)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    start_ns = None
+    if args.start_at is not None:
+        start_ns = time.monotonic_ns() + round(args.start_at * 1e9) - time.time_ns()
+    cpu0 = time.process_time()
+    due, phases = trio.run(run_phased, args.url, args.concurrency, args.api_key, start_ns)
+    cpu, wall = time.process_time() - cpu0, (time.monotonic_ns() - due) / 1e9  # the wall time from the start
     print(json.dumps({**describe(due, phases), "cpu_s": cpu, "wall_s": wall}))
     return 0
 

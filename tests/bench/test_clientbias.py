@@ -52,6 +52,9 @@ def test_goal_met_within_ten_ms_unless_told_otherwise():
     assert "p50 within 10 ms (pooled): met" in render(result) and "p99 within 10 ms (pooled): met" in render(result)
     strict = summarize([], {"loadtest": [1009.0], "raw": [1000.0]}, command="c", concurrency=1, ttft_s=1.0, goal_ms=5)
     assert "p50 within 5 ms (pooled): missed by 4.0 ms" in render(strict)
+    # One-sided: a load generator that reads first chunks earlier than the reference adds nothing of its own.
+    earlier = summarize([], {"loadtest": [980.0], "raw": [1000.0]}, command="c", concurrency=1, ttft_s=1.0)
+    assert "p50 within 10 ms (pooled): met (loadtest 20.0 ms earlier)" in render(earlier)
 
 
 def test_phases_of_both_clients_are_compared_pooled_and_by_the_median_of_the_repeats():

@@ -1,5 +1,6 @@
 """bench/rawclient.py against an in-process sim over real sockets: its TTFC is never below the sim's TTFT."""
 
+import time
 from functools import partial
 
 from bench.rawclient import describe, run_phased, run_sessions, sim_send_ns
@@ -45,3 +46,11 @@ def test_sim_send_stamp_is_read_from_the_first_events_bytes():
     assert sim_send_ns(b'data: {"id":"x","choices":[]}\n\n') is None
     assert describe(0, [None]) == {"ttfc_ns": [None], "ttfc_own_ns": [None], "sent_ns": [None],
                                    "headers_ns": [None], "read_lag_ns": [None]}
+
+
+async def test_sessions_wait_for_a_start_given_ahead(nursery):
+    server = await nursery.start(partial(serve_sim, SimConfig(port=0, ttft=0, chunks=1, interval=0)))
+    start = time.monotonic_ns() + 200_000_000
+    due, phases = await run_phased(server.url, 3, start_ns=start)
+    assert due == start
+    assert all(p is not None and p.start >= start for p in phases)
