@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from loadtest.client import now_ns
+from loadtest.gcpauses import quiet_collector
 from loadtest.progress import LiveStats
 from loadtest.record import ProcessUsage, RunData, SessionRecord
 from loadtest.shapes import LoadConfig, WorkerLoad
@@ -109,7 +110,8 @@ class Runner:
                 break
             self.live.phase = target if len(self.phases()) > 1 else ""
             if self.workers == 1:
-                results = [await self._run_here(target, url)]
+                with quiet_collector():
+                    results = [await self._run_here(target, url)]
                 role = "loadtest"
             else:
                 results = await self._run_children(target, url)

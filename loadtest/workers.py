@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from loadtest.client import now_ns
+from loadtest.gcpauses import quiet_collector
 from loadtest.progress import LiveStats
 from loadtest.record import SessionRecord
 from loadtest.shapes import LoadConfig, WorkerLoad
@@ -142,7 +143,8 @@ def worker_main() -> int:
         return 130  # stopped before the start: nothing was recorded
     if not line.strip():
         return 1  # the parent gave up before the start
-    result = trio.run(_worker_async, cfg, target, url, job["worker"], job["workers"], int(line), True)
+    with quiet_collector():
+        result = trio.run(_worker_async, cfg, target, url, job["worker"], job["workers"], int(line), True)
     tmp = job["out"] + ".tmp"
     with open(tmp, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
