@@ -356,8 +356,16 @@ class Connection:
             h.start_next_cycle()
 
     async def aclose(self) -> None:
-        # Close without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
-        await trio.aclose_forcefully(self._stream)
+        """Close without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
+
+        The socket is closed at once, then one checkpoint that no cancellation interrupts: trio's
+        ``aclose_forcefully`` gets the same by cancelling a scope, which raises and catches a ``Cancelled`` per
+        connection (results/PERF-LOG.md, "load generator: first chunks read late")."""
+        if self.socket is None:  # pragma: no cover - every stream the client opens has a socket at its bottom
+            await trio.aclose_forcefully(self._stream)
+            return
+        self.socket.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 def now_ns() -> int:
