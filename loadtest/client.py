@@ -355,16 +355,19 @@ class Connection:
         if h.our_state is h11.DONE:
             h.start_next_cycle()
 
-    async def aclose(self) -> None:
-        """Close without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
+    def close(self) -> None:
+        """Close now, without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
 
-        The socket is closed at once, then one checkpoint that no cancellation interrupts: trio's
+        Synchronous, so a caller that must close whatever happens needs no shielded cancel scope; trio's
         ``aclose_forcefully`` gets the same by cancelling a scope, which raises and catches a ``Cancelled`` per
-        connection (results/PERF-LOG.md, "load generator: first chunks read late")."""
-        if self.socket is None:  # pragma: no cover - every stream the client opens has a socket at its bottom
-            await trio.aclose_forcefully(self._stream)
-            return
+        connection (results/PERF-LOG.md, "load generator: first chunks read late"). Every stream this client
+        opens has a socket at its bottom (TLS included): closing it ends the stream."""
+        assert self.socket is not None
         self.socket.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then one checkpoint that no cancellation interrupts."""
+        self.close()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
 

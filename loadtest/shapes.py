@@ -176,8 +176,7 @@ class WorkerLoad:
                 intended = rec.end_ns  # the slot is free again: the next session is due now
                 seq += 1
         finally:
-            with trio.CancelScope(shield=True):
-                await slot.aclose()
+            slot.close()
 
     async def _closed_loop(self, nursery: trio.Nursery) -> None:
         n = self.cfg.concurrency
@@ -237,6 +236,5 @@ class WorkerLoad:
                     else:
                         await self._closed_loop(nursery)
             finally:
-                with trio.CancelScope(shield=True):
-                    for slot in pool:
-                        await slot.aclose()
+                for slot in pool:
+                    slot.close()
