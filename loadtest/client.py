@@ -111,7 +111,7 @@ async def _resolve(endpoint: Endpoint) -> tuple[int, tuple]:
     return found
 
 
-async def _connect(family: int, addr: tuple) -> trio.socket.SocketType:
+async def _connect(family: int, addr: tuple) -> socket.socket:
     """A non-blocking connect to an address resolved already: what ``trio.socket.socket().connect`` does, less
     its per-call address resolution and the scheduler pass that follows it (results/PERF-LOG.md, "load
     generator: first chunks read late"). A checkpoint; the socket is closed on any failure."""
@@ -126,7 +126,7 @@ async def _connect(family: int, addr: tuple) -> trio.socket.SocketType:
             await trio.lowlevel.checkpoint()
         if err:
             raise OSError(err, f"Error connecting to {addr!r}: {os.strerror(err)}")
-        return trio.socket.from_stdlib_socket(sock)
+        return sock
     except BaseException:
         sock.close()
         raise
@@ -161,7 +161,7 @@ async def open_connection(
     attempt = 0
     while True:
         try:
-            sock = await _connect(family, addr)
+            raw = await _connect(family, addr)
         except OSError as exc:
             if exc.errno not in _RETRYABLE_ERRNOS or attempt >= retries:
                 raise ConnectFailed(f"connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
@@ -171,7 +171,7 @@ async def open_connection(
             await trio.sleep(retry_delay_s * 2 ** (attempt - 1))
             continue
         break
-    stream: trio.abc.Stream = trio.SocketStream(sock)
+    stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
     if on_retry is not None:
         syn = _syn_retransmits(stream)  # type: ignore[arg-type]
         if syn:
@@ -184,17 +184,19 @@ async def open_connection(
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             await trio.aclose_forcefully(stream)
             raise ConnectFailed(f"TLS handshake with {endpoint.host}: {exc}") from exc
-        stream = tls
-    return Connection(stream)
+        return Connection(tls)
+    return Connection(stream, raw)
 
 
 class Connection:
     """One HTTP/1.1 connection: bytes between a trio stream and an h11 client state machine."""
 
-    __slots__ = ("_stream", "socket", "_h11", "requests", "_chunked", "_keep_alive", "_pending")
+    __slots__ = ("_stream", "_raw", "socket", "_h11", "requests", "_chunked", "_keep_alive", "_pending")
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, raw: socket.socket | None = None) -> None:
+        """``raw``: the plain TCP socket under ``stream``, when there is no TLS between: read directly."""
         self._stream = stream
+        self._raw = raw
         transport = stream
         while isinstance(transport, trio.SSLStream):
             transport = transport.transport_stream
@@ -219,12 +221,32 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionReset(f"send: {exc}") from exc
 
-    async def _receive(self) -> None:
+    async def _read(self) -> bytes:
+        """Up to RECEIVE_SIZE bytes (b"": the peer closed). On a plain socket, what trio's
+        ``SocketStream.receive_some`` does, without its layers (conflict detector, wrappers, context managers):
+        a third of the per-read cost of a session in the load generator (results/PERF-LOG.md, "load generator:
+        first chunks read late"). A checkpoint either way."""
+        raw = self._raw
         try:
-            data = await self._stream.receive_some(RECEIVE_SIZE)
+            if raw is None:
+                return await self._stream.receive_some(RECEIVE_SIZE)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = raw.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    try:
+                        return raw.recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        pass
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionReset(f"receive: {exc}") from exc
-        self._h11.receive_data(data)  # b"" tells h11 the peer closed
+
+    async def _receive(self) -> None:
+        self._h11.receive_data(await self._read())  # b"" tells h11 the peer closed
 
     async def receive_response(self) -> h11.Response:
         """Read up to and including the status line and headers of the (final) response."""
@@ -285,10 +307,7 @@ class Connection:
                     if out:
                         return out, False
                 while True:
-                    try:
-                        data = await self._stream.receive_some(RECEIVE_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        raise ConnectionReset(f"receive: {exc}") from exc
+                    data = await self._read()
                     if not data:
                         self._keep_alive = False
                         raise ConnectionReset("peer closed connection without sending complete message body")
