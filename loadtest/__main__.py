@@ -1,9 +1,12 @@
 """``loadtest`` / ``python -m loadtest``: measure streaming chat sessions through the relay.
 
-``loadtest --concurrency N [options]`` runs a load (the default command); ``loadtest report
-DIR/result.json`` re-renders a report; ``loadtest compare A.json B.json`` prints two runs side by side.
-Exit status: 0 when every measured session completed, 1 when some failed, 130 when interrupted,
-2 for usage errors.
+``loadtest --concurrency N [options]`` runs a load (the default command); ``loadtest --sweep concurrency|rate
+--sweep-slo ...`` finds the largest load that meets the objectives (:mod:`loadtest.sweeprun`); ``loadtest report
+DIR/result.json`` (or ``DIR/sweep.json``) re-renders a report; ``loadtest compare A.json B.json`` prints two runs
+side by side.
+Exit status: 0 when the failed share of the measured sessions is at most ``--max-failed-ratio`` (default 0:
+every session completed), 1 when more failed or none was measured, 130 when interrupted, 2 for usage errors.
+A sweep exits 0 when some load met every objective in all its runs, else 1.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
@@ -23,6 +27,7 @@ from loadtest.embedded import SimProfile
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
 from loadtest.workload import Distribution, Prompt, Workload, load_dataset, parse_distribution
+from wire import ArgumentParser
 
 DEFAULT_PROFILE = SimProfile()
 _DESCRIPTION = (
@@ -39,7 +44,8 @@ _DESCRIPTION = (
 )
 _EPILOG = """\
 subcommands:
-  loadtest report DIR/result.json     re-render report.md and the plots from a result
+  loadtest report DIR/result.json     re-render report.md, report.html and the plots from a result
+  loadtest report DIR/sweep.json      the same for a sweep
   loadtest compare A.json B.json      print two results side by side
   loadtest merge DIR...               merge the results of --shard runs into one
   loadtest coordinate --bind HOST:PORT --shards N   the shards' barrier and clock reference
@@ -49,6 +55,7 @@ examples:
   loadtest --concurrency 1000 --baseline                # also measure the sim directly: relay overhead
   loadtest --url http://127.0.0.1:8117/v1 -c 200 --duration 30 --slo ttfc=500ms,e2e=10s
   loadtest --url http://127.0.0.1:8117/v1 --rate 50 --max-concurrency 2000 --requests 5000
+  loadtest --sweep concurrency --steps 50..1600 --step-duration 15s --sweep-slo ttft_p99=2s,itl_p99=500ms,errors=1%
 """
 
 
@@ -56,6 +63,13 @@ def _positive_int(s: str) -> int:
     v = int(s)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {s}")
+    return v
+
+
+def _ratio(s: str) -> float:
+    v = float(s.strip().removesuffix("%")) / (100 if s.strip().endswith("%") else 1)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (or 0% and 100%): {s}")
     return v
 
 
@@ -126,8 +140,20 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
                     seed=args.seed)
 
 
+def check_url(url: str) -> str | None:
+    """What is wrong with a target's base URL (``http[s]://HOST[:PORT]/...``), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected http://HOST:PORT/v1 or https://..."
+    try:
+        parts.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="loadtest", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -182,9 +208,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--interval", type=_seconds,
                    help=f"seconds between chunks (default {DEFAULT_PROFILE.interval_s:g})")
 
+    w = p.add_argument_group("sweep: the largest load that meets the objectives (docs/loadtest.md, 'Finding the knee')")
+    w.add_argument("--sweep", choices=("concurrency", "rate"),
+                   help="climb closed-loop concurrency steps or open-loop rate steps, refine around the first that "
+                   "breaks an objective, repeat it; needs --sweep-slo")
+    w.add_argument("--steps", help="the loads to climb: 10,20,40 or FIRST..LAST[xFACTOR] (default doubling: "
+                   f"{DEFAULT_STEPS['concurrency']} concurrent, {DEFAULT_STEPS['rate']} per second)")
+    w.add_argument("--step-duration", type=_seconds, default=20.0,
+                   help="how long each step starts sessions (default 20 s); --warmup and --ramp-up apply per step")
+    w.add_argument("--sweep-slo", metavar="OBJECTIVES",
+                   help="what every step must meet: FIGURE_pN=DURATION (ttft, ttfc, itl, tpot, gap, e2e; p50, p90, "
+                   "p95, p99, p99.9), errors=RATIO, goodput=RATIO or goodput=N/s; e.g. "
+                   "ttft_p99=2s,itl_p99=200ms,errors=1%%,goodput=95%%")
+    w.add_argument("--repeats", type=_positive_int, default=3, help="runs of the answer and of the first failing "
+                   "load, for their spread (default 3)")
+    w.add_argument("--refine", type=int, default=4, help="bisection steps between pass and fail (default 4)")
+    w.add_argument("--max-runs", type=_positive_int, default=30, help="runs in all, at most (default 30)")
+    w.add_argument("--resolution", type=float, default=0.1,
+                   help="rate sweeps: stop refining when fail/pass is within this (default 0.1)")
+    w.add_argument("--no-probe", action="store_true", help="no raw probe beside each step")
+
     o = p.add_argument_group("output")
     o.add_argument("--out", help="output directory (default results/<UTC timestamp>-c<N>/)")
     o.add_argument("--slo", type=parse_slo, help="goodput SLO, e.g. ttfc=500ms,e2e=10s[,gap=1s]")
+    o.add_argument("--max-failed-ratio", type=_ratio, default=0.0, metavar="R",
+                   help="exit 1 when more than this share of the measured sessions failed (default 0: any; "
+                   "e.g. 0.01 or 1%%)")
     o.add_argument("--no-save-requests", action="store_true", help="skip requests.jsonl")
     o.add_argument("--quiet", action="store_true", help="no live progress")
     o.add_argument("--metrics-bind", metavar="HOST:PORT", type=_bind,
@@ -192,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(port 0: any free port, printed)")
     shards.add_arguments(p)
     return p
+
+
+DEFAULT_STEPS = {"concurrency": "10..5120", "rate": "1..512"}
+SWEEP_MAX_OPEN = 10_000  # a rate sweep's cap on open sessions unless --max-concurrency says otherwise
 
 
 def _ramp_default(n: int) -> float:
@@ -221,6 +274,21 @@ def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
 # The embedded sim's gap between tokens when the workload sets output lengths: 20 tokens/s per stream, a hosted
 # model's pace, instead of the default profile's 12 s between its 6 chunks (256 tokens would take 51 minutes).
 SHAPED_INTERVAL_S = 0.05
+
+
+def step_config(args: argparse.Namespace, url: str, mode: str, load: float) -> LoadConfig:
+    """One sweep step: the run's own configuration at ``load`` for ``--step-duration``."""
+    cfg = config_from_args(args, url)
+    cfg.requests, cfg.duration_s = None, args.step_duration
+    if mode == "concurrency":
+        n = int(load)
+        cfg.concurrency, cfg.rate = n, None
+        cfg.ramp_up_s = args.ramp_up if args.ramp_up is not None else min(_ramp_default(n), args.step_duration / 2)
+    else:
+        cfg.rate = load
+        cfg.max_concurrency = args.max_concurrency or SWEEP_MAX_OPEN
+        cfg.ramp_up_s = 0.0
+    return cfg
 
 
 def _profile(args: argparse.Namespace) -> SimProfile:
@@ -267,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate needs --requests or --duration")
     if args.requests is not None and args.duration is not None:
         parser.error("--requests and --duration exclude each other")
+    for flag, url in (("--url", args.url), ("--baseline-url", args.baseline_url)):
+        problem = url and check_url(url)
+        if problem:
+            parser.error(f"{flag} {url!r}: {problem}")
     if args.baseline and args.url and not args.baseline_url:
         parser.error("--baseline with --url needs --baseline-url (the sim's /v1 URL)")
     if args.input_tokens is not None and args.prompts:
@@ -279,20 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     shards.check_arguments(parser, args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.sweep:
+        return _sweep_main(parser, args, argv, Path(args.out or f"results/{stamp}-sweep-{args.sweep}"))
     shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
     out_dir = Path(args.out or f"results/{stamp}-c{args.concurrency}{shard}")
-    try:
-        run = trio.run(_run_any, args, argv, out_dir)
-    except Exception as exc:  # startup failures of the embedded servers, bad URLs, a shard's missed start
-        from loadtest.coordinator import CoordinatorError
-        from loadtest.embedded import EmbeddedError
-
-        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]  # type: ignore[assignment]
-        if isinstance(exc, EmbeddedError | ValueError | OSError | shards.StartMissed | CoordinatorError):
-            _say(f"loadtest: {exc}", style="bold red")
-            return 1
-        raise
+    run, failed = _trio_run(_run_any, args, argv, out_dir)
+    if failed:
+        return failed
     if run is None:
         _say("loadtest: interrupted before the run started", style="bold red")
         return 130
@@ -405,31 +470,166 @@ def _finish(args: argparse.Namespace, run: RunData, out_dir: Path) -> int:
     def ms(v: float | None) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f} ms"
 
-    line = f"{s.get('completed', 0):,} completed, "
+    line = f"{s.get('completed', 0):,} completed"
     if s.get("unverified"):
-        line += f"{s['unverified']:,} completeness unverified (no sim stamps), "
+        line += f" ({s['unverified']:,} unverified: no sim stamps)"
+    line += ", "
     line += f"{s.get('failed', 0):,} failed, "
     if s.get("resent"):
         line += f"{s['resent']:,} re-sent, "
     line += (f"peak concurrency {s.get('peak_concurrency', 0):,}, "
              f"TTFC p50 {ms(ttfc.get('p50'))} p99 {ms(ttfc.get('p99'))}")
+    tpot = ((s.get("per_token") or {}).get("tpot_ms") or {}).get("p50")
+    if tpot is not None:
+        line += f", TPOT p50 {tpot:,.1f} ms"
     if s.get("overhead_ms"):
         oh = s["overhead_ms"]
         line += f", relay overhead TTFC p50 {ms(oh.get('ttfc_p50'))} p99 {ms(oh.get('ttfc_p99'))}"
     print(line)
-    print(f"wrote {out_dir}/result.json and report.md")
+    print(f"wrote {out_dir}/result.json, report.md and report.html")
     if run.interrupted:
         return 130
-    return 1 if s.get("failed") else 0
+    return exit_status(s, args.max_failed_ratio)
+
+
+def exit_status(summary: dict[str, Any], max_failed_ratio: float) -> int:
+    """1 when no session was measured or more than ``max_failed_ratio`` of them failed, else 0."""
+    sessions, failed = summary.get("sessions") or 0, summary.get("failed") or 0
+    if not sessions:
+        _say("loadtest: no session was measured", style="bold red")
+        return 1
+    if failed > max_failed_ratio * sessions:
+        _say(f"loadtest: {failed:,} of {sessions:,} sessions failed ({failed / sessions:.1%}), more than "
+             f"--max-failed-ratio {max_failed_ratio:g}", style="bold red")
+        return 1
+    return 0
+
+
+def _trio_run(fn: Any, *args: Any) -> tuple[Any, int]:
+    """``trio.run(fn, *args)`` and 0; a start-up failure (the embedded servers, a bad URL) said in one line, and 1."""
+    try:
+        return trio.run(fn, *args), 0
+    except Exception as exc:  # a shard's missed start too
+        from loadtest.coordinator import CoordinatorError
+        from loadtest.embedded import EmbeddedError
+
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        if isinstance(exc, EmbeddedError | ValueError | OSError | shards.StartMissed | CoordinatorError):
+            _say(f"loadtest: {exc}", style="bold red")
+            return None, 1
+        raise
+
+
+def _sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str], out_dir: Path) -> int:
+    from loadtest.sweep import parse_objectives, parse_steps
+    from loadtest.sweeprun import SweepPlan
+
+    if not args.sweep_slo:
+        parser.error("--sweep needs --sweep-slo (e.g. ttft_p99=2s,errors=1%%)")
+    if args.requests is not None or args.duration is not None or args.rate is not None:
+        parser.error("--sweep sets each step's load and length: use --steps and --step-duration, not "
+                     "--requests, --duration or --rate")
+    if args.baseline:
+        parser.error("--baseline is not available with --sweep")
+    try:
+        objectives = parse_objectives(args.sweep_slo)
+        steps = parse_steps(args.steps or DEFAULT_STEPS[args.sweep], integer=args.sweep == "concurrency")
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.step_duration <= 0:
+        parser.error("--step-duration must be positive")
+    plan = SweepPlan(mode=args.sweep, steps=steps, objectives=objectives, step_s=args.step_duration,
+                     repeats=args.repeats, refine=args.refine, max_runs=args.max_runs, resolution=args.resolution,
+                     probe=not args.no_probe)
+    doc, failed = _trio_run(_run_sweep, args, argv, out_dir, plan)
+    if failed:
+        return failed
+    if doc is None:
+        _say("loadtest: interrupted before the sweep started", style="bold red")
+        return 130
+    from loadtest.sweepreport import write_sweep
+
+    write_sweep(out_dir, doc)
+    for w in doc["warnings"]:
+        _say(f"WARNING: {w}", style="bold red")
+    out = doc["outcome"]
+    unit = " concurrent" if plan.mode == "concurrency" else "/s"
+    if out["knee"]:
+        k = out["knee"]
+        print(f"largest load that met every objective: {k['load']:g}{unit} ({k['passed']} of {k['runs']} runs); "
+              f"stopped: {out['stop']}")
+    else:
+        print(f"no load met every objective in all its runs; stopped: {out['stop']}")
+    print(f"wrote {out_dir}/sweep.json, sweep.md and sweep.html")
+    if doc["interrupted"]:
+        return 130
+    return 0 if out["knee"] else 1
+
+
+async def _run_sweep(args: argparse.Namespace, argv: list[str], out_dir: Path, plan: Any) -> dict[str, Any] | None:
+    from loadtest import progress
+    from loadtest.sweeprun import Sweep
+    from wire import STOP_SIGNALS
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    sweep = Sweep(plan, lambda url, load: step_config(args, url, plan.mode, load), out_dir=out_dir,
+                  command=["loadtest", *argv], workers=args.workers, slo=args.slo,
+                  show_progress=progress.enabled(args.quiet), say=say)
+    doc: dict[str, Any] | None = None
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            starting = trio.CancelScope()
+            running = False
+
+            async def on_signal() -> None:
+                async for _ in signals:
+                    sweep.interrupt()  # the sweep stops and still reports what it ran
+                    if not running:
+                        starting.cancel()  # still starting the embedded servers: give up
+
+            nursery.start_soon(on_signal)
+            if args.url:
+                doc = await sweep.run(args.url, extra={"target": {"url": args.url}})
+            else:
+                from loadtest.embedded import servers
+                from wire import raise_nofile_limit
+
+                fd_soft, _ = raise_nofile_limit()
+                profile = _profile(args)
+                top = max(plan.steps)
+                n = int(top) if plan.mode == "concurrency" else (
+                    args.max_concurrency or min(SWEEP_MAX_OPEN, math.ceil(top * (profile.session_s + 1) * 2)))
+                with starting:
+                    async with servers(n, log_dir=out_dir, profile=profile, relay_workers=args.relay_workers,
+                                       sim_workers=args.sim_workers, fd_soft=fd_soft) as srv:
+                        running = True
+                        target = {"embedded": True, "relay_workers": srv.relay_workers, "sim_workers": srv.sim_workers,
+                                  "sim_profile": {"ttft_s": profile.ttft_s, "ttft_jitter_s": profile.ttft_jitter_s,
+                                                  "chunks": profile.chunks, "interval_s": profile.interval_s}}
+                        doc = await sweep.run(srv.relay_url, srv, extra={"target": target})
+            nursery.cancel_scope.cancel()
+    return doc
 
 
 def _report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="loadtest report", description="re-render report.md and plots")
-    p.add_argument("result", help="DIR/result.json")
+    p = argparse.ArgumentParser(prog="loadtest report", description="re-render report.md, report.html and plots "
+                                "(or sweep.md, sweep.html and the curves)")
+    p.add_argument("result", help="DIR/result.json or DIR/sweep.json")
     args = p.parse_args(argv)
     from loadtest import report
 
     result = report.load_result(args.result)
+    if result.get("schema", "").startswith("loadtest-sweep/"):
+        from loadtest.sweepreport import render_markdown as render_sweep
+        from loadtest.sweepreport import write_sweep
+
+        paths = write_sweep(Path(args.result).parent, result)
+        print(render_sweep(result))
+        print("wrote " + ", ".join(str(x) for x in paths), file=sys.stderr)
+        return 0
     paths = report.write_report(Path(args.result).parent, result)
     print(report.render_markdown(result))
     print("wrote " + ", ".join(str(x) for x in paths), file=sys.stderr)

@@ -1,11 +1,16 @@
-"""How long the load generator's event loop ran tasks without looking at its sockets.
+"""How late the load generator's own event loop runs, two ways.
 
-A chunk that arrives while the loop is busy is read, and stamped, only when the loop next polls: every such
-stretch is time that the load generator, not the target, adds to the latencies it measures. The CPU share
-over a whole run hides it (a process mostly idle can still be saturated for a moment: when a thousand sessions
-start, or their first chunks arrive, at once), so :class:`LoopLag` times each stretch, from the end of one poll
-to the start of the next (two clock reads per loop iteration, none per task), and :func:`warning` words it for
-the run's report. The stretch is wall time: a process the machine's other work preempts is as late.
+Every timing the load generator takes (TTFC, gaps, E2E) is read when its task next runs; when the loop is busy,
+that is late by as much, and the target gets the blame.
+
+- :class:`LoopLag`, a task that sleeps a short while again and again: each wake-up's lateness past its deadline,
+  in ms (the run's ``loadtest_loop_lag_ms`` percentiles). A loop that keeps up wakes within a millisecond or so.
+- :class:`PollStretches`, a trio instrument timing each stretch from the end of one poll of the sockets to the
+  start of the next (two clock reads per loop iteration, none per task): a chunk arriving during a stretch is
+  read, and stamped, only after it. The CPU share over a whole run, or a sampled lateness, hides a burst (a
+  process mostly idle can still be saturated for a moment: when a thousand sessions start, or their first chunks
+  arrive, at once); :func:`warning` words the longest for the run's report. Both are wall time: a process the
+  machine's other work preempts is as late.
 """
 
 from __future__ import annotations
@@ -17,9 +22,24 @@ from dataclasses import dataclass
 
 import trio
 
-__all__ = ["BUSY_WARN_MS", "LoopBusy", "LoopLag", "measuring", "warning"]
+__all__ = ["BUSY_WARN_MS", "INTERVAL_S", "LoopBusy", "LoopLag", "PollStretches", "measuring", "warning"]
 
+INTERVAL_S = 0.02  # 50 wake-ups a second: negligible work, fine enough to see a busy loop
 BUSY_WARN_MS = 10.0  # a stretch this long delays a read, and its stamp, by as much
+
+
+class LoopLag:
+    __slots__ = ("samples_ms",)
+
+    def __init__(self) -> None:
+        self.samples_ms: list[float] = []
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            due = trio.current_time() + INTERVAL_S
+            await trio.sleep_until(due)
+            self.samples_ms.append(max(0.0, (trio.current_time() - due) * 1000))
 
 
 @dataclass
@@ -32,7 +52,7 @@ class LoopBusy:
     over_total_ms: float = 0.0
 
 
-class LoopLag(trio.abc.Instrument):
+class PollStretches(trio.abc.Instrument):
     """A trio instrument timing the stretches between polls (see the module docstring)."""
 
     def __init__(self) -> None:
@@ -58,12 +78,12 @@ class LoopLag(trio.abc.Instrument):
 @contextmanager
 def measuring() -> Iterator[LoopBusy]:
     """Time the running trio loop's stretches inside the block; the figures fill the yielded :class:`LoopBusy`."""
-    lag = LoopLag()
-    trio.lowlevel.add_instrument(lag)
+    stretches = PollStretches()
+    trio.lowlevel.add_instrument(stretches)
     try:
-        yield lag.busy
+        yield stretches.busy
     finally:
-        trio.lowlevel.remove_instrument(lag)
+        trio.lowlevel.remove_instrument(stretches)
 
 
 def warning(phase: str, busy: Iterable[tuple[int, LoopBusy]]) -> str | None:

@@ -3,19 +3,22 @@
 :class:`LiveStats` is what sessions update (a few integer increments per session, nothing per chunk; a
 session's chunk gaps go into a fixed-bucket histogram once, when it ends); the errors by kind and the
 :class:`Buckets` of TTFC and gaps are what ``--metrics-bind`` serves (:mod:`loadtest.livemetrics`);
-:func:`show` draws it with rich ``Live`` twice a second until cancelled. Disabled when stdout is not a
-terminal or with ``--quiet``: then nothing is drawn and nothing is imported from rich.
+:func:`show` draws it with rich ``Live`` twice a second until cancelled on a terminal, and elsewhere (CI, a
+pipe, ``| tee``) prints a plain line every :data:`PLAIN_EVERY_S` seconds, so a long run is never silent; rich
+is imported for the terminal only. ``--quiet``: nothing.
 """
 
 from __future__ import annotations
 
 import bisect
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
 from loadtest.record import SessionRecord
+
+PLAIN_EVERY_S = 5.0  # a plain progress line this often when stdout is not a terminal
 
 # TTFC percentiles "so far" from a bounded sample: beyond this many values every k-th is kept, which
 # keeps the sort per refresh bounded at any run size.
@@ -52,8 +55,8 @@ class LiveStats:
 
     def __init__(self) -> None:
         self.open = 0
-        self.completed = 0
-        self.unverified = 0  # ended cleanly without the sim's stamps: not counted as completed
+        self.completed = 0  # verified: the sim's stamps show nothing was lost
+        self.unverified = 0  # completed without the sim's stamps (counted apart, as the live metrics export them)
         self.failed = 0
         self._ttfc: list[float] = []  # kept sorted
         self._ttfc_seen = 0
@@ -115,17 +118,25 @@ class LiveStats:
         p50, p99 = self.ttfc(50), self.ttfc(99)
         ttfc = f"{p50:,.0f} / {p99:,.0f} ms" if p50 is not None and p99 is not None else "-"
         total = f"/{self.planned:,}" if self.planned else ""
-        unverified = f"  unverified {self.unverified:,}" if self.unverified else ""
-        return (f"{self.phase} open {self.open:,}  completed {self.completed:,}{total}{unverified}  "
+        unverified = f" ({self.unverified:,} unverified)" if self.unverified else ""
+        done = self.completed + self.unverified  # completed, as the report counts it
+        return (f"{self.phase} open {self.open:,}  completed {done:,}{total}{unverified}  "
                 f"failed {self.failed:,}  TTFC p50/p99 {ttfc}").strip()
 
 
 def enabled(quiet: bool) -> bool:
-    return not quiet and sys.stdout.isatty()
+    return not quiet
 
 
-async def show(live_stats: LiveStats, *, refresh_s: float = 0.5) -> None:
-    """Draw ``live_stats`` until cancelled (run it in the nursery that owns the load)."""
+async def show(live_stats: LiveStats, *, refresh_s: float = 0.5, out: TextIO | None = None) -> None:
+    """Show ``live_stats`` on ``out`` (stdout) until cancelled (run it in the nursery that owns the load): a live
+    table on a terminal, else a plain line every :data:`PLAIN_EVERY_S` seconds."""
+    out = out if out is not None else sys.stdout
+    if not out.isatty():
+        began = trio.current_time()
+        while True:
+            await trio.sleep(PLAIN_EVERY_S)
+            print(f"loadtest {trio.current_time() - began:.0f}s: {live_stats.line()}", file=out, flush=True)
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -146,7 +157,7 @@ async def show(live_stats: LiveStats, *, refresh_s: float = 0.5) -> None:
         )
         return t
 
-    with Live(render(), console=Console(), auto_refresh=False, transient=False) as live:
+    with Live(render(), console=Console(file=out), auto_refresh=False, transient=False) as live:
         try:
             while True:
                 await trio.sleep(refresh_s)

@@ -106,6 +106,7 @@ class Runner:
         records: list[SessionRecord] = []
         processes: list[ProcessUsage] = []
         retries = 0
+        lag: list[float] = []
         self.live.planned = self.planned_sessions()
         for target, url in self.phases():
             if self.interrupted:
@@ -121,6 +122,7 @@ class Runner:
             for r in results:
                 records.extend(r.records)
                 retries += r.connect_retries
+                lag.extend(r.loop_lag_ms or ())
                 processes.append(ProcessUsage(role=role, pid=r.pid, cpu_s=r.cpu_s, peak_rss_bytes=r.peak_rss_bytes))
                 if r.wall_s > 1 and r.cpu_s / r.wall_s >= SATURATION:
                     self.warnings.append(
@@ -149,7 +151,7 @@ class Runner:
             command=list(self.command), config=self.cfg.describe() | {"workers": self.workers},
             started_unix=started_unix, t0_ns=t0, t_end_ns=t_end, records=records, processes=processes,
             warnings=list(self.warnings), interrupted=self.interrupted, slo=self.slo, fd_limit=fd_limit,
-            connect_retries=retries, cores=os.cpu_count(),
+            connect_retries=retries, cores=os.cpu_count(), loop_lag_ms=lag,
         )
 
     async def _run_here(self, target: str, url: str) -> WorkerResult:

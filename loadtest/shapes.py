@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from loadtest.client import Endpoint, now_ns
+from loadtest.looplag import LoopLag
 from loadtest.progress import LiveStats
 from loadtest.record import SessionRecord
 from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, build_request, run_session
@@ -89,6 +90,7 @@ class WorkerLoad:
         self.workers = cfg.shards * workers
         self.live = live if live is not None else LiveStats()
         self.records: list[SessionRecord] = []
+        self.lag = LoopLag()  # this process's event-loop lateness while the load ran
         self.retries = RetryCounter()
         self.interrupted = False
         self._scope: trio.CancelScope | None = None
@@ -230,11 +232,14 @@ class WorkerLoad:
             if self.interrupted:  # interrupted before it began (a shard waiting for its start)
                 self._scope.cancel()
             try:
-                async with trio.open_nursery() as nursery:
-                    if self.cfg.rate:
-                        await self._open_loop(nursery, pool)
-                    else:
-                        await self._closed_loop(nursery)
+                async with trio.open_nursery() as watching:
+                    watching.start_soon(self.lag.run)
+                    async with trio.open_nursery() as nursery:
+                        if self.cfg.rate:
+                            await self._open_loop(nursery, pool)
+                        else:
+                            await self._closed_loop(nursery)
+                    watching.cancel_scope.cancel()
             finally:
                 for slot in pool:
                     slot.close()

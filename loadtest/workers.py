@@ -49,6 +49,7 @@ class WorkerResult:
     pid: int
     fd_limit: tuple[int, int]
     loop: LoopBusy = field(default_factory=LoopBusy)  # how long its event loop ran without polling
+    loop_lag_ms: list[float] | None = None  # the process's event-loop lateness samples (loadtest.looplag)
 
 
 def cpu_s() -> float:
@@ -64,6 +65,7 @@ def result_of(load: WorkerLoad, cpu0: float, wall0: float, loop: LoopBusy | None
         cpu_s=cpu_s() - cpu0, wall_s=time.monotonic() - wall0,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, pid=os.getpid(),
         fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE), loop=loop or LoopBusy(),
+        loop_lag_ms=load.lag.samples_ms,
     )
 
 

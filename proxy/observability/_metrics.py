@@ -14,8 +14,7 @@ are URL rules and upstreams configured names (set by the app).
 
 Cost: nothing is touched per chunk. Each request ends with one counter per family and one or two
 histogram observations; chunks are counted in a local int and added once, so
-``moonrelay_chunks_relayed_total`` moves when a response ends. Metrics and access log on vs off, measured:
-results/observability-cost/RESULTS.md.
+``moonrelay_chunks_relayed_total`` moves when a response ends.
 """
 
 from __future__ import annotations
@@ -161,12 +160,12 @@ class Metrics:
         store.on_error = errors.inc
 
     def fallback(self, failed: str, to: str, reason: str) -> None:
-        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.upstream.resend_reason's, or
+        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.routing.resend_reason's, or
         ``http_<status>``)."""
         self.fallbacks.labels(failed, to, reason).inc()
 
     def circuit(self, upstream: str, state: int, opened: bool) -> None:
-        """An upstream's circuit is now ``state`` (proxy.upstream.Circuit); ``opened``: this worker opened it."""
+        """An upstream's circuit is now ``state`` (proxy.routing.Circuit); ``opened``: this worker opened it."""
         self.circuit_state.labels(upstream).set(state)
         if opened:
             self.circuit_openings.labels(upstream).inc()

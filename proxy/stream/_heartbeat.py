@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from ..upstream import HEARTBEAT
+from ..transport import HEARTBEAT
 
 
 class Heartbeats:

@@ -1,11 +1,14 @@
-"""The load generator's check of its own event loop: stretches without polling timed, and worded for the report."""
+"""The load generator's checks of its own event loop (loadtest/looplag.py): a sleeper's lateness and the stretches
+without polling, and where a run reports them."""
+
+from __future__ import annotations
 
 import time
 
 import trio
 
-from loadtest import looplag
-from loadtest.looplag import LoopBusy, measuring
+from loadtest import looplag, stats
+from loadtest.looplag import INTERVAL_S, LoopBusy, LoopLag, measuring
 from loadtest.runner import LoadConfig, Runner
 from tests.conftest import start_sim
 
@@ -38,3 +41,22 @@ async def test_a_run_whose_loop_was_held_says_so(nursery):
     busy = [w for w in run.warnings if w.startswith("load generator busy")]
     assert len(busy) == 1 and "relay" in busy[0]
     assert int(busy[0].split("ran up to ")[1].split(" ms")[0]) >= 60
+
+
+async def test_a_blocked_loop_shows_as_lag():
+    lag = LoopLag()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lag.run)
+        await trio.sleep(3 * INTERVAL_S)
+        time.sleep(0.15)  # the loop cannot run: its next wake-up is this late  # noqa: ASYNC251
+        await trio.sleep(2 * INTERVAL_S)
+        nursery.cancel_scope.cancel()
+    assert max(lag.samples_ms) >= 100
+    assert min(lag.samples_ms) < 50
+
+
+async def test_a_run_reports_its_loop_lag(nursery):
+    sim = await start_sim(nursery, ttft=0.05, chunks=3)
+    run = await Runner(LoadConfig(url=sim.url, concurrency=2, requests=4)).run()
+    lag = stats.summarize(run)["loadtest_loop_lag_ms"]
+    assert lag["count"] >= 1 and lag["p99"] is not None

@@ -95,7 +95,7 @@ def test_the_readme_example_is_a_config_the_relay_starts_with(tmp_path) -> None:
     """README's complete example: the TOML loads and validates, its deployments and fallbacks are what it says, and
     the keys-file line it shows parses with every limit."""
     from proxy.limits import parse_keys_file
-    from proxy.upstream import load_settings, upstream_configs
+    from proxy.routing import load_settings, upstream_configs
 
     text = (ROOT / "README.md").read_text()
     block = re.search(r"## Exposing the relay.*?```toml\n(.*?)```", text, re.S)

@@ -217,7 +217,7 @@ async def test_nothing_moves_after_the_first_byte(nursery, monkeypatch, access_l
 
 def test_the_example_in_the_reference_loads(tmp_path):
 
-    from proxy.upstream import Router, load_settings, upstream_configs
+    from proxy.routing import Router, load_settings, upstream_configs
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Deployments and circuit breakers.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]

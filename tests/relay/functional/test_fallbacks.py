@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from proxy.config import Settings
-from proxy.upstream import ConfigError, Upstream, Upstreams, upstream_configs
+from proxy.routing import ConfigError, Upstream, Upstreams, upstream_configs
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_metrics import samples, total
 from tests.support import ROOT
@@ -180,8 +180,7 @@ async def test_an_upstream_without_fallbacks_relays_its_failure(nursery, monkeyp
 
 
 async def test_a_full_fallback_is_skipped_and_the_slot_moves():
-    from proxy.app._admission import Streams
-    from proxy.app._relay import Relay
+    from proxy.relay import Relay, Streams
     from proxy.state import RequestState
 
     settings = Settings(
@@ -190,9 +189,8 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
     upstreams = Upstreams(settings, [Upstream(settings, httpx.MockTransport(lambda r: None), config=c)
                                      for c in upstream_configs(settings)])  # fmt: skip
     a, b, c = upstreams.all
-    relay = Relay(settings, upstreams, Streams())
     counted = []
-    relay.count_fallback = lambda *names: counted.append(names)
+    relay = Relay(settings, upstreams, Streams(), count_fallback=lambda *names: counted.append(names))
     state = RequestState()
     assert await b.take()  # b is full
     candidates = await relay.choose(state, "any-model")
@@ -206,7 +204,7 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
 
 def test_the_example_in_the_reference_loads(tmp_path):
 
-    from proxy.upstream import load_settings
+    from proxy.routing import load_settings
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Fallbacks.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]

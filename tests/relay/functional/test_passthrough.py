@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.app import forwarded_headers, header_names, path_filter
+from proxy.relay import forwarded_headers, header_names, path_filter
 from tests.conftest import start_relay, start_sim
 from tests.loadtest.test_sim_endpoints import MULTIPART
 from tests.support.recorder import serve_recorder

@@ -10,8 +10,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.app import path_filter
 from proxy.protocol import SEGMENT_CHARS, PathRefused, normalise
+from proxy.relay import path_filter
 from tests.conftest import start_relay
 from tests.support.recorder import raw_request, serve_recorder
 

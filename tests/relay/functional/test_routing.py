@@ -11,7 +11,7 @@ import trio
 
 from proxy.auth import fingerprint
 from proxy.config import Settings
-from proxy.upstream import (
+from proxy.routing import (
     DEFAULT_REST_S,
     MAX_REST_S,
     AllKeysResting,
@@ -22,10 +22,8 @@ from proxy.upstream import (
     rest_seconds,
     upstream_configs,
 )
-from proxy.upstream import _routing as routing
-from proxy.upstream import (
-    load_settings as load,
-)
+from proxy.routing import _router as routing
+from proxy.routing import load_settings as load
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_fallbacks import refused_url
 from tests.relay.functional.test_metrics import samples, total
@@ -185,7 +183,7 @@ def test_a_single_key_or_none_never_rests():
 
 async def test_key_rests_live_in_the_store_by_fingerprint():
     from proxy.limits import LocalStore
-    from proxy.upstream import free_key
+    from proxy.routing import free_key
 
     store = LocalStore()
     pool, same_keys_elsewhere = KeyPool(["k1", "k2"]), KeyPool(["k1", "k2"])
@@ -450,7 +448,7 @@ async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock)
     from types import SimpleNamespace
 
     from proxy.limits import LocalStore
-    from proxy.upstream import send_with_retries
+    from proxy.routing import send_with_retries
 
     pool = KeyPool(["sk-a", "sk-b"])
     store = LocalStore(trio.current_time)  # virtual time
@@ -480,7 +478,7 @@ async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock)
 async def test_a_single_key_is_retried_as_before(autojump_clock):
     from types import SimpleNamespace
 
-    from proxy.upstream import send_with_retries
+    from proxy.routing import send_with_retries
 
     upstream = SimpleNamespace(name="u", keys=KeyPool(["only"]), store=None)  # a pool of one reads no store
     answers = [busy("2"), httpx.Response(200, content=b"ok")]
@@ -497,7 +495,7 @@ async def test_a_bare_429_moves_to_the_next_key_and_rests_none(autojump_clock):
     from types import SimpleNamespace
 
     from proxy.limits import LocalStore
-    from proxy.upstream import send_with_retries
+    from proxy.routing import send_with_retries
 
     pool = KeyPool(["sk-a", "sk-b"])
     store = LocalStore(trio.current_time)  # virtual time

@@ -1,4 +1,4 @@
-"""The h11 transport (proxy/upstream/) on its own: pooling and the chunked body path, over real sockets."""
+"""The h11 transport (proxy/transport/) on its own: pooling and the chunked body path, over real sockets."""
 
 from functools import partial
 
@@ -6,7 +6,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.upstream import H11Transport, reader
+from proxy.transport import H11Transport, reader
 from tests.conftest import start_sim
 
 CHAT = b'{"model": "moonshot-v1-8k", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
