@@ -25,7 +25,8 @@ def _framed(event: bytes) -> bytes:
 
 
 def _event(seq: int, of: int) -> bytes:
-    body = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "x"}}],
+    choice = {"index": 0, "delta": {"content": "x"}, **({"finish_reason": "stop"} if seq == of - 1 else {})}
+    body = {"id": "c", "object": "chat.completion.chunk", "choices": [choice],
             "sim": {"ns": time.monotonic_ns(), "seq": seq, "of": of}}
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
