@@ -28,6 +28,7 @@ from ..transport import Pump
 from ._errors import render
 from ._gate import fast_paths_allowed
 from ._lifecycle import install_observability
+from ._reload import RELOADER
 from ._worker import prepare_app, request_class
 
 if TYPE_CHECKING:
@@ -207,10 +208,14 @@ def create_app(
         body = {"status": "ok", "in_flight": streams.calls, "streams": len(streams.bodies)}
         if tasks.installed:
             body["tasks"] = tasks.live
+        reloader = app.extensions.get(RELOADER)
+        if reloader is not None:  # the config generation this worker runs (1 at start, one more per reload)
+            body["config"] = reloader.generation
         return Response(json.dumps(body), content_type=JSON)
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
-    install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health)
+    observer = install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health)
+    app.extensions["moonrelay"] = (relay, observer)  # the server's reload swaps what they hold (_reload)
     if metrics is not None:
         metrics.watch_store(store)
         if upstreams is not None:  # given, not opened here: made before this worker's metrics

@@ -31,6 +31,7 @@ from ..observability import AccessRecord, access_logger, key_prefix, request_id,
 from ..observability import upstream_error_kind as error_kind
 from ..routing import upstream_label
 from ..state import STATE, UNMATCHED, RequestState
+from ._bodywatch import BodyWatch, declares_body
 from ._cors import CORSPolicy
 from ._demo import PAGE
 from ._gate import fast_paths_allowed
@@ -144,28 +145,10 @@ class Tap:
             self._metrics.in_flight.inc()
 
 
-class BodyWatch:
-    """``receive`` that notes when the request's body was read to the end: the plain path's way of telling an
-    early response (:func:`proxy.edge.request_body_unread` reads it from h11 on the fast path)."""
-
-    __slots__ = ("_receive", "done")
-
-    def __init__(self, receive: Callable) -> None:
-        self._receive = receive
-        self.done = False
-
-    async def __call__(self) -> dict:
-        message = await self._receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            self.done = True
-        return message
-
-
-def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
-            return True
-    return False
+def default_upstream(settings: Settings) -> str:
+    """How the log and metrics name the upstream of a request not routed (yet): the one upstream, when the flat
+    settings configure it."""
+    return upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
 
 
 class Observer:
@@ -177,7 +160,7 @@ class Observer:
         self.settings = settings
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
-        self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
+        self.upstream = default_upstream(settings)
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
         self.metrics = metrics
@@ -281,7 +264,7 @@ class Observer:
             started = time.monotonic_ns()
             metrics = self.metrics
             watch = None
-            if self.plain and _declares_body(scope["headers"]):
+            if self.plain and declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
             ending = None if streams is None else partial(streams.give_back, state, budget)  # before the last bytes
             tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch, ending)

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from ..limits import Store
+from ..upstreamconfig import UpstreamConfig
 from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step, opens, step, store_names
 from ._keypool import keys_wait
-from ._router import UpstreamConfig
 
 log = logging.getLogger("moonrelay")
 

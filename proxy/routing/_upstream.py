@@ -23,11 +23,12 @@ import httpx
 from ..config import Settings
 from ..limits import LocalStore, Store
 from ..transport import H11Transport, Timeouts
+from ..upstreamconfig import UpstreamConfig, single_upstream
 from ._balance import SmoothWeighted
 from ._breaker import Circuit
 from ._health import Health
 from ._keypool import Key, KeyPool
-from ._router import Router, UpstreamConfig, single_upstream, upstream_configs
+from ._router import Router
 
 log = logging.getLogger("moonrelay")
 UNCAPPED = "uncapped"  # the lease of an upstream without max_concurrent: nothing to count
@@ -182,7 +183,7 @@ class Upstreams(_ClosedOnExit):
         # Where upstream health and shared caps are counted (proxy.limits): this worker's memory unless given.
         self.store: Store = store if store is not None else LocalStore()
         if upstreams is None:
-            upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
+            upstreams = [Upstream(settings, config=c) for c in settings.routes]
         self.all = list(upstreams)
         for u in self.all:
             u.store = self.store
@@ -196,6 +197,19 @@ class Upstreams(_ClosedOnExit):
         for u in self.all:  # fingerprints only: a key never reaches a log line
             shown = ", ".join(k.fingerprint for k in u.keys.keys) or "none"
             log.info("upstream %s: %s, %d key(s) (sha256 %s)", u.name, u.base, len(u.keys.keys), shown)
+
+    def successor(self, settings: Settings) -> Upstreams:
+        """The upstreams ``settings`` configure (a reload), counted in this one's store: an upstream whose table did
+        not change is this one's, kept whole (its connections, its key pool's turn); the others are new. Nothing is
+        closed or started here (proxy.edge's reload does that)."""
+        mine = {u.name: u for u in self.all}
+        upstreams = []
+        for config in settings.routes:
+            u = mine.get(config.name)
+            if u is None or u.config != config or u._timeouts["pool"] != settings.pool_timeout_s:
+                u = Upstream(settings, config=config)
+            upstreams.append(u)
+        return Upstreams(settings, upstreams, store=self.store)
 
     def route(self, model: str) -> Upstream | None:
         """The upstream that serves ``model`` (None: no pattern matches and there is no default)."""

@@ -56,6 +56,8 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         self._idle: dict[tuple[bytes, bytes, int], list[Connection]] = {}
         self._limit = trio.Semaphore(max_connections) if max_connections > 0 else None
         self._closed = False
+        self._busy = 0  # connections handed out and not yet released
+        self._drained: trio.Event | None = None
         Watchdog.__init__(self)
         self._literals: dict[str, int] = {}  # host -> address family of an IP literal, 0 for a name
 
@@ -135,8 +137,11 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                 if is_dead(conn):
                     await conn.close()
                     continue
+                self._busy += 1
                 return conn, True
-            return await self._connect(origin, timeouts.get("connect") or self._timeouts.connect_s), False
+            conn = await self._connect(origin, timeouts.get("connect") or self._timeouts.connect_s)
+            self._busy += 1
+            return conn, False
         except BaseException:
             if self._limit is not None:
                 self._limit.release()
@@ -159,6 +164,9 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         finally:
             if self._limit is not None:
                 self._limit.release()
+            self._busy -= 1
+            if not self._busy and self._drained is not None:
+                self._drained.set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -235,11 +243,20 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        """Close the idle connections; each one in use is closed when its response ends (:meth:`drained`)."""
         self._closed = True
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
                 await conn.close()
+
+    async def drained(self) -> None:
+        """Until no connection is in use: after :meth:`aclose`, the last response ended and its connection closed
+        (a reload retires an upstream's transport once its requests are done)."""
+        while self._busy:
+            self._drained = trio.Event()
+            await self._drained.wait()
+        self._drained = None
 
 
 class Upload:
