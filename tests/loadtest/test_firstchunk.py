@@ -9,7 +9,7 @@ import h11
 import trio
 import trio.testing
 
-import loadtest.session
+import loadtest.protocols
 from loadtest.accounting import StreamAccounting
 from loadtest.client import Endpoint
 from loadtest.record import SessionRecord
@@ -60,7 +60,7 @@ async def test_first_chunks_read_together_are_all_stamped_before_any_is_parsed(n
                 parsed.append(time.monotonic_ns())
             super().feed(data, t_ns)
 
-    monkeypatch.setattr(loadtest.session, "StreamAccounting", Spy)
+    monkeypatch.setattr(loadtest.protocols, "StreamAccounting", Spy)
     server = await nursery.start(HeldFirstChunks().serve)
     ep = Endpoint.from_url(server.url)
     spec = build_request(ep, model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=None, stream=True)
