@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from .upstreamconfig import UpstreamConfig, parse_upstreams
+from .upstreamconfig import DEFAULT_API, UpstreamConfig, parse_upstreams
 
 MOONSHOT_BASE_URL = "https://api.moonshot.cn/v1"
 DEFAULT_MODEL = "moonshot-v1-8k"
@@ -36,6 +36,7 @@ class Settings:
     upstream: str = MOONSHOT_BASE_URL
     upstream_key_env: str = "MOONSHOT_API_KEY"
     upstream_ca_file: str | None = None
+    upstream_api: str = DEFAULT_API  # the protocol the flat upstream speaks: one of UPSTREAM_APIS
     default_model: str = DEFAULT_MODEL
     workers: int = 1
     backlog: int = 4096  # hypercorn's 100 resets connection storms; somaxconn here is 4096

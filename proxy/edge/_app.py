@@ -1,4 +1,5 @@
-"""The relay's routes on quart-trio: OpenAI-compatible /v1 and the seed's NDJSON /chat/completions.
+"""The relay's routes on quart-trio: OpenAI-compatible /v1, Anthropic's /v1/messages and the seed's NDJSON
+/chat/completions.
 
 :func:`create_app` makes the Quart app around one :class:`proxy.relay.Relay` (``_relay``): authentication, error
 handlers, the routes, ``/healthz`` and the observability layer.
@@ -20,7 +21,16 @@ from ..errors import InvalidRequest, RelayError
 from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
 from ..protocol import JSON
-from ..relay import PASSTHROUGH_METHODS, Relay, Streams, body_limit, ending_broken_bodies, header_names, path_filter
+from ..relay import (
+    PASSTHROUGH_METHODS,
+    MessagesRoutes,
+    Relay,
+    Streams,
+    body_limit,
+    ending_broken_bodies,
+    header_names,
+    path_filter,
+)
 from ..routing import Upstream, Upstreams, configured_models
 from ..state import STATE
 from ..stream import Heartbeats
@@ -145,7 +155,7 @@ def create_app(
         client_keys = keys.current  # read once: a reload (SIGHUP) swaps it whole
         if client_keys is None or request.path in _OPEN_PATHS:
             return None
-        token = bearer_token(request.headers.get("authorization"))
+        token = bearer_token(request.headers.get("authorization")) or request.headers.get("x-api-key")  # Anthropic's
         key = client_keys.identify(token)
         if key is not None:
             if not key.limited or request.path == "/metrics":
@@ -154,7 +164,8 @@ def create_app(
             return None
         if token is not None:
             log.debug("refused a client key (sha256 %s) for %s", fingerprint(token), request.path)
-        raise InvalidRequest("Invalid or missing API key: send Authorization: Bearer <key>.", "invalid_api_key", 401)
+        raise InvalidRequest("Invalid or missing API key: send Authorization: Bearer <key> (or x-api-key: <key>).",
+                             "invalid_api_key", 401)  # fmt: skip
 
     @app.after_request
     async def ratelimit_headers(response: Response) -> Response:
@@ -166,24 +177,27 @@ def create_app(
 
     @app.errorhandler(RelayError)
     async def relay_error(exc: RelayError) -> Response:
-        return render(exc, request.path)  # the one place an error becomes a response (edge/_errors.py)
+        return render(exc, request.path, request.headers)  # the one place an error becomes a response (_errors.py)
 
     @app.errorhandler(413)
     async def too_large(_: Any) -> Response:
         msg = f"Request body exceeds the limit of {settings.max_body_bytes} bytes."
-        return render(InvalidRequest(msg, "request_too_large", 413), request.path)
+        return render(InvalidRequest(msg, "request_too_large", 413), request.path, request.headers)
 
     @app.errorhandler(404)
     async def not_found(_: Any) -> Response:
-        return render(InvalidRequest(f"No route for {request.path}.", "not_found", 404), request.path)
+        return render(InvalidRequest(f"No route for {request.path}.", "not_found", 404), request.path, request.headers)
 
     @app.errorhandler(405)
     async def not_allowed(_: Any) -> Response:
         msg = f"Method {request.method} is not allowed on {request.path}."
-        return render(InvalidRequest(msg, "method_not_allowed", 405), request.path)
+        return render(InvalidRequest(msg, "method_not_allowed", 405), request.path, request.headers)
 
     app.add_url_rule("/v1/chat/completions", view_func=relay.chat_completions, methods=["POST"])
     app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])
+    messages = MessagesRoutes(relay)
+    app.add_url_rule("/v1/messages", view_func=messages.messages, methods=["POST"])
+    app.add_url_rule("/v1/messages/count_tokens", view_func=messages.count_tokens, methods=["POST"])
     app.add_url_rule("/chat/completions", view_func=relay.seed_chat, methods=["GET", "POST"])
 
     allowed = path_filter(settings.passthrough)

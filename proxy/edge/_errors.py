@@ -5,6 +5,7 @@ seed's route, Anthropic Messages' and OpenAI Responses' own error bodies on thei
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from quart import Response
 
@@ -16,22 +17,25 @@ from ..protocol.responses import responses_error
 NDJSON_ROUTE = "/chat/completions"  # the seed's browser format
 MESSAGES_PREFIX = "/v1/messages"
 RESPONSES_PREFIX = "/v1/responses"
+MODELS_ROUTE = "/v1/models"
 
 
-def protocol_of(path: str) -> str:
-    """Which error shape a request's client reads: ``chat``, ``ndjson``, ``messages`` or ``responses``."""
+def protocol_of(path: str, headers: Mapping[str, str] | None = None) -> str:
+    """Which error shape a request's client reads: ``chat``, ``ndjson``, ``messages`` or ``responses`` (an
+    Anthropic client, which sends ``anthropic-version``, reads Messages errors on the routes both protocols share)."""
     if path == NDJSON_ROUTE:
         return "ndjson"
-    if path.startswith(MESSAGES_PREFIX):
+    if path.startswith(MESSAGES_PREFIX) or (path == MODELS_ROUTE and headers is not None
+                                            and "anthropic-version" in headers):  # fmt: skip
         return "messages"
     if path.startswith(RESPONSES_PREFIX):
         return "responses"
     return "chat"
 
 
-def render(exc: RelayError, path: str) -> Response:
-    """The response for ``exc`` to a request for ``path``."""
-    protocol = protocol_of(path)
+def render(exc: RelayError, path: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The response for ``exc`` to a request for ``path`` (with these request ``headers``)."""
+    protocol = protocol_of(path, headers)
     if protocol == "messages":
         status, headers, body = messages_error(exc.status, exc.code, str(exc), exc.retry_after)
         return Response(body, status=status, headers={**exc.headers, **headers})

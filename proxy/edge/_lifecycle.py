@@ -47,7 +47,7 @@ log = logging.getLogger("moonrelay")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages"})  # a model per request
 UNLOGGED = frozenset({"/healthz", "/metrics"})  # probes and scrapes (when the app answers them) would drown the log
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
@@ -242,8 +242,8 @@ class Observer:
             for name, value in scope["headers"]:
                 if name == b"x-request-id":
                     rid_header = value
-                elif name == b"authorization":
-                    authorization = value
+                elif name == b"authorization" or (name == b"x-api-key" and authorization is None):
+                    authorization = value if name == b"authorization" else b"Bearer " + value
                 elif name == b"origin":
                     origin = value
                 elif name == b"access-control-request-method":

@@ -1,8 +1,9 @@
 """When to try the upstream again, sans I/O.
 
 Only before the client has seen a byte, only for failures that say "nothing happened, try later":
-connect errors and 429/502/503. A Retry-After longer than the relay is willing to wait is relayed
-to the client instead of being waited out (the client can wait better than a held connection can).
+connect errors and 429/502/503, and 529 (Anthropic's "overloaded", its 503). A Retry-After longer than the
+relay is willing to wait is relayed to the client instead of being waited out (the client can wait better than a
+held connection can).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 import time
 from email.utils import parsedate_to_datetime
 
-RETRY_STATUSES = frozenset({429, 502, 503})
+RETRY_STATUSES = frozenset({429, 502, 503, 529})
 BASE_BACKOFF_S = 0.25
 
 

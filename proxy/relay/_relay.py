@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..protocol import (
 from ..routing import (
     AllKeysResting,
     Candidates,
+    Send,
     Upstream,
     Upstreams,
     at_its_limit,
@@ -43,10 +44,12 @@ from ..transport import Pump
 from . import _passthrough as passthrough
 from ._admission import Streams
 from ._charging import answered, reserve
+from ._messages import ANTHROPIC_CLIENT, messages_models
 from ._models import merged_models
-from ._responses import keys_resting, relayed_headers
+from ._responses import keys_resting, other_protocol, read_all, relayed_headers, streaming
 
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
+CHAT_APIS = ("chat",)  # the upstream protocols a chat-completions request goes to
 log = logging.getLogger("moonrelay")
 
 
@@ -151,8 +154,14 @@ class Relay:
                 body = MeteredSSE(response, meter, tap=tap, pump=pump)
             else:
                 body = SSEBody(response, tap=tap, pump=pump)
-            if self.heartbeats is not None:
-                self.heartbeats.watch(body)
+            return self.track(state, body)
+        self.streams.track_body(state, body)
+        return body
+
+    def track(self, state: RequestState, body: SSEBody) -> SSEBody:
+        """An SSE body about to be sent: watched for heartbeats, tracked for drain."""
+        if self.heartbeats is not None:
+            self.heartbeats.watch(body)
         self.streams.track_body(state, body)
         return body
 
@@ -168,16 +177,43 @@ class Relay:
         deployments, then ``fallbacks``); each answer feeds that deployment's breaker. Once an answer is chosen
         nothing else is tried: a stream that breaks later ends with the in-band error event."""
         candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
-        upstream = candidates.current  # type: ignore[assignment]
+        upstream, response, content = await self.reach(
+            state, candidates, lambda u: lambda key, send=u.send: send(method, path, body, stream=stream, key=key)
+        )
+        status = response.status_code
+        relayed = relayed_headers(response)
+        relayed[UPSTREAM_HEADER] = upstream.name
+        if content is None and stream and status == 200:
+            body_iter = self.body(response, state, ndjson=ndjson, strip_usage=strip_usage)
+            if ndjson:
+                return Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
+            content_type = response.headers.get("content-type", "text/event-stream")
+            return Response(body_iter, status=200, headers=streaming(relayed), content_type=content_type)
+        if content is None:
+            content = await read_all(response)
+            if state.meter is not None:
+                state.meter.document(content)
+        content_type = response.headers.get("content-type", JSON)
+        if ndjson:
+            content = content.rstrip(b"\n") + b"\n"
+            content_type = "application/x-ndjson"
+        return Response(content, status=status, headers=relayed, content_type=content_type)
+
+    async def reach(
+        self, state: RequestState, candidates: Candidates, send_for: Callable[[Upstream], Send]
+    ) -> tuple[Upstream, httpx.Response, bytes | None]:
+        """The answer (headers in) of the first of ``candidates`` that gives one: (that upstream, its response, its
+        body if it had to be read). ``send_for(upstream)`` makes one attempt there with a key (the request in that
+        upstream's protocol). A failure that lets the request go out again (proxy.routing._attempts: never
+        reached, or answered "not processed") moves it to the next candidate; each answer feeds that deployment's
+        breaker; the last failure is raised as the relay's error."""
+        upstream = candidates.current
         assert upstream is not None
         try:
             while True:
                 try:
                     response, content = await send_with_retries(
-                        upstream,
-                        lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
-                        self.settings,
-                        rests=candidates.rests,
+                        upstream, send_for(upstream), self.settings, rests=candidates.rests
                     )
                 except (httpx.TransportError, AllKeysResting) as exc:
                     await candidates.settle(None, neutral=isinstance(exc, AllKeysResting))
@@ -204,33 +240,9 @@ class Relay:
                             await response.aclose()
                         upstream = moved
                         continue
-                break
+                return upstream, response, content
         finally:
             await candidates.abandon()  # a probe still held: the request was cancelled before its verdict
-        relayed = relayed_headers(response)
-        relayed[UPSTREAM_HEADER] = upstream.name
-        if content is None and stream and status == 200:
-            body_iter = self.body(response, state, ndjson=ndjson, strip_usage=strip_usage)
-            if ndjson:
-                return Response(body_iter, status=200, headers=relayed, content_type="application/x-ndjson")
-            relayed["cache-control"] = "no-cache"
-            relayed["x-accel-buffering"] = "no"  # tell nginx in front of us not to buffer either
-            content_type = response.headers.get("content-type", "text/event-stream")
-            return Response(body_iter, status=200, headers=relayed, content_type=content_type)
-        if content is None:
-            try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
-                raise upstream_failure(exc) from None
-            finally:
-                await response.aclose()
-            if state.meter is not None:
-                state.meter.document(content)
-        content_type = response.headers.get("content-type", JSON)
-        if ndjson:
-            content = content.rstrip(b"\n") + b"\n"
-            content_type = "application/x-ndjson"
-        return Response(content, status=status, headers=relayed, content_type=content_type)
 
     async def move(self, state: RequestState, candidates: Candidates, failed: Upstream,
                    reason: str) -> Upstream | None:  # fmt: skip
@@ -259,20 +271,25 @@ class Relay:
         # Only reached when the drain cancelled the scope.
         raise shutting_down()
 
-    async def choose(self, state: RequestState, model: str) -> Candidates:
-        """The upstreams that may serve ``model``, the first usable one's slot taken; refused at once (404, 429,
-        503) when there is none, or every one is open, resting or full (nothing sent upstream)."""
+    async def choose(self, state: RequestState, model: str, apis: Collection[str] = CHAT_APIS) -> Candidates:
+        """The upstreams that may serve ``model`` to a client of this route (those speaking one of ``apis``, the
+        protocols it relays natively or translates onto), the first usable one's slot taken; refused at once (400,
+        404, 429, 503) when there is none, or every one is open, resting or full (nothing sent upstream)."""
         deployments = self.upstreams.deployments(model)  # type: ignore[union-attr]
         if not deployments:
             raise model_not_found(model)
         state.upstream = deployments[0].name
         if len(deployments) == 1 and not deployments[0].config.fallbacks:  # the single-upstream path, unchanged
+            if deployments[0].config.api not in apis:
+                raise other_protocol(model, deployments[0])
             await self.admit(state, deployments[0])
             return Candidates.lone(deployments[0])
         self.refuse_if_draining()
         if not self.streams.admit(state):
             raise self.overloaded()
         candidates = await Candidates.plan(self.upstreams, deployments)  # type: ignore[arg-type]
+        if not candidates.keep(lambda u: u.config.api in apis):
+            raise other_protocol(model, deployments[0])
         if await candidates.next(state) is None:
             raise candidates.refusal(model)
         return candidates
@@ -320,8 +337,11 @@ class Relay:
 
     async def models(self) -> Response:
         state = request.scope[STATE]
-        everyone = self.upstreams.all  # type: ignore[union-attr]
-        if len(everyone) == 1:  # one upstream: its own answer, status and all
+        if ANTHROPIC_CLIENT in request.headers:  # an Anthropic SDK: the list in its shape (proxy/relay/_messages.py)
+            return await self.until_answered(partial(messages_models, self.upstreams, state))
+        everyone = [u for u in self.upstreams.all if u.config.api in CHAT_APIS]  # type: ignore[union-attr]
+        if len(everyone) == 1 and len(self.upstreams.all) == 1:  # type: ignore[union-attr]
+            # one upstream: its own answer, status and all
             state.upstream = everyone[0].name
             return await self.until_answered(partial(self.exchange, state, "GET", everyone[0], "GET", "/models",
                                                      None, False))  # fmt: skip

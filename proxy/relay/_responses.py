@@ -1,5 +1,5 @@
-"""What the relay passes back around upstream answers: the upstream headers worth relaying, and the refusal for
-a pool whose every key is resting."""
+"""What the relay passes back around upstream answers: the upstream headers worth relaying, a body read whole, the
+refusal for a pool whose every key is resting and for a model no upstream serves in the client's protocol."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import httpx
 
-from ..errors import Refused
-from ..routing import AllKeysResting, the_model
+from ..errors import InvalidRequest, Refused, upstream_failure
+from ..routing import AllKeysResting, Upstream, the_model
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
 RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")
@@ -27,3 +27,26 @@ def keys_resting(exc: AllKeysResting, model: str | None) -> Refused:
     wait = max(1, math.ceil(exc.wake_in_s))
     return Refused(f"Every API key for {the_model(model)} is rate limited; retry in {wait} s.",
                    "upstream_rate_limited", retry_after=wait)  # fmt: skip
+
+
+def streaming(relayed: dict[str, str]) -> dict[str, str]:
+    """The headers of a streamed answer: no caching, and nginx in front of the relay told not to buffer either."""
+    relayed["cache-control"] = "no-cache"
+    relayed["x-accel-buffering"] = "no"
+    return relayed
+
+
+async def read_all(response: httpx.Response) -> bytes:
+    """An answer's whole body, the response closed; a failure while reading is the relay's error."""
+    try:
+        return await response.aread()
+    except httpx.TransportError as exc:
+        raise upstream_failure(exc) from None
+    finally:
+        await response.aclose()
+
+
+def other_protocol(model: str, upstream: Upstream) -> InvalidRequest:
+    """400 for a request whose model only upstreams of another protocol serve, which this route cannot reach."""
+    return InvalidRequest(f"{the_model(model).capitalize()} is served over the {upstream.config.api!r} API, which "
+                          "this route does not translate to.", "unsupported_protocol")  # fmt: skip

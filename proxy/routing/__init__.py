@@ -7,6 +7,7 @@ from ..upstreamconfig import ConfigError, UpstreamConfig, upstream_label
 from ._attempts import (
     MAX_RESTS,
     Rests,
+    Send,
     free_key,
     limited_of,
     not_processed,
@@ -20,7 +21,7 @@ from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step
 from ._breaker import outcome as breaker_outcome
 from ._candidates import Candidates, at_its_limit
 from ._health import Health
-from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
+from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, Key, KeyPool, rest_seconds
 from ._router import Router, configured_models, describe_upstreams, model_not_found, the_model
 from ._upstream import Upstream, Upstreams
 
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_REST_S",
     "HALF_OPEN_S",
     "Health",
+    "Key",
     "KeyPool",
     "MAX_RESTS",
     "MAX_REST_S",
@@ -39,6 +41,7 @@ __all__ = [
     "Rests",
     "Router",
     "Seen",
+    "Send",
     "SmoothWeighted",
     "Step",
     "Upstream",

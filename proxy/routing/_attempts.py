@@ -5,7 +5,8 @@ request may go out again.
 provably never reached the upstream, or the upstream's answer says it did not process it:
 
 - not reached: a connect error or connect timeout, every key resting (nothing was sent);
-- not processed: a 429 (unless it is about the request itself, :mod:`proxy.protocol._limited`), a 502 or a 503;
+- not processed: a 429 (unless it is about the request itself, :mod:`proxy.protocol._limited`), a 502, a 503 or a
+  529 (Anthropic's overload);
 - a first-byte timeout only where the upstream's ``retry_on_timeout`` opts in: the upstream may be working on it.
 
 Anything else after the request was written (a 500, a 504, a read, write or protocol error, a timeout) is

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -80,6 +80,12 @@ class Candidates:
             first = balancer.pick([seen[d.name].usable for d in deployments])
             deployments = [deployments[i] for i in balance_order(weights, first if first is not None else 0)]
         return cls(upstreams, [*deployments, *fallbacks], seen)
+
+    def keep(self, serves: Callable[[Upstream], bool]) -> bool:
+        """Leave out the candidates not yet tried that cannot serve this request (another protocol); whether any is
+        left."""
+        self.order[self._i :] = [u for u in self.order[self._i :] if serves(u)]
+        return self._i < len(self.order)
 
     @property
     def first(self) -> Upstream:

@@ -126,12 +126,16 @@ class Upstream(_ClosedOnExit):
             await self.store.release(self.slots, token)
 
     async def send(
-        self, method: str, path: str, body: bytes | None = None, *, stream: bool = False, key: Key | None = None
-    ) -> httpx.Response:
-        """Send and return once the response headers are in; the caller reads and closes the body."""
+        self, method: str, path: str, body: bytes | None = None, *, stream: bool = False, key: Key | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> httpx.Response:  # fmt: skip
+        """Send and return once the response headers are in; the caller reads and closes the body. ``extra``: more
+        request headers (an Anthropic client's ``anthropic-version``)."""
         headers = list(self._headers)
         if key is not None:
-            headers.append((b"authorization", key.authorization))
+            headers.append(self._credential(key))
+        if extra:
+            headers += extra
         if body is not None:
             headers.append((b"content-type", b"application/json"))
         headers.append((b"accept", b"text/event-stream" if stream else b"application/json"))
@@ -154,8 +158,14 @@ class Upstream(_ClosedOnExit):
         headers (already filtered) and body, streamed when ``content`` is an async iterable."""
         headers = [*headers, *self._headers]
         if key is not None:
-            headers.append((b"authorization", key.authorization))
+            headers.append(self._credential(key))
         return await self._send(httpx.Request(method, httpx.URL(self.base + target), headers=headers, content=content))
+
+    def _credential(self, key: Key) -> tuple[bytes, bytes]:
+        """The key as this upstream's protocol expects it: ``x-api-key`` for Anthropic's, else a bearer token."""
+        if self.config.api == "anthropic":
+            return b"x-api-key", key.authorization.removeprefix(b"Bearer ")
+        return b"authorization", key.authorization
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """The response, without ``response.request``: the request holds its body (a whole conversation),

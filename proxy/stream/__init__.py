@@ -1,8 +1,10 @@
 """The stream relay: response bodies that move upstream events to the client (iterated on the ASGI path, or
-relaying themselves with the writer the edge hands them), their usage-metering variants, and the heartbeats."""
+relaying themselves with the writer the edge hands them), their usage-metering variants, the Messages bodies
+(native and translated), and the heartbeats."""
 
 from ._bodies import PING, NDJSONBody, SSEBody
 from ._heartbeat import Heartbeats
+from ._messages import NativeMessagesSSE, TranslatedMessagesSSE, reported
 from ._metered import MeteredNDJSON, MeteredSSE, UsageStrippedSSE
 
 __all__ = [
@@ -10,7 +12,10 @@ __all__ = [
     "MeteredNDJSON",
     "MeteredSSE",
     "NDJSONBody",
+    "NativeMessagesSSE",
     "PING",
     "SSEBody",
+    "TranslatedMessagesSSE",
     "UsageStrippedSSE",
+    "reported",
 ]

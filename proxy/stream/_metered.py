@@ -39,23 +39,30 @@ class MeteredSSE(SSEBody):
 
     def _convert(self, data: bytes) -> bytes:
         events, whole = self._splitter.feed_whole(data)
-        meter = self._meter
-        meter.events += len(events)
+        self._meter.events += len(events)
         for event in events:
             if not well_formed(event):
                 self._finished = True
-                return whole[: start_of(event, events, whole)] + MALFORMED_SSE
-            if b'"usage"' in event and carries_usage(event):  # the cheap test first: most events have none
-                meter.event(event)
+                return whole[: start_of(event, events, whole)] + self._malformed()
+            if b'"usage"' in event:  # the cheap test first: most events have none
+                self._usage(event)
         return whole
 
     def _end(self) -> bytes | None:
         rest = self._splitter.pending
         if rest.strip():
             self._meter.events += 1
-            if carries_usage(rest):
-                self._meter.event(rest.strip())
+            self._usage(rest.strip())
         return rest or None
+
+    def _usage(self, event: bytes) -> None:
+        """One event that may hold usage: read into the meter."""
+        if carries_usage(event):
+            self._meter.event(event)
+
+    def _malformed(self) -> bytes:
+        """The stream's last event when the upstream sent one that is not well formed."""
+        return MALFORMED_SSE
 
 
 class UsageStrippedSSE(SSEBody):
