@@ -224,8 +224,8 @@ class Connection:
     async def _read(self) -> bytes:
         """Up to RECEIVE_SIZE bytes (b"": the peer closed). On a plain socket, what trio's
         ``SocketStream.receive_some`` does, without its layers (conflict detector, wrappers, context managers):
-        a third of the per-read cost of a session in the load generator (results/PERF-LOG.md, "load generator:
-        first chunks read late"). A checkpoint either way."""
+        much of a read's cost in the load generator (results/PERF-LOG.md, "load generator: first chunks read
+        late"). A checkpoint either way."""
         raw = self._raw
         try:
             if raw is None:
