@@ -20,6 +20,7 @@ asked to close) :meth:`Connection.next_cycle` readies it for the next request on
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 import struct
@@ -110,6 +111,27 @@ async def _resolve(endpoint: Endpoint) -> tuple[int, tuple]:
     return found
 
 
+async def _connect(family: int, addr: tuple) -> socket.socket:
+    """A non-blocking connect to an address resolved already: what ``trio.socket.socket().connect`` does, less
+    its per-call address resolution and the scheduler pass that follows it (results/PERF-LOG.md, "load
+    generator: first chunks read late"). A checkpoint; the socket is closed on any failure."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        if err == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            await trio.lowlevel.checkpoint()
+        if err:
+            raise OSError(err, f"Error connecting to {addr!r}: {os.strerror(err)}")
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
 def _syn_retransmits(stream: trio.SocketStream) -> int:
     if _TCP_INFO is None:
         return 0
@@ -138,11 +160,9 @@ async def open_connection(
     family, addr = await _resolve(endpoint)
     attempt = 0
     while True:
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
-            await sock.connect(addr)
+            raw = await _connect(family, addr)
         except OSError as exc:
-            sock.close()
             if exc.errno not in _RETRYABLE_ERRNOS or attempt >= retries:
                 raise ConnectFailed(f"connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
             attempt += 1
@@ -150,11 +170,8 @@ async def open_connection(
                 on_retry(1)
             await trio.sleep(retry_delay_s * 2 ** (attempt - 1))
             continue
-        except BaseException:
-            sock.close()
-            raise
         break
-    stream: trio.abc.Stream = trio.SocketStream(sock)
+    stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
     if on_retry is not None:
         syn = _syn_retransmits(stream)  # type: ignore[arg-type]
         if syn:
@@ -167,17 +184,19 @@ async def open_connection(
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             await trio.aclose_forcefully(stream)
             raise ConnectFailed(f"TLS handshake with {endpoint.host}: {exc}") from exc
-        stream = tls
-    return Connection(stream)
+        return Connection(tls)
+    return Connection(stream, raw)
 
 
 class Connection:
     """One HTTP/1.1 connection: bytes between a trio stream and an h11 client state machine."""
 
-    __slots__ = ("_stream", "socket", "_h11", "requests", "_chunked", "_keep_alive", "_pending")
+    __slots__ = ("_stream", "_raw", "socket", "_h11", "requests", "_chunked", "_keep_alive", "_pending")
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, raw: socket.socket | None = None) -> None:
+        """``raw``: the plain TCP socket under ``stream``, when there is no TLS between: read directly."""
         self._stream = stream
+        self._raw = raw
         transport = stream
         while isinstance(transport, trio.SSLStream):
             transport = transport.transport_stream
@@ -202,12 +221,32 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionReset(f"send: {exc}") from exc
 
-    async def _receive(self) -> None:
+    async def _read(self) -> bytes:
+        """Up to RECEIVE_SIZE bytes (b"": the peer closed). On a plain socket, what trio's
+        ``SocketStream.receive_some`` does, without its layers (conflict detector, wrappers, context managers):
+        much of a read's cost in the load generator (results/PERF-LOG.md, "load generator: first chunks read
+        late"). A checkpoint either way."""
+        raw = self._raw
         try:
-            data = await self._stream.receive_some(RECEIVE_SIZE)
+            if raw is None:
+                return await self._stream.receive_some(RECEIVE_SIZE)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = raw.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    try:
+                        return raw.recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        pass
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionReset(f"receive: {exc}") from exc
-        self._h11.receive_data(data)  # b"" tells h11 the peer closed
+
+    async def _receive(self) -> None:
+        self._h11.receive_data(await self._read())  # b"" tells h11 the peer closed
 
     async def receive_response(self) -> h11.Response:
         """Read up to and including the status line and headers of the (final) response."""
@@ -268,10 +307,7 @@ class Connection:
                     if out:
                         return out, False
                 while True:
-                    try:
-                        data = await self._stream.receive_some(RECEIVE_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        raise ConnectionReset(f"receive: {exc}") from exc
+                    data = await self._read()
                     if not data:
                         self._keep_alive = False
                         raise ConnectionReset("peer closed connection without sending complete message body")
@@ -338,9 +374,20 @@ class Connection:
         if h.our_state is h11.DONE:
             h.start_next_cycle()
 
+    def close(self) -> None:
+        """Close now, without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
+
+        Synchronous, so a caller that must close whatever happens needs no shielded cancel scope; trio's
+        ``aclose_forcefully`` gets the same by cancelling a scope, which raises and catches a ``Cancelled`` per
+        connection (results/PERF-LOG.md, "load generator: first chunks read late"). Every stream this client
+        opens has a socket at its bottom (TLS included): closing it ends the stream."""
+        assert self.socket is not None
+        self.socket.close()
+
     async def aclose(self) -> None:
-        # Close without a TLS close_notify dance or lingering: the peer learns from the FIN/RST.
-        await trio.aclose_forcefully(self._stream)
+        """:meth:`close`, then one checkpoint that no cancellation interrupts."""
+        self.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 def now_ns() -> int:

@@ -18,7 +18,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from loadtest import looplag
 from loadtest.client import now_ns
+from loadtest.gcpauses import quiet_collector
+from loadtest.looplag import measuring
 from loadtest.progress import LiveStats
 from loadtest.record import ProcessUsage, RunData, SessionRecord
 from loadtest.shapes import LoadConfig, WorkerLoad
@@ -110,7 +113,8 @@ class Runner:
                 break
             self.live.phase = target if len(self.phases()) > 1 else ""
             if self.workers == 1:
-                results = [await self._run_here(target, url)]
+                with quiet_collector():
+                    results = [await self._run_here(target, url)]
                 role = "loadtest"
             else:
                 results = await self._run_children(target, url)
@@ -128,6 +132,9 @@ class Runner:
                     )
                 if r.interrupted:
                     self.interrupted = True
+            busy = looplag.warning(target, [(r.pid, r.loop) for r in results])
+            if busy:
+                self.warnings.append(busy)
         t_end = now_ns()
         if self.t0_ns is not None:  # a shard's run is measured from the agreed start, not from its launch
             started_unix += (self.t0_ns - t0) / 1e9
@@ -153,10 +160,12 @@ class Runner:
             load.interrupt()
         cpu0, wall0 = cpu_s(), time.monotonic()
         try:
-            await load.run(await self._agreed_start() if self._start and self.t0_ns is None else now_ns())
+            t0 = await self._agreed_start() if self._start and self.t0_ns is None else now_ns()
+            with measuring() as loop:
+                await load.run(t0)
         finally:
             self._current = None
-        return result_of(load, cpu0, wall0)
+        return result_of(load, cpu0, wall0, loop)
 
     async def _run_children(self, target: str, url: str) -> list[WorkerResult]:
         procs = self._procs = WorkerProcesses(self.cfg, self.workers, self.live)

@@ -163,7 +163,13 @@ class WorkerLoad:
         return first
 
     async def _slot(self, index: int, start_ns: int) -> None:
-        await trio.sleep_until(self._trio_time(start_ns))
+        # A slot already due goes straight on (a checkpoint only if cancelled): trio.sleep_until on a past
+        # deadline wakes each slot by a cancellation, a scheduler pass before any of them starts its session
+        # (results/PERF-LOG.md, "load generator: first chunks read late").
+        if start_ns > now_ns():
+            await trio.sleep_until(self._trio_time(start_ns))
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         slot = ConnectionSlot()
         intended = start_ns
         seq = 0
@@ -177,8 +183,7 @@ class WorkerLoad:
                 intended = rec.end_ns  # the slot is free again: the next session is due now
                 seq += 1
         finally:
-            with trio.CancelScope(shield=True):
-                await slot.aclose()
+            slot.close()
 
     async def _closed_loop(self, nursery: trio.Nursery) -> None:
         n = self.cfg.concurrency
@@ -241,6 +246,5 @@ class WorkerLoad:
                             await self._closed_loop(nursery)
                     watching.cancel_scope.cancel()
             finally:
-                with trio.CancelScope(shield=True):
-                    for slot in pool:
-                        await slot.aclose()
+                for slot in pool:
+                    slot.close()

@@ -19,13 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from loadtest.client import now_ns
+from loadtest.gcpauses import quiet_collector
+from loadtest.looplag import LoopBusy, measuring
 from loadtest.progress import LiveStats
 from loadtest.record import SessionRecord
 from loadtest.shapes import LoadConfig, WorkerLoad
@@ -46,6 +48,7 @@ class WorkerResult:
     peak_rss_bytes: int
     pid: int
     fd_limit: tuple[int, int]
+    loop: LoopBusy = field(default_factory=LoopBusy)  # how long its event loop ran without polling
     loop_lag_ms: list[float] | None = None  # the process's event-loop lateness samples (loadtest.looplag)
 
 
@@ -55,13 +58,14 @@ def cpu_s() -> float:
     return t.user + t.system
 
 
-def result_of(load: WorkerLoad, cpu0: float, wall0: float) -> WorkerResult:
+def result_of(load: WorkerLoad, cpu0: float, wall0: float, loop: LoopBusy | None = None) -> WorkerResult:
     """What ``load`` recorded and what this process spent on it since ``cpu0`` / ``wall0``."""
     return WorkerResult(
         records=load.records, connect_retries=load.retries.n, interrupted=load.interrupted,
         cpu_s=cpu_s() - cpu0, wall_s=time.monotonic() - wall0,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, pid=os.getpid(),
-        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE), loop_lag_ms=load.lag.samples_ms,
+        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE), loop=loop or LoopBusy(),
+        loop_lag_ms=load.lag.samples_ms,
     )
 
 
@@ -123,11 +127,12 @@ async def _worker_async(cfg: LoadConfig, target: str, url: str, worker: int, wor
                     load.interrupt()
 
         nursery.start_soon(on_signal)
-        await load.run(t0_ns)
+        with measuring() as loop:
+            await load.run(t0_ns)
         nursery.cancel_scope.cancel()
     if report:
         print(json.dumps(live.delta()), flush=True)
-    return result_of(load, cpu0, wall0)
+    return result_of(load, cpu0, wall0, loop)
 
 
 def worker_main() -> int:
@@ -143,7 +148,8 @@ def worker_main() -> int:
         return 130  # stopped before the start: nothing was recorded
     if not line.strip():
         return 1  # the parent gave up before the start
-    result = trio.run(_worker_async, cfg, target, url, job["worker"], job["workers"], int(line), True)
+    with quiet_collector():
+        result = trio.run(_worker_async, cfg, target, url, job["worker"], job["workers"], int(line), True)
     tmp = job["out"] + ".tmp"
     with open(tmp, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)

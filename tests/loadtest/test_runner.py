@@ -30,7 +30,8 @@ async def test_closed_loop_each_slot_once_200(nursery):
     assert (s["completed"], s["failed"], s["peak_concurrency"]) == (200, 0, 200), s["errors_by_kind"]
     assert s["new_connections"] == 200
     assert {r.slot for r in run.records} == set(range(200))
-    assert not run.interrupted and not run.warnings
+    # The sim shares this test's event loop: its work shows as the load generator's own (loadtest.looplag).
+    assert not run.interrupted and not [w for w in run.warnings if not w.startswith("load generator busy")]
     assert s["relay_delay_ms"]["p50"] is not None
     assert run.processes and run.processes[0].role == "loadtest" and run.processes[0].cpu_s > 0
     # The client's CPU share of the machine, from this run's own numbers: CPU s / wall s / cores.
