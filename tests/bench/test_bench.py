@@ -287,8 +287,8 @@ def test_a_redraw_keeps_the_machine_facts_the_runs_were_measured_on(tmp_path):
 def test_the_operated_variants_start_the_relay_with_their_feature_on(tmp_path):
     import httpx
 
+    from proxy.config import load as load_settings
     from proxy.pricing import price_table
-    from proxy.routing import load_settings
 
     assert {"moonrelay-traced", "moonrelay-cached", "moonrelay-priced", "moonrelay-spend"} <= set(TARGETS)
     assert not {"moonrelay-traced", "moonrelay-cached"} & set(DEFAULT_TARGETS)
