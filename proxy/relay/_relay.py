@@ -44,8 +44,12 @@ from . import _passthrough as passthrough
 from ._admission import Streams
 from ._charging import answered, reserve
 from ._models import merged_models
-from ._responses import keys_resting, relayed_headers
+from ._responses import keys_resting, read_whole, relayed_headers
 
+# The request's (path, body) for one candidate upstream (a request may go to upstreams of other protocols)
+Prepare = Callable[[Upstream], tuple[str, bytes | None]]
+# None when an upstream can take the request, else the error that says why it cannot
+Takes = Callable[[Upstream], "RelayError | None"]
 UPSTREAM_HEADER = passthrough.UPSTREAM_HEADER  # also a response header: the upstream that answered
 log = logging.getLogger("moonrelay")
 
@@ -155,26 +159,28 @@ class Relay:
         self.streams.track_body(state, body)
         return body
 
-    async def exchange(
-        self, state: RequestState, client_method: str, upstream: Upstream | Candidates, method: str, path: str,
-        body: bytes | None, stream: bool, ndjson: bool = False, strip_usage: bool = False,
-    ) -> Response:  # fmt: skip
-        """Send the request upstream (retried as ``send_with_retries`` allows) and answer with what came back.
+    async def send(
+        self, state: RequestState, candidates: Candidates, method: str, prepare: Prepare, stream: bool
+    ) -> tuple[Upstream, httpx.Response, bytes | None]:
+        """Send the request to the first of ``candidates`` (its slot taken), retried as ``send_with_retries``
+        allows; the upstream that answered, its response and, when it was read already, its body.
 
-        ``upstream``: one upstream, or the request's :class:`Candidates` with the first one's slot taken. When an
-        upstream's attempts end in a failure that lets the request go out again (proxy.routing._attempts: never
-        reached, or answered "not processed"), the request goes to the next candidate (the model's other
-        deployments, then ``fallbacks``); each answer feeds that deployment's breaker. Once an answer is chosen
-        nothing else is tried: a stream that breaks later ends with the in-band error event."""
-        candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
-        upstream = candidates.current  # type: ignore[assignment]
+        ``prepare(upstream)``: the request's (path, body) for that upstream (its protocol may differ from the
+        first's; :meth:`choose` left out those that cannot take it). When an upstream's
+        attempts end in a failure that lets the request go out again (proxy.routing._attempts: never reached, or
+        answered "not processed"), the request goes to the next candidate (the model's other deployments, then
+        ``fallbacks``); each answer feeds that deployment's breaker. Once an answer is chosen nothing else is tried:
+        a stream that breaks later ends with the in-band error event."""
+        upstream = candidates.current
         assert upstream is not None
+        prepared = prepare(upstream)
         try:
             while True:
+                send = partial(upstream.send, method, *prepared, stream=stream)
                 try:
                     response, content = await send_with_retries(
                         upstream,
-                        lambda key, send=upstream.send: send(method, path, body, stream=stream, key=key),
+                        lambda key, send=send: send(key=key),
                         self.settings,
                         rests=candidates.rests,
                     )
@@ -183,7 +189,7 @@ class Relay:
                     reason = resend_reason(exc, on_timeout=upstream.config.retry_on_timeout)
                     moved = None if reason is None else await self.move(state, candidates, upstream, reason)
                     if moved is not None:
-                        upstream = moved
+                        upstream, prepared = moved, prepare(moved)
                         continue
                     if isinstance(exc, AllKeysResting):
                         raise keys_resting(exc, state.model) from None
@@ -201,11 +207,20 @@ class Relay:
                     if moved is not None:
                         if content is None:
                             await response.aclose()
-                        upstream = moved
+                        upstream, prepared = moved, prepare(moved)
                         continue
-                break
+                return upstream, response, content
         finally:
             await candidates.abandon()  # a probe still held: the request was cancelled before its verdict
+
+    async def exchange(
+        self, state: RequestState, client_method: str, upstream: Upstream | Candidates, method: str, path: str,
+        body: bytes | None, stream: bool, ndjson: bool = False, strip_usage: bool = False,
+    ) -> Response:  # fmt: skip
+        """Send the request upstream (:meth:`send`) and answer with what came back."""
+        candidates = upstream if isinstance(upstream, Candidates) else Candidates.lone(upstream)
+        upstream, response, content = await self.send(state, candidates, method, lambda _: (path, body), stream)
+        status = response.status_code
         relayed = relayed_headers(response)
         relayed[UPSTREAM_HEADER] = upstream.name
         if content is None and stream and status == 200:
@@ -217,12 +232,7 @@ class Relay:
             content_type = response.headers.get("content-type", "text/event-stream")
             return Response(body_iter, status=200, headers=relayed, content_type=content_type)
         if content is None:
-            try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
-                raise upstream_failure(exc) from None
-            finally:
-                await response.aclose()
+            content = await read_whole(response)
             if state.meter is not None:
                 state.meter.document(content)
         content_type = response.headers.get("content-type", JSON)
@@ -258,20 +268,31 @@ class Relay:
         # Only reached when the drain cancelled the scope.
         raise shutting_down()
 
-    async def choose(self, state: RequestState, model: str) -> Candidates:
+    async def choose(self, state: RequestState, model: str, takes: Takes | None = None) -> Candidates:
         """The upstreams that may serve ``model``, the first usable one's slot taken; refused at once (404, 429,
-        503) when there is none, or every one is open, resting or full (nothing sent upstream)."""
+        503) when there is none, or every one is open, resting or full (nothing sent upstream).
+
+        ``takes(upstream)``: None when that upstream can take the request, else the error that says why not; the
+        ones that cannot are left out, and when none is left that error is raised (a request only some upstream
+        protocols can serve)."""
         deployments = self.upstreams.deployments(model)  # type: ignore[union-attr]
         if not deployments:
             raise model_not_found(model)
         state.upstream = deployments[0].name
         if len(deployments) == 1 and not deployments[0].config.fallbacks:  # the single-upstream path, unchanged
+            if takes is not None and (why := takes(deployments[0])) is not None:
+                raise why
             await self.admit(state, deployments[0])
             return Candidates.lone(deployments[0])
         self.refuse_if_draining()
         if not self.streams.admit(state):
             raise self.overloaded()
         candidates = await Candidates.plan(self.upstreams, deployments)  # type: ignore[arg-type]
+        if takes is not None:
+            why = takes(candidates.order[0])
+            candidates.order = [upstream for upstream in candidates.order if takes(upstream) is None]
+            if not candidates.order:
+                raise why  # type: ignore[misc]
         if await candidates.next(state) is None:
             raise candidates.refusal(model)
         return candidates

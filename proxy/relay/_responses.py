@@ -1,5 +1,5 @@
-"""What the relay passes back around upstream answers: the upstream headers worth relaying, and the refusal for
-a pool whose every key is resting."""
+"""What the relay passes back around upstream answers: the upstream headers worth relaying, a whole answer's body,
+and the refusal for a pool whose every key is resting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import httpx
 
-from ..errors import Refused
+from ..errors import Refused, upstream_failure
 from ..routing import AllKeysResting, the_model
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
@@ -20,6 +20,16 @@ def relayed_headers(response: httpx.Response, also: frozenset[str] = frozenset()
         if name in RELAYED or name.startswith("x-ratelimit-") or name in also:
             out[name] = value
     return out
+
+
+async def read_whole(response: httpx.Response) -> bytes:
+    """An answer's whole body, the response closed; a transport failure as the relay's error (502/504)."""
+    try:
+        return await response.aread()
+    except httpx.TransportError as exc:
+        raise upstream_failure(exc) from None
+    finally:
+        await response.aclose()
 
 
 def keys_resting(exc: AllKeysResting, model: str | None) -> Refused:

@@ -206,8 +206,12 @@ class SSEBody:
         for event in events:
             if not well_formed(event):
                 self._finished = True
-                return whole[: start_of(event, events, whole)] + MALFORMED_SSE
+                return whole[: start_of(event, events, whole)] + self._malformed()
         return whole
+
+    def _malformed(self) -> bytes:
+        """The event that ends the stream in place of one that is not well formed."""
+        return MALFORMED_SSE
 
     def _end(self) -> bytes | None:
         # The body ended without a blank line after its last event: those bytes go out as the upstream sent

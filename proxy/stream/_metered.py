@@ -44,7 +44,7 @@ class MeteredSSE(SSEBody):
         for event in events:
             if not well_formed(event):
                 self._finished = True
-                return whole[: start_of(event, events, whole)] + MALFORMED_SSE
+                return whole[: start_of(event, events, whole)] + self._malformed()
             if b'"usage"' in event and carries_usage(event):  # the cheap test first: most events have none
                 meter.event(event)
         return whole
