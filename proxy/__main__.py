@@ -28,6 +28,7 @@ _HELP = {
     "names no max_tokens",
     "upstream": "base URL of the OpenAI-compatible upstream, ending in /v1",
     "upstream_key_env": "environment variable that holds the upstream API key",
+    "upstream_api": "the protocol the upstream speaks: chat (/chat/completions), anthropic (/messages) or responses",
     "upstream_ca_file": "PEM file of a private CA for an https upstream (verification stays on)",
     "default_model": "model used when a request names none",
     "workers": "worker processes on one SO_REUSEPORT port (each relays ~9,990 streams at a 20,000 fd limit)",

@@ -25,6 +25,10 @@ ENV_PREFIX = "MOONRELAY_"
 FILE_ONLY = {"file_only": True}  # a setting the config file gives, with no flag or environment variable
 PATH_SETTINGS = ("api_keys_file", "upstream_ca_file")  # and each [[upstreams]] table's ca_file
 TABLES = ("relay", "state", "upstreams")  # the config file's tables
+# The protocol an upstream speaks (an [[upstreams]] table's ``api``, or --upstream-api): which of its paths the relay
+# calls and whether a client's protocol is relayed natively or translated onto it.
+UPSTREAM_APIS = ("chat", "anthropic", "responses")  # /chat/completions, /messages, /responses below its base URL
+DEFAULT_API = "chat"
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Settings:
     upstream: str = MOONSHOT_BASE_URL
     upstream_key_env: str = "MOONSHOT_API_KEY"
     upstream_ca_file: str | None = None
+    upstream_api: str = DEFAULT_API  # the protocol the flat upstream speaks: one of UPSTREAM_APIS
     default_model: str = DEFAULT_MODEL
     workers: int = 1
     backlog: int = 4096  # hypercorn's 100 resets connection storms; somaxconn here is 4096
@@ -115,6 +120,13 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'NAME'?)`` with the closest of ``known``, or nothing when none is close."""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def upstream_api(value: Any) -> str:
+    """An upstream's declared protocol, checked: one of :data:`UPSTREAM_APIS`, else a ValueError that lists them."""
+    if value not in UPSTREAM_APIS:
+        raise ValueError(f"'api' must be one of {', '.join(UPSTREAM_APIS)}, got {value!r}")
+    return value
 
 
 def _convert(type_: Any, raw: Any, name: str) -> Any:

@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import Settings, load
+from ..config import DEFAULT_API, Settings, load, upstream_api
 from ..protocol import InvalidRequest
 
 CACHE_LIMIT = 10_000  # distinct model names remembered; beyond it decisions are still right, just not cached
@@ -35,7 +35,7 @@ _TIMEOUTS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s", "tot
 _BREAKER_TIMES = ("breaker_window_s", "breaker_cooldown_s")
 _COUNTS = ("max_concurrent", "max_connections", "breaker_failures")
 _KEYS = frozenset(
-    {"name", "base_url", "key_env", "key_envs", "models", "default", "include_usage", "ca_file", "fallbacks",
+    {"name", "api", "base_url", "key_env", "key_envs", "models", "default", "include_usage", "ca_file", "fallbacks",
      "weight", "retry_on_timeout", *_TIMEOUTS, *_BREAKER_TIMES, *_COUNTS}
 )  # fmt: skip
 MAX_WEIGHT = 1000
@@ -67,6 +67,7 @@ class UpstreamConfig:
     total_timeout_s: float = 3600.0
     max_connections: int = 0
     ca_file: str | None = None
+    api: str = DEFAULT_API  # the protocol it speaks (proxy.config.UPSTREAM_APIS)
     fallbacks: tuple[str, ...] = ()  # upstreams tried in order when this one fails before the first byte
     # A first-byte timeout here may send the request again (a retry, the next deployment or fallback): it may then
     # run twice, so only where the operator says so (proxy.routing._attempts)
@@ -87,8 +88,16 @@ def single_upstream(settings: Settings) -> UpstreamConfig:
         base_url=settings.upstream,
         key_envs=(settings.upstream_key_env,),
         default=True,
+        api=_api(settings.upstream_api, "--upstream-api"),
         **_inherited(settings),
     )
+
+
+def _api(value: Any, where: str) -> str:
+    try:
+        return upstream_api(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _inherited(settings: Settings) -> dict[str, Any]:
@@ -173,6 +182,7 @@ def parse_upstream(table: Mapping[str, Any], settings: Settings, index: int = 0)
     if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
         raise ConfigError(f"{where}: 'weight' must be a whole number from 1 to {MAX_WEIGHT}")
     values["weight"] = weight
+    values["api"] = _api(table.get("api", DEFAULT_API), where)
     return UpstreamConfig(
         name=name,
         base_url=base_url,

@@ -89,6 +89,17 @@ def test_per_upstream_settings_default_to_the_global_ones():
     assert (b.key_envs, b.max_concurrent, b.include_usage) == (("B_KEY",), 3, True)
 
 
+def test_an_upstream_declares_the_protocol_it_speaks_chat_by_default():
+    chat, anthropic, responses = upstream_configs(
+        Settings(upstreams=(table("a"), table("b", api="anthropic"), table("c", api="responses")))
+    )
+    assert (chat.api, anthropic.api, responses.api) == ("chat", "anthropic", "responses")
+    (flat,) = upstream_configs(Settings(upstream="http://x/anthropic", upstream_api="anthropic"))
+    assert flat.api == "anthropic"
+    with pytest.raises(ConfigError, match="--upstream-api: 'api' must be one of"):
+        upstream_configs(Settings(upstream_api="claude"))
+
+
 @pytest.mark.parametrize(
     ("tables", "message"),
     [
@@ -115,6 +126,7 @@ def test_per_upstream_settings_default_to_the_global_ones():
         ([table("a", idle_timeout_s=0)], "positive"),
         ([table("a", idle_timeout_s="5")], "must be a number"),
         ([table("a", include_usage="yes")], "true or false"),
+        ([table("a", api="messages")], "'api' must be one of chat, anthropic, responses, got 'messages'"),
     ],
 )
 def test_bad_upstream_tables_are_refused_with_a_clear_message(tables, message):
