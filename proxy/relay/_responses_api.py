@@ -50,7 +50,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 def speaks_responses(upstream: Upstream) -> bool:
     """Whether ``upstream`` serves ``/responses`` itself (``api = "responses"``), else chat completions."""
-    return getattr(upstream.config, "api", "chat") == "responses"
+    return upstream.config.api == "responses"
 
 
 class ResponsesCall:
@@ -75,7 +75,14 @@ class ResponsesCall:
             self.untranslatable = exc
 
     def takes(self, upstream: Upstream) -> RelayError | None:
-        return None if self.chat is not None or speaks_responses(upstream) else self.untranslatable
+        api = upstream.config.api
+        if api == "responses" or (api == "chat" and self.chat is not None):
+            return None
+        if api == "chat":
+            return self.untranslatable
+        return InvalidRequest(f"The upstream for {self.request.model!r} speaks {api}, which a Responses request "
+                              "is not translated to; use a model served by a chat or Responses upstream.",
+                              "unsupported_upstream_api")  # fmt: skip
 
     def prepare(self, upstream: Upstream) -> tuple[str, bytes]:
         if speaks_responses(upstream):
