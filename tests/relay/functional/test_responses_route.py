@@ -210,3 +210,19 @@ async def test_a_client_that_leaves_cancels_the_upstream_request(nursery):
     with trio.fail_after(5):
         while sim.stats.snapshot()["cancelled"] != 1:  # noqa: ASYNC110 - the sim's own count, of another task
             await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_silent_upstream_gets_heartbeats_as_comments_between_events(nursery, api):
+    sim = await start_sim(nursery, chunks=3, interval=0.4)
+    root = await start_relay(nursery, sim.url, upstream_api=api, heartbeat_s=0.1, retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(root + "/v1/responses", json={**ASK, "stream": True})
+        found = await scrape_after(client, root, 1)
+    assert resp.status_code == 200
+    blocks = resp.content.split(b"\n\n")
+    assert b": ping" in blocks  # a comment of its own, between whole events
+    assert collapsed(events_of(resp.content))[-1] == "response.completed"
+    usage = events_of(resp.content)[-1][1]["response"]["usage"]
+    assert total(found, "moonrelay_completion_tokens_total", upstream=sim.url.split("//")[1].removesuffix("/v1"),
+                 model="moonshot-v1-8k") == usage["output_tokens"]  # fmt: skip
