@@ -226,3 +226,30 @@ async def test_a_silent_upstream_gets_heartbeats_as_comments_between_events(nurs
     usage = events_of(resp.content)[-1][1]["response"]["usage"]
     assert total(found, "moonrelay_completion_tokens_total", upstream=sim.url.split("//")[1].removesuffix("/v1"),
                  model="moonshot-v1-8k") == usage["output_tokens"]  # fmt: skip
+
+
+async def test_a_translation_that_fails_ends_the_clients_stream_at_once(nursery, monkeypatch):
+    """An upstream event that is not JSON fails the translated stream: ``response.failed`` and the body's end then,
+    not when the upstream's long stream would have ended."""
+    monkeypatch.setenv("SIM_KEY", "sk-bad")
+    sim = await start_sim(nursery, chunks=200, interval=0.05, key_faults={"sk-bad": "malformed:2"})
+    root = await start_relay(nursery, sim.url, upstream_key_env="SIM_KEY", retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        with trio.fail_after(3):  # the upstream's stream lasts 10 s
+            resp = await client.post(root + "/v1/responses", json={**ASK, "stream": True})
+    name, data = events_of(resp.content)[-1]
+    assert name == "response.failed" and data["response"]["error"]["code"] == "server_error"
+
+
+async def test_client_keys_guard_the_route(nursery, tmp_path):
+    sim = await start_sim(nursery)
+    keys = tmp_path / "keys"
+    keys.write_text("sk-client\n")
+    root = await start_relay(nursery, sim.url, api_keys_file=str(keys))
+    async with httpx.AsyncClient(timeout=10) as client:
+        anonymous = await client.post(root + "/v1/responses", json=ASK)
+        known = await client.post(root + "/v1/responses", json=ASK, headers={"authorization": "Bearer sk-client"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"] == {"message": anonymous.json()["error"]["message"], "type":
+                                         "invalid_request_error", "param": None, "code": "invalid_api_key"}  # fmt: skip
+    assert known.status_code == 200 and known.json()["object"] == "response"
