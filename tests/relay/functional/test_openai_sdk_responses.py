@@ -12,8 +12,8 @@ from tests.conftest import start_relay, start_sim
 from tests.relay.functional.test_openai_sdk import _client
 
 MODEL = "moonshot-v1-8k"
-TOOLS = [{"type": "function", "name": "get_weather", "description": "The weather in a city", "strict": False,
-          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]  # fmt: skip
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOLS = [{"type": "function", "name": "get_weather", "description": "The weather", "strict": False, "parameters": CITY}]
 
 
 @pytest.fixture(params=["chat", "responses"])

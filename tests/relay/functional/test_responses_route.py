@@ -104,8 +104,10 @@ async def test_a_request_that_needs_a_store_is_refused_by_a_translating_relay(nu
         stored = await client.post(root + "/v1/responses", json={**ASK, "store": True})
         hosted = await client.post(root + "/v1/responses", json={**ASK, "tools": [{"type": "web_search"}]})
         unknown = await client.post(root + "/v1/responses", json={**ASK, "prompt": {"id": "pmpt_1"}})
-    for resp, code, names in [(previous, "store_required", "previous_response_id"), (stored, "store_required", "store"),
-                              (hosted, "untranslatable", "tools.0"), (unknown, "untranslatable", "prompt")]:  # fmt: skip
+    for resp, code, names in [
+        (previous, "store_required", "previous_response_id"), (stored, "store_required", "store"),
+        (hosted, "untranslatable", "tools.0"), (unknown, "untranslatable", "prompt"),
+    ]:  # fmt: skip
         assert resp.status_code == 400, resp.text
         error = resp.json()["error"]
         assert error["type"] == "invalid_request_error" and error["code"] == code, error
