@@ -124,7 +124,7 @@ async def test_a_native_upstream_keeps_its_own_store(nursery):
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
-async def test_a_stream_that_breaks_ends_with_the_protocols_error(nursery, api, monkeypatch):
+async def test_a_stream_that_breaks_ends_with_the_protocols_error(nursery, api, monkeypatch, access_lines):
     monkeypatch.setenv("SIM_KEY", "sk-drop")
     sim = await start_sim(nursery, key_faults={"sk-drop": "drop:3"})
     root = await start_relay(nursery, sim.url, upstream_api=api, upstream_key_env="SIM_KEY", retries=0)
@@ -141,6 +141,8 @@ async def test_a_stream_that_breaks_ends_with_the_protocols_error(nursery, api, 
         assert name == "error" and data["type"] == "error" and data["code"] == "upstream_error"
         assert data["sequence_number"] > events[-2][1]["sequence_number"]
     assert "output_text.delta" in collapsed(events)[-2]
+    line = (await wait_lines(access_lines, 1))[0]
+    assert line["error"] == "upstream_error"  # the log and moonrelay_upstream_errors_total know it failed
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
