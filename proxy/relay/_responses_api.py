@@ -32,7 +32,7 @@ from ..protocol.responses import (
     responses_error_event,
     responses_to_chat,
 )
-from ..routing import Upstream
+from ..routing import Candidates, Upstream
 from ..state import STATE, RequestState
 from ..stream import NativeSSE, TranslatedSSE
 from ._charging import answered
@@ -113,7 +113,7 @@ async def responses(relay: Relay) -> Response:
     return response
 
 
-async def _exchange(relay: Relay, state: RequestState, call: ResponsesCall, candidates: Any) -> Response:
+async def _exchange(relay: Relay, state: RequestState, call: ResponsesCall, candidates: Candidates) -> Response:
     stream = call.request.stream
     upstream, response, content = await relay.send(state, candidates, "POST", call.prepare, stream)
     native = speaks_responses(upstream)
