@@ -257,3 +257,16 @@ async def test_client_keys_guard_the_route(nursery, tmp_path):
     assert anonymous.json()["error"] == {"message": anonymous.json()["error"]["message"], "type":
                                          "invalid_request_error", "param": None, "code": "invalid_api_key"}  # fmt: skip
     assert known.status_code == 200 and known.json()["object"] == "response"
+
+
+async def test_the_route_is_served_whatever_pass_through_allows(nursery):
+    """With pass-through on, ``POST /v1/responses`` is still this route (checked and translated: the relay's own
+    refusal), while the other ``/v1/responses/…`` paths go through to the upstream."""
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url, passthrough="on", retries=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        chained = await client.post(root + "/v1/responses", json={**ASK, "previous_response_id": "resp_1"})
+        fetched = await client.get(root + "/v1/responses/resp_1")
+    assert chained.status_code == 400 and chained.json()["error"]["code"] == "store_required"
+    assert fetched.status_code == 404
+    assert fetched.json()["error"]["type"] == "resource_not_found_error"  # the upstream's answer, not the relay's
