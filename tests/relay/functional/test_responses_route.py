@@ -9,6 +9,14 @@ import pytest
 import trio
 
 from tests.conftest import start_relay, start_sim, wait_lines
+from tests.relay.functional.test_charging import (
+    AUTH,
+    KEY,
+    keys_file,
+    settled,
+    still_clock,  # noqa: F401 - a fixture
+    used_tokens,
+)
 from tests.relay.functional.test_fallbacks import table
 from tests.relay.functional.test_metrics import scrape_after, total
 
@@ -270,3 +278,15 @@ async def test_the_route_is_served_whatever_pass_through_allows(nursery):
     assert chained.status_code == 400 and chained.json()["error"]["code"] == "store_required"
     assert fetched.status_code == 404
     assert fetched.json()["error"]["type"] == "resource_not_found_error"  # the upstream's answer, not the relay's
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_keys_tokens_are_charged_the_usage_of_the_stream(nursery, tmp_path, still_clock, api):
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url, upstream_api=api, api_keys_file=keys_file(tmp_path, f"{KEY} tpm=100000"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = await client.post(root + "/v1/responses", json={**ASK, "stream": True}, headers=AUTH)
+        await settled(client, root)
+        second = await client.post(root + "/v1/responses", json=ASK, headers=AUTH)
+    usage = events_of(first.content)[-1][1]["response"]["usage"]
+    assert used_tokens(second, 100000) == usage["input_tokens"] + usage["output_tokens"]
