@@ -14,7 +14,7 @@ from tests.relay.functional.test_charging import (
     KEY,
     keys_file,
     settled,
-    still_clock,  # noqa: F401 - a fixture
+    still_clock,  # noqa: F401 - a fixture the tests below use
     used_tokens,
 )
 from tests.relay.functional.test_fallbacks import table
@@ -280,10 +280,12 @@ async def test_the_route_is_served_whatever_pass_through_allows(nursery):
     assert fetched.json()["error"]["type"] == "resource_not_found_error"  # the upstream's answer, not the relay's
 
 
+@pytest.mark.usefixtures("still_clock")  # no tpm window ends during the test
 @pytest.mark.parametrize("api", ["chat", "responses"])
-async def test_a_keys_tokens_are_charged_the_usage_of_the_stream(nursery, tmp_path, still_clock, api):
+async def test_a_keys_tokens_are_charged_the_usage_of_the_stream(nursery, tmp_path, api):
     sim = await start_sim(nursery)
-    root = await start_relay(nursery, sim.url, upstream_api=api, api_keys_file=keys_file(tmp_path, f"{KEY} tpm=100000"))
+    keys = keys_file(tmp_path, f"{KEY} tpm=100000")
+    root = await start_relay(nursery, sim.url, upstream_api=api, api_keys_file=keys)
     async with httpx.AsyncClient(timeout=10) as client:
         first = await client.post(root + "/v1/responses", json={**ASK, "stream": True}, headers=AUTH)
         await settled(client, root)
