@@ -292,3 +292,10 @@ async def test_a_keys_tokens_are_charged_the_usage_of_the_stream(nursery, tmp_pa
         second = await client.post(root + "/v1/responses", json=ASK, headers=AUTH)
     usage = events_of(first.content)[-1][1]["response"]["usage"]
     assert used_tokens(second, 100000) == usage["input_tokens"] + usage["output_tokens"]
+
+
+async def test_a_messages_upstream_is_not_a_responses_one(nursery):
+    root = await relay_on(nursery, "anthropic")
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(root + "/v1/responses", json=ASK)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "unsupported_upstream_api"
