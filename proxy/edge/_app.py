@@ -20,16 +20,7 @@ from ..errors import InvalidRequest, RelayError
 from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
 from ..protocol import JSON
-from ..relay import (
-    PASSTHROUGH_METHODS,
-    Relay,
-    Streams,
-    body_limit,
-    ending_broken_bodies,
-    header_names,
-    path_filter,
-    relay_responses,
-)
+from ..relay import PASSTHROUGH_METHODS, Relay, Streams, body_limit, ending_broken_bodies, header_names, path_filter
 from ..routing import Upstream, Upstreams
 from ..state import STATE
 from ..stream import Heartbeats
@@ -177,11 +168,7 @@ def create_app(
 
     app.add_url_rule("/v1/chat/completions", view_func=relay.chat_completions, methods=["POST"])
     app.add_url_rule("/v1/models", view_func=relay.models, methods=["GET"])
-
-    async def responses() -> Response:
-        return await relay_responses(relay)
-
-    app.add_url_rule("/v1/responses", view_func=responses, methods=["POST"])
+    app.add_url_rule("/v1/responses", view_func=relay.responses, methods=["POST"])
     app.add_url_rule("/chat/completions", view_func=relay.seed_chat, methods=["GET", "POST"])
 
     allowed = path_filter(settings.passthrough)

@@ -6,7 +6,6 @@ from ._admission import Streams
 from ._passthrough import METHODS as PASSTHROUGH_METHODS
 from ._passthrough import body_limit, ending_broken_bodies, forwarded_headers, header_names, path_filter
 from ._relay import Relay
-from ._responses_api import responses as relay_responses
 
 __all__ = [
     "PASSTHROUGH_METHODS",
@@ -17,5 +16,4 @@ __all__ = [
     "forwarded_headers",
     "header_names",
     "path_filter",
-    "relay_responses",
 ]

@@ -41,6 +41,7 @@ from ..state import STATE, RequestState
 from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, SSEBody, UsageStrippedSSE
 from ..transport import Pump
 from . import _passthrough as passthrough
+from . import _responses_api as responses_api
 from ._admission import Streams
 from ._charging import answered, reserve
 from ._models import merged_models
@@ -337,6 +338,10 @@ class Relay:
     async def chat_completions(self) -> Response:
         state = request.scope[STATE]
         return await self.relay_chat(state, await self.read_chat(state), request.method, ndjson=False)
+
+    async def responses(self) -> Response:
+        """OpenAI Responses, native or translated (proxy/relay/_responses_api.py)."""
+        return await responses_api.responses(self)
 
     async def models(self) -> Response:
         state = request.scope[STATE]
