@@ -1,5 +1,5 @@
-"""The relay's routes on quart-trio: OpenAI-compatible /v1, Anthropic's /v1/messages and the seed's NDJSON
-/chat/completions.
+"""The relay's routes on quart-trio: OpenAI-compatible /v1 (chat completions, Responses), Anthropic's /v1/messages
+and the seed's NDJSON /chat/completions.
 
 :func:`create_app` makes the Quart app around one :class:`proxy.relay.Relay` (``_relay``): authentication, error
 handlers, the routes, ``/healthz`` and the observability layer.
@@ -29,6 +29,7 @@ from ..relay import (
     MessagesRoutes,
     Relay,
     ResponseCache,
+    ResponsesRoute,
     Streams,
     body_limit,
     cache_store,
@@ -217,6 +218,7 @@ def create_app(
     messages = MessagesRoutes(relay)
     app.add_url_rule("/v1/messages", view_func=messages.messages, methods=["POST"])
     app.add_url_rule("/v1/messages/count_tokens", view_func=messages.count_tokens, methods=["POST"])
+    app.add_url_rule("/v1/responses", view_func=ResponsesRoute(relay).responses, methods=["POST"])
     app.add_url_rule("/chat/completions", view_func=relay.seed_chat, methods=["GET", "POST"])
 
     allowed = path_filter(settings.passthrough)

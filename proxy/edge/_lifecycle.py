@@ -47,7 +47,7 @@ log = logging.getLogger("moonrelay")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages"})  # a model per request
+MODEL_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses"})  # log model
 UNLOGGED = frozenset({"/healthz", "/metrics"})  # probes and scrapes (when the app answers them) would drown the log
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
@@ -323,7 +323,7 @@ class Observer:
             chunks=chunks,
             completed=completed,
         )
-        if path in CHAT_PATHS:
+        if path in MODEL_PATHS:
             rec.model = state.model or self.settings.default_model
         kind = None
         cached = 0  # prompt tokens read from the provider's prompt cache (their own price)
@@ -333,12 +333,12 @@ class Observer:
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
             cached = found.cached_tokens
-            if path in CHAT_PATHS or path.startswith("/v1/"):
+            if path in MODEL_PATHS or path.startswith("/v1/"):
                 kind = error_kind(status, found)
                 if found.error_code is not None:
                     rec.error = found.error_code
         elif status == 429 or status >= 500:
-            kind = f"http_{status}" if path.startswith("/v1/") or path in CHAT_PATHS else None
+            kind = f"http_{status}" if path.startswith("/v1/") or path in MODEL_PATHS else None
         usage = state.meter.usage if state.meter is not None else None
         if usage is not None:  # what the relay read as the body went by (a key that counts tokens): the whole body
             rec.prompt_tokens, rec.completion_tokens = usage.prompt, usage.completion

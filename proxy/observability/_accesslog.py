@@ -8,6 +8,9 @@ is read from the *tail* of the body (the last two non-empty sends), where both s
     OpenAI:    data: {..."choices":[],"usage":{...}}                            (stream_options.include_usage)
     either, not streamed:  {..."usage":{...}}                                   (the whole body)
 
+and so is the error that ends a stream that broke: chat's ``data: {"error": ...}``, the Responses ``error`` event
+or ``response.failed``.
+
 Secrets never reach a line: a client key is cut to a prefix of at most 8 characters (half of a short
 key), and upstream keys are never seen here at all.
 """
@@ -86,8 +89,19 @@ def cached_of(usage: dict) -> int:
 
 
 def _error_of(obj: Any) -> dict | None:
-    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
-        return obj["error"]
+    """The error a body's JSON ends with: OpenAI's ``{"error": {...}}``, or a Responses stream's last event (its
+    ``error`` event, or ``response.failed``: how the relay ends a stream that broke after it started)."""
+    if not isinstance(obj, dict):
+        return None
+    error = obj.get("error")
+    if isinstance(error, dict):
+        return error
+    kind = obj.get("type")
+    if kind == "error" and isinstance(obj.get("code"), str):
+        code = obj["code"]
+        return {"type": "upstream_error" if code.startswith("upstream_") else "server_error", "code": code}
+    if kind == "response.failed" and isinstance(obj.get("response"), dict) and obj["response"].get("error"):
+        return {"type": "upstream_error", "code": "upstream_error"}  # the failure's cause is not in the event
     return None
 
 

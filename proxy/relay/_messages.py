@@ -31,7 +31,10 @@ from ..protocol import (
     load_json,
 )
 from ..protocol.messages import (
+    PING,
     MessagesRequest,
+    MessagesStream,
+    MessagesUsageReader,
     anthropic_models,
     chat_to_message,
     count_tokens_answer,
@@ -39,12 +42,13 @@ from ..protocol.messages import (
     estimate_tokens,
     message_usage,
     messages_error,
+    messages_error_event,
     messages_to_chat,
     parse_messages_request,
 )
 from ..routing import AllKeysResting, Candidates, Key, Send, Upstream, Upstreams, free_key
 from ..state import STATE, RequestState
-from ..stream import NativeMessagesSSE, TranslatedMessagesSSE, reported
+from ..stream import NativeSSE, TranslatedSSE, reported
 from ._charging import answered
 from ._models import ANTHROPIC_VERSION, merge, model_lists, no_model_list
 from ._passthrough import UPSTREAM_HEADER
@@ -92,6 +96,20 @@ def translated_error(status: int, content: bytes, relayed: dict[str, str]) -> Re
     return Response(body, status=out_status, headers={**relayed, **headers})
 
 
+def translation(message: MessagesRequest) -> tuple[bytes | None, InvalidRequest | None]:
+    """The chat body for the request's chat candidates, translated once, before anything is sent; or why it cannot
+    be (its chat candidates are then left out, even a first choice: only Messages upstreams may take it)."""
+    try:
+        return dumps(messages_to_chat(message)), None
+    except InvalidRequest as exc:
+        return None, exc
+
+
+def _error_event(_relayed: int, status: int, code: str, message: str) -> bytes:
+    """The last event of a native Messages stream that failed after it started."""
+    return messages_error_event(status, code, message)
+
+
 def _malformed() -> UpstreamFailed:
     return UpstreamFailed("The upstream's answer is not a chat completion.", "upstream_malformed")
 
@@ -122,18 +140,19 @@ class MessagesRoutes:
         await relay.reserve(state, ROUTE, message.data, len(raw))
         if state.meter is None:  # the usage, for the access log and metrics, whether or not a key counts tokens
             state.meter = UsageMeter()
+        chat, untranslatable = translation(message)
+        apis = MESSAGES_APIS if untranslatable is None else (NATIVE,)  # what cannot be translated goes native only
         try:
-            candidates = await relay.choose(state, message.model, MESSAGES_APIS)
-            response = await relay.until_answered(partial(self.exchange, state, candidates, message, raw))
+            candidates = await relay.choose(state, message.model, apis, untranslatable)
+            response = await relay.until_answered(partial(self.exchange, state, candidates, message, raw, chat))
         except RelayError as exc:  # refused, or failed, before the answer started
             answered(state, exc.status)
             raise
         answered(state, response.status_code)
         return response
 
-    async def exchange(self, state: RequestState, candidates: Candidates, message: MessagesRequest,
-                       raw: bytes) -> Response:  # fmt: skip
-        chat = self.translation(candidates, message)
+    async def exchange(self, state: RequestState, candidates: Candidates, message: MessagesRequest, raw: bytes,
+                       chat: bytes | None) -> Response:  # fmt: skip
         extra = anthropic_headers()
 
         def send_for(upstream: Upstream) -> Send:
@@ -150,8 +169,9 @@ class MessagesRoutes:
         assert meter is not None
         if content is None and message.stream and status == 200:
             tap, pump = state.tap, self.relay.pump
-            body = (NativeMessagesSSE(response, meter, tap=tap, pump=pump) if native
-                    else TranslatedMessagesSSE(response, message, meter, tap=tap, pump=pump))  # fmt: skip
+            body = (NativeSSE(response, meter, _error_event, ping=PING, usage=MessagesUsageReader(), tap=tap, pump=pump)
+                    if native else TranslatedSSE(response, MessagesStream(message), meter, ping=PING, tap=tap,
+                                                 pump=pump))  # fmt: skip
             self.relay.track(state, body)
             return Response(body, status=200, headers=streaming(relayed), content_type="text/event-stream")
         if content is None:
@@ -175,21 +195,6 @@ class MessagesRoutes:
     async def _send(upstream: Upstream, path: str, body: bytes | None, stream: bool,
                     extra: list[tuple[bytes, bytes]] | None, key: Key | None) -> httpx.Response:  # fmt: skip
         return await upstream.send("POST", path, body, stream=stream, key=key, extra=extra)
-
-    @staticmethod
-    def translation(candidates: Candidates, message: MessagesRequest) -> bytes | None:
-        """The chat body for the request's chat candidates, translated once, before anything is sent. A request
-        that cannot be translated is refused (400) when a chat upstream is its first choice, else its chat
-        candidates are left out: it goes to its Messages upstreams only."""
-        if all(u.config.api == NATIVE for u in candidates.order):
-            return None
-        try:
-            return dumps(messages_to_chat(message))
-        except InvalidRequest:
-            if candidates.current is None or candidates.current.config.api != NATIVE:
-                raise
-            candidates.keep(lambda u: u.config.api == NATIVE)
-            return None
 
     # -- POST /v1/messages/count_tokens -------------------------------------------------------------------------
 

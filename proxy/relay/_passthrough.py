@@ -65,7 +65,8 @@ log = logging.getLogger("moonrelay")
 UPSTREAM_HEADER = "x-moonrelay-upstream"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # HEAD and OPTIONS come with Quart (and the CORS layer)
 # The relay's own /v1 routes: a pass-through path that resolves to one of them is refused, never relayed.
-OWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/v1/messages", "/v1/messages/count_tokens"})
+OWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/v1/messages", "/v1/messages/count_tokens",
+                       "/v1/responses"})
 # The only client request headers that go upstream: what describes the body (its type, its encoding),
 # what the client accepts, who it is, and what OpenAI-compatible endpoints read from SDKs (``OpenAI-Beta``
 # for the Assistants/Realtime betas, ``Idempotency-Key``), plus conditionals for the ETag/Last-Modified

@@ -289,17 +289,20 @@ class Relay:
         # Only reached when the drain cancelled the scope.
         raise shutting_down()
 
-    async def choose(self, state: RequestState, model: str, apis: Collection[str] = CHAT_APIS) -> Candidates:
+    async def choose(self, state: RequestState, model: str, apis: Collection[str] = CHAT_APIS,
+                     unserved: RelayError | None = None) -> Candidates:  # fmt: skip
         """The upstreams that may serve ``model`` to a client of this route (those speaking one of ``apis``, the
-        protocols it relays natively or translates onto), the first usable one's slot taken; refused at once (400,
-        404, 429, 503) when there is none, or every one is open, resting or full (nothing sent upstream)."""
+        protocols it relays natively or translates onto, for this request), the first usable one's slot taken;
+        refused at once (400, 404, 429, 503) when there is none, or every one is open, resting or full (nothing sent
+        upstream). ``unserved``: the 400 when the model has upstreams but none of ``apis`` (by default: it is served
+        over another protocol), e.g. why a request cannot be translated when only its native upstreams may take it."""
         deployments = self.upstreams.deployments(model)  # type: ignore[union-attr]
         if not deployments:
             raise model_not_found(model)
         state.upstream = deployments[0].name
         if len(deployments) == 1 and not deployments[0].config.fallbacks:  # the single-upstream path, unchanged
             if deployments[0].config.api not in apis:
-                raise other_protocol(model, deployments[0])
+                raise unserved or other_protocol(model, deployments[0])
             await self.admit(state, deployments[0])
             return Candidates.lone(deployments[0])
         self.refuse_if_draining()
@@ -307,7 +310,7 @@ class Relay:
             raise self.overloaded()
         candidates = await Candidates.plan(self.upstreams, deployments)  # type: ignore[arg-type]
         if not candidates.keep(lambda u: u.config.api in apis):
-            raise other_protocol(model, deployments[0])
+            raise unserved or other_protocol(model, deployments[0])
         if await candidates.next(state) is None:
             raise candidates.refusal(model)
         return candidates

@@ -1,23 +1,24 @@
 """The stream relay: response bodies that move upstream events to the client (iterated on the ASGI path, or
-relaying themselves with the writer the edge hands them), their usage-metering variants, the Messages bodies
-(native and translated), their recorded variants (for the response cache), and the heartbeats."""
+relaying themselves with the writer the edge hands them), their usage-metering variants, the bodies for other
+protocols' clients (native, translated), their recorded variants (for the response cache), and the heartbeats."""
 
 from ._bodies import PING, NDJSONBody, SSEBody
 from ._heartbeat import Heartbeats
-from ._messages import NativeMessagesSSE, TranslatedMessagesSSE, reported
 from ._metered import MeteredNDJSON, MeteredSSE, UsageStrippedSSE
+from ._protocols import ErrorEvent, NativeSSE, TranslatedSSE, reported
 from ._recording import Recorder, recorded
 
 __all__ = [
+    "ErrorEvent",
     "Heartbeats",
     "MeteredNDJSON",
     "MeteredSSE",
     "NDJSONBody",
-    "NativeMessagesSSE",
+    "NativeSSE",
     "PING",
     "Recorder",
     "SSEBody",
-    "TranslatedMessagesSSE",
+    "TranslatedSSE",
     "UsageStrippedSSE",
     "reported",
     "recorded",

@@ -3,7 +3,7 @@ chat completions (request, answer, stream) with the hook for a response store, t
 usage. Mapping tables: docs/reference.md, "Anthropic Messages and OpenAI Responses"."""
 
 from ._check import ResponsesRequest, check_responses_request, parse_responses_request
-from ._errors import responses_error, responses_error_type
+from ._errors import responses_error, responses_error_event, responses_error_type
 from ._request import StoreRequired, responses_to_chat
 from ._response import chat_to_response
 from ._stream import ResponsesStream
@@ -18,6 +18,7 @@ __all__ = [
     "parse_responses_request",
     "response_usage",
     "responses_error",
+    "responses_error_event",
     "responses_error_type",
     "responses_event_usage",
     "responses_to_chat",

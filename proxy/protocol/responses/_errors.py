@@ -34,3 +34,12 @@ def responses_error(
         headers["retry-after"] = str(max(0, math.ceil(retry_after)))
     error = {"message": message, "type": type_ or responses_error_type(status), "param": param, "code": code}
     return status, headers, dumps({"error": error})
+
+
+def responses_error_event(sequence_number: int, status: int, code: str | None, message: str) -> bytes:
+    """The ``error`` event that ends a native Responses stream the relay could not finish (the upstream failed
+    after the first byte, sent an event that is not JSON, or the relay is shutting down): the published event
+    ``{"type": "error", "code", "message", "param", "sequence_number"}``, numbered after the events relayed."""
+    data = {"type": "error", "code": code or responses_error_type(status), "message": message, "param": None,
+            "sequence_number": sequence_number}  # fmt: skip
+    return b"event: error\ndata: " + dumps(data) + b"\n\n"

@@ -63,6 +63,17 @@ def test_scan_tail_errors_and_kinds():
     assert error_kind(400, scan_tail(b'{"error":{"type":"invalid_request_error"}}', whole_json=True)) is None
 
 
+def test_scan_tail_reads_how_a_responses_stream_failed():
+    native = b'event: error\ndata: {"type":"error","code":"upstream_timeout","message":"m","param":null}\n\n'
+    assert error_kind(200, scan_tail(native, whole_json=False)) == "upstream_timeout"
+    shutdown = b'event: error\ndata: {"type":"error","code":"shutting_down","message":"m","param":null}\n\n'
+    assert error_kind(200, scan_tail(shutdown, whole_json=False)) is None  # the relay's own end, not the upstream's
+    failed = b'data: {"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"}}}\n\n'
+    assert error_kind(200, scan_tail(failed, whole_json=False)) == "upstream_error"
+    whole = b'{"object":"response","status":"completed","error":null,"usage":{"input_tokens":3,"output_tokens":4}}'
+    assert error_kind(200, scan_tail(whole, whole_json=True)) is None  # "error": null is no error
+
+
 def test_record_line_is_one_json_object():
     rec = AccessRecord(request_id="r", method="POST", route="/v1/chat/completions", upstream="h", status=200)
     line = rec.line()

@@ -183,7 +183,7 @@ def responses(target: bytes, body: bytes) -> Answer:
 async def test_responses_usage_is_charged(nursery, tmp_path, still_clock, access_lines, stream):
     upstream = await nursery.start(Upstream(responses).serve)
     path = keys_file(tmp_path, f"{KEY} tpm=100")
-    root = await start_relay(nursery, upstream.url, passthrough="on", api_keys_file=path)
+    root = await start_relay(nursery, upstream.url, upstream_api="responses", api_keys_file=path)
     asks = {"model": "m", "input": "the moon", "stream": stream}
     async with httpx.AsyncClient(timeout=10) as client:
         first = await client.post(root + "/v1/responses", json=asks, headers=AUTH)

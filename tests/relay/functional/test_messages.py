@@ -389,6 +389,21 @@ async def test_a_request_chat_cannot_carry_skips_the_chat_fallback_and_gets_the_
     assert [r["path"] for r in sim.recent] == ["/anthropic/v1/messages"]
 
 
+async def test_a_request_chat_cannot_carry_skips_a_chat_first_choice_for_its_messages_fallback(nursery):
+    """The rule of both protocols: where a native upstream can take what cannot be translated, the chat candidates
+    are left out, even the first choice (only where none can is it refused: the test above without candidates)."""
+    sim = await start_sim(nursery)
+    tables = [
+        {"name": "kimi-chat", "base_url": sim.url, "models": ["moonshot-v1-8k"], "fallbacks": ["kimi-anthropic"]},
+        {"name": "kimi-anthropic", "api": "anthropic", "base_url": sim.anthropic_url, "models": ["kimi-*"]},
+    ]  # fmt: skip
+    root = await start_relay(nursery, "http://flat.invalid/v1", upstreams=tables, retries=0)
+    resp = await post(root, {**BODY, "top_k": 5})
+    assert resp.status_code == 200 and resp.headers["x-moonrelay-upstream"] == "kimi-anthropic"
+    assert resp.json()["type"] == "message"
+    assert [r["path"] for r in sim.recent] == ["/anthropic/v1/messages"]
+
+
 async def test_count_tokens_is_an_estimate_that_says_so_where_the_upstream_cannot_count(nursery):
     sim = await start_sim(nursery)
     root = await start_relay(nursery, sim.anthropic_url)  # a chat upstream without a tokenizer route (404)
