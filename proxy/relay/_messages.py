@@ -12,6 +12,7 @@ meter: a client key's tokens per minute and budget, the access log and the token
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +54,13 @@ from ._charging import answered
 from ._models import ANTHROPIC_VERSION, merge, model_lists, no_model_list
 from ._passthrough import UPSTREAM_HEADER
 from ._responses import keys_resting, read_all, relayed_headers, streaming
+from ._traced import traced_send
 
 if TYPE_CHECKING:
     from ._relay import Relay
 
 ROUTE = "/v1/messages"
+CHAT_ROUTE = "/chat/completions"  # a chat upstream's, below its base URL
 ANTHROPIC_CLIENT = "anthropic-version"  # every Anthropic SDK request carries it
 PASSED_ON = (b"anthropic-version", b"anthropic-beta")  # client headers a Messages upstream reads
 MESSAGES_APIS = ("anthropic", "chat")  # the upstream protocols a Messages request goes to (native, translated)
@@ -140,6 +143,8 @@ class MessagesRoutes:
         await relay.reserve(state, ROUTE, message.data, len(raw))
         if state.meter is None:  # the usage, for the access log and metrics, whether or not a key counts tokens
             state.meter = UsageMeter()
+        if state.span is not None:  # the request's model and sampling parameters, on its span and its attempts
+            state.span.request(message.data)
         chat, untranslatable = translation(message)
         apis = MESSAGES_APIS if untranslatable is None else (NATIVE,)  # what cannot be translated goes native only
         try:
@@ -155,10 +160,10 @@ class MessagesRoutes:
                        chat: bytes | None) -> Response:  # fmt: skip
         extra = anthropic_headers()
 
-        def send_for(upstream: Upstream) -> Send:
-            if upstream.config.api == NATIVE:
-                return partial(self._send, upstream, ROUTE, raw, message.stream, extra)
-            return partial(self._send, upstream, "/chat/completions", chat, message.stream, None)
+        def send_for(upstream: Upstream) -> Send:  # each attempt under the request's trace (proxy/relay/_traced.py)
+            path, body, headers = (ROUTE, raw, extra) if upstream.config.api == NATIVE else (CHAT_ROUTE, chat, None)
+            send = partial(self._send, upstream, path, body, message.stream, headers)
+            return traced_send(state, upstream, path, send)
 
         upstream, response, content = await self.relay.reach(state, candidates, send_for)
         native = upstream.config.api == NATIVE
@@ -193,8 +198,9 @@ class MessagesRoutes:
 
     @staticmethod
     async def _send(upstream: Upstream, path: str, body: bytes | None, stream: bool,
-                    extra: list[tuple[bytes, bytes]] | None, key: Key | None) -> httpx.Response:  # fmt: skip
-        return await upstream.send("POST", path, body, stream=stream, key=key, extra=extra)
+                    extra: list[tuple[bytes, bytes]] | None, key: Key | None,
+                    trace: Mapping[str, str] | None) -> httpx.Response:  # fmt: skip
+        return await upstream.send("POST", path, body, stream=stream, key=key, extra=extra, trace=trace)
 
     # -- POST /v1/messages/count_tokens -------------------------------------------------------------------------
 

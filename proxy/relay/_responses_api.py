@@ -39,6 +39,7 @@ from ..stream import NativeSSE, TranslatedSSE
 from ._charging import answered
 from ._passthrough import UPSTREAM_HEADER
 from ._responses import read_all, relayed_headers, streaming
+from ._traced import traced_send
 
 if TYPE_CHECKING:
     from ._relay import Relay
@@ -76,11 +77,13 @@ class ResponsesCall:
         """The upstream protocols this request may go to: what cannot be translated goes native only."""
         return RESPONSES_APIS if self.untranslatable is None else (NATIVE,)
 
-    def send_for(self, upstream: Upstream) -> Send:
-        """One attempt at ``upstream`` with a key: the request as it came, or translated onto chat."""
+    def send_for(self, state: RequestState, upstream: Upstream) -> Send:
+        """One attempt at ``upstream`` with a key, under the request's trace (proxy/relay/_traced.py): the request as
+        it came, or translated onto chat."""
         path, body = (NATIVE_PATH, self.native) if upstream.config.api == NATIVE else (CHAT_PATH, self.chat)
         stream = self.request.stream
-        return lambda key: upstream.send("POST", path, body, stream=stream, key=key)
+        return traced_send(state, upstream, path, lambda key, trace: upstream.send("POST", path, body, stream=stream,
+                                                                                   key=key, trace=trace))
 
 
 class ResponsesRoute:
@@ -107,6 +110,8 @@ class ResponsesRoute:
         await relay.reserve(state, ROUTE, call.request.data, len(raw))
         if state.meter is None:  # the usage, for the access log and metrics, whether or not a key counts tokens
             state.meter = UsageMeter()
+        if state.span is not None:  # the request's model and sampling parameters, on its span and its attempts
+            state.span.request(call.request.data)
         try:
             candidates = await relay.choose(state, model, call.apis, call.untranslatable)
             response = await relay.until_answered(partial(self.exchange, state, call, candidates))
@@ -118,7 +123,7 @@ class ResponsesRoute:
 
     async def exchange(self, state: RequestState, call: ResponsesCall, candidates: Candidates) -> Response:
         relay = self.relay
-        upstream, response, content = await relay.reach(state, candidates, call.send_for)
+        upstream, response, content = await relay.reach(state, candidates, partial(call.send_for, state))
         native = upstream.config.api == NATIVE
         headers = relayed_headers(response)
         headers[UPSTREAM_HEADER] = upstream.name

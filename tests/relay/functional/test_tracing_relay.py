@@ -143,3 +143,30 @@ async def test_without_tracing_the_callers_valid_context_goes_upstream_unchanged
             assert (await client.post(root + "/v1/chat/completions", json=CHAT, headers=headers)).status_code == 200
     assert [header(r, b"traceparent") for r in recorder.requests] == [TRACEPARENT, None, None]
     assert [header(r, b"tracestate") for r in recorder.requests] == [TRACESTATE, None, None]
+
+
+async def test_messages_and_responses_requests_are_traced_like_chat(nursery) -> None:
+    """Every route's attempts go through the same traced send: a server span per request, a client span per attempt
+    under it, and the traceparent the attempt sent upstream names that attempt's span."""
+    receiver = await nursery.start(OTLPReceiver().serve)
+    recorder = await nursery.start(serve_recorder)
+    recorder.reply = lambda _: sse_reply()
+    root = await start_relay(nursery, recorder.url + "/v1", otel_endpoint=receiver.traces_url)
+    asks = {
+        "/v1/messages": {"model": "moonshot-v1-8k", "max_tokens": 16, "stream": True,
+                         "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/responses": {"model": "moonshot-v1-8k", "input": "hi", "stream": True},
+    }  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as client:
+        for path, body in asks.items():
+            answer = await client.post(root + path, json=body, headers={"traceparent": TRACEPARENT})
+            assert answer.status_code == 200, answer.text
+    got = await spans(receiver, 4)
+    servers = {s.name: s for s in got if s.kind == "server"}
+    assert set(servers) == {"POST /v1/messages", "POST /v1/responses"}
+    for server in servers.values():
+        assert (server.trace_id, server.parent_id) == (TRACE, PARENT)
+        assert server.attributes["gen_ai.request.model"] == "moonshot-v1-8k"
+        (attempt,) = [s for s in got if s.kind == "client" and s.parent_id == server.span_id]
+        sent = next(r for r in recorder.requests if header(r, b"traceparent") == f"00-{TRACE}-{attempt.span_id}-01")
+        assert sent is not None
