@@ -32,10 +32,10 @@ from wire import (
 from .app import Streams, create_app
 from .auth import KeySource
 from .config import Settings
-from .gcpolicy import tune_gc
+from .gcpolicy import Reclaim, tune_gc
 from .limits import FailoverStore, LocalStore, RedisStore, Store
 from .observability import prepare_multiprocess
-from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, serve_app
+from .serving import ClientWrites, client_writes, fast_paths_allowed, hypercorn_config, open_connections, serve_app
 from .stream import Heartbeats, Pump, pump_available
 from .upstream import Upstreams, describe_upstreams
 
@@ -157,11 +157,13 @@ async def serve(
             if settings.pump != "off" and settings.direct_writes != "off" and pump_available and transports:
                 pump = Pump()  # streams parked in it are relayed from its task (proxy/stream/_pump.py)
                 await nursery.start(pump.run)
+            await nursery.start(Reclaim(lambda: streams.calls).run)  # after a burst: its memory back to the system
             keys = KeySource(settings)
             if settings.api_keys_file and threading.current_thread() is threading.main_thread():
                 await nursery.start(reload_keys_on_sighup, keys)  # (signals reach the main thread only)
             app = create_app(
-                settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump
+                settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump,
+                connections=open_connections(config),
             )
             trigger = None
             if shutdown_trigger is not None:

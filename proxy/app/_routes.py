@@ -23,7 +23,7 @@ from ..protocol import (
     InvalidRequest,
     error_body,
 )
-from ..serving import fast_paths_allowed, prepare_app
+from ..serving import OpenConnections, fast_paths_allowed, prepare_app
 from ..state import STATE
 from ..stream import Heartbeats, Pump
 from ..upstream import Upstream, Upstreams
@@ -85,6 +85,7 @@ def create_app(
     store: Store | None = None,
     keys: KeySource | None = None,
     pump: Pump | None = None,
+    connections: OpenConnections | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
@@ -93,7 +94,8 @@ def create_app(
     given and running, pings silent SSE streams; ``store`` is where limits and upstream health are counted
     (proxy.limits; given upstreams bring theirs, else this worker's memory); ``keys``: the client keys in force
     (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given); ``pump``, if given and running,
-    relays directly written streams from its task.
+    relays directly written streams from its task; ``connections``: the worker's open client connections, for
+    ``/healthz`` (proxy.serving.open_connections).
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -192,9 +194,12 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        # Counts the relay keeps anyway, O(1) whatever the load: requests in flight (this one included), streams
-        # being relayed, live trio tasks; so a leak shows.
+        # Counts the relay keeps anyway, O(1) whatever the load, each back to its idle value once a load has passed
+        # (so a leak shows): requests in flight (this one included), streams being relayed, open client connections
+        # (this one included), live trio tasks.
         body = {"status": "ok", "in_flight": streams.calls, "streams": len(streams.bodies)}
+        if connections is not None:
+            body["connections"] = connections.count
         if tasks.installed:
             body["tasks"] = tasks.live
         return Response(json.dumps(body), content_type=JSON)

@@ -269,6 +269,9 @@ class Observer:
                     tokens = self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
+                # The tap holds the server's send, the server's stream holds the scope, the scope holds the
+                # state: a cycle that would keep the stream, and through it the connection, until a full GC.
+                state.tap = tap._send = None
         finally:
             admission = state.client
             if admission is not None:  # a client key with limits: its slot back, its tokens counted (shielded)

@@ -2,7 +2,8 @@
 
 Outside this package the relay sees ASGI, Quart's public API and these names:
 
-- :func:`hypercorn_config`, :func:`serve_app`, :func:`client_writes`: one worker on one socket;
+- :func:`hypercorn_config`, :func:`serve_app`, :func:`client_writes`, :func:`open_connections`: one worker on one
+  socket, its client write deadline and its count of open client connections;
 - :func:`prepare_app`, :func:`request_class`: Quart's side (inline request call, per-path body limits);
 - :func:`current_writer`: a streamed body's direct writer to its client socket, or None;
 - :func:`send_last`, :func:`shielding_last`, :func:`request_body_unread`, :func:`write_timed_out`: what the
@@ -16,11 +17,11 @@ last piece; ``connection: close`` on early responses) is taken only when :func:`
 it off the relay runs on plain hypercorn + quart-trio ASGI. tests/relay/functional/test_fast_paths.py proves both.
 """
 
-from ._connection import request_body_unread, send_last, shielding_last, write_timed_out
+from ._connection import OpenConnections, request_body_unread, send_last, shielding_last, write_timed_out
 from ._direct import ClientWrites, DirectWriter, current_writer
 from ._gate import fast_paths_allowed, fast_paths_mode
 from ._taken import FALLBACKS, TAKEN
-from ._worker import client_writes, hypercorn_config, prepare_app, request_class, serve_app
+from ._worker import client_writes, hypercorn_config, open_connections, prepare_app, request_class, serve_app
 from .versions import FAST_PATHS_ENV, TESTED, untested_frameworks
 
 __all__ = [
@@ -30,11 +31,13 @@ __all__ = [
     "TESTED",
     "ClientWrites",
     "DirectWriter",
+    "OpenConnections",
     "client_writes",
     "current_writer",
     "fast_paths_allowed",
     "fast_paths_mode",
     "hypercorn_config",
+    "open_connections",
     "prepare_app",
     "request_body_unread",
     "request_class",

@@ -13,7 +13,7 @@ from hypercorn.trio.run import worker_serve
 from quart import Quart, Request
 from quart_trio.wrappers.request import TrioRequest
 
-from ._connection import install
+from ._connection import OpenConnections, install
 from ._direct import ClientWrites
 from ._inline import InlineHTTPConnection
 from ._taken import TAKEN
@@ -36,12 +36,18 @@ def hypercorn_config(
     # wait on it; and which connection class to build.
     config.client_writes = ClientWrites(client_write_timeout_s)  # type: ignore[attr-defined]
     config.fast_paths = fast_paths  # type: ignore[attr-defined]
+    config.connections = OpenConnections()  # type: ignore[attr-defined]  # counted by each connection
     return config
 
 
 def client_writes(config: Config) -> ClientWrites:
     """The worker's client write deadline (shutdown ends the writes waiting on it)."""
     return config.client_writes  # type: ignore[attr-defined,no-any-return]
+
+
+def open_connections(config: Config) -> OpenConnections:
+    """The worker's count of open client connections."""
+    return config.connections  # type: ignore[attr-defined,no-any-return]
 
 
 def prepare_app(app: Quart, *, fast_paths: bool) -> None:

@@ -2,9 +2,9 @@
 
 The fast paths (direct writes, the inline request call, the connection's own read loop and keep-alive timer) reach
 into hypercorn, quart, quart-trio and h11 internals that any release may change without notice. They are taken only
-on the versions in :data:`TESTED`, which are also the pins in pyproject.toml (tests/relay/unit/test_versions.py keeps the two
-equal). On any other version the relay serves through the plain ASGI path, slower but correct, and says so in one
-warning line per process.
+on the versions in :data:`TESTED`, which are also the pins in pyproject.toml (tests/relay/unit/test_versions.py keeps
+the two equal). On any other version the relay serves through the plain ASGI path, slower but correct, and says so in
+one warning line per process.
 
 The setting (environment variable ``MOONRELAY_FAST_PATHS``):
 

@@ -99,3 +99,33 @@ async def test_closed_connection_is_freed_without_the_gc(nursery, monkeypatch):
         assert servers[0]() is None
     finally:
         gc.enable()
+
+
+async def test_memory_is_reclaimed_once_after_each_burst(autojump_clock):
+    """A full collection and a trim once the requests in flight fell to a quarter of a burst's peak; none for a load
+    that never was a burst, none again until the next burst."""
+    load = [0]
+    reclaim = gcpolicy.Reclaim(lambda: load[0])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reclaim.run)
+
+        async def hold(n: int) -> None:
+            load[0] = n
+            await trio.sleep(3 * reclaim.check_s)
+
+        for n in (10, 200, 10, 0):  # never a burst
+            await hold(n)
+        assert reclaim.runs == 0
+        await hold(gcpolicy.BURST * 4)
+        await hold(gcpolicy.BURST * 2)  # falling, not yet fallen
+        assert reclaim.runs == 0
+        await hold(gcpolicy.BURST // 2)  # under a quarter of the peak
+        assert reclaim.runs == 1
+        await hold(0)
+        await hold(gcpolicy.BURST - 1)
+        await hold(0)
+        assert reclaim.runs == 1
+        await hold(gcpolicy.BURST)
+        await hold(10)
+        assert reclaim.runs == 2
+        nursery.cancel_scope.cancel()

@@ -1,7 +1,7 @@
 """The Redis store (proxy/limits/_redis.py) and its failover (proxy/limits/_failover.py) on a real redis-server.
 
-The contract cases of tests/relay/unit/test_store.py hold here too; then what only a shared store has: leases that lapse after
-their TTL unless renewed, two stores (two workers) counting one cap, scripts reloaded after a restart, a deadline
+The contract cases of tests/relay/unit/test_store.py hold here too; then what only a shared store has: leases that lapse
+after their TTL unless renewed, two stores (two workers) counting one cap, scripts reloaded after a restart, a deadline
 on every call, and the fall back to local counting and the way back.
 """
 
