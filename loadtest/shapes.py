@@ -17,7 +17,7 @@ import trio
 
 from loadtest.client import Endpoint, now_ns
 from loadtest.progress import LiveStats
-from loadtest.record import SessionRecord
+from loadtest.record import SessionRecord, SpilledRecords
 from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, build_request, run_session
 
 __all__ = ["LoadConfig", "WorkerLoad"]
@@ -75,13 +75,18 @@ class WorkerLoad:
         self.worker = worker
         self.workers = workers
         self.live = live if live is not None else LiveStats()
-        self.records: list[SessionRecord] = []
+        self.ended = SpilledRecords()  # the sessions that ended (on disk as they accumulate)
         self.retries = RetryCounter()
         self.interrupted = False
         self._scope: trio.CancelScope | None = None
         self._specs: dict[int, RequestSpec] = {}
         self._rng = random.Random(f"{cfg.seed}/{worker}/{target}")
         self._tickets = cfg.share(cfg.requests, worker, workers)
+
+    @property
+    def records(self) -> list[SessionRecord]:
+        """Every session's record (read back from disk: once the run is over)."""
+        return self.ended.read()
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -116,7 +121,6 @@ class WorkerLoad:
     # -- sessions ----------------------------------------------------------------------------------
 
     async def _one(self, rec: SessionRecord, slot: ConnectionSlot) -> None:
-        self.records.append(rec)
         live = self.live
         live.started()
         try:
@@ -126,6 +130,7 @@ class WorkerLoad:
             )
         finally:
             live.finished(rec.error_kind is None, rec.ttfc_ms, rec.unverified)
+            self.ended.append(rec)  # an interrupted session too: run_session marked it
 
     def _ticket(self, first: bool) -> bool:
         """May a closed-loop slot start another session now?"""
