@@ -10,7 +10,9 @@ simulated upstream (``python -m loadtest.sim``: at once, five chunks), both chil
    (``python -m loadtest --url``, streamed and not), so that its memory is watched over a long run too;
 4. idle;
 5. hold: ``--hold`` streams, each open ``--hold-s`` seconds, opened over ``--ramp-s`` (one worker has 20,000
-   fds: 2 per stream, so they are spread to stay under ~9,000 at once), then idle again.
+   fds: 2 per stream, so they are spread to stay under ~9,000 at once), then idle for ``--settle-s`` (long enough for
+   the relay's idle upstream connections to expire and its memory to be reclaimed after the burst:
+   proxy/gcpolicy.py).
 
 Every ``--sample-s`` seconds: RSS, open fds and threads of the relay, the sim and each load process (psutil), the
 relay's ``/healthz`` counts (requests in flight, streams, open connections, tasks) and the requests it has answered
@@ -18,7 +20,8 @@ relay's ``/healthz`` counts (requests in flight, streams, open connections, task
 verdict against issue 27's goals: RSS growth per request in the soak (least squares, extrapolated to 1,000,000
 requests, labelled so) and idle to idle, RSS back within 5 % of the warm level after the held streams closed, and
 the ``/healthz`` counts back at their idle values after each phase. ``--relay-from DIR``: run the relay of another
-checkout (``git archive <commit> | tar -x -C DIR``), e.g. the code before a fix.
+checkout (``git archive <commit> | tar -x -C DIR``), e.g. the code before a fix; ``--relay-env NAME=VALUE``: an
+environment variable of the relay's (``PYTHONMALLOC=malloc``, say).
 
 ``loadtest --url`` and the figures here share nothing with the relay but the sockets; run it under the measure lock
 (``flock /tmp/moonrelay-measure.lock python -m bench.soak ...``).
@@ -70,7 +73,8 @@ def _rows(samples: Iterable[dict], phase: str) -> list[dict]:
 
 
 def _idle_rss(samples: list[dict], phase: str, role: str) -> float | None:
-    values = [s["procs"][role]["rss"] for s in _rows(samples, phase) if role in s["procs"]]
+    """RSS at the end of an idle phase (the median of its last three samples): what the phase settled to."""
+    values = [s["procs"][role]["rss"] for s in _rows(samples, phase) if role in s["procs"]][-3:]
     return statistics.median(values) if values else None
 
 
@@ -270,7 +274,8 @@ async def _soak(args: argparse.Namespace, out: Path, logs: Path) -> dict[str, An
     async with serve("sim", Launch(argv=sim_argv, url_pattern=rb"listening on (http://\S+)"), logs / "sim.log") as sim:
         relay_argv = [py, "-m", "proxy", "--bind", "127.0.0.1:0", "--workers", "1", "--upstream", sim.url,
                       "--access-log", args.access_log]  # fmt: skip
-        env = {"MOONSHOT_API_KEY": "sk-soak", "PYTHONPATH": str(args.relay_from)}
+        env = {"MOONSHOT_API_KEY": "sk-soak", "PYTHONPATH": str(args.relay_from),
+               **dict(kv.split("=", 1) for kv in args.relay_env)}
         launch = Launch(argv=relay_argv, url_pattern=rb"listening on (http://\S+)", env=env, cwd=args.relay_from)
         async with serve("relay", launch, logs / "relay.log") as relay, trio.open_nursery() as nursery:
             root = relay.url.removesuffix("/v1")
@@ -295,7 +300,7 @@ async def _soak(args: argparse.Namespace, out: Path, logs: Path) -> dict[str, An
             hold = [py, "-m", "bench.soakload", "--url", root, "--hold", str(args.hold), "--hold-s",
                     str(args.hold_s), "--ramp-s", str(args.ramp_s)]  # fmt: skip
             await _load(hold, "soakload (hold)", sampler, loads)
-            await _idle(sampler, "idle after hold", args.idle_s)
+            await _idle(sampler, "idle after hold", args.settle_s)
             nursery.cancel_scope.cancel()
     for name in ("stream", "chat"):  # the load generator's own report of its long run
         result = logs / f"loadtest-{name}" / "result.json"
@@ -312,13 +317,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=20, help="the mix's kept-alive loops (default 20)")
     p.add_argument("--loadtest-c", type=int, default=10, help="each load generator's sessions at once (default 10)")
     p.add_argument("--warmup-s", type=float, default=60.0)
-    p.add_argument("--idle-s", type=float, default=10.0, help="each idle phase (default 10)")
+    p.add_argument("--idle-s", type=float, default=10.0, help="the idle phases before the hold (default 10)")
+    p.add_argument("--settle-s", type=float, default=60.0, help="the idle phase after the hold (default 60)")
     p.add_argument("--hold", type=int, default=10_000, help="streams held in the hold phase (default 10,000)")
     p.add_argument("--hold-s", type=float, default=20.0, help="how long each held stream is open (default 20)")
     p.add_argument("--ramp-s", type=float, default=25.0, help="the held streams open over this long (default 25)")
     p.add_argument("--sample-s", type=float, default=2.0)
     p.add_argument("--access-log", default="stderr", help="the relay's --access-log (default stderr, to a temp file)")
     p.add_argument("--relay-from", type=Path, default=Path.cwd(), help="the checkout whose relay runs (default .)")
+    p.add_argument("--relay-env", action="append", default=[], metavar="NAME=VALUE", help="for the relay (repeatable)")
     p.add_argument("--title", default="moonrelay, one worker")
     p.add_argument("--out", type=Path, default=Path("results/soak"))
     p.add_argument("--render", action="store_true", help="only the verdict, plot and README again from <out>/soak.json")
