@@ -17,7 +17,7 @@ simulated upstream (``python -m loadtest.sim``: at once, five chunks), both chil
 Every ``--sample-s`` seconds: RSS, open fds and threads of the relay, the sim and each load process (psutil), the
 relay's ``/healthz`` counts (requests in flight, streams, open connections, tasks) and the requests it has answered
 (``/metrics``). Writes ``<out>/soak.json`` (every sample), ``<out>/soak.png`` and ``<out>/README.md`` with the
-verdict against issue 27's goals: RSS growth per request in the soak (least squares, extrapolated to 1,000,000
+verdict against the goals: RSS growth per request in the soak (least squares, extrapolated to 1,000,000
 requests, labelled so) and idle to idle, RSS back within 5 % of the warm level after the held streams closed, and
 the ``/healthz`` counts back at their idle values after each phase. ``--relay-from DIR``: run the relay of another
 checkout (``git archive <commit> | tar -x -C DIR``), e.g. the code before a fix; ``--relay-env NAME=VALUE``: an

@@ -18,9 +18,10 @@ memory matters more than CPU.
 
 After a burst (:class:`Reclaim`, whatever the policy): once the requests in flight have stayed at a quarter of a
 peak of at least ``BURST`` (or fewer) for ``QUIET_S``, one full collection and glibc's ``malloc_trim``, so the burst's
-memory goes back to the system instead of staying with the worker until the next burst. Without it, the burst's cyclic garbage waits in the
-oldest generation for a full collection (rare, by the policy above) and freed memory stays in the allocator's
-free lists (results/soak-*, results/PERF-LOG.md, issue 27).
+memory goes back to the system instead of staying with the worker until the next burst. Without it, the burst's
+cyclic garbage waits in the oldest generation for a full collection (rare, by the policy above) and freed memory
+stays in the allocator's free lists (what it gives back, and what CPython's own allocator keeps: results/PERF-LOG.md,
+"memory over a relay's life").
 """
 
 from __future__ import annotations

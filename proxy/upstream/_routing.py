@@ -28,6 +28,7 @@ from ..config import Settings, load
 from ..protocol import InvalidRequest
 
 CACHE_LIMIT = 10_000  # distinct model names remembered; beyond it decisions are still right, just not cached
+CACHED_NAME_MAX = 256  # longer names (no real model's) are decided, not remembered: 10,000 body-sized ones are GBs
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it goes into metric labels and a request header
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = frozenset("*?[")
@@ -254,7 +255,7 @@ class Router:
         except KeyError:
             pass
         found = self._decide(model)
-        if len(self._cache) < CACHE_LIMIT:
+        if len(self._cache) < CACHE_LIMIT and len(model) <= CACHED_NAME_MAX:
             self._cache[model] = found
         return found
 

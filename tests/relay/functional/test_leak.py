@@ -1,4 +1,4 @@
-"""What a relay keeps of the requests it served: nothing, whatever they were (issue 27).
+"""What a relay keeps of the requests it served: nothing, whatever they were.
 
 A relay that runs for months without a restart must not grow with the requests it has served. After a warm-up,
 N more requests of one kind (streamed or not, NDJSON, pass-through, a new connection each, a client that leaves,
