@@ -4,9 +4,10 @@ A raw trio + h11 client, as ``bench.rawclient``, that keeps counters and nothing
 however many requests it sends, so its own growth never shows in what it measures. ``--connections C`` loops
 (a closed loop: each sends its next request when the last ended) go through the kinds of ``MIX`` in turn:
 streamed and not, NDJSON, a new connection per request, a client that leaves mid-stream, the upstream answering
-500 or breaking mid-stream (the sim's faults, ``loadtest/sim/_plan.py``), a body that is not JSON.
-``--hold N`` instead opens N streams that each stay open ``--hold-s`` seconds (the sim sends one chunk at once,
-the next one then), spread over ``--ramp-s``, waits for all of them to end and stops.
+500 or breaking mid-stream (the sim's faults, ``loadtest/sim/_plan.py``), a body that is not JSON; ``--kind NAME``
+sends that kind alone, ``--requests N`` stops after N requests. ``--hold N`` instead opens N streams that each stay
+open ``--hold-s`` seconds (the sim sends one chunk at once, the next one then), spread over ``--ramp-s``, waits for
+all of them to end and stops.
 
 Prints one JSON object when it ends: requests and outcomes by kind, the process's CPU seconds and wall time.
 SIGINT/SIGTERM end it early, with the same summary.
@@ -123,13 +124,19 @@ class Connection:
             await stream.aclose()
 
 
-async def loop(host: str, port: int, counts: Counts, until: float, offset: int) -> None:
-    """One closed-loop client: the kinds of ``MIX`` in turn (from ``offset``), until ``until`` (trio time)."""
+async def loop(host: str, port: int, counts: Counts, until: float, offset: int, kinds: tuple[Kind, ...] = MIX,
+               left: list[int] | None = None) -> None:  # fmt: skip
+    """One closed-loop client: ``kinds`` in turn (from ``offset``) until ``until`` (trio time), or until the
+    requests ``left`` (shared by every loop) are all sent."""
     conn = Connection(host, port)
     i = offset
     try:
         while trio.current_time() < until:
-            kind = MIX[i % len(MIX)]
+            if left is not None:
+                if left[0] <= 0:
+                    break
+                left[0] -= 1
+            kind = kinds[i % len(kinds)]
             i += 1
             outcome = "timeout"
             with trio.move_on_after(TIMEOUT_S):
@@ -171,8 +178,10 @@ async def run(args: argparse.Namespace, counts: Counts) -> None:
                     await trio.sleep(args.ramp_s / args.hold)
             else:
                 until = trio.current_time() + args.duration
+                kinds = tuple(k for k in MIX if k.name == args.kind)[:1] if args.kind else MIX
+                left = [args.requests] if args.requests else None
                 for c in range(args.connections):
-                    nursery.start_soon(loop, host, port, counts, until, c * 5)
+                    nursery.start_soon(loop, host, port, counts, until, c * 5, kinds, left)
         outer.cancel_scope.cancel()
 
 
@@ -186,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", required=True, help="the relay's root URL (http://HOST:PORT)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of the mix")
     p.add_argument("--connections", type=int, default=20, help="closed loops at once")
+    p.add_argument("--kind", choices=sorted({k.name for k in MIX}), help="only this kind of the mix")
+    p.add_argument("--requests", type=int, default=0, help="stop after this many requests (and --duration)")
     p.add_argument("--hold", type=int, default=0, help="instead of the mix: this many streams held open at once")
     p.add_argument("--hold-s", type=float, default=30.0, help="how long each held stream stays open")
     p.add_argument("--ramp-s", type=float, default=10.0, help="the held streams open over this long")
