@@ -97,6 +97,9 @@ def verdict(samples: list[dict]) -> dict[str, Any]:
                                                                                 "idle after hold"))  # fmt: skip
     requests = (served[-1] - served[0]) if served else 0
     relay = out.setdefault("relay", {})
+    cpu = [s["procs"]["relay"].get("cpu_s") for s in soak if "relay" in s["procs"]]
+    if requests and cpu and cpu[0] is not None and cpu[-1] is not None:
+        relay["cpu_us_per_request"] = (cpu[-1] - cpu[0]) / requests * 1e6
     slope = relay.get("soak_slope_bytes_per_request")
     per_million = slope * 1e6 / MB if slope is not None else None
     relay |= {
@@ -145,6 +148,7 @@ def render(result: dict[str, Any]) -> str:
               f"| idle RSS: warm, after the soak, after the held streams (MB) | {f(relay['warm_idle_rss_mb'])}, "
               f"{f(relay['idle_after_soak_rss_mb'])}, {f(relay['idle_after_hold_rss_mb'])} |",
               f"| idle to idle across the soak, bytes per request | {f(relay['idle_growth_bytes_per_request'])} |",
+              f"| relay CPU per request in the soak, µs | {f(relay.get('cpu_us_per_request'), '{:,.0f}')} |",
               "", "| process | RSS at the soak's fifth, MB | at its end, MB | slope, bytes per request |",
               "|---|---:|---:|---:|"]  # fmt: skip
     for role, row in v.items():
@@ -226,7 +230,9 @@ class Sampler:
         for role, proc in list(self.procs.items()):
             try:
                 with proc.oneshot():
-                    procs[role] = {"rss": proc.memory_info().rss, "fds": proc.num_fds(), "threads": proc.num_threads()}
+                    cpu = proc.cpu_times()
+                    procs[role] = {"rss": proc.memory_info().rss, "fds": proc.num_fds(), "threads": proc.num_threads(),
+                                   "cpu_s": round(cpu.user + cpu.system, 3)}  # fmt: skip
             except psutil.Error:
                 del self.procs[role]
         row: dict[str, Any] = {"t_s": round(trio.current_time() - self.t0, 2), "phase": self.phase, "procs": procs,
