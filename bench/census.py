@@ -1,6 +1,6 @@
 """``python -m bench.census``: what each open relayed stream keeps alive in the relay (issue 16, item 3).
 
-The relay runs in this process (``proxy.server.serve``, one worker, tracemalloc on); the sim and a client that
+The relay runs in this process (``proxy.edge._server.serve``, one worker, tracemalloc on); the sim and a client that
 holds N streams open (``bench.rawclient``) run as their own processes, so nothing of theirs is counted. The sim
 sends one chunk at once and the next only after ``--hold-s``: every stream stays open, relayed and idle, which is
 what a relay holds most of its life at 30 tokens/s. Two snapshots, after a warm-up and again once the sim's own
@@ -184,7 +184,7 @@ async def _open_count(client: httpx.AsyncClient, sim_url: str) -> int:
 
 async def _census(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from proxy.config import Settings
-    from proxy.server import serve
+    from proxy.edge import serve
 
     sim_argv = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0.05", "--ttft-jitter",
                 "0", "--chunks", "2", "--interval", str(args.hold_s), "--interval-jitter", "0"]  # fmt: skip

@@ -352,6 +352,38 @@ class OpenAIForwardTuned(OpenAIForward):
     extra_args = ("--backlog", str(BACKLOG))
 
 
+class MoonrelayAt(Moonrelay):
+    """moonrelay as it was at a git revision (``moonrelay@REV``), from a worktree of its own under ``.bench/``:
+    the before side of an A/B measured in the same run as the after, with the same dependencies."""
+
+    def __init__(self, rev: str) -> None:
+        self.rev = rev
+        self.name = f"moonrelay@{rev}"
+        self.tree = BENCH_HOME / f"moonrelay-{rev}"
+
+    def ensure(self) -> str:
+        repo = Path(__file__).resolve().parent.parent
+        full = subprocess.run(["git", "rev-parse", "--short", self.rev], capture_output=True, text=True, cwd=repo)
+        if full.returncode != 0:
+            raise PeerUnavailable(f"{self.name}: no such revision: {full.stderr.strip()}")
+        if not (self.tree / "proxy").is_dir():
+            _run(["git", "-C", str(repo), "worktree", "add", "--detach", str(self.tree), self.rev],
+                 BENCH_HOME / "worktrees.log", f"git worktree add {self.rev}")
+        return f"git {full.stdout.strip()} (worktree .bench/moonrelay-{self.rev})"
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        base = super().launch(sim_url, workdir, workers, streams)
+        # ``python -m`` puts the working directory first on sys.path: that revision's proxy/ and wire/ run.
+        return Launch(argv=base.argv, url_pattern=base.url_pattern, env=base.env, cwd=self.tree)
+
+
+def peer(name: str) -> Peer:
+    """The peer a target names: one of :data:`PEERS`, or ``moonrelay@REV``; KeyError for anything else."""
+    if name.startswith("moonrelay@"):
+        return MoonrelayAt(name.partition("@")[2])
+    return PEERS[name]
+
+
 PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), LiteLLMTuned(), OpenAIForward(),
                                               OpenAIForwardTuned(), MoonrelayQuiet(), MoonrelayNoPump(),
                                               MoonrelayCapped(), MoonrelayState())}  # fmt: skip

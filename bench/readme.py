@@ -40,6 +40,17 @@ ROWS: list[tuple[str, str, str, bool]] = [
 ]
 
 
+def describe(sc: dict[str, Any]) -> str:
+    """A scenario's load shape in words, from the scenario as a run stored it."""
+    return (
+        f"{sc['streams']:,} streams; sim TTFT {sc['ttft_s']:g} s ± {sc['ttft_jitter_s']:g}, {sc['chunks']} chunks "
+        f"{sc['interval_s']:g} s apart"
+        + (f"; closed loop for {sc['duration_s']:g} s" if sc.get("duration_s") else "; each slot once")
+        + (f", ramp-up {sc['ramp_up_s']:g} s" if sc.get("ramp_up_s") else "")
+        + f"; {sc['proxy_workers']} worker processes per proxy"
+    )
+
+
 def _cell(value: Any, fmt: str, nginx: Any, ratio: bool) -> str:
     if value is None:
         return "—"
@@ -93,11 +104,7 @@ def render(*, commands: list[str], facts: dict[str, Any], versions: dict[str, st
         out += [
             f"## {sc['name']}",
             "",
-            f"{sc['streams']:,} streams; sim TTFT {sc['ttft_s']:g} s ± {sc['ttft_jitter_s']:g}, {sc['chunks']} chunks "
-            f"{sc['interval_s']:g} s apart"
-            + (f"; closed loop for {sc['duration_s']:g} s" if sc.get("duration_s") else "; each slot once")
-            + (f", ramp-up {sc['ramp_up_s']:g} s" if sc.get("ramp_up_s") else "")
-            + f"; {sc['proxy_workers']} worker processes per proxy. Goal: {sc['goal']}.",
+            f"{describe(sc)}. Goal: {sc['goal']}.",
             "",
             f"Medians over {s['repeats']} repeat(s), from `{s['command']}`. Versions: "
             + ", ".join(f"{t} {v}" for t, v in s.get("versions", {}).items() if v) + ".",

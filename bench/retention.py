@@ -1,6 +1,6 @@
 """``python -m bench.retention``: what the relay keeps of each request it served, and what it leaves to the collector.
 
-The relay runs in this process (``proxy.server.serve``, one worker, its defaults, tracemalloc on); the sim and the
+The relay runs in this process (``proxy.edge.serve``, one worker, its defaults, tracemalloc on); the sim and the
 client (``bench.soakload --kind K --requests N``) in their own processes, so nothing of theirs is counted. For each
 kind of request:
 
@@ -104,7 +104,7 @@ async def _settled(clock: trio.testing.MockClock) -> None:
 
 async def _measure(args: argparse.Namespace, out: Path, clock: trio.testing.MockClock) -> dict[str, Any]:
     from proxy.config import Settings
-    from proxy.server import serve
+    from proxy.edge import serve
 
     sim_argv = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0", "--ttft-jitter", "0",
                 "--chunks", "5", "--interval", "0", "--interval-jitter", "0"]  # fmt: skip

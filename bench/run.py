@@ -31,7 +31,7 @@ import httpx
 import psutil
 import trio
 
-from bench import metrics, plots, readme, recompute
+from bench import archive, metrics, plots, readme, recompute
 from bench.peers import API_KEY, DEFAULT_TARGETS, PEERS, TARGETS, Launch, PeerUnavailable
 from bench.pinning import Pinning, pinned, plan
 from bench.procs import StartError, Tree, sample_forever, serve
@@ -206,7 +206,8 @@ def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[
                                      "unavailable": unavailable}, indent=2, default=str))
     by_scenario = recompute.scenario_docs(out)
     order = [n for n in SCENARIOS if n in by_scenario]
-    report, cpu = [], {}
+    report, cpu, repeats = [], {}, {}
+    machine = archive.machine_label(facts)
     for name in order:
         docs = by_scenario[name]
         medians = {t: d["median"] for t, d in docs.items() if d.get("median")}
@@ -217,10 +218,12 @@ def write_report(out: Path, command: str, facts: dict[str, Any], versions: dict[
                        "repeats": max(len(d["repeats"]) for d in docs.values()), "command": first["command"],
                        "versions": {t: d.get("version") for t, d in docs.items() if t != "direct"}})
         cpu[name] = {t: m["cpu_us_per_chunk"] for t, m in medians.items() if m.get("cpu_us_per_chunk")}
+        repeats[name] = report[-1]["repeats"]
         samples = {t: [x for r in docs[t]["repeats"] for x in ttfc_samples(out / "runs" / name / t / f"r{r['repeat']}")]
                    for t in TARGETS if t in docs}
-        plots.ttfc_cdf(f"{name}: TTFC, all repeats", samples, out / f"{name}-ttfc.png")
-    plots.cpu_bars(cpu, list(TARGETS), out / "cpu-per-chunk.png")
+        plots.ttfc_cdf(f"{name}: time to first chunk, ms, every session of {repeats[name]} repeat(s)\n{machine}",
+                       samples, out / f"{name}-ttfc.png")
+    plots.cpu_bars(cpu, list(TARGETS), out / "cpu-per-chunk.png", machine=machine, repeats=repeats)
     notes = [
         ("The proxy runs pinned, apart from the load generator and the sim (" + facts["cpu pinning"] + ")"
          if "cpu pinning" in facts else "The load generator and the sim run on the same cores as the proxy")
@@ -320,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.pinning:
         facts["cpu pinning"] = args.pinning.describe()
     if args.report:
+        stored = args.out / "bench.json"
+        if stored.exists():  # a redraw keeps the facts of the machine the runs ran on
+            recorded = json.loads(stored.read_text()).get("machine") or {}
+            facts = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()} or facts
         write_report(args.out, command, facts, {}, {}, scale=args.scale)
+        _update_summary(args.out)
         return 0
 
     versions: dict[str, str] = {"direct": "the sim itself (python -m loadtest.sim)"}
@@ -339,7 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     write_scenario_docs(args.out, scenarios, runs, versions, command, facts)
     write_report(args.out, command, facts, versions, unavailable, scale=args.scale)
     print(f"[bench] wrote {args.out}/README.md", flush=True)
+    _update_summary(args.out)
     return 0
+
+
+def _update_summary(out: Path) -> None:
+    """A run written into the repository's results/ changes where moonrelay stands: write the summary again."""
+    from bench import summary
+
+    if out.resolve().is_relative_to(summary.RESULTS):
+        summary.write()
 
 
 if __name__ == "__main__":

@@ -4,15 +4,24 @@
 :mod:`loadtest.ssereader`, or NDJSON) plus receive times into the record's chunk counts, gaps, relay delays,
 usage and verdict; :func:`account_full_body` does the same for a non-streaming body.
 
-The sim stamps every data chunk ``"sim": {"ns": send time, "seq": k, "of": n}``, ``k`` counting from 0
-to ``n - 1`` (:mod:`loadtest.simcontent`). A stream is *completed* only when it ended cleanly
-(``[DONE]`` for SSE, the end of the body for NDJSON) and every data chunk carries a stamp whose seq is
-the previous one + 1, starting at 0, ``n`` chunks in all. A stream that ended cleanly with at least one
-data chunk but no stamp at all is *unverified* (``SessionRecord.unverified``, no error kind): the
-target removed the stamps (or is not the sim), so a lost chunk would go unseen; it is counted apart from
-both completed and failed. A non-streaming body is complete when it is one JSON object: HTTP framing
-(Content-Length or chunked) already vouches for its end. The error kinds these decide are listed in
-:mod:`loadtest.session`.
+A stream is *completed* when the protocol says it ended: HTTP 200, no error event, at least one data
+chunk, a chunk with a ``finish_reason``, and its end marker (``[DONE]`` for SSE, the end of the body for
+NDJSON). That is all a real provider's stream can show, so it is what goodput counts.
+
+The sim adds a stronger check: it stamps every data chunk ``"sim": {"ns": send time, "seq": k, "of": n}``,
+``k`` counting from 0 to ``n - 1`` (:mod:`loadtest.simcontent`). A completed stream whose every chunk carries
+a stamp, seq the previous one + 1 from 0, ``n`` chunks in all, is also *verified*: no chunk was lost,
+duplicated or reordered on the way. A stamped stream that breaks that rule fails; a completed stream with no
+stamp at all is *unverified* (``SessionRecord.unverified``): the target removed the stamps (or is not the
+sim), so a lost chunk would go unseen. One chunk may be absent from a verified stream: the usage-only chunk
+after the finish chunk, when the client did not ask for usage (``stream_options.include_usage``) and the
+target asked for it on the client's behalf and cut it out (the relay does that for a key with token limits).
+A non-streaming body is complete when it is one JSON object: HTTP framing (Content-Length or chunked)
+already vouches for its end. The error kinds these decide are listed in :mod:`loadtest.session`.
+
+Per chunk it also notes which data chunks carry no output token (a role-only chunk with empty content, the
+finish chunk, the usage chunk): ``SessionRecord.empty_chunks``, from which :mod:`loadtest.tokens` works out
+per-token figures.
 """
 
 from __future__ import annotations
@@ -23,10 +32,15 @@ from typing import Any
 from loadtest.record import SessionRecord
 from loadtest.ssereader import SSEReader
 
-__all__ = ["DONE", "SEQ_START", "ERROR_DETAIL_BYTES", "StreamAccounting", "account_full_body"]
+__all__ = ["DONE", "SEQ_START", "ERROR_DETAIL_BYTES", "StreamAccounting", "account_full_body", "carries_tokens",
+           "finish_reason_of", "sim_send_ns"]
 
 DONE = b"[DONE]"
 _SIM_KEY = b'"sim"'
+_FINISH_KEY = b'"finish_reason"'
+_TOKEN_KEYS = (b'"content"', b'"reasoning_content"')
+_TOOL_CALLS_KEY = b'"tool_calls"'
+_BLANKS = b" \t\r\n"
 SEQ_START = 0  # the sim's first seq (loadtest.simcontent.stream_events)
 ERROR_DETAIL_BYTES = 300
 
@@ -48,6 +62,46 @@ def _usage_into(rec: SessionRecord, obj: Any) -> None:
             rec.completion_tokens = c
 
 
+def _value_at(data: bytes, key: bytes) -> bytes | None:
+    """The raw JSON value after the first ``key`` (with its quotes) in ``data``, up to a few bytes; None if absent.
+
+    A byte search instead of ``json.loads``: this runs for every chunk. A quoted key cannot occur inside a JSON
+    string (its quotes would be escaped), so the first match is a key.
+    """
+    i = data.find(key)
+    if i < 0:
+        return None
+    i += len(key)
+    n = len(data)
+    while i < n and data[i] in _BLANKS:
+        i += 1
+    if i >= n or data[i] != 0x3A:  # ":"
+        return None
+    i += 1
+    while i < n and data[i] in _BLANKS:
+        i += 1
+    return data[i : i + 64]
+
+
+def finish_reason_of(data: bytes) -> str | None:
+    """The chunk's ``finish_reason`` when it is set (a string), else None."""
+    v = _value_at(data, _FINISH_KEY)
+    if not v or v[:1] != b'"':
+        return None
+    end = v.find(b'"', 1)
+    return v[1:end if end > 0 else None].decode("utf-8", "replace") or None
+
+
+def carries_tokens(data: bytes) -> bool:
+    """Whether a chunk carries output: non-empty ``content`` or ``reasoning_content``, or ``tool_calls``."""
+    for key in _TOKEN_KEYS:
+        v = _value_at(data, key)
+        if v and v[:1] == b'"' and v[1:2] != b'"':
+            return True
+    v = _value_at(data, _TOOL_CALLS_KEY)
+    return bool(v) and v[:1] == b"[" and v[1:2] != b"]"
+
+
 def _sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
     """``(ns, seq, of)`` from the ``"sim":{"ns":N,"seq":K,"of":M}`` object at ``data[i:]``.
 
@@ -64,6 +118,13 @@ def _sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
         return int(data[a + 5 : b]), int(data[b + 7 : o]), int(data[o + 6 : e])
     except ValueError:
         return None
+
+
+def sim_send_ns(data: bytes) -> int | None:
+    """When the sim sent this chunk (its stamp's ``ns``, CLOCK_MONOTONIC), or None for a chunk without a stamp."""
+    i = data.find(_SIM_KEY)
+    stamp = _sim_stamp(data, i) if i >= 0 else None
+    return None if stamp is None else stamp[0]
 
 
 def _parsed_stamp(obj: dict) -> tuple[int, int, int] | None:
@@ -86,12 +147,13 @@ class StreamAccounting:
     :meth:`verdict`.
     """
 
-    __slots__ = ("rec", "ndjson", "_sse", "_last_ns", "malformed", "error_event", "_line_buf", "stamped",
-                 "_next_seq", "_seq_break", "_seqs")
+    __slots__ = ("rec", "ndjson", "usage_asked", "_sse", "_last_ns", "malformed", "error_event", "_line_buf",
+                 "stamped", "_next_seq", "_seq_break", "_seqs", "_finish_seq")
 
-    def __init__(self, rec: SessionRecord, *, ndjson: bool = False) -> None:
+    def __init__(self, rec: SessionRecord, *, ndjson: bool = False, usage_asked: bool = False) -> None:
         self.rec = rec
         self.ndjson = ndjson
+        self.usage_asked = usage_asked  # the request asked for stream usage: its usage chunk is owed
         self._sse = SSEReader()
         self._line_buf = b""
         self._last_ns = 0
@@ -101,6 +163,7 @@ class StreamAccounting:
         self._next_seq = SEQ_START
         self._seq_break: tuple[int, int] | None = None  # the first (seq due, seq received) that differed
         self._seqs: list[int] | None = None  # every seq received, kept only once one was out of line
+        self._finish_seq: int | None = None  # the stamp seq of the chunk that carried the finish_reason
 
     def feed(self, data: bytes, t_ns: int) -> None:
         rec = self.rec
@@ -155,12 +218,18 @@ class StreamAccounting:
             if not isinstance(obj, dict):
                 self._bad("chunk is not a JSON object")
                 return
+        index = rec.chunks
         rec.chunks += 1
         if rec.first_chunk_ns is None:
             rec.first_chunk_ns = t_ns
         else:
             rec.gaps_ms.append((t_ns - self._last_ns) / 1e6)
         self._last_ns = t_ns
+        if not carries_tokens(data):
+            rec.empty_chunks.append(index)
+        finish = finish_reason_of(data)
+        if finish is not None:
+            rec.finish_reason = finish
         if i >= 0:
             stamp = _sim_stamp(data, i) if obj is None else _parsed_stamp(obj)
             if stamp is None and obj is None:  # not the sim's compact bytes (a peer re-serialised them)
@@ -177,6 +246,8 @@ class StreamAccounting:
                 if seq != self._next_seq or self._seqs is not None:
                     self._out_of_line(seq)
                 self._next_seq = seq + 1
+                if finish is not None:
+                    self._finish_seq = seq
                 if rec.expected_chunks is None or of > rec.expected_chunks:
                     rec.expected_chunks = of
         if b'"usage"' in data:
@@ -216,11 +287,17 @@ class StreamAccounting:
             return f"gap: seq {listed}{more} missing (seq {got} arrived where {due} was due)"
         return f"seq {max(seen)} beyond the {of} announced"
 
+    def _only_unasked_usage_missing(self, expected: int) -> bool:
+        """The one chunk missing is the last announced, it came after the finish chunk, and the client did not ask
+        for usage: the usage-only chunk a target asked for on the client's behalf and cut out (seqs in order)."""
+        return (not self.usage_asked and self.rec.chunks == expected - 1 and self._next_seq == expected - 1
+                and self._finish_seq == expected - 2)
+
     def verdict(self) -> tuple[str | None, str | None]:
         """``(error kind, detail)`` of a stream that ended cleanly, ``(None, None)`` when it did not fail.
 
-        Sets ``rec.unverified`` for a stream with data chunks but no stamp; sets ``rec.done`` for NDJSON,
-        whose clean end is its [DONE].
+        Sets ``rec.unverified`` for a completed stream without a stamp; sets ``rec.done`` for NDJSON, whose
+        clean end is its [DONE].
         """
         rec = self.rec
         n, stamped = rec.chunks, self.stamped
@@ -229,7 +306,7 @@ class StreamAccounting:
         if stamped and stamped < n:
             return "unstamped", f"{n - stamped} of {n} data chunks without the sim's stamp"
         expected = rec.expected_chunks
-        if expected is not None and n < expected:
+        if expected is not None and n < expected and not self._only_unasked_usage_missing(expected):
             return "missing_chunks", f"{n} of {expected} chunks"
         if expected is not None and n > expected:
             return "extra_chunks", f"{n} chunks, {expected} announced"
@@ -239,6 +316,8 @@ class StreamAccounting:
             return "no_done", f"{n} chunks, no [DONE]"
         if n == 0:
             return "empty_stream", "no data chunk before the end of the stream"
+        if rec.finish_reason is None:
+            return "no_finish_reason", f"{n} chunks, none with a finish_reason"
         if not stamped:
             rec.unverified = True
         return None, None
@@ -258,6 +337,10 @@ def account_full_body(rec: SessionRecord, body: bytes) -> str | None:
         return "error_event"
     rec.chunks = 1
     rec.done = True
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        rec.finish_reason = reason if isinstance(reason, str) else None
     stamp = obj.get("sim")
     if isinstance(stamp, dict) and isinstance(stamp.get("ns"), int) and rec.first_chunk_ns is not None:
         rec.relay_delay_ms.append((rec.first_chunk_ns - stamp["ns"]) / 1e6)

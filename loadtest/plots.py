@@ -14,9 +14,11 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-COLORS = {"relay": "tab:blue", "direct": "tab:orange"}
+from loadtest.palette import NEUTRAL, color
+
 SIZE = (8, 4.5)
 DPI = 100
+CONTEXT_MAX = 70  # characters of the command line a title shows
 
 
 def _new() -> Figure:
@@ -28,6 +30,20 @@ def _new() -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, format="png")
     return path
+
+
+def _context(result: dict[str, Any]) -> str:
+    """The run's command line and machine, for a title's second line: which load, on what."""
+    command = result.get("command_line") or "loadtest"
+    if len(command) > CONTEXT_MAX:
+        command = command[: CONTEXT_MAX - 1] + "…"
+    machine = result.get("machine") or {}
+    cpus = f"{machine['cpus']} CPUs" if machine.get("cpus") else ""
+    return " · ".join(p for p in (command, cpus, machine.get("python") or "") if p)
+
+
+def _title(fig: Figure, what: str, result: dict[str, Any]) -> None:
+    fig.suptitle(f"{what}\n{_context(result)}", fontsize=10)
 
 
 def _empty(ax, text: str) -> None:
@@ -48,27 +64,28 @@ def plot_ttfc(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     else:
         cdf_ax = ax.twinx()
         for target, c in counts.items():
-            color = COLORS.get(target)
-            ax.stairs(c, edges, fill=True, alpha=0.35, color=color, label=f"{target} (n={sum(c):,})")
+            colour = color(target)
+            ax.stairs(c, edges, fill=True, alpha=0.35, color=colour, label=f"{target} (n={sum(c):,})")
             total = sum(c)
             acc = 0
             cdf = [0.0]
             for n in c:
                 acc += n
                 cdf.append(acc / total)
-            cdf_ax.plot(edges, cdf, color=color, linewidth=1.5)
+            cdf_ax.plot(edges, cdf, color=colour, linewidth=1.5)
         if h.get("scale") == "log":
             ax.set_xscale("log")
-        ax.set_xlabel("TTFC from intended start (ms)")
-        ax.set_ylabel("sessions")
+        ax.set_xlabel("TTFC from intended start (ms" + ("; log scale)" if h.get("scale") == "log" else ")"))
+        ax.set_ylabel("sessions per bucket (bars)")
+        ax.set_ylim(bottom=0)
         cdf_ax.set_ylabel("cumulative fraction (lines)")
         cdf_ax.set_ylim(0, 1.02)
-        ax.legend(loc="upper left")
-    ax.set_title("Time to first chunk")
+        fig.legend(loc="outside right upper", fontsize=8)
+    _title(fig, "Time to first chunk, ms", result)
     return _save(fig, Path(path))
 
 
-def _series_plot(points: list[list[float]], path: Path, title: str, ylabel: str, color: str) -> Path:
+def _series_plot(points: list[list[float]], path: Path, title: str, ylabel: str, result: dict[str, Any]) -> Path:
     fig = _new()
     ax = fig.add_subplot()
     if not points:
@@ -76,28 +93,29 @@ def _series_plot(points: list[list[float]], path: Path, title: str, ylabel: str,
     else:
         xs = [p[0] for p in points]
         ys = [p[1] for p in points]
-        ax.step(xs, ys, where="post", color=color, linewidth=1.2)
-        ax.fill_between(xs, ys, step="post", alpha=0.2, color=color)
+        # A whole run's line, not one target's: the neutral colour, so no target's colour means two things.
+        ax.step(xs, ys, where="post", color=NEUTRAL, linewidth=1.2)
+        ax.fill_between(xs, ys, step="post", alpha=0.2, color=NEUTRAL)
         ax.set_xlabel("time since start (s)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    ax.set_title(title)
+    _title(fig, title, result)
     return _save(fig, path)
 
 
 def plot_open_sessions(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     series = result.get("series") or {}
     step = series.get("open_sessions_step_s")
-    title = "Open sessions" + (f" (max per {step:g} s)" if step else "")
-    return _series_plot(series.get("open_sessions") or [], Path(path), title, "open sessions", "tab:blue")
+    title = "Open sessions, count" + (f" (max per {step:g} s)" if step else "")
+    return _series_plot(series.get("open_sessions") or [], Path(path), title, "open sessions", result)
 
 
 def plot_chunks_per_s(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     series = result.get("series") or {}
     step = series.get("chunks_per_s_step_s")
-    title = "Chunks received per second" + (f" ({step:g} s buckets)" if step else "")
-    return _series_plot(series.get("chunks_per_s") or [], Path(path), title, "chunks/s", "tab:green")
+    title = "Chunks received per second, chunks/s" + (f" ({step:g} s buckets)" if step else "")
+    return _series_plot(series.get("chunks_per_s") or [], Path(path), title, "chunks/s", result)
 
 
 def write_plots(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:

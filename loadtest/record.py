@@ -16,10 +16,11 @@ from typing import IO, Any
 class SessionRecord:
     """What one streaming (or non-streaming) chat completion did, as seen by the load generator.
 
-    Three outcomes (:mod:`loadtest.accounting` and :mod:`loadtest.session` have the exact rules):
-    *completed* (``error_kind`` None and not ``unverified``): HTTP 200, no error event, every chunk the
-    sim announced, in seq order, and ``[DONE]``; *unverified*: it ended cleanly but its chunks carried no
-    sim stamps, so nothing could check that none was lost; *failed*: ``error_kind`` says why.
+    Two outcomes (:mod:`loadtest.accounting` and :mod:`loadtest.session` have the exact rules): *completed*
+    (``error_kind`` None): the protocol says it ended (HTTP 200, no error event, a finish_reason, ``[DONE]``),
+    or *failed*: ``error_kind`` says why. A completed stream is *verified* when the sim's stamps show every chunk
+    it announced arrived in seq order, *unverified* when its chunks carried no stamp (a real provider's, or a
+    target that re-serialised them), so nothing could check that none was lost.
     """
 
     worker: int = 0
@@ -41,24 +42,31 @@ class SessionRecord:
     bytes: int = 0  # response body bytes
     gaps_ms: list[float] = field(default_factory=list)  # between consecutive data events
     relay_delay_ms: list[float] = field(default_factory=list)  # receive time - sim send stamp, per chunk
+    empty_chunks: list[int] = field(default_factory=list)  # indices of data chunks without an output token
+    finish_reason: str | None = None  # the last finish_reason a chunk (or the body) carried
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     # e.g. "connect", "http_429", "error_event", "missing_chunks", "no_done", "timeout", "reset"
     error_kind: str | None = None
     error_detail: str | None = None
     warmup: bool = False  # started during --warmup: excluded from statistics
-    unverified: bool = False  # ended cleanly, but without the sim's stamps: completeness not checked
+    unverified: bool = False  # completed, but without the sim's stamps: no lost chunk could have been seen
     resent: int = 0  # times the request went on a fresh connection: the kept-alive one was found closed
 
     @property
     def completed(self) -> bool:
-        """Ended without error and verified complete against the sim's stamps."""
-        return self.error_kind is None and not self.unverified
+        """Ended as the protocol says a whole answer ends, with no detected error (verified or not)."""
+        return self.error_kind is None
 
     @property
     def ok(self) -> bool:
-        """Ended without a detected error: completed or unverified."""
+        """The same as :attr:`completed`."""
         return self.error_kind is None
+
+    @property
+    def verified(self) -> bool:
+        """Completed, and the sim's stamps show every chunk it announced arrived, in order."""
+        return self.error_kind is None and not self.unverified
 
     @property
     def connect_ms(self) -> float | None:
@@ -172,3 +180,4 @@ class RunData:
     connect_retries: int = 0
     upstream_peak_open: int | None = None  # embedded mode: the most streams the relay held open at the sim
     cores: int | None = None  # CPUs of the machine the run ran on: the load generator's share is of all of them
+    loop_lag_ms: list[float] = field(default_factory=list)  # every load process's event-loop lateness samples

@@ -1,4 +1,4 @@
-"""result.json, requests.jsonl, report.md and plots: what a run leaves behind.
+"""result.json, requests.jsonl, report.md, report.html and plots: what a run leaves behind.
 
 ``build_result`` turns a :class:`RunData` into the result.json document; ``render_markdown``
 (:mod:`loadtest.reportmd`) and the plots read only that document, so ``loadtest report DIR/result.json``
@@ -20,6 +20,7 @@ result.json (schema_version 1)::
     histograms      {ttfc_ms: {edges, scale, counts: {target: [...]}}, e2e_ms: {...}}
     warnings        [str]
     interrupted     bool
+    shards          (loadtest merge only) the shards merged and their clocks: see loadtest.merge
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ SCHEMA_VERSION = 1
 VERSION_PACKAGES = ("moonrelay", "trio", "httpx", "hypercorn", "quart", "quart_trio", "h11")
 # Above this share of its CPU the load generator's own scheduling delays start to show up as latency.
 SATURATION_UTILIZATION = 0.8
+# Above this event-loop lateness (p99) the load generator's timings are visibly late (loadtest.looplag).
+LOOP_LAG_WARN_MS = 25.0
 
 # --- result.json -----------------------------------------------------------------------------------
 
@@ -83,16 +86,19 @@ def derived_warnings(run: RunData, summary: dict[str, Any]) -> list[str]:
     if util is not None and util >= SATURATION_UTILIZATION:
         out.append(f"load generator near saturation: {util:.0%} CPU per loadtest process; "
                    "latencies include its own scheduling delay — add workers or lower the load")
+    lag = (summary.get("loadtest_loop_lag_ms") or {}).get("p99")
+    if lag is not None and lag > LOOP_LAG_WARN_MS:
+        out.append(f"load generator event-loop lag p99 {lag:,.0f} ms: its timings can be late by that much — add "
+                   "workers or lower the load")
     if run.interrupted:
         out.append("run interrupted before its planned end: totals cover a partial run")
     if summary["sessions"] and summary["failed"]:
         out.append(f"{summary['failed']} of {summary['sessions']} sessions failed (see errors by kind)")
     for name, s in (("", summary), (" (direct)", summary.get("direct") or {})):
         if s.get("unverified"):
-            out.append(f"completeness unverified{name}: {s['unverified']} of {s['sessions']} sessions ended "
-                       "without the sim's stamps (the target removed them, or is not the sim), so a lost chunk "
-                       "would go unseen; "
-                       "they are not counted as completed")
+            out.append(f"completeness unverified{name}: {s['unverified']} of {s['completed']} completed sessions "
+                       "carried no sim stamps (the target removed them, or is not the sim): the protocol says they "
+                       "ended, but a lost chunk would go unseen")
     n = summary.get("resent")
     if n:
         out.append(f"{n} request{'s' if n != 1 else ''} re-sent on a fresh connection (the kept-alive one was "
@@ -172,21 +178,31 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any]) -> list[Path]:
-    """report.md and the plots from ``result`` alone (what ``loadtest report DIR/result.json`` does)."""
+    """report.md, the plots and report.html (the same, self-contained) from ``result`` alone (what ``loadtest
+    report DIR/result.json`` does)."""
     from loadtest import plots  # matplotlib is slow to import; only pay it when drawing
+    from loadtest.reporthtml import render_html
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
-    md.write_text(render_markdown(result), encoding="utf-8")
-    return [md, *plots.write_plots(result, out)]
+    text = render_markdown(result)
+    md.write_text(text, encoding="utf-8")
+    drawn = plots.write_plots(result, out)
+    page = out / "report.html"
+    title = f"moonrelay load test — {result.get('started_at', '')}"
+    page.write_text(render_html(text, title=title, folder=out), encoding="utf-8")
+    return [md, page, *drawn]
 
 
-def write_outputs(out_dir: str | os.PathLike[str], run: RunData, *, save_requests: bool = True) -> dict[str, Any]:
-    """result.json, requests.jsonl (unless ``save_requests`` is False), report.md and plots; returns the result."""
+def write_outputs(out_dir: str | os.PathLike[str], run: RunData, *, save_requests: bool = True,
+                  machine: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """result.json, requests.jsonl (unless ``save_requests`` is False), report.md and plots; returns the result.
+
+    ``machine`` overrides the detected machine facts, ``extra`` adds top-level blocks (a merge's ``shards``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = build_result(run)
+    result = build_result(run, machine=machine) | (extra or {})
     (out / "result.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     if save_requests:
         with open(out / "requests.jsonl", "w", encoding="utf-8") as f:

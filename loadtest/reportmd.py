@@ -16,13 +16,15 @@ __all__ = ["PLOT_FILES", "DEFINITIONS", "fmt_num", "render_markdown"]
 PLOT_FILES = ("ttfc_distribution.png", "open_sessions.png", "chunks_per_s.png")
 
 DEFINITIONS = (
-    ("Completed", "HTTP 200, no error event, and every data chunk carries the simulated upstream's stamp "
-     "with seq 0, 1, 2, … in order (no gap, duplicate or reorder), as many as it announced, then [DONE] "
-     "(SSE) or the end of the body (NDJSON). A non-streaming body: one JSON object."),
-    ("Completeness unverified", "the stream ended cleanly with at least one data chunk, but no chunk carried "
-     "the sim's stamp: the target removed them (or is not the sim), so a lost chunk would go unseen. Counted "
-     "apart from completed and failed; latency includes them, goodput does not. A stream with no data chunk "
-     "([DONE] alone) is failed (`empty_stream`)."),
+    ("Completed", "the protocol says the answer ended: HTTP 200, no error event, at least one data chunk, a chunk "
+     "with a finish_reason, then [DONE] (SSE) or the end of the body (NDJSON). A non-streaming body: one JSON "
+     "object. This is what a real provider's stream can show; goodput counts these."),
+    ("Verified", "completed, and every data chunk carries the simulated upstream's stamp with seq 0, 1, 2, … in "
+     "order (no gap, duplicate or reorder), as many as it announced. The one chunk that may be absent is the "
+     "usage-only chunk after the finish chunk when the client did not ask for usage: a relay that asked for it "
+     "on the client's behalf (to count tokens) cuts it out."),
+    ("Unverified", "completed, but no chunk carried the sim's stamp: the target removed them (or is not the sim), "
+     "so a lost chunk would go unseen. Stamps on only some chunks fail the stream (`unstamped`)."),
     ("Re-sent", "requests that went on a fresh connection because the kept-alive one was found closed before "
      "any byte of them was written (so the target cannot have seen them). A connection that fails after the "
      "request was written is that session's failure: it is never sent again."),
@@ -37,14 +39,26 @@ DEFINITIONS = (
      "CLOCK_MONOTONIC on one host: what the relay and the network add per chunk."),
     ("Overhead", "relay minus direct of the same percentile: a difference of percentiles, not a percentile "
      "of per-request differences."),
-    ("Latency statistics", "over non-warmup sessions that ended without a detected error (completed and "
-     "unverified); connect time over non-warmup sessions that opened a new connection. Percentiles "
+    ("Latency statistics", "over non-warmup sessions that completed (verified or not); connect time over "
+     "non-warmup sessions that opened a new connection. Percentiles "
      "interpolate linearly between closest ranks (numpy's default)."),
     ("Duration / throughput", "from the intended start of the first measured session to the end of the last; "
-     "requests/s counts sessions that ended without a detected error (completed and unverified), tokens/s "
+     "requests/s counts completed sessions, tokens/s "
      "completion tokens."),
-    ("Goodput", "sessions that completed (verified) AND met every SLO (TTFC, E2E, the session's own p99 gap), "
+    ("Goodput", "sessions that completed (verified or not) AND met every SLO (TTFC, E2E, the session's own p99 gap), "
      "as a fraction of all measured sessions and per second."),
+    ("Output tokens", "per completed session, the upstream's `usage.completion_tokens` when the stream carried "
+     "usage, else one per data chunk that carried output (content, reasoning or tool calls); the report says "
+     "how many sessions came from each."),
+    ("TTFT", "time to first token: from the intended start to the first chunk that carried output (a role-only "
+     "first chunk with empty content is not a token; TTFC counts it)."),
+    ("TPOT", "time per output token, per session: from the first to the last chunk with output, divided by the "
+     "tokens after the first such chunk (tokens spread evenly over the chunks with output); with one token per "
+     "chunk, (last − first) / (tokens − 1)."),
+    ("ITL per token", "inter-token latency: each gap between two chunks with output shared by the tokens the later "
+     "one carried, pooled over every token (token-weighted percentiles, inverted CDF); its mean equals TPOT."),
+    ("Tokens/s per stream", "a session's output tokens over its end-to-end time; \"all streams\" divides every "
+     "completed session's output tokens by the measured window."),
     ("CPU per chunk", "process CPU seconds over the run divided by the chunks received in the same window."),
 )
 
@@ -95,7 +109,8 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
     rows: list[tuple[str, Any, str]] = [
         ("Sessions", s.get("sessions"), "n"),
         ("Completed", s.get("completed"), "n"),
-        ("Completeness unverified (no sim stamps)", s.get("unverified"), "n"),
+        ("… verified (sim stamps: no chunk lost)", s.get("verified"), "n"),
+        ("… unverified (no sim stamps)", s.get("unverified"), "n"),
         ("Failed", s.get("failed"), "n"),
         ("Re-sent (connection found closed before writing)", s.get("resent"), "n"),
         ("Peak concurrency", s.get("peak_concurrency"), "n"),
@@ -121,8 +136,59 @@ def _headline_rows(s: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return rows
 
 
+def token_source_note(pt: dict[str, Any]) -> str:
+    """Where a target's output token counts came from, in words (sessions without usage are counted too)."""
+    by = pt.get("sessions_by_source") or {}
+    usage, chunks = by.get("usage", 0), by.get("chunks", 0)
+    if not usage and not chunks:
+        return "no completed session carried output"
+    parts = []
+    if usage:
+        parts.append(f"{fmt_num(usage)} session(s) from the upstream's usage")
+    if chunks:
+        parts.append(f"{fmt_num(chunks)} session(s) returned no usage: counted from their chunks, one token per "
+                     "chunk with output")
+    return "output tokens: " + "; ".join(parts)
+
+
+PER_TOKEN_ROWS = (
+    ("Output tokens", ("output_tokens",)),
+    ("Output tokens/s (all streams)", ("output_tokens_per_s",)),
+    ("Output tokens per session p50", ("tokens_per_session", "p50")),
+    ("TTFT p50 (ms)", ("ttft_ms", "p50")), ("TTFT p99 (ms)", ("ttft_ms", "p99")),
+    ("TPOT p50 (ms)", ("tpot_ms", "p50")), ("TPOT p99 (ms)", ("tpot_ms", "p99")),
+    ("ITL per token p50 (ms)", ("itl_ms", "p50")), ("ITL per token p99 (ms)", ("itl_ms", "p99")),
+    ("Tokens/s per stream p50", ("stream_tokens_per_s", "p50")),
+    ("Tokens/s per stream, slowest", ("stream_tokens_per_s", "min")),
+)
+
+
+def per_token_section(target: str, s: dict[str, Any], direct: dict[str, Any] | None) -> list[str]:
+    """The "Per token" section: TTFT, TPOT, ITL per token and tokens/s, with where the token counts came from."""
+    pt = s.get("per_token")
+    if not pt:
+        return []
+    cols = [(target, pt)] + ([("direct", direct["per_token"])] if direct and direct.get("per_token") else [])
+
+    def get(block: dict[str, Any], path: tuple[str, ...]) -> Any:
+        for k in path:
+            block = block.get(k) if isinstance(block, dict) else None
+        return block
+
+    rows = [[label] + [fmt_num(get(b, path)) for _, b in cols] for label, path in PER_TOKEN_ROWS]
+    out = ["## Per token", ""] + _table(["Metric"] + [name for name, _ in cols], rows) + [""]
+    out += [f"- {name}: {token_source_note(b)}." for name, b in cols] + [""]
+    return out
+
+
 def _fmt(v: Any, kind: str) -> str:
     return _pct(v) if kind == "%" else fmt_num(v)
+
+
+def reproduce_line(result: dict[str, Any]) -> str:
+    """The command that ran, as a clone runs it: ``./dev loadtest ...`` (./dev builds the virtualenv first)."""
+    line = result.get("command_line") or shlex.join(result.get("command", []))
+    return f"./dev {line}" if line.split(" ", 1)[0] == "loadtest" else line
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -138,8 +204,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     if warnings:
         lines += ["> [!WARNING]"] + [f"> ⚠ {w}  " for w in warnings] + [""]
 
-    lines += ["## Reproduce", "", "```sh", result.get("command_line") or shlex.join(result.get("command", [])),
-              "```", ""]
+    lines += ["## Reproduce", "", "```sh", reproduce_line(result), "```", ""]
 
     cfg = result.get("config") or {}
     lines += ["## Load profile", ""]
@@ -165,6 +230,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         rows = [[label, _fmt(v, kind)] for label, v, kind in _headline_rows(s)]
         lines += _table(["Metric", target], rows)
     lines.append("")
+
+    lines += per_token_section(target, s, direct)
 
     lines += ["## Latency distribution (ms)", ""]
     cols = ["count", "min", "p50", "p90", "p95", "p99", "p99.9", "max", "mean"]
@@ -204,6 +271,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         ("Relay memory per open stream", s.get("relay_mem_per_stream_bytes"), "bytes"),
         ("Load generator CPU per chunk", s.get("loadtest_cpu_us_per_chunk"), "µs"),
         ("Load generator CPU utilisation (per load process)", s.get("loadtest_cpu_utilization"), "%"),
+        ("Load generator event-loop lag p99", (s.get("loadtest_loop_lag_ms") or {}).get("p99"), "ms"),
     ]
     if s.get("loadtest_cpu_share") is not None:
         facts.append((f"Load generator CPU share ({s['loadtest_processes']} process(es), CPU s / wall s / "
@@ -214,6 +282,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         text = _pct(v) if unit == "%" else _bytes(v) if unit == "bytes" else f"{fmt_num(v)} {unit}"
         lines.append(f"- {label}: {text}")
     lines.append("")
+
+    if result.get("shards"):  # a merged run (loadtest merge)
+        from loadtest.merge import shards_markdown
+
+        lines += shards_markdown(result["shards"])
 
     m = result.get("machine") or {}
     vers = result.get("versions") or {}

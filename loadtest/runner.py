@@ -4,7 +4,8 @@
 ``--workers W`` child processes (:mod:`loadtest.workers`), and returns the :class:`~loadtest.record.RunData`
 the report is built from. ``Runner.interrupt()`` (SIGINT/SIGTERM) stops the load at once and still returns
 every record made so far, with ``interrupted=True``. The load shapes themselves (closed and open loop) are
-:mod:`loadtest.shapes`.
+:mod:`loadtest.shapes`. ``start`` (a shard's agreed start, :mod:`loadtest.shards`) is awaited once everything
+is ready to send, and gives the first phase's start on the monotonic clock; without it a phase starts at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -33,7 +35,8 @@ class Runner:
     """All phases of one run, in this process or in ``workers`` children; see the module docstring."""
 
     def __init__(self, cfg: LoadConfig, *, workers: int = 1, live: LiveStats | None = None,
-                 command: list[str] | None = None, slo: dict[str, float] | None = None) -> None:
+                 command: list[str] | None = None, slo: dict[str, float] | None = None,
+                 start: Callable[[], Awaitable[int]] | None = None) -> None:
         self.cfg = cfg
         self.workers = max(1, workers)
         self.live = live if live is not None else LiveStats()
@@ -43,10 +46,20 @@ class Runner:
         self.warnings: list[str] = []
         self._current: WorkerLoad | None = None
         self._procs: WorkerProcesses | None = None
+        self._start = start
+        self._waiting = trio.CancelScope()  # the wait for ``start``: an interrupt ends it
+        self.t0_ns: int | None = None  # the agreed start, once ``start`` gave it
+
+    async def _agreed_start(self) -> int:
+        with self._waiting:
+            self.t0_ns = await self._start()  # type: ignore[misc]
+            return self.t0_ns
+        return now_ns()  # interrupted while waiting: the load stops at once
 
     def interrupt(self) -> None:
         """Stop now (from a signal handler task or a test); :meth:`run` still returns the partial RunData."""
         self.interrupted = True
+        self._waiting.cancel()
         if self._current is not None:
             self._current.interrupt()
         if self._procs is not None:
@@ -61,14 +74,15 @@ class Runner:
 
     def planned_sessions(self) -> int | None:
         cfg = self.cfg
-        if cfg.requests is not None:
-            return cfg.requests
-        if cfg.duration_s is None and not cfg.rate:
-            return cfg.concurrency
-        return None
+        total = cfg.requests if cfg.requests is not None else (
+            cfg.concurrency if cfg.duration_s is None and not cfg.rate else None)
+        if total is None or cfg.shards == 1:
+            return total
+        lanes = cfg.shards * self.workers  # this shard's lanes (loadtest.shapes)
+        return sum(cfg.share(total, cfg.shard * self.workers + w, lanes) or 0 for w in range(self.workers))
 
     def _check_fds(self, fd_limit: tuple[int, int]) -> None:
-        per_process = math.ceil(self._open_cap() / self.workers)
+        per_process = math.ceil(self._open_cap() / (self.workers * self.cfg.shards))
         if fd_limit[0] - FD_RESERVE < per_process:
             self.warnings.append(
                 f"fd soft limit {fd_limit[0]} (hard {fd_limit[1]}) is too low for {per_process} concurrent "
@@ -89,6 +103,7 @@ class Runner:
         records: list[SessionRecord] = []
         processes: list[ProcessUsage] = []
         retries = 0
+        lag: list[float] = []
         self.live.planned = self.planned_sessions()
         for target, url in self.phases():
             if self.interrupted:
@@ -103,6 +118,7 @@ class Runner:
             for r in results:
                 records.extend(r.records)
                 retries += r.connect_retries
+                lag.extend(r.loop_lag_ms or ())
                 processes.append(ProcessUsage(role=role, pid=r.pid, cpu_s=r.cpu_s, peak_rss_bytes=r.peak_rss_bytes))
                 if r.wall_s > 1 and r.cpu_s / r.wall_s >= SATURATION:
                     self.warnings.append(
@@ -113,6 +129,9 @@ class Runner:
                 if r.interrupted:
                     self.interrupted = True
         t_end = now_ns()
+        if self.t0_ns is not None:  # a shard's run is measured from the agreed start, not from its launch
+            started_unix += (self.t0_ns - t0) / 1e9
+            t0 = self.t0_ns
         processes = _merge_usage(processes)
         if retries:
             # The same words as loadtest.report's derived warning, so result.json lists it once.
@@ -125,7 +144,7 @@ class Runner:
             command=list(self.command), config=self.cfg.describe() | {"workers": self.workers},
             started_unix=started_unix, t0_ns=t0, t_end_ns=t_end, records=records, processes=processes,
             warnings=list(self.warnings), interrupted=self.interrupted, slo=self.slo, fd_limit=fd_limit,
-            connect_retries=retries, cores=os.cpu_count(),
+            connect_retries=retries, cores=os.cpu_count(), loop_lag_ms=lag,
         )
 
     async def _run_here(self, target: str, url: str) -> WorkerResult:
@@ -134,7 +153,7 @@ class Runner:
             load.interrupt()
         cpu0, wall0 = cpu_s(), time.monotonic()
         try:
-            await load.run(now_ns())
+            await load.run(await self._agreed_start() if self._start and self.t0_ns is None else now_ns())
         finally:
             self._current = None
         return result_of(load, cpu0, wall0)
@@ -144,7 +163,8 @@ class Runner:
         if self.interrupted:
             procs.interrupt()
         try:
-            results = await procs.run(target, url)
+            results = await procs.run(target, url, start=self._agreed_start if self._start and self.t0_ns is None
+                                      else None)
         finally:
             self._procs = None
         for lost in procs.lost:

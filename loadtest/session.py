@@ -19,6 +19,7 @@ Error kinds (``SessionRecord.error_kind``), first match wins:
 - ``missing_chunks`` / ``extra_chunks``: fewer / more data events than the sim announced;
 - ``no_done``: a stream that ended cleanly without ``data: [DONE]``;
 - ``empty_stream``: a stream that ended cleanly without a single data chunk (``[DONE]`` alone);
+- ``no_finish_reason``: a stream that ended cleanly, but no chunk carried a ``finish_reason``;
 - ``interrupted``: the run was stopped (Ctrl-C) while this session was in flight.
 
 Re-sends: a request goes out on a fresh connection only when the kept-alive connection it was to reuse
@@ -62,6 +63,7 @@ class RequestSpec:
     stream: bool
     ndjson: bool = False
     method: bytes = b"POST"
+    usage_asked: bool = False  # the body asks for stream usage (stream_options.include_usage)
     request: h11.Request = field(init=False)
     data: h11.Data | None = field(init=False)
 
@@ -104,7 +106,9 @@ def build_request(
     ]
     if api_key:
         headers.append((b"authorization", b"Bearer " + api_key.encode()))
-    return RequestSpec(path.encode(), tuple(headers), body, stream or ndjson, ndjson)
+    options = payload.get("stream_options")
+    usage_asked = isinstance(options, dict) and options.get("include_usage") is True
+    return RequestSpec(path.encode(), tuple(headers), body, stream or ndjson, ndjson, usage_asked=usage_asked)
 
 
 class ConnectionSlot:
@@ -152,7 +156,7 @@ async def run_session(
     """
     rec.stream = spec.stream
     rec.start_ns = now_ns()
-    acct = StreamAccounting(rec, ndjson=spec.ndjson) if spec.stream else None
+    acct = StreamAccounting(rec, ndjson=spec.ndjson, usage_asked=spec.usage_asked) if spec.stream else None
     kind: str | None = None
     detail: str | None = None
     finished = False

@@ -4,21 +4,28 @@
 runs one process's share of one phase in one nursery that owns every session: slots ``worker,
 worker + W, ...`` of the closed loop, or rate ``R / W`` of the open loop. Running the phases, in this
 process or in several, is :mod:`loadtest.runner`'s and :mod:`loadtest.workers`' business.
+
+With ``--shard i/N`` (:mod:`loadtest.shards`) the run's load is split into ``N * W`` lanes: process ``w`` of
+shard ``i`` is lane ``i * W + w`` of ``N * W`` (every shard runs the same ``--workers W``), and a lane is what
+``worker`` means below. Request ``k`` of a lane is the run's request ``k * lanes + lane``
+(:mod:`loadtest.workload`), so the run sends requests ``0, 1, 2, ...`` however it is split.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import trio
 
 from loadtest.client import Endpoint, now_ns
+from loadtest.looplag import LoopLag
 from loadtest.progress import LiveStats
 from loadtest.record import SessionRecord, SpilledRecords
 from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, build_request, run_session
+from loadtest.workload import Workload
 
 __all__ = ["LoadConfig", "WorkerLoad"]
 
@@ -46,11 +53,18 @@ class LoadConfig:
     api_key: str | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
     baseline_url: str | None = None  # --baseline: the same load against this URL first, as target "direct"
+    workload: Workload | None = None  # what each session asks; None: the prompts above, max_tokens, seed
+    shard: int = 0  # --shard i/N: this process runs lanes of shard i of N (loadtest.shards)
+    shards: int = 1
+
+    def the_workload(self) -> Workload:
+        return self.workload or Workload.of_messages(self.prompts, max_tokens=self.max_tokens, seed=self.seed)
 
     def describe(self) -> dict[str, Any]:
         """The config as recorded in result.json (the dataset summarised, not copied)."""
-        d = asdict(self)
-        d["prompts"] = len(self.prompts)
+        d = asdict(replace(self, prompts=[], workload=None))
+        d["prompts"] = len(self.workload.prompts or []) if self.workload else len(self.prompts)
+        d["workload"] = self.the_workload().describe()
         d["api_key"] = "set" if self.api_key else None
         d["mode"] = "open" if self.rate else "closed"
         return d
@@ -72,16 +86,18 @@ class WorkerLoad:
         self.cfg = cfg
         self.target = target
         self.endpoint = Endpoint.from_url(url)
-        self.worker = worker
-        self.workers = workers
+        self.worker = cfg.shard * workers + worker  # the lane (see the module docstring)
+        self.workers = cfg.shards * workers
         self.live = live if live is not None else LiveStats()
         self.ended = SpilledRecords()  # the sessions that ended (on disk as they accumulate)
+        self.lag = LoopLag()  # this process's event-loop lateness while the load ran
         self.retries = RetryCounter()
         self.interrupted = False
         self._scope: trio.CancelScope | None = None
         self._specs: dict[int, RequestSpec] = {}
-        self._rng = random.Random(f"{cfg.seed}/{worker}/{target}")
-        self._tickets = cfg.share(cfg.requests, worker, workers)
+        self._workload = cfg.the_workload()
+        self._sent = 0  # requests this lane has started
+        self._tickets = cfg.share(cfg.requests, self.worker, self.workers)
 
     @property
     def records(self) -> list[SessionRecord]:
@@ -97,13 +113,16 @@ class WorkerLoad:
 
     def _spec(self) -> RequestSpec:
         cfg = self.cfg
-        i = self._rng.randrange(len(cfg.prompts)) if len(cfg.prompts) > 1 else 0
-        spec = self._specs.get(i)
+        req = self._workload.request(self._sent * self.workers + self.worker)
+        self._sent += 1
+        spec = self._specs.get(req.key) if req.key is not None else None
         if spec is None:
-            spec = self._specs[i] = build_request(
-                self.endpoint, model=cfg.model, messages=cfg.prompts[i], max_tokens=cfg.max_tokens,
+            spec = build_request(
+                self.endpoint, model=cfg.model, messages=req.messages, max_tokens=req.max_tokens,
                 stream=cfg.stream, ndjson=cfg.ndjson, api_key=cfg.api_key, extra=cfg.extra_body,
             )
+            if req.key is not None:
+                self._specs[req.key] = spec
         return spec
 
     # -- clock -------------------------------------------------------------------------------------
@@ -129,7 +148,7 @@ class WorkerLoad:
                 timeout_s=self.cfg.timeout_s, keepalive=self.cfg.keepalive, retries=self.retries,
             )
         finally:
-            live.finished(rec.error_kind is None, rec.ttfc_ms, rec.unverified)
+            live.session_ended(rec)
             self.ended.append(rec)  # an interrupted session too: run_session marked it
 
     def _ticket(self, first: bool) -> bool:
@@ -210,12 +229,17 @@ class WorkerLoad:
         self._clock(t0_ns)
         pool: list[ConnectionSlot] = []
         with trio.CancelScope() as self._scope:
+            if self.interrupted:  # interrupted before it began (a shard waiting for its start)
+                self._scope.cancel()
             try:
-                async with trio.open_nursery() as nursery:
-                    if self.cfg.rate:
-                        await self._open_loop(nursery, pool)
-                    else:
-                        await self._closed_loop(nursery)
+                async with trio.open_nursery() as watching:
+                    watching.start_soon(self.lag.run)
+                    async with trio.open_nursery() as nursery:
+                        if self.cfg.rate:
+                            await self._open_loop(nursery, pool)
+                        else:
+                            await self._closed_loop(nursery)
+                    watching.cancel_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True):
                     for slot in pool:

@@ -5,11 +5,11 @@ Definitions used throughout (the report's "Metric definitions" section repeats t
 - Percentiles use linear interpolation between closest ranks, numpy's default (``method="linear"``,
   Hyndman & Fan type 7): for sorted values ``x[0..n-1]`` the p-th percentile sits at rank
   ``h = (n - 1) * p / 100`` and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
-- Sessions are *completed* (verified against the sim's stamps), *unverified* (ended cleanly, but the
-  chunks carried no stamps, so a lost chunk would go unseen) or *failed*; see :mod:`loadtest.accounting`.
-- Latency statistics (TTFC, E2E, gaps, relay delay) and requests/s are over measured sessions that ended
-  without a detected error (completed and unverified: their timing is real even where their completeness
-  is not known); goodput needs *completed*. Connect time is over every measured session that opened a new
+- Sessions are *completed* (the protocol says the answer ended: a finish_reason, [DONE], no error) or
+  *failed*; a completed session is *verified* where the sim's stamps show no chunk was lost, *unverified*
+  where the chunks carried none (a real provider's stream); see :mod:`loadtest.accounting`.
+- Latency statistics (TTFC, E2E, gaps, relay delay), requests/s and goodput are over measured sessions that
+  completed, verified or not. Connect time is over every measured session that opened a new
   connection. Warmup sessions are excluded from all of them, but still count in the open-sessions and
   chunks/s series (the server saw them).
 - TTFC and E2E are measured from the *intended* start (open-loop schedule or slot-free time), so time a
@@ -29,9 +29,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
+from loadtest import tokens
+from loadtest.quantiles import DEFAULT_PS, percentiles, pkey, quantile_sorted
 from loadtest.record import ProcessUsage, RunData, SessionRecord
 
-DEFAULT_PS: tuple[float, ...] = (50, 90, 95, 99, 99.9)
+__all__ = [
+    "DEFAULT_PS", "SLO_KEYS", "LATENCY_BLOCKS", "by_target", "chunk_times", "chunks_in_window",
+    "chunks_per_second_series", "downsample", "goodput", "histogram", "open_sessions_series", "peak_open",
+    "percentiles", "pkey", "quantile_sorted", "step_for", "summarize", "target_summary", "window_s",
+]
+
 SLO_KEYS = ("ttfc_ms", "e2e_ms", "gap_ms")
 LATENCY_BLOCKS = (
     "connect_ms", "ttfc_ms", "ttfc_sent_ms", "e2e_ms", "gap_ms", "relay_delay_ms", "first_chunk_delay_ms",
@@ -41,41 +48,6 @@ OVERHEAD_KEYS = (("ttfc_p50", "ttfc_ms", "p50"), ("ttfc_p99", "ttfc_ms", "p99"),
 # Series are plotted and stored in result.json; 2,000 points is more than a 1,000 px wide plot can show.
 MAX_SERIES_POINTS = 2000
 HISTOGRAM_BINS = 60
-
-
-def pkey(p: float) -> str:
-    """The key a percentile is stored under: 50 -> "p50", 99.9 -> "p99.9"."""
-    return f"p{p:g}"
-
-
-def quantile_sorted(xs: Sequence[float], p: float) -> float:
-    """The p-th percentile (0..100) of already sorted, non-empty ``xs`` by linear interpolation."""
-    if not xs:
-        raise ValueError("no values")
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} outside [0, 100]")
-    h = (len(xs) - 1) * p / 100
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    a, b = xs[lo], xs[hi]
-    v = a + (h - lo) * (b - a)
-    # Clamp: float rounding must not push an interpolated value past its neighbours (keeps p monotone).
-    return min(max(v, a), b)
-
-
-def percentiles(values: Iterable[float], ps: Sequence[float] = DEFAULT_PS) -> dict[str, Any]:
-    """Percentiles plus min, max, mean and count of ``values``; all None (count 0) when empty."""
-    xs = sorted(values)
-    out: dict[str, Any] = {pkey(p): None for p in ps}
-    out.update(min=None, max=None, mean=None, count=len(xs))
-    if not xs:
-        return out
-    for p in ps:
-        out[pkey(p)] = quantile_sorted(xs, p)
-    out["min"] = xs[0]
-    out["max"] = xs[-1]
-    out["mean"] = math.fsum(xs) / len(xs)
-    return out
 
 
 # --- open sessions ---------------------------------------------------------------------------------
@@ -230,7 +202,7 @@ def _meets(r: SessionRecord, slo: Mapping[str, float]) -> bool:
 
 
 def goodput(records: Sequence[SessionRecord], slo: Mapping[str, float]) -> dict[str, Any]:
-    """Sessions that completed (verified) AND met every SLO: ``{slo, sessions, fraction, per_s}``.
+    """Sessions that completed (verified or not) AND met every SLO: ``{slo, sessions, fraction, per_s}``.
 
     SLO keys: ``ttfc_ms`` (from intended start), ``e2e_ms``, ``gap_ms`` (the session's own p99 gap).
     ``fraction`` is over all given sessions (failed ones count against it); ``per_s`` divides by the
@@ -276,18 +248,20 @@ def _rate(n: float, seconds: float) -> float | None:
 def target_summary(records: Sequence[SessionRecord], slo: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Counts, throughput and latency percentiles of one target's records (warmup included in peak only).
 
-    ``sessions`` = ``completed`` + ``unverified`` + ``failed``; ``resent`` counts requests that went on a
-    fresh connection because their kept-alive one was found closed before they were written.
+    ``sessions`` = ``completed`` + ``failed``, ``completed`` = ``verified`` + ``unverified``; ``resent``
+    counts requests that went on a fresh connection because their kept-alive one was found closed before
+    they were written.
     """
     measured = [r for r in records if not r.warmup]
-    done = [r for r in measured if r.ok]  # completed or unverified: no detected error
+    done = [r for r in measured if r.completed]
     unverified = sum(1 for r in done if r.unverified)
     window = window_s(measured)
     chunks = sum(r.chunks for r in measured)
     completion = sum(r.completion_tokens or 0 for r in measured)
     out: dict[str, Any] = {
         "sessions": len(measured),
-        "completed": len(done) - unverified,
+        "completed": len(done),
+        "verified": len(done) - unverified,
         "unverified": unverified,
         "failed": len(measured) - len(done),
         "resent": sum(r.resent for r in measured),
@@ -315,6 +289,7 @@ def target_summary(records: Sequence[SessionRecord], slo: Mapping[str, float] | 
         "prompt": sum(r.prompt_tokens or 0 for r in measured),
         "completion": completion,
     }
+    out["per_token"] = tokens.token_summary(done, window)
     if slo:
         out["goodput"] = goodput(measured, slo)
     return out
@@ -361,6 +336,9 @@ def summarize(run: RunData) -> dict[str, Any]:
         summary["loadtest_cpu_share"] = lt_cpu / (run_s * cores) if run_s > 0 and cores else None
         summary["loadtest_processes"] = n_lt
         summary["cores"] = cores
+    if run.loop_lag_ms:
+        # How late the load generator's own event loop woke: every timing it took can be late by as much.
+        summary["loadtest_loop_lag_ms"] = percentiles(run.loop_lag_ms)
     relays = [p for p in run.processes if p.role == "relay"]
     # Streams the relay held: the sim's count where it was sampled (sessions still waiting in the relay's
     # listen backlog cost it nothing), else the load generator's own peak.

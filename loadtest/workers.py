@@ -46,6 +46,7 @@ class WorkerResult:
     peak_rss_bytes: int
     pid: int
     fd_limit: tuple[int, int]
+    loop_lag_ms: list[float] | None = None  # the process's event-loop lateness samples (loadtest.looplag)
 
 
 def cpu_s() -> float:
@@ -60,7 +61,7 @@ def result_of(load: WorkerLoad, cpu0: float, wall0: float) -> WorkerResult:
         records=load.records, connect_retries=load.retries.n, interrupted=load.interrupted,
         cpu_s=cpu_s() - cpu0, wall_s=time.monotonic() - wall0,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, pid=os.getpid(),
-        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE),
+        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE), loop_lag_ms=load.lag.samples_ms,
     )
 
 
@@ -70,12 +71,14 @@ def result_of(load: WorkerLoad, cpu0: float, wall0: float) -> WorkerResult:
 class _ReportingStats(LiveStats):
     """A child's LiveStats that also remembers what changed since the last progress message."""
 
-    __slots__ = ("_sent", "_new_ttfc")
+    __slots__ = ("_sent", "_new_ttfc", "_sent_errors", "_sent_gaps")
 
     def __init__(self) -> None:
         super().__init__()
         self._sent = (0, 0, 0, 0)
         self._new_ttfc: list[float] = []
+        self._sent_errors: dict[str, int] = {}
+        self._sent_gaps = ([0] * len(self.gap_hist.counts), 0.0)
 
     def add_ttfc(self, ttfc_ms: float) -> None:
         self._new_ttfc.append(ttfc_ms)
@@ -83,10 +86,19 @@ class _ReportingStats(LiveStats):
     def delta(self) -> dict[str, Any]:
         now = (self.open, self.completed, self.unverified, self.failed)
         keys = ("open", "completed", "unverified", "failed")
-        d = {k: a - b for k, a, b in zip(keys, now, self._sent, strict=True)}
+        d: dict[str, Any] = {k: a - b for k, a, b in zip(keys, now, self._sent, strict=True)}
         d["ttfc"] = [round(t, 1) for t in self._new_ttfc]
         self._sent = now
         self._new_ttfc = []
+        errors = {k: n - self._sent_errors.get(k, 0) for k, n in self.errors.items() if n != self._sent_errors.get(k)}
+        if errors:
+            d["errors"] = errors
+            self._sent_errors = dict(self.errors)
+        counts, total = self.gap_hist.counts, self.gap_hist.sum
+        if counts != self._sent_gaps[0]:
+            d["gaps"] = [a - b for a, b in zip(counts, self._sent_gaps[0], strict=True)]
+            d["gap_sum"] = total - self._sent_gaps[1]
+            self._sent_gaps = (list(counts), total)
         return d
 
 
@@ -125,7 +137,10 @@ def worker_main() -> int:
         cfg, target, url = pickle.load(f)
     raise_nofile_limit()
     print("ready", flush=True)
-    line = sys.stdin.readline()
+    try:
+        line = sys.stdin.readline()  # the start: a shard's may be long in coming
+    except KeyboardInterrupt:
+        return 130  # stopped before the start: nothing was recorded
     if not line.strip():
         return 1  # the parent gave up before the start
     result = trio.run(_worker_async, cfg, target, url, job["worker"], job["workers"], int(line), True)
@@ -185,11 +200,13 @@ class WorkerProcesses:
                 except ProcessLookupError:
                     pass
 
-    async def run(self, target: str, url: str) -> list[WorkerResult]:
+    async def run(self, target: str, url: str, *, start=None) -> list[WorkerResult]:
+        """One phase in every child; ``start()`` (awaited once all are ready) gives the common start, else now."""
         with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
             spec = Path(tmp) / "spec.pickle"
             spec.write_bytes(pickle.dumps((self.cfg, target, url)))
             outs = [Path(tmp) / f"worker-{i}.pickle" for i in range(self.workers)]
+            started = False  # the start went out: from then on a child without records is a loss
             async with trio.open_nursery() as nursery:
                 procs = []
                 try:
@@ -209,7 +226,10 @@ class WorkerProcesses:
                     if self.interrupted:
                         raise _Stopped
                     # Everyone starts at the same instant, a little ahead so the line reaches them all.
-                    t0 = now_ns() + 50_000_000
+                    t0 = await start() if start is not None else now_ns() + 50_000_000
+                    if self.interrupted:
+                        raise _Stopped
+                    started = True
                     for p in procs:
                         await p.stdin.send_all(f"{t0}\n".encode())
                     for r in readers:
@@ -234,7 +254,7 @@ class WorkerProcesses:
             for i, out in enumerate(outs):
                 if out.exists():
                     results.append(pickle.loads(out.read_bytes()))
-                else:
+                elif started:
                     self.lost.append(f"load worker {i} returned no records (exit {procs[i].returncode})")
             return results
 

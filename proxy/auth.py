@@ -4,8 +4,9 @@ Keys are held only as SHA-256 digests and compared with ``hmac.compare_digest`` 
 configured digest (no early exit), so neither the comparison time nor a memory dump gives a key
 away. Logs show a key's name or fingerprint (the first 8 hex digits of its digest), never the key.
 
-:class:`KeySource` holds the keys in force and reads them again on SIGHUP: a file that does not parse is refused
-with a log line and the keys in force stay.
+:class:`KeySource` holds the keys in force and reads them again on SIGHUP: a file that does not parse, or that
+changed while it was read (a writer still at work: files are to be replaced by a rename), is refused with a log
+line and the keys in force stay.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import stat
 from collections.abc import Iterable
+from typing import IO
 
 from .config import Settings
 from .limits import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
@@ -88,14 +92,39 @@ def load_client_keys(settings: Settings) -> ClientKeys | None:
     if settings.api_keys:
         keys += [(k.strip(), with_defaults(k.strip(), base)) for k in settings.api_keys.split(",") if k.strip()]
     if settings.api_keys_file:
-        with open(settings.api_keys_file, encoding="utf-8") as f:
-            from_file = parse_keys_file(f.read(), base, settings.api_keys_file)
+        from_file = parse_keys_file(read_keys_file(settings.api_keys_file), base, settings.api_keys_file)
         if not from_file:
             raise KeysFileError(f"api_keys_file {settings.api_keys_file!r} holds no key")
         keys += from_file
     if not keys and settings.metrics_auth == "on":
         raise ValueError("metrics_auth on needs client keys (api_keys or api_keys_file)")
     return ClientKeys(keys) if keys else None
+
+
+def _read(f: IO[str]) -> str:
+    return f.read()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_keys_file(path: str) -> str:
+    """The keys file's text, read whole: a KeysFileError if it cannot be read, or if it is a regular file that
+    changed while it was read (another inode, size or modification time after than before), since a writer
+    still at work leaves half a line. A pipe (``--api-keys-file <(...)``) is read as it comes."""
+    try:
+        before = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            text = _read(f)
+            during = os.fstat(f.fileno())
+        after = os.stat(path)
+    except OSError as exc:
+        raise KeysFileError(f"api_keys_file {path!r}: {exc.strerror or exc}") from exc
+    if stat.S_ISREG(before.st_mode) and not _identity(before) == _identity(during) == _identity(after):
+        raise KeysFileError(f"api_keys_file {path!r} changed while it was read: write the new file beside it, "
+                            "then rename it over the old one (docs/reference.md)")  # fmt: skip
+    return text
 
 
 class KeySource:
@@ -106,13 +135,17 @@ class KeySource:
         self.current = load_client_keys(settings)
 
     def reload(self) -> bool:
-        """Read the keys again (SIGHUP); a file that does not parse or cannot be read keeps the keys in force."""
+        """Read the keys again (SIGHUP), with one log line: a file that does not parse, cannot be read or changed
+        while it was read keeps the keys in force (the next SIGHUP tries again)."""
+        if not self.settings.api_keys_file:
+            log.info("SIGHUP: nothing to reload (no api_keys_file)")
+            return False
         try:
             keys = load_client_keys(self.settings)
         except (OSError, ValueError) as exc:
-            log.error("client keys not reloaded, the keys in force stay: %s", exc)
+            log.error("SIGHUP: client keys not reloaded, the keys in force stay: %s", exc)
             return False
         self.current = keys
-        log.info("client keys reloaded: %d configured, %d with limits", len(keys or ()),
+        log.info("SIGHUP: client keys reloaded: %d configured, %d with limits", len(keys or ()),
                  keys.limited if keys else 0)  # fmt: skip
         return True

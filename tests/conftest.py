@@ -6,9 +6,8 @@ import pytest
 import trio
 
 from proxy.config import Settings
+from proxy.edge import fast_paths_allowed, serve
 from proxy.observability import LOGGER
-from proxy.server import serve
-from proxy.serving import fast_paths_allowed
 
 # The tests are grouped by program (relay/unit, relay/functional, loadtest, bench, wire, project, support). Every test
 # under relay/functional starts a relay and checks its behaviour over real sockets: CI runs that folder a second time

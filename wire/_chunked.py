@@ -24,7 +24,7 @@ _SIZE, _DATA_CRLF, _TRAILERS = 0, -2, -3
 def chunk_frame(data: bytes) -> bytes:
     """``data`` as one chunk: the same bytes h11's ``send(Data)`` writes under chunked framing.
 
-    The relay's per-chunk write (proxy/serving/_direct.py) inlines this expression instead of calling it:
+    The relay's per-chunk write (proxy/edge/_direct.py) inlines this expression instead of calling it:
     a call per chunk is work the benchmark sees. Keep the two equal (tests/wire/test_wire.py checks the bytes).
     """
     return b"%x\r\n%b\r\n" % (len(data), data)

@@ -3,7 +3,9 @@
 One listening socket per process lets the kernel spread new connections across the workers by hash; one shared
 listening socket lets whichever worker wakes first take a whole storm of accepts. The parent binds each child's
 socket just before forking it (the first picks the port when asked for port 0) and closes its copy at once, so
-each child holds only its own socket and a bind error is raised in the parent, before anything serves.
+each child holds only its own socket and a bind error (``BindError``) is raised in the parent, before anything
+serves. The first socket is bound under ``claim_port``: a port something else listens on already fails, where
+SO_REUSEPORT alone would let the workers join, say, another relay's group and take half its connections.
 
 The parent is plain blocking code (no trio loop to fork from): it waits on the children's readiness pipes, their
 exit sentinels and a wakeup socket that SIGINT/SIGTERM write to (``signal.set_wakeup_fd``), and prints nothing:
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._signals import STOP_SIGNALS
-from ._sockets import listen_socket
+from ._sockets import claim_port, listen_socket
 
 __all__ = ["Ready", "exit_status", "run_workers"]
 
@@ -46,6 +48,7 @@ def run_workers(
     port: int,
     backlog: int,
     grace_s: float,
+    on_bound: Callable[[], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
     on_exit: Callable[[int, int], None] | None = None,
     forwarded: tuple[int, ...] = (),
@@ -54,6 +57,7 @@ def run_workers(
     all bound to ``host:port``; return once they have all stopped. Call it from the main thread while no other
     thread runs (fork copies only the calling thread).
 
+    ``on_bound`` is called once the port is had (the first socket bound: a :class:`BindError` comes before it).
     A child calls ``ready(url)`` once it serves; when every child has, the parent calls ``on_ready`` with worker
     0's URL. SIGINT or SIGTERM in the parent is forwarded to the children; a child that exits on its own (before or
     after it was ready) gets ``on_exit(index, status)`` and the others get SIGTERM. Either way the children have
@@ -94,8 +98,14 @@ def run_workers(
     failed = None
     try:
         for index in range(count):
-            sock = listen_socket(host, port, backlog, reuse_port=True)
-            port = sock.getsockname()[1]
+            if index == 0:  # never a member of another program's group on this port (wire.claim_port)
+                with claim_port(host, port):
+                    sock = listen_socket(host, port, backlog, reuse_port=True)
+                port = sock.getsockname()[1]
+                if on_bound is not None:
+                    on_bound()
+            else:
+                sock = listen_socket(host, port, backlog, reuse_port=True)
             receiver, sender = ctx.Pipe(duplex=False)
             pipes.append(receiver)
             proc = ctx.Process(

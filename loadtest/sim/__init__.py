@@ -6,11 +6,15 @@ every worker listens. In-process (tests, demos)::
     server = await nursery.start(serve_sim, SimConfig(port=0, ttft=0.05, interval=0.01))
     server.url  # "http://127.0.0.1:43121/v1"
 
-Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``, ``GET /sim/stats``,
-``GET /sim/cancels``, ``POST /sim/reset``; for pass-through, ``POST /v1/embeddings``,
-``POST /v1/tokenizers/estimate-token-count``, ``GET /v1/users/me/balance``, ``POST /v1/files`` (read as it
-arrives) and ``GET /v1/files/{id}/content`` (sent in timed parts). Timing, content size and fault injection can
-be overridden per request by ``sim_*`` body fields or ``X-Sim-*`` headers (the body wins).
+Endpoints: ``POST /v1/chat/completions`` (streaming and not; tool calls and reasoning when asked),
+``POST /v1/messages`` and ``POST /anthropic/v1/messages`` (Anthropic Messages, as Moonshot serves Kimi),
+``POST /v1/messages/count_tokens``, ``POST /v1/responses`` (OpenAI Responses), ``GET /v1/models``,
+``GET /anthropic/v1/models``, ``GET /sim/stats``, ``GET /sim/cancels``, ``POST /sim/reset``; for pass-through,
+``POST /v1/embeddings``, ``POST /v1/tokenizers/estimate-token-count``, ``GET /v1/users/me/balance``,
+``POST /v1/files`` (read as it arrives) and ``GET /v1/files/{id}/content`` (sent in timed parts). Timing, content
+size, tool calls, reasoning and fault injection can be overridden per request by ``sim_*`` body fields or
+``X-Sim-*`` headers (the body wins); every answer is in its protocol's own shape, errors included
+(docs/loadtest.md, "The simulated upstream").
 
 Why no framework: hypercorn + Quart cost many times a bare trio + h11 server per request (results/PERF-LOG.md,
 '2026-12-03', 'The framework floor') and a task tree per request; this
@@ -18,9 +22,10 @@ package keeps one connection task (plus one EOF-watch task while a response is i
 precomputed bytes (:mod:`loadtest.simcontent`) and sleeps on one shared timer (:mod:`loadtest.timer`).
 
 The modules, down the stack: ``_cli`` (command line, worker processes) → ``_server`` (listening, connections,
-routing) → ``_chat`` (completions and streams, faults inline) and ``_passthrough`` (the other endpoints) →
-``_http`` (h11 reads, hand-framed writes, sockets, TLS), ``_plan`` (per-request timing and faults, pure),
-``_state`` (counters, what handlers share), ``_config``.
+routing, keys) → the protocols ``_chat``, ``_messages``, ``_responses`` (a request and its plan in, the answer's
+bytes out, pure; the tool choice in ``_tools``) and ``_passthrough`` (the other endpoints) → ``_stream`` (sending an
+answer on the plan's times, faults inline) → ``_http`` (h11 reads, hand-framed writes, sockets, TLS), ``_plan``
+(per-request timing and faults, pure), ``_state`` (counters, what handlers share), ``_config``.
 """
 
 from loadtest.sim._cli import main

@@ -19,7 +19,16 @@ from loadtest.sim._config import SimConfig
 from loadtest.sim._http import write_tls_files
 from loadtest.sim._server import serve_sim
 from loadtest.sim._state import SharedSimStats, SimServer
-from wire import STOP_SIGNALS, Ready, raise_nofile_limit, run_workers, split_bind
+from wire import (
+    STOP_SIGNALS,
+    ArgumentParser,
+    BindError,
+    Ready,
+    listen_socket,
+    raise_nofile_limit,
+    run_workers,
+    split_bind,
+)
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -34,7 +43,7 @@ def _parse_bind(value: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest.sim", description=DESCRIPTION)
+    p = ArgumentParser(prog="python -m loadtest.sim", description=DESCRIPTION)
     p.add_argument("--bind", type=_parse_bind, default=("127.0.0.1", 9100), metavar="HOST:PORT")
     p.add_argument("--ttft", type=float, help="seconds to the first chunk (default 1.0)")
     p.add_argument("--ttft-jitter", type=float)
@@ -112,16 +121,22 @@ def _run_workers(config: SimConfig, workers: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit status 2, with one line, for a usage error or a port that cannot be had (``wire.BindError``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     config = config_from_args(args)
     raise_nofile_limit()
     if args.workers < 1:
-        print("--workers must be at least 1", file=sys.stderr)
-        return 2
-    if args.workers > 1:
-        return _run_workers(config, args.workers)
+        parser.error("--workers must be at least 1")
     try:
-        trio.run(partial(_run_until_signal, config, on_ready=_announce))
+        if args.workers > 1:
+            return _run_workers(config, args.workers)
+        sock = listen_socket(config.host, config.port, config.backlog)  # before trio: one line if it fails
+    except BindError as exc:
+        print(f"sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(partial(_run_until_signal, config, sock=sock, on_ready=_announce))
     except KeyboardInterrupt:
         pass
     return 0

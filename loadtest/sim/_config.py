@@ -25,4 +25,4 @@ class SimConfig:
     require_key: str | None = None  # requests without "Authorization: Bearer <key>" get Moonshot's 401
     tls_reuse: bool = False  # load DIR's cert instead of writing a new one (the CLI's workers share one)
     models: tuple[str, ...] = simcontent.MODELS  # what GET /v1/models lists
-    key_faults: dict[str, str] = field(default_factory=dict)  # bearer key -> fault for its chat requests (a 429ing key)
+    key_faults: dict[str, str] = field(default_factory=dict)  # API key -> fault for its requests (a 429ing key)

@@ -19,7 +19,7 @@ from wire import url_host
 
 __all__ = [
     "RECEIVE_SIZE", "ClosedErrors", "Abort", "send", "next_event", "send_simple", "send_error",
-    "path_of", "format_url", "write_tls_files", "server_ssl_context",
+    "rate_limit_headers", "path_of", "format_url", "write_tls_files", "server_ssl_context",
 ]
 
 RECEIVE_SIZE = 65536
@@ -36,8 +36,8 @@ async def send(stream: trio.abc.Stream, data: bytes) -> None:
 
     trio's ``SocketStream.send_all`` passes through two checkpoints per call; the direct non-blocking write
     skips them (the caller's timer sleep is its checkpoint). A partial write or a full buffer falls back to trio.
-    The relay has the same fast path in three places (proxy/serving/_direct.py, _connection.py,
-    proxy/upstream/_connection.py), each inline with its own failure meaning; this one is the sim's.
+    The relay has the same fast path in three places (proxy/edge/_direct.py, _connection.py,
+    proxy/transport/_connection.py), each inline with its own failure meaning; this one is the sim's.
     """
     # At 1,000 streams the direct write saves a large share of the sim's CPU per chunk.
     if type(stream) is trio.SocketStream:
@@ -74,16 +74,18 @@ async def send_simple(stream, conn: h11.Connection, status: int, body: bytes, ex
 async def send_error(stream, conn: h11.Connection, status: int, message: str | None = None,
                      kind: str | None = None) -> None:
     """Moonshot's error body for ``status`` (with its rate-limit headers on 429), or ``{message, kind}``."""
-    if kind is None:
-        body = simcontent.error_body(status, message)
-    else:
-        body = simcontent.dumps({"error": {"message": message, "type": kind}})
-    extra = []
-    if status == 429:
-        reset = int(time.time()) + 1
-        extra = [("retry-after", "1"), ("x-ratelimit-limit", "3"), ("x-ratelimit-remaining", "0")]
-        extra.append(("x-ratelimit-reset", str(reset)))
-    await send_simple(stream, conn, status, body, extra)
+    await send_simple(stream, conn, status, simcontent.error_body(status, message, kind), rate_limit_headers(status))
+
+
+def rate_limit_headers(status: int, *, moonshot: bool = True) -> list[tuple[str, str]]:
+    """What a 429 carries: ``retry-after``, and Moonshot's ``x-ratelimit-*`` unless ``moonshot`` is false."""
+    if status != 429:
+        return []
+    if not moonshot:
+        return [("retry-after", "1")]
+    reset = int(time.time()) + 1
+    return [("retry-after", "1"), ("x-ratelimit-limit", "3"), ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", str(reset))]
 
 
 def path_of(target: str) -> str:

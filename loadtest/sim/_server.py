@@ -1,8 +1,9 @@
 """The sim's server: the listening socket, one task per connection, requests read with h11 and routed.
 
-A connection task reads a request, routes it (chat, models, pass-through, the ``/sim/*`` control endpoints)
-and runs its handler in the same task; keep-alive connections loop. Only a chat response in progress adds a
-second task (its EOF watch, :mod:`loadtest.sim._chat`).
+A connection task reads a request, routes it (chat, Messages, Responses, models, pass-through, the ``/sim/*``
+control endpoints) and runs its handler in the same task; keep-alive connections loop. Only an answer in progress
+adds a second task (its EOF watch, :mod:`loadtest.sim._stream`). Keys, plans and refusals are handled here once for
+the three answering routes, each refusal in its route's own shape.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import h11
 import trio
 
 from loadtest import simcontent
-from loadtest.sim._chat import serve_chat
+from loadtest.sim import _chat, _messages, _responses
 from loadtest.sim._config import SimConfig
 from loadtest.sim._http import (
     Abort,
@@ -32,12 +33,20 @@ from loadtest.sim._http import (
 from loadtest.sim._passthrough import PASS_THROUGH, serve_pass_through
 from loadtest.sim._plan import BadRequest, make_plan
 from loadtest.sim._state import Sim, SimServer, SimStats
+from loadtest.sim._stream import serve_reply
 from loadtest.timer import DeadlineTimer
 from wire import listen_socket
 
 __all__ = ["serve_sim"]
 
 MAX_BODY = 16 * 1024 * 1024
+# The answering routes, each a protocol module: key(headers), error(status, message, kind), reply(sim, body, plan),
+# LENGTH_KEYS (the body fields that set the answer's length).
+ROUTES = {
+    "/v1/chat/completions": _chat,
+    **dict.fromkeys(_messages.PATHS, _messages),
+    "/v1/responses": _responses,
+}
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -140,6 +149,40 @@ async def _read_request(stream, conn):
     return method, target, headers, b"".join(parts)
 
 
+async def _answer(sim: Sim, stream, conn, nursery, route, method: str, headers: dict, body, bad_json: bool) -> None:
+    """One request to an answering route: its key, its plan, its answer, every refusal in the route's own shape."""
+    start = trio.current_time()
+    config = sim.config
+    if method != "POST":
+        return await send_simple(stream, conn, *route.error(405, "Method not allowed", "invalid_request_error"))
+    key = route.key(headers)
+    if config.require_key is not None and key != config.require_key:
+        return await send_simple(stream, conn, *route.error(401))
+    key_fault = config.key_faults.get(key) if key is not None else None
+    if key_fault is not None:
+        headers = {**headers, "x-sim-fault": key_fault}
+    if bad_json or not isinstance(body, dict):
+        return await send_simple(stream, conn, *route.error(400, "Invalid request: body is not a JSON object"))
+    try:
+        plan = make_plan(config, body, headers, route.LENGTH_KEYS)
+        reply = route.reply(sim, body, plan)
+    except BadRequest as exc:
+        return await send_simple(stream, conn, *route.error(400, f"Invalid request: {exc}"))
+    refusal = route.error(plan.fault_arg) if plan.fault == "status" else None
+    await serve_reply(sim, stream, conn, nursery, plan, reply, start=start, error_response=refusal, user=_user(body))
+
+
+def _user(body: dict) -> str | None:
+    """Who the request is for, as a client may name it (chat and Responses ``user``, Messages
+    ``metadata.user_id``): recorded with a cancel."""
+    user = body.get("user")
+    if isinstance(user, str):
+        return user
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user if isinstance(user, str) else None
+
+
 async def _dispatch(
     sim: Sim, stream, conn, nursery, method: str, target: str, headers: dict, raw: bytes | None
 ) -> None:
@@ -158,22 +201,24 @@ async def _dispatch(
         bad_json = False
     sim.server.recent.append({"method": method, "path": path, "headers": headers, "body": body})
 
-    if path == "/v1/chat/completions":
+    route = ROUTES.get(path)
+    if route is not None:
+        return await _answer(sim, stream, conn, nursery, route, method, headers, body, bad_json)
+    if path in _messages.COUNT_TOKENS_PATHS:
         if method != "POST":
-            return await send_error(stream, conn, 405, "Method not allowed", "invalid_request_error")
-        if config.require_key is not None:
-            if headers.get("authorization", "") != f"Bearer {config.require_key}":
-                return await send_error(stream, conn, 401)
-        key_fault = config.key_faults.get(headers.get("authorization", "").removeprefix("Bearer "))
-        if key_fault is not None:
-            headers = {**headers, "x-sim-fault": key_fault}
-        if bad_json or not isinstance(body, dict):
-            return await send_error(stream, conn, 400, "Invalid request: body is not a JSON object")
+            return await send_simple(stream, conn, *_messages.error(405, "Method not allowed"))
+        if config.require_key is not None and _messages.key(headers) != config.require_key:
+            return await send_simple(stream, conn, *_messages.error(401))
+        if not isinstance(body, dict):
+            return await send_simple(stream, conn, *_messages.error(400, "body is not a JSON object"))
         try:
-            plan = make_plan(config, body, headers)
+            return await send_simple(stream, conn, 200, _messages.count_tokens(body))
         except BadRequest as exc:
-            return await send_error(stream, conn, 400, f"Invalid request: {exc}")
-        return await serve_chat(sim, stream, conn, nursery, body, plan)
+            return await send_simple(stream, conn, *_messages.error(400, str(exc)))
+    if path == "/anthropic/v1/models" and method == "GET":
+        return await send_simple(stream, conn, 200, _messages.models_body(config.models))
+    if path.startswith("/anthropic/"):
+        return await send_simple(stream, conn, *_messages.error(404, f"Not found: {method} {path}"))
     if path == "/v1/models" and method == "GET":
         return await send_simple(stream, conn, 200, simcontent.models_body(models=config.models))
     if path in PASS_THROUGH or path.startswith("/v1/files/"):

@@ -1,8 +1,8 @@
 """What a running sim counts and shows, and what its request handlers share.
 
-:class:`SimStats` counts chat requests (one process; :class:`SharedSimStats` keeps the counts of the
-CLI's worker processes in shared memory); :class:`SimServer` is what ``serve_sim`` reports when it
-listens; :class:`Sim` is the state every handler of one serving process is given.
+:class:`SimStats` counts answered requests, chat, Messages and Responses (one process;
+:class:`SharedSimStats` keeps the counts of the CLI's worker processes in shared memory); :class:`SimServer` is
+what ``serve_sim`` reports when it listens; :class:`Sim` is the state every handler of one serving process is given.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _COUNTERS = ("started", "completed", "cancelled", "open")
 
 
 class SimStats:
-    """Counters of chat requests: started, completed, cancelled (client left first), open (in progress).
+    """Counters of answered requests: started, completed, cancelled (client left first), open (in progress).
 
     Every started request ends as exactly one of completed or cancelled.
     """
@@ -108,6 +108,16 @@ class SimServer:
     parts_sent: int = 0  # body parts of the current (or last) file content download sent so far
     downloads_cut: int = 0  # downloads whose client left before the last part
     files: dict[str, int] = field(default_factory=dict)  # uploaded file id -> size in bytes
+
+    @property
+    def root(self) -> str:
+        """The server's origin, ``scheme://host:port``: an Anthropic client's base URL for ``/v1/messages``."""
+        return self.url.removesuffix("/v1")
+
+    @property
+    def anthropic_url(self) -> str:
+        """The Messages base URL under Moonshot's path (``/anthropic``), as Kimi's Anthropic endpoint is given."""
+        return self.root + "/anthropic"
 
 
 class Sim:

@@ -8,7 +8,7 @@ worker. :meth:`FailoverStore.run` probes Redis every ``probe_s``; when it answer
 
 Lease tokens carry where they were issued (``r:`` Redis, ``l:`` local), so a release goes to the store that
 holds the slot whatever happened in between; a Redis lease given back while Redis is down is no longer renewed and
-lapses by its TTL.
+lapses within ``--state-lease-s``.
 """
 
 from __future__ import annotations
@@ -88,35 +88,25 @@ class FailoverStore:
 
     # -- slots ---------------------------------------------------------------------------------------
 
-    async def acquire(self, name: str, limit: int, ttl_s: float) -> str | None:
+    async def acquire(self, name: str, limit: int) -> str | None:
         if self.up:
             try:
-                token = await self.redis.acquire(name, limit, ttl_s)
+                token = await self.redis.acquire(name, limit)
                 return None if token is None else "r:" + token
             except StoreUnavailable as exc:
                 self._down(exc)
-        token = await self.local.acquire(name, limit, ttl_s)
+        token = await self.local.acquire(name, limit)
         return None if token is None else "l:" + token
 
     async def release(self, name: str, token: str) -> None:
         where, _, own = token.partition(":")
         if where == "l":
             await self.local.release(name, own)
-            return
-        # Not waited for: it rides with the next acquire or goes out within the store's release delay; while Redis
-        # is down it fails and the lease lapses by its TTL.
-        await self.redis.release(name, own, wait=False)
-
-    async def flush(self) -> None:
-        """Send what Redis has queued (releases) before the store stops; nothing while it is down."""
-        if self.up:
-            await self.redis.flush()
-
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
-        shared = [(name, token[2:]) for name, token in leases if token.startswith("r:")]
-        if shared and self.up:
+        elif not self.up:
+            self.redis.forget(own)  # Redis is down: the lease lapses there within --state-lease-s
+        else:
             try:
-                await self.redis.renew(shared, ttl_s)
+                await self.redis.release(name, own)
             except StoreUnavailable as exc:
                 self._down(exc)
 

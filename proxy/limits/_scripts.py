@@ -15,20 +15,16 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# Releases first, then acquires, in one call: ARGV[1] the number r of releases; KEYS[1..r] their slot sets and
-# ARGV[2..r+1] their tokens; then KEYS slot sets, one per request (a batch of them, proxy/limits/_batch.py), and ARGV
-# limit, ttl_ms, token for each, in KEYS order → 1 taken or 0 full, for each acquire; taken in order, so a batch
-# fills a cap as one by one would. Releases ride with acquires so that under steady load a request costs one round
-# trip, not two.
+# KEYS slot sets, one per request (a batch of them, proxy/limits/_batch.py); ARGV[1] the lease's ttl_ms, then limit
+# and token for each, in KEYS order → 1 taken or 0 full, for each; taken in order, so a batch fills a cap as one by
+# one would.
 ACQUIRE = (
     _NOW
     + """
-local r = tonumber(ARGV[1])
-for i = 1, r do redis.call('ZREM', KEYS[i], ARGV[i + 1]) end
+local ttl = tonumber(ARGV[1])
 local taken = {}
-for i = 1, #KEYS - r do
-  local key, at = KEYS[r + i], r + 3 * i - 1
-  local limit, ttl, token = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2]
+for i, key in ipairs(KEYS) do
+  local limit, token = tonumber(ARGV[2 * i]), ARGV[2 * i + 1]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZCARD', key) >= limit then
     taken[i] = 0
@@ -66,40 +62,41 @@ return redis.call('ZCARD', KEYS[1])
 """
 )
 
-# The current window's key and the milliseconds until it ends (window_ms in ARGV[1]).
+# The current window's key and the milliseconds until it ends: window_ms in ARGV[1], the instant windows start from
+# in ARGV[2] (ms; 0, the Unix epoch, but for tests that start a window of their own).
 _WINDOW = """
-local window = tonumber(ARGV[1])
-local index = math.floor(now / window)
+local window, origin = tonumber(ARGV[1]), tonumber(ARGV[2])
+local index = math.floor((now - origin) / window)
 local key = KEYS[1] .. ':' .. index
-local reset = (index + 1) * window - now
+local reset = origin + (index + 1) * window - now
 """
 
-# KEYS[1] name; ARGV window_ms, limit, cost → {allowed 1/0, total, reset_ms}.
+# KEYS[1] name; ARGV window_ms, origin_ms, limit, cost → {allowed 1/0, total, reset_ms}.
 HIT = (
     _NOW
     + _WINDOW
     + """
 local total = tonumber(redis.call('GET', key) or '0')
-local cost = tonumber(ARGV[3])
-if total + cost > tonumber(ARGV[2]) then return {0, total, reset} end
+local cost = tonumber(ARGV[4])
+if total + cost > tonumber(ARGV[3]) then return {0, total, reset} end
 total = redis.call('INCRBY', key, cost)
 redis.call('PEXPIRE', key, reset + 1000)
 return {1, total, reset}
 """
 )
 
-# KEYS[1] name; ARGV window_ms, amount → {total, reset_ms}.
+# KEYS[1] name; ARGV window_ms, origin_ms, amount → {total, reset_ms}.
 ADD = (
     _NOW
     + _WINDOW
     + """
-local total = redis.call('INCRBY', key, tonumber(ARGV[2]))
+local total = redis.call('INCRBY', key, tonumber(ARGV[3]))
 redis.call('PEXPIRE', key, reset + 1000)
 return {total, reset}
 """
 )
 
-# KEYS[1] name; ARGV window_ms → {total, reset_ms}.
+# KEYS[1] name; ARGV window_ms, origin_ms → {total, reset_ms}.
 USED = (
     _NOW
     + _WINDOW

@@ -3,7 +3,8 @@
 - :class:`LocalStore`: this worker's memory, the default. Nothing is shared: each worker and each instance counts
   alone, as the relay always did, and no Redis is needed.
 - ``RedisStore`` (``--state redis://HOST:PORT/DB``): one Redis for every worker and every instance; each operation is
-  one atomic script, and slots are leases with a TTL, so the slots of a worker that crashed come back by themselves.
+  one atomic script, and slots are leases the store renews while they are held, so the slots of a worker that
+  crashed come back by themselves (after ``--state-lease-s``: the store, not its callers, sets every lease's TTL).
 
 Three primitives cover every limit the relay keeps:
 
@@ -44,17 +45,14 @@ class StoreUnavailable(Exception):
 class Store(Protocol):
     shared: bool  # whether other workers and instances see the same counts
 
-    async def acquire(self, name: str, limit: int, ttl_s: float) -> str | None:
+    async def acquire(self, name: str, limit: int) -> str | None:
         """A slot under ``name`` when fewer than ``limit`` are held; its lease token, or None when all are taken.
-        The lease lapses after ``ttl_s`` unless renewed (a store that dies with its holder may ignore it)."""
+        The store keeps the lease while its holder lives (a shared store renews it; one that dies with its holder
+        needs not)."""
         ...
 
     async def release(self, name: str, token: str) -> None:
-        """Give a slot back; a lapsed or unknown token is ignored."""
-        ...
-
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
-        """Extend these ``(name, token)`` leases by ``ttl_s`` from now."""
+        """Give a slot back, free for others once this returns; a lapsed or unknown token is ignored."""
         ...
 
     async def held(self, name: str) -> int:
@@ -106,7 +104,7 @@ class LocalStore:
         self._rests: dict[str, float] = {}  # name → rests until (clock seconds)
         self._tokens = itertools.count(1)
 
-    async def acquire(self, name: str, limit: int, ttl_s: float) -> str | None:
+    async def acquire(self, name: str, limit: int) -> str | None:
         held = self._slots.setdefault(name, set())
         if len(held) >= limit:
             return None
@@ -120,9 +118,6 @@ class LocalStore:
             held.discard(token)
             if not held:
                 del self._slots[name]
-
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl_s: float) -> None:
-        return None
 
     async def held(self, name: str) -> int:
         return len(self._slots.get(name, ()))

@@ -1,19 +1,25 @@
-"""The observability shell: request ids, access log, metrics, readiness, CORS and the demo page."""
+"""Observability sinks: the access log (one JSON line per request) and the Prometheus metrics. The edge feeds them
+when a call ends; they decide nothing about a request."""
 
-from ._accesslog import LOGGER, AccessRecord, key_prefix, model_from_body, request_id, scan_tail, upstream_error_kind
-from ._cors import CORSPolicy
-from ._metrics import CONTENT_TYPE, MULTIPROC_ENV, prepare_multiprocess
-from ._observe import Observer, Tap, install_observability
+from ._accesslog import (
+    LOGGER,
+    AccessRecord,
+    access_logger,
+    key_prefix,
+    model_from_body,
+    request_id,
+    scan_tail,
+    upstream_error_kind,
+)
+from ._metrics import CONTENT_TYPE, MULTIPROC_ENV, Metrics, prepare_multiprocess
 
 __all__ = [
     "AccessRecord",
     "CONTENT_TYPE",
-    "CORSPolicy",
     "LOGGER",
     "MULTIPROC_ENV",
-    "Observer",
-    "Tap",
-    "install_observability",
+    "Metrics",
+    "access_logger",
     "key_prefix",
     "model_from_body",
     "prepare_multiprocess",

@@ -161,11 +161,12 @@ class Metrics:
         store.on_error = errors.inc
 
     def fallback(self, failed: str, to: str, reason: str) -> None:
-        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.app._relay.fallback_reason)."""
+        """One request moved from upstream ``failed`` to ``to`` (``reason``: proxy.routing.resend_reason's, or
+        ``http_<status>``)."""
         self.fallbacks.labels(failed, to, reason).inc()
 
     def circuit(self, upstream: str, state: int, opened: bool) -> None:
-        """An upstream's circuit is now ``state`` (proxy.upstream.Circuit); ``opened``: this worker opened it."""
+        """An upstream's circuit is now ``state`` (proxy.routing.Circuit); ``opened``: this worker opened it."""
         self.circuit_state.labels(upstream).set(state)
         if opened:
             self.circuit_openings.labels(upstream).inc()

@@ -1,27 +1,13 @@
-"""Errors at the relay's boundary, mapped once into OpenAI-shaped bodies.
-
-    httpx.TransportError
-    ├── ConnectError, ReadError, WriteError, RemoteProtocolError  → 502 upstream_unavailable / upstream_error
-    ├── ConnectTimeout, ReadTimeout, WriteTimeout                 → 504 upstream_connect_timeout / upstream_timeout
-    └── PoolTimeout                                               → 503 upstream_busy
-
-Refusals made by the relay itself (not the upstream) use the same shape:
-
-    400 invalid_request_error/*        bad JSON, wrong types, invalid UTF-8
-    401 invalid_request_error/invalid_api_key   client keys configured, none or a wrong one given
-    413 invalid_request_error/request_too_large
-    415 invalid_request_error/unsupported_media_type
-    429 rate_limit_error/relay_overloaded        --max-streams reached (Retry-After: 1)
-    503 server_error/shutting_down               draining after SIGTERM (a stream gets it as its last event)
-
-A client sees what failed and where, never a traceback, an internal address or a key.
-"""
+"""Errors' bodies and the final events of streams that fail after they started, in OpenAI's shape (the tree of
+the relay's errors and the transport's mapping: :mod:`proxy.errors`)."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
+
+from ..errors import upstream_failure
 
 JSON = "application/json"
 
@@ -31,18 +17,9 @@ def error_body(message: str, type_: str, code: str | None) -> dict:
 
 
 def map_transport_error(exc: httpx.TransportError) -> tuple[int, dict]:
-    """(status, body) for a failure to talk to the upstream."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return 504, error_body(
-            "Timed out connecting to the upstream API.", "upstream_error", "upstream_connect_timeout"
-        )
-    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
-        return 504, error_body(f"The upstream API did not answer in time: {exc}.", "upstream_error", "upstream_timeout")
-    if isinstance(exc, httpx.PoolTimeout):
-        return 503, error_body("All upstream connections are busy; retry later.", "upstream_error", "upstream_busy")
-    if isinstance(exc, httpx.ConnectError):
-        return 502, error_body("Could not connect to the upstream API.", "upstream_error", "upstream_unavailable")
-    return 502, error_body(f"The upstream API failed: {exc}.", "upstream_error", "upstream_error")
+    """(status, body) for a failure to talk to the upstream (:func:`proxy.errors.upstream_failure`)."""
+    failed = upstream_failure(exc)
+    return failed.status, failed.body()
 
 
 def sse_error_event(exc: httpx.TransportError) -> bytes:

@@ -10,14 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class InvalidRequest(ValueError):
-    """A request the relay refuses before anything is sent upstream (HTTP 400 unless ``status`` says otherwise)."""
-
-    def __init__(self, message: str, code: str = "invalid_request", status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+from ..errors import InvalidRequest
 
 
 def check_content_type(mimetype: str, *, allow_text: bool = False) -> None:
@@ -41,18 +34,22 @@ class ChatRequest:
     data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the parsed body
 
 
-def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+def load_json(raw: bytes) -> Any:
+    """The request body's JSON value; :class:`InvalidRequest` for bytes that are not UTF-8 JSON."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest("Request body is not valid UTF-8.", "invalid_encoding") from exc
     try:
-        data: Any = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.", "invalid_json"
         ) from exc
-    return check_chat_object(data, raw, default_model)
+
+
+def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
+    return check_chat_object(load_json(raw), raw, default_model)
 
 
 def check_chat_object(data: Any, raw: bytes | None, default_model: str) -> ChatRequest:

@@ -1,17 +1,16 @@
-"""The stream relay: response bodies that move upstream events to the client, the pump, and the heartbeats."""
+"""The stream relay: response bodies that move upstream events to the client (iterated on the ASGI path, or
+relaying themselves with the writer the edge hands them), their usage-metering variants, and the heartbeats."""
 
+from ._bodies import PING, NDJSONBody, SSEBody
 from ._heartbeat import Heartbeats
-from ._pump import Pump
-from ._pump import available as pump_available
-from ._relay import PING, NDJSONBody, SSEBody, UsageStrippedNDJSON, UsageStrippedSSE
+from ._metered import MeteredNDJSON, MeteredSSE, UsageStrippedSSE
 
 __all__ = [
     "Heartbeats",
+    "MeteredNDJSON",
+    "MeteredSSE",
     "NDJSONBody",
     "PING",
-    "Pump",
     "SSEBody",
-    "UsageStrippedNDJSON",
     "UsageStrippedSSE",
-    "pump_available",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from ..upstream import HEARTBEAT
+from ..transport import HEARTBEAT
 
 # Entries of ended streams leave the heap when they come up or, once they outnumber the live streams and this many,
 # all at once: the heap stays within twice the streams open plus this, however many streams went through it.

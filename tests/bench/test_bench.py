@@ -263,3 +263,21 @@ def test_token_rate_scenario_is_a_real_token_stream():
     assert float(flags[flags.index("--interval") + 1]) == pytest.approx(1 / 30, rel=1e-8)
     assert sc.proxy_workers == 1  # one core's worth of proxy
     assert sc.with_streams(400).streams == 400 and sc.with_streams(400).chunks == 300
+
+
+def test_a_redraw_keeps_the_machine_facts_the_runs_were_measured_on(tmp_path):
+    """``--report`` redraws a folder written on another day (or machine): its facts stay the recorded ones."""
+    from bench.run import main
+
+    facts = {"cores (logical)": 2, "cpu": "Recorded CPU", "fd limit (soft, hard)": [20000, 20000],
+             "date (UTC)": "2026-01-01 00:00"}
+    (tmp_path / "bench.json").write_text(json.dumps({"commands": ["python -m bench.run --out x"], "machine": facts,
+                                                     "versions": {}, "unavailable": {}}))
+    scenario = SCENARIOS["token-rate"]
+    runs = {scenario.name: {"nginx": [{"repeat": 1, "figures": {"cpu_us_per_chunk": 18.6, "completed": 100}}]}}
+    write_scenario_docs(tmp_path, [scenario], runs, {"nginx": "nginx/1"}, "python -m bench.run --out x", facts)
+    assert main(["--report", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "bench.json").read_text())["machine"] == facts
+    readme_text = (tmp_path / "README.md").read_text()
+    assert "- date (UTC): 2026-01-01 00:00" in readme_text and "- fd limit (soft, hard): (20000, 20000)" in readme_text
+    assert (tmp_path / "cpu-per-chunk.png").exists() and (tmp_path / "token-rate-ttfc.png").exists()

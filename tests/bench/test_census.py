@@ -14,7 +14,7 @@ def test_group_by_package_and_layer() -> None:
     assert group(f"{site}/trio/_core/_run.py") == "trio"
     assert group(f"{site}/hypercorn/protocol/h11.py") == "hypercorn"
     assert group(f"{site}/yaml/reader.py") == "yaml (other)"
-    assert group("/work/main/proxy/stream/_relay.py") == "moonrelay proxy/"
+    assert group("/work/main/proxy/stream/_bodies.py") == "moonrelay proxy/"
     assert group("/work/main/wire/_chunked.py") == "moonrelay wire/"
     assert group(os.path.join(STDLIB, "asyncio", "events.py")) == "python stdlib"
     assert group("<frozen importlib._bootstrap>") == "python stdlib"

@@ -3,14 +3,17 @@
 import argparse
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from loadtest.__main__ import build_parser, config_from_args, load_prompts, main, parse_duration, parse_slo
+from loadtest.__main__ import build_parser, config_from_args, main, parse_duration, parse_slo
 from loadtest.embedded import relay_workers_for, sim_workers_for
+from loadtest.workload import load_dataset
+from tests.support.children import assert_one_line_errors
 
 
 def test_parse_slo_and_durations():
@@ -24,7 +27,7 @@ def test_parse_slo_and_durations():
 def test_config_from_flags(tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text('"hello"\n{"prompt": "moon"}\n{"messages": [{"role": "user", "content": "hi"}]}\n')
-    assert len(load_prompts(str(data))) == 3
+    assert len(load_dataset(str(data))) == 3
     args = build_parser().parse_args([
         "--url", "http://127.0.0.1:1/v1", "-c", "50", "--requests", "100", "--no-keepalive", "--no-stream",
         "--prompts", str(data), "--ttft", "0.1", "--ramp-up", "2s", "--timeout", "30",
@@ -33,7 +36,7 @@ def test_config_from_flags(tmp_path):
     assert (cfg.concurrency, cfg.requests, cfg.keepalive, cfg.stream, cfg.ramp_up_s, cfg.timeout_s) == (
         50, 100, False, False, 2.0, 30.0
     )
-    assert len(cfg.prompts) == 3 and cfg.extra_body == {"sim_ttft": 0.1}
+    assert len(cfg.workload.prompts) == 3 and cfg.extra_body == {"sim_ttft": 0.1}
     big = config_from_args(build_parser().parse_args(["-c", "10000"]), "http://x/v1")
     assert big.ramp_up_s == 50.0 and big.extra_body == {}  # embedded: the profile goes to the sim's flags
 
@@ -51,6 +54,30 @@ def test_usage_errors(capsys):
         main(["--rate", "5"])
     assert exc.value.code == 2
     assert "--rate needs" in capsys.readouterr().err
+
+
+def test_command_line_mistakes_are_one_line_with_status_2():
+    """The load generator's and the simulated upstream's: a bad --url or --bind, a port in use, an unknown flag."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    loadtest = [sys.executable, "-m", "loadtest", "--requests", "1", "--quiet"]
+    sim = [sys.executable, "-m", "loadtest.sim"]
+    cases = [
+        (loadtest + ["--url", "http://127.0.0.1:99999/v1"], "loadtest: --url 'http://127.0.0.1:99999/v1': "),
+        (loadtest + ["--url", "127.0.0.1:8117/v1"], "loadtest: --url '127.0.0.1:8117/v1': expected http"),
+        (loadtest + ["--urll", "http://127.0.0.1:1/v1"], "did you mean --url?"),
+        (sim + ["--bind", "localhost"], "python -m loadtest.sim: argument --bind: expected HOST:PORT"),
+        (sim + ["--bind", "127.0.0.1:99999"], "0-65535"),
+        (sim + ["--bind", f"127.0.0.1:{port}"], f"sim: cannot listen on 127.0.0.1:{port}: the port is in use"),
+        (sim + ["--bind", f"127.0.0.1:{port}", "--workers", "2"], "the port is in use"),
+        (sim + ["--bind", "no-such-host.invalid:9100"], "unknown host"),
+    ]
+    try:
+        assert_one_line_errors(cases)
+    finally:
+        taken.close()
 
 
 @pytest.fixture
@@ -89,6 +116,37 @@ def test_run_against_url_writes_report_then_report_and_compare(sim_url, tmp_path
     assert "loadtest" in capsys.readouterr().out.lower()
     assert main(["compare", str(out / "result.json"), str(out / "result.json")]) == 0
     assert "ttfc" in capsys.readouterr().out.lower()
+
+
+def test_progress_is_a_plain_line_every_few_seconds_when_stdout_is_not_a_terminal(sim_url, tmp_path, capsys,
+                                                                                   monkeypatch):  # fmt: skip
+    """CI and ``| tee`` see the run move (rich's live table is for terminals only); --quiet silences both."""
+    from loadtest import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.1)
+    args = ["--url", sim_url, "-c", "5", "--requests", "10", "--ttft", "0.3", "--no-save-requests"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if re.fullmatch(r"loadtest \d+s: open \d+ .*", x)]
+    assert len(lines) >= 2 and "completed 0/10" in lines[0] and "TTFC p50/p99" in lines[-1], lines
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "loadtest 0s:" not in capsys.readouterr().out
+
+
+async def test_plain_progress_comes_every_five_seconds(autojump_clock):
+    import io
+
+    import trio
+
+    from loadtest.progress import LiveStats, show
+
+    live, out = LiveStats(), io.StringIO()
+    live.planned = 4
+    live.started()
+    with trio.move_on_after(16):
+        await show(live, out=out)
+    assert out.getvalue().splitlines() == [
+        f"loadtest {t}s: open 1  completed 0/4  failed 0  TTFC p50/p99 -" for t in (5, 10, 15)
+    ]
 
 
 def test_failures_give_exit_status_1(tmp_path):

@@ -19,7 +19,10 @@ MESSAGES = [{"role": "user", "content": "Tell me about the moon"}]
 
 
 def _chunk(seq: int, of: int, ns: int = 1_000, **extra) -> bytes:
-    body = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "x"}}]}
+    """A stamped chunk as the sim sends it: the last one announced carries the finish_reason."""
+    finish = "stop" if seq == of - 1 else None
+    body = {"id": "c", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": finish}]}
     body.update(extra)
     body["sim"] = {"ns": ns, "seq": seq, "of": of}
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
@@ -194,9 +197,10 @@ async def test_connect_refused_is_counted():
 # --- completeness, seq order, chunk sizes, re-sends (issue 17 item 7) ---------------------------------
 
 
-def _plain_chunk(text: str = "x") -> bytes:
+def _plain_chunk(text: str = "x", finish: str | None = None) -> bytes:
     """A chat.completion.chunk as a peer that re-serialises chunks sends it: without the sim's stamp."""
-    body = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+    body = {"id": "c", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
@@ -271,11 +275,11 @@ async def _scripted_session(nursery, events: bytes) -> SessionRecord:
     return await _session(f"http://127.0.0.1:{port}/v1")
 
 
-async def test_stream_without_stamps_is_unverified_not_completed(nursery):
-    """A target that strips the sim's stamps: nothing can check the chunk count, so it is not "completed"."""
-    rec = await _scripted_session(nursery, _plain_chunk("a") + _plain_chunk("b") + b"data: [DONE]\n\n")
+async def test_stream_without_stamps_is_completed_not_verified(nursery):
+    """A target that strips the sim's stamps: the protocol says it ended, but nothing can check the chunk count."""
+    rec = await _scripted_session(nursery, _plain_chunk("a") + _plain_chunk("b", "stop") + b"data: [DONE]\n\n")
     assert rec.error_kind is None and rec.chunks == 2 and rec.done
-    assert rec.unverified and not rec.completed
+    assert rec.unverified and rec.completed and not rec.verified
 
 
 async def test_done_only_stream_is_not_complete(nursery):

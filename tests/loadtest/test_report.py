@@ -122,7 +122,7 @@ def test_series_are_bounded_for_long_runs():
 def test_render_markdown_has_command_and_headline_numbers():
     result = report.build_result(make_run(slo={"ttfc_ms": 250}), machine=MACHINE, versions={"trio": "0.30"})
     md = report.render_markdown(result)
-    assert "```sh\nloadtest run --concurrency 3 --prompt 'hello world'\n```" in md
+    assert "```sh\n./dev loadtest run --concurrency 3 --prompt 'hello world'\n```" in md  # runs from a clone
     assert "| Metric | relay | direct | overhead (ms) |" in md
     assert "| TTFC p50 (ms) | 200.0 | 50.00 | 150.0 |" in md
     assert "| Sessions | 6 | 2 |  |" in md
@@ -164,7 +164,7 @@ def test_write_outputs_and_report_round_trip(tmp_path):
     again = tmp_path / "again"
     written = report.write_report(again, loaded)
     assert (again / "report.md").read_text() == md
-    assert {p.name for p in written} == {"report.md", *report.PLOT_FILES}
+    assert {p.name for p in written} == {"report.md", "report.html", *report.PLOT_FILES}
 
 
 def test_write_outputs_without_requests(tmp_path):
@@ -214,12 +214,13 @@ def test_unverified_and_resent_are_said_prominently():
     run.records[2].resent = 1
     result = report.build_result(run, machine=MACHINE, versions={})
     s = result["summary"]
-    assert (s["completed"], s["unverified"], s["failed"], s["resent"]) == (1, 2, 3, 1)
-    assert any(w.startswith("completeness unverified: 2 of 6 sessions") for w in result["warnings"])
+    assert (s["completed"], s["verified"], s["unverified"], s["failed"], s["resent"]) == (3, 1, 2, 3, 1)
+    assert any(w.startswith("completeness unverified: 2 of 3 completed sessions") for w in result["warnings"])
     assert any(w.startswith("1 request re-sent on a fresh connection") for w in result["warnings"])
     md = report.render_markdown(result)
-    assert "| Completed | 1 |" in md
-    assert "| Completeness unverified (no sim stamps) | 2 |" in md
+    assert "| Completed | 3 |" in md
+    assert "| … verified (sim stamps: no chunk lost) | 1 |" in md
+    assert "| … unverified (no sim stamps) | 2 |" in md
     assert "| Re-sent (connection found closed before writing) | 1 |" in md
-    assert "> ⚠ completeness unverified: 2 of 6 sessions" in md
-    assert "**Completeness unverified**" in md and "**Re-sent**" in md
+    assert "> ⚠ completeness unverified: 2 of 3 completed sessions" in md
+    assert "**Unverified**" in md and "**Verified**" in md and "**Re-sent**" in md

@@ -18,20 +18,7 @@ from loadtest.runner import LoadConfig, Runner
 from loadtest.shapes import WorkerLoad
 from loadtest.sim import SimConfig, SimStats, serve_sim
 from tests.conftest import start_sim
-
-
-class OpenWatch(LiveStats):
-    """Sets ``reached`` once ``n`` sessions are open at the same time (readiness without sleeps)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-        self.reached = trio.Event()
-
-    def started(self) -> None:
-        super().started()
-        if self.open >= self.n:
-            self.reached.set()
+from tests.support.openwatch import OpenWatch
 
 
 async def _sim_stats(sim) -> dict:

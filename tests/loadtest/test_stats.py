@@ -342,8 +342,8 @@ def test_histogram_shares_edges_and_counts_everything():
     assert stats.histogram({"relay": []})["edges"] == []
 
 
-def test_unverified_and_resent_are_counted_apart_from_completed():
-    """A stream without the sim's stamps is neither completed nor failed; it cannot be good put."""
+def test_unverified_is_completed_not_verified_and_resent_is_counted():
+    """A stream without the sim's stamps completed by the protocol: goodput counts it; verified does not."""
     stripped = rec(0.0, 0.1, 1.0)
     stripped.unverified = True
     resent = rec(0.2, 0.3, 1.2)
@@ -352,8 +352,8 @@ def test_unverified_and_resent_are_counted_apart_from_completed():
     run = RunData(command=["loadtest"], config={}, started_unix=0.0, t0_ns=0, t_end_ns=ns(2), records=rs,
                   slo={"ttfc_ms": 500})
     s = stats.summarize(run)
-    assert (s["sessions"], s["completed"], s["unverified"], s["failed"]) == (4, 2, 1, 1)
+    assert (s["sessions"], s["completed"], s["verified"], s["unverified"], s["failed"]) == (4, 3, 2, 1, 1)
     assert s["resent"] == 1
-    assert s["ttfc_ms"]["count"] == 3  # its timing is real: latency includes it
-    assert s["goodput"]["sessions"] == 2  # its completeness is not known: goodput does not
+    assert s["ttfc_ms"]["count"] == 3
+    assert s["goodput"]["sessions"] == 3
     assert s["errors_by_kind"] == {"bad_seq": 1}

@@ -16,10 +16,11 @@ from packaging.utils import canonicalize_name
 from tests.support import ROOT
 
 OWN = {"proxy", "loadtest", "wire", "bench", "tests"}
-# Who needs what: the relay and wire/ (which it shares with the load generator) run on the base dependencies alone;
+# Who needs what: the relay and wire/ (which it shares with the load generator) run on the base dependencies alone,
+# the relay's tracing on the otel extra, imported only when tracing is on (test_the_relay_runs_without_the_extras);
 # the load generator and bench/ add the loadtest extra; the suite adds test on top (it exercises the load generator).
-USERS = {"wire": ("base",), "proxy": ("base",), "loadtest": ("base", "loadtest"), "bench": ("base", "loadtest"),
-         "tests": ("base", "loadtest", "test")}
+USERS = {"wire": ("base",), "proxy": ("base", "otel"), "loadtest": ("base", "loadtest"),
+         "bench": ("base", "loadtest", "otel"), "tests": ("base", "loadtest", "test")}
 # pip freeze leaves these out too: the installer's own tools, and the project.
 NOT_LOCKED = {"pip", "setuptools", "wheel", "moonrelay"}
 
@@ -107,9 +108,8 @@ def test_every_import_is_declared_for_its_user(folder):
     assert undeclared == {}, f"{folder}/ imports packages not declared in {' + '.join(USERS[folder])}"
 
 
-# Imports every module of the relay and runs `moonrelay --help` (proxy/__main__.py) with the modules that only the
-# extras install made unimportable: a relay module that needs one fails here, at import, as it would for a user.
-RELAY_WITHOUT_EXTRAS = """
+# The modules that only the extras install made unimportable, in a child interpreter.
+BLOCK_EXTRAS = """
 import importlib.abc, json, pkgutil, runpy, sys
 
 blocked = set(json.loads(sys.argv[1]))
@@ -118,11 +118,15 @@ blocked = set(json.loads(sys.argv[1]))
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in blocked:
-            raise ImportError(f"the relay imported {name}, which only an extra installs")
+            raise ModuleNotFoundError(f"the relay imported {name}, which only an extra installs", name=name)
         return None
 
 
 sys.meta_path.insert(0, Block())
+"""
+# Imports every module of the relay and runs `moonrelay --help` (proxy/__main__.py) without the extras: a relay
+# module that needs one fails here, at import, as it would for a user.
+RELAY_WITHOUT_EXTRAS = BLOCK_EXTRAS + """
 import proxy
 
 for info in pkgutil.walk_packages(proxy.__path__, "proxy."):
@@ -133,21 +137,76 @@ runpy.run_module("proxy", run_name="__main__", alter_sys=True)
 """
 
 
-def test_the_relay_runs_without_the_extras():
+# A relay started in-process without the extras answers a chat request (relayed to a sim-less upstream that is not
+# there: the 502 says the request went all the way through), and tracing asked for says which extra it needs.
+RELAY_SERVES_WITHOUT_EXTRAS = BLOCK_EXTRAS + """
+from functools import partial
+
+import trio
+
+from proxy.__main__ import main
+from proxy.config import Settings
+from proxy.edge import serve
+
+
+async def ask(root, request):
+    host, port = root.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(request)
+        answer = b""
+        while data := await stream.receive_some(65536):
+            answer += data
+    return answer.split(b"\\r\\n", 1)[0].decode()
+
+
+async def run():
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
+    chat = (b"POST /v1/chat/completions HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n"
+            b"content-type: application/json\\r\\ncontent-length: %d\\r\\n\\r\\n%s" % (len(body), body))
+    async with trio.open_nursery() as nursery:
+        settings = Settings(bind="127.0.0.1:0", upstream="http://127.0.0.1:9/v1", access_log="off", retries=0)
+        root = await nursery.start(partial(serve, settings))
+        print(await ask(root, chat))
+        nursery.cancel_scope.cancel()
+
+
+trio.run(run)
+print("exit", main(["--bind", "127.0.0.1:0", "--otel-endpoint", "http://127.0.0.1:4318"]))
+"""
+
+
+def extras_only_modules() -> list[str]:
+    """Top-level modules that only the extras install."""
     groups = declared()
     extras = [r for group, reqs in groups.items() if group != "base" for r in reqs]
     extras_only = installed_closure(extras) - installed_closure(groups["base"])
-    modules = sorted(
+    return sorted(
         module for module, dists in metadata.packages_distributions().items()
         if {canonicalize_name(d) for d in dists} & extras_only
     )
-    assert {"matplotlib", "rich", "psutil", "trustme", "pytest", "openai"} <= set(modules)  # the blocker blocks
+
+
+def test_the_relay_runs_without_the_extras():
+    modules = extras_only_modules()
+    blocked = {"matplotlib", "rich", "psutil", "trustme", "pytest", "openai", "opentelemetry", "google"}
+    assert blocked <= set(modules)  # the blocker blocks
     proc = subprocess.run(
         [sys.executable, "-c", RELAY_WITHOUT_EXTRAS, json.dumps(modules)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: moonrelay")
+
+
+def test_the_relay_serves_without_the_extras_and_tracing_names_the_extra_it_needs():
+    proc = subprocess.run(
+        [sys.executable, "-c", RELAY_SERVES_WITHOUT_EXTRAS, json.dumps(extras_only_modules())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["HTTP/1.1 502 ", "exit 2"], proc.stdout
+    assert "tracing needs the OpenTelemetry SDK" in proc.stderr and "moonrelay[otel]" in proc.stderr
 
 
 def test_the_lock_pins_every_declared_requirement_with_hashes():
@@ -168,3 +227,11 @@ def test_this_environment_is_the_lock():
     for name in NOT_LOCKED:
         installed.pop(name, None)
     assert installed == locked_versions()
+
+
+def test_the_license_is_an_spdx_expression_that_the_build_backend_reads_without_a_warning():
+    """``license = { text = ... }`` is deprecated since setuptools 77, which warns on every fresh install."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    backend = [Requirement(r) for r in pyproject["build-system"]["requires"] if Requirement(r).name == "setuptools"]
+    assert len(backend) == 1 and "76.9" not in backend[0].specifier and "77.0" in backend[0].specifier

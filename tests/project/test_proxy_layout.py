@@ -1,4 +1,4 @@
-"""proxy/'s layout: dependencies point one way (no import cycle), framework internals stay inside proxy/serving/,
+"""proxy/'s layout: dependencies point one way (no import cycle), framework internals stay inside proxy/edge/,
 no module reaches into another package's private modules or names, and every module stays small."""
 
 import ast
@@ -96,7 +96,7 @@ def _private(dotted: str) -> bool:
 def test_framework_internals_only_in_proxy_serving():
     found = []
     for name, path in _modules().items():
-        if name.startswith("proxy.serving"):
+        if name.startswith("proxy.edge"):
             continue
         for base, names, _ in _imports(name, path):
             if base.split(".")[0] not in FRAMEWORKS:

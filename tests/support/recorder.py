@@ -11,6 +11,8 @@ from functools import partial
 import h11
 import trio
 
+from tests.support.scripted import read_request
+
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
 
 
@@ -36,26 +38,15 @@ class Recorder:
 async def _handle(recorder: Recorder, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER)
     async with stream:
-        got: Recorded | None = None
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-            elif isinstance(event, h11.Request):
-                got = Recorded(event.method, event.target, list(event.headers))
-            elif isinstance(event, h11.Data):
-                assert got is not None
-                got.body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert got is not None
-                recorder.requests.append(got)
-                reply = recorder.reply(got)
-                head, sep, body = reply.partition(b"\r\n\r\n")
-                await stream.send_all(head + b"\r\nconnection: close" + sep + body)
-                return
+        request = await read_request(conn, stream)
+        if request is None:
+            return
+        event, body = request
+        got = Recorded(event.method, event.target, list(event.headers), body)
+        recorder.requests.append(got)
+        reply = recorder.reply(got)
+        head, sep, body = reply.partition(b"\r\n\r\n")
+        await stream.send_all(head + b"\r\nconnection: close" + sep + body)
 
 
 async def serve_recorder(*, task_status: trio.TaskStatus[Recorder] = trio.TASK_STATUS_IGNORED) -> None:

@@ -17,9 +17,14 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 READY_LINE = b"Ready to accept connections"
+
+
+def _encode(words: Sequence[str]) -> bytes:
+    return f"*{len(words)}\r\n".encode() + b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words)
 
 
 class RedisMissing(RuntimeError):
@@ -37,10 +42,15 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, folder: Path) -> None:
+    """``config``: more redis-server directives (``["--requirepass", "pw"]``); ``auth``: the AUTH arguments the
+    tests' own :meth:`command` sends first (the server needs a password)."""
+
+    def __init__(self, folder: Path, config: Sequence[str] = (), auth: Sequence[str] = ()) -> None:
         self.folder = folder
         self.socket_path = str(folder / "redis.sock")
         self.port = 0
+        self.config = list(config)
+        self.auth = list(auth)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +70,8 @@ class RedisServer:
 
     def _try(self, port: int, timeout_s: float) -> bool:
         args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", self.socket_path,
-                "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--logfile", ""]  # fmt: skip
+                "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--logfile", "",
+                *self.config]  # fmt: skip
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert process.stdout is not None
         seen = b""
@@ -87,11 +98,13 @@ class RedisServer:
 
     def command(self, *words: str) -> bytes:
         """One command over the unix socket, the raw reply (tests' own look at the server, no client library)."""
-        body = f"*{len(words)}\r\n".encode() + b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words)
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(self.socket_path)
-            sock.sendall(body)
+            if self.auth:
+                sock.sendall(_encode(["AUTH", *self.auth]))
+                assert sock.recv(65536) == b"+OK\r\n"
+            sock.sendall(_encode(words))
             return sock.recv(65536)
 
     def kill(self) -> None:

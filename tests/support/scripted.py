@@ -23,16 +23,22 @@ class ScriptedServer:
         raise NotImplementedError
 
 
-async def read_request(conn: h11.Connection, stream: trio.SocketStream) -> bool:
-    """Read one whole request into ``conn``; False when the client closed before its end."""
+async def read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
+    """Read one whole request into ``conn``: its head and body; None when the client closed before its end."""
+    head, body = None, b""
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(65536)
             if not data:
-                return False
+                return None
             conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.Data):
+            body += event.data
         elif isinstance(event, h11.EndOfMessage):
-            return True
+            assert head is not None
+            return head, body
         elif isinstance(event, h11.ConnectionClosed):
-            return False
+            return None

@@ -35,8 +35,8 @@ def test_chunk_frame_is_h11s_bytes(data):
 
 
 def test_the_relays_inline_framing_is_chunk_frame():
-    """proxy/serving/_direct.py frames inline (no call per chunk): the expression must stay wire's."""
-    source = (Path(wire.__file__).parents[1] / "proxy" / "serving" / "_direct.py").read_text()
+    """proxy/edge/_direct.py frames inline (no call per chunk): the expression must stay wire's."""
+    source = (Path(wire.__file__).parents[1] / "proxy" / "edge" / "_direct.py").read_text()
     assert source.count('b"%x\\r\\n%b\\r\\n" % (len(data), data)') == 2
 
 
@@ -97,6 +97,31 @@ def test_split_bind_refuses_a_missing_port(bind):
         split_bind(bind)
 
 
+@pytest.mark.parametrize(
+    "bind, says",
+    [("localhost", "expected HOST:PORT"), ("127.0.0.1:", "expected HOST:PORT"), ("127.0.0.1:99999", "0-65535")],
+)
+def test_split_bind_says_what_to_fix(bind, says):
+    with pytest.raises(ValueError, match=says) as exc:
+        split_bind(bind)
+    assert "\n" not in str(exc.value) and "127.0.0.1:8117" in str(exc.value)  # an example of the right form
+
+
+def test_listen_socket_errors_are_one_line_that_says_what_to_fix():
+    taken = listen_socket("127.0.0.1", 0, 16)
+    try:
+        port = taken.getsockname()[1]
+        cases = [(("127.0.0.1", port), "in use"), (("no-such-host.invalid", 8117), "unknown host"),
+                 (("127.0.0.1", 70000), "0-65535")]
+        for (host, number), says in cases:
+            with pytest.raises(wire.BindError, match=says) as exc:
+                listen_socket(host, number, 16)
+            assert isinstance(exc.value, OSError) and "\n" not in str(exc.value), exc.value
+            assert str(exc.value).startswith(f"cannot listen on {host}:{number}: "), exc.value
+    finally:
+        taken.close()
+
+
 def test_url_host_brackets_ipv6():
     assert (url_host("::1"), url_host("127.0.0.1")) == ("[::1]", "127.0.0.1")
 
@@ -142,7 +167,7 @@ async def test_wait_for_stop_signal_returns_the_signal():
 
 
 # A supervisor of two workers in a process of its own (forking pytest, threads and all, is not safe). Each
-# child prints its pid; a serving child answers every connection with its index. argv: mode, grace_s.
+# child prints its pid; a serving child answers every connection with its index. argv: mode, grace_s, port.
 _SUPERVISOR = r"""
 import os, signal, sys, time
 import trio
@@ -178,12 +203,16 @@ async def serve(sock, index, ready):
                 break
             nursery.cancel_scope.cancel()
 
-status = wire.run_workers(
-    2, child, (sys.argv[1],), host="127.0.0.1", port=0, backlog=16, grace_s=float(sys.argv[2]),
-    on_ready=lambda url: print("ready", url, flush=True),
-    on_exit=lambda index, status: print("exit", index, status, flush=True),
-    forwarded=(signal.SIGHUP,),
-)
+try:
+    status = wire.run_workers(
+        2, child, (sys.argv[1],), host="127.0.0.1", port=int(sys.argv[3]), backlog=16, grace_s=float(sys.argv[2]),
+        on_ready=lambda url: print("ready", url, flush=True),
+        on_exit=lambda index, status: print("exit", index, status, flush=True),
+        forwarded=(signal.SIGHUP,),
+    )
+except wire.BindError as exc:
+    print("bind-error", exc, flush=True)
+    sys.exit(2)
 print("status", status, flush=True)
 sys.exit(status)
 """
@@ -221,8 +250,8 @@ class Supervisor:
         return [int(found[index]) for index in sorted(found, key=int)]
 
 
-async def _supervisor(nursery, mode: str, grace_s: float) -> Supervisor:
-    argv = [sys.executable, "-c", _SUPERVISOR, mode, str(grace_s)]
+async def _supervisor(nursery, mode: str, grace_s: float, port: int = 0) -> Supervisor:
+    argv = [sys.executable, "-c", _SUPERVISOR, mode, str(grace_s), str(port)]
     proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, cwd=Path(wire.__file__).parents[1])
 
     async def reap() -> None:  # at the test's end: stopped as a user would, so that it stops its children
@@ -292,6 +321,26 @@ async def test_the_supervisor_forwards_sighup_to_every_worker_and_keeps_serving(
     sup.proc.send_signal(signal.SIGTERM)
     with trio.fail_after(5):
         assert await sup.proc.wait() == 0
+
+
+@pytest.mark.parametrize("reuse_port", [True, False])
+async def test_workers_never_join_a_port_another_program_listens_on(nursery, reuse_port):
+    """SO_REUSEPORT lets any socket of the same user join a listening group: a second relay's workers would take
+    half of the first one's connections. The supervisor fails before it forks, and the first keeps the port."""
+    other = listen_socket("127.0.0.1", 0, 16, reuse_port=reuse_port)  # another relay's worker, or any program
+    try:
+        port = other.getsockname()[1]
+        sup = await _supervisor(nursery, "serve", grace_s=5.0, port=port)
+        with trio.fail_after(20):
+            assert await sup.proc.wait() == 2
+        lines = await sup.rest()
+        assert len(lines) == 1 and lines[0].startswith(f"bind-error cannot listen on 127.0.0.1:{port}: "), lines
+        assert "in use" in lines[0]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            conn, _ = other.accept()  # the connection went to the one listener there
+            conn.close()
+    finally:
+        other.close()
 
 
 async def test_children_that_ignore_the_stop_signal_are_killed_after_the_grace(nursery):

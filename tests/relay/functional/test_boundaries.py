@@ -18,8 +18,8 @@ import pytest
 import trio
 
 from proxy.config import Settings
+from proxy.edge import serve
 from proxy.protocol import SHUTDOWN_NDJSON, SHUTDOWN_SSE
-from proxy.server import serve
 from proxy.stream import PING
 from tests.conftest import raw_chat_request, start_relay
 from tests.support.scripted import ScriptedServer, read_request

@@ -9,49 +9,19 @@ the page after the answer (``docs/demo.png`` was made that way).
 
 import json
 import os
-import shutil
-import tempfile
 
 import httpx
 import pytest
 import trio
 
 from tests.conftest import start_relay, start_sim
+from tests.support.browser import MARKS, MISSING, chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-try:
-    import selenium  # noqa: F401
-except ImportError:  # pragma: no cover - the test extra installs it
-    selenium = None
-
-MISSING = (
-    None
-    if CHROMIUM and CHROMEDRIVER and selenium
-    else "needs Debian's chromium + chromium-driver (run .ci/install-browser) and selenium (the test extra); "
-    "MOONRELAY_SKIP_BROWSER=1 skips this test"
-)
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("MOONRELAY_SKIP_BROWSER") == "1", reason="MOONRELAY_SKIP_BROWSER=1"),
-]
+pytestmark = MARKS
 
 CHUNKS = 8
 INTERVAL_S = 0.3
 PROMPT = "Why does the moon have phases?"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--disable-dev-shm-usage",  # a container's /dev/shm is 64 MB
-    "--window-size=900,720",
-)
 
 
 async def _expected_text(sim_url: str) -> str:
@@ -76,44 +46,32 @@ async def _expected_text(sim_url: str) -> str:
 
 def _drive(root: str, screenshot: str | None) -> tuple[str, list[dict], str]:
     """Blocking: open the page, send the prompt, wait for the answer; (answer, pieces, TTFC text)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="moonrelay-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-        try:
-            driver.set_page_load_timeout(10)
-            driver.get(root + "/")
-            wait = WebDriverWait(driver, 10)
-            # The model picker is filled from /v1/models.
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
-            prompt = driver.find_element(By.ID, "prompt")
-            prompt.clear()
-            prompt.send_keys(PROMPT)
-            driver.find_element(By.ID, "send").click()
-            wait.until(lambda d: d.execute_script("return window.demoState") in ("done", "error"))
-            assert driver.execute_script("return window.demoState") == "done", driver.find_element(By.ID, "error").text
-            answer = driver.find_element(By.ID, "answer").text
-            pieces = driver.execute_script("return window.pieces")
-            ttfc = driver.find_element(By.ID, "ttfc").text
-            if screenshot:
-                os.makedirs(os.path.dirname(os.path.abspath(screenshot)), exist_ok=True)
-                driver.save_screenshot(screenshot)
-            return answer, pieces, ttfc
-        finally:
-            driver.quit()
+    with chromium() as driver:
+        driver.get(root + "/")
+        wait = WebDriverWait(driver, 10)
+        # The model picker is filled from /v1/models.
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
+        prompt = driver.find_element(By.ID, "prompt")
+        prompt.clear()
+        prompt.send_keys(PROMPT)
+        driver.find_element(By.ID, "send").click()
+        wait.until(lambda d: d.execute_script("return window.demoState") in ("done", "error"))
+        assert driver.execute_script("return window.demoState") == "done", driver.find_element(By.ID, "error").text
+        answer = driver.find_element(By.ID, "answer").text
+        pieces = driver.execute_script("return window.pieces")
+        ttfc = driver.find_element(By.ID, "ttfc").text
+        if screenshot:
+            os.makedirs(os.path.dirname(os.path.abspath(screenshot)), exist_ok=True)
+            driver.save_screenshot(screenshot)
+        return answer, pieces, ttfc
 
 
 async def test_page_streams_token_by_token(nursery):
     if MISSING:
-        pytest.fail(MISSING)  # a fresh machine must not pass the suite without this test
+        pytest.fail(MISSING)  # a fresh machine must not pass the suite without this test (before starting servers)
     sim = await start_sim(nursery, ttft=0.2, interval=INTERVAL_S, chunks=CHUNKS)
     root = await start_relay(nursery, sim.url)
     expected = await _expected_text(sim.url)

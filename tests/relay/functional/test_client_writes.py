@@ -16,7 +16,8 @@ import pytest
 import trio
 
 from proxy.config import Settings
-from proxy.server import FINAL_EVENT_S, serve
+from proxy.edge import serve
+from proxy.edge._server import FINAL_EVENT_S
 from tests.conftest import raw_chat_request, start_relay, start_sim, wait_lines
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -24,7 +25,7 @@ CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user",
 FLOOD = {**CHAT, "sim_chunks": 40, "sim_tokens_per_chunk": 20_000, "sim_interval": 0}
 PATHS = [pytest.param("on", id="direct"), pytest.param("off", id="asgi")]
 # Plain hypercorn writes to a client shielded and without a deadline: only our connection class keeps one.
-pytestmark = pytest.mark.fast_paths("the client write deadline is kept by proxy/serving/_connection.py")
+pytestmark = pytest.mark.fast_paths("the client write deadline is kept by proxy/edge/_tcpserver.py")
 
 
 async def stuck_client(root: str, body: dict) -> trio.SocketStream:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import httpx
 
 from proxy.config import Settings
-from proxy.observability import CORSPolicy, Observer
+from proxy.edge import CORSPolicy, Observer
 from tests.conftest import start_relay, start_sim
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}]}

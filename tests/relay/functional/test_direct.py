@@ -1,4 +1,4 @@
-"""Streamed bodies written straight to the client socket (proxy/serving/_direct.py): same bytes as the ASGI path."""
+"""Streamed bodies written straight to the client socket (proxy/edge/_direct.py): same bytes as the ASGI path."""
 
 import json
 
@@ -7,7 +7,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.serving import _direct as direct
+from proxy.edge import _direct as direct
 from tests.conftest import open_stream_and_leave, start_relay, start_sim, wait_lines
 
 pytestmark = pytest.mark.fast_paths("direct writes are a fast path")
@@ -69,7 +69,7 @@ async def test_last_piece_goes_out_with_the_terminator_in_one_write(nursery, mon
     """Head, one write per piece before the last, then last piece + terminator: one ``send`` fewer per response."""
     from hypercorn.events import RawData
 
-    from proxy.serving import _connection as keepalive
+    from proxy.edge import _tcpserver as keepalive
 
     sent = []  # what hypercorn's own writes carried (heads, terminators), in order
     protocol_send = keepalive.TCPServer.protocol_send
@@ -186,7 +186,7 @@ class _GoneWriter:
 
 
 class _Upstream:
-    """A body reader (``proxy.upstream.READER``) with five events, one per read."""
+    """A body reader (``proxy.transport.READER``) with five events, one per read."""
 
     ended = False  # the end is only known from the empty read
 
@@ -198,17 +198,15 @@ class _Upstream:
         return b'data: {"n": %d}\n\n' % self.reads if self.reads <= 5 else b""
 
 
-async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monkeypatch):
-    from proxy.observability import Tap
-    from proxy.stream import _relay as relay
-    from proxy.upstream import READER
+async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone():
+    from proxy.edge import Tap
+    from proxy.stream import _bodies as relay
+    from proxy.transport import READER
 
-    monkeypatch.setattr(relay, "current_writer", lambda method: _GoneWriter())
     upstream = _Upstream()
     tap = Tap()
-    body = relay.SSEBody(httpx.Response(200, content=b"", extensions={READER: upstream}), direct="POST", tap=tap)
-    with pytest.raises(StopAsyncIteration):
-        await body.__anext__()
+    body = relay.SSEBody(httpx.Response(200, content=b"", extensions={READER: upstream}), tap=tap)
+    await body.relay(_GoneWriter())
     assert tap.gone and tap.chunks == 1 and upstream.reads == 1  # stopped at the first failed write
     with pytest.raises(StopAsyncIteration):
         await body.__anext__()
@@ -219,7 +217,7 @@ async def test_direct_relay_stops_and_marks_the_tap_when_the_client_is_gone(monk
 
 
 class _Server:
-    """What a DirectWriter reads of proxy.serving.TCPServer."""
+    """What a DirectWriter reads of proxy.edge's TCPServer."""
 
     def __init__(self, timeout_s: float) -> None:
         self.pending = b""
@@ -228,7 +226,7 @@ class _Server:
 
 
 class _HalfOs:
-    """``os`` for proxy.serving whose first ``write`` sends only half: a socket buffer that is almost full."""
+    """``os`` for proxy.edge whose first ``write`` sends only half: a socket buffer that is almost full."""
 
     def __init__(self) -> None:
         self.halved = False

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from proxy.config import Settings
-from proxy.upstream import ConfigError, Upstream, Upstreams, upstream_configs
+from proxy.routing import ConfigError, Upstream, Upstreams, upstream_configs
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_metrics import samples, total
 from tests.support import ROOT
@@ -32,6 +32,7 @@ def test_fallbacks_are_read_in_order():
         Settings(upstreams=[table("a", default=True, fallbacks=["c", "b"]), table("b"), table("c")])
     )
     assert [c.fallbacks for c in configs] == [("c", "b"), (), ()]
+    assert [c.retry_on_timeout for c in configs] == [False] * 3  # a timeout is not sent again unless asked
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,7 @@ def test_fallbacks_are_read_in_order():
         ([table("a", fallbacks=["b", "b"]), table("b")], "'fallbacks' lists an upstream twice"),
         ([table("a", fallbacks="b"), table("b")], "'fallbacks' must be a list of upstream names"),
         ([table("a", fallbacks=[1]), table("b")], "'fallbacks' must be a list of upstream names"),
+        ([table("a", retry_on_timeout="yes"), table("b")], "'retry_on_timeout' must be true or false"),
     ],
 )
 def test_bad_fallbacks_are_refused(tables, message):
@@ -95,8 +97,8 @@ async def test_a_refused_connection_falls_back(nursery, monkeypatch, access_line
     assert backup.stats.snapshot()["started"] == 1
 
 
-@pytest.mark.parametrize(("status", "stream"), [(500, False), (503, True), (429, True)])
-async def test_a_429_or_5xx_falls_back(nursery, monkeypatch, access_lines, status, stream):
+@pytest.mark.parametrize(("status", "stream"), [(502, False), (503, True), (429, True)])
+async def test_an_answer_that_says_not_processed_falls_back(nursery, monkeypatch, access_lines, status, stream):
     primary = await start_sim(nursery, key_faults={PRIMARY_KEY: f"status:{status}"})
     backup = await start_sim(nursery)
     root = await relay_with_fallback(nursery, monkeypatch, primary.url, backup)
@@ -105,13 +107,43 @@ async def test_a_429_or_5xx_falls_back(nursery, monkeypatch, access_lines, statu
     assert (primary.stats.snapshot()["started"], backup.stats.snapshot()["started"]) == (1, 1)
 
 
-async def test_a_first_byte_timeout_falls_back(nursery, monkeypatch, access_lines):
+@pytest.mark.parametrize("status", [500, 504])
+async def test_an_answer_that_may_follow_processing_is_relayed_not_sent_again(nursery, monkeypatch, status):
+    primary = await start_sim(nursery, key_faults={PRIMARY_KEY: f"status:{status}"})
+    backup = await start_sim(nursery)
+    root = await relay_with_fallback(nursery, monkeypatch, primary.url, backup)
+    async with httpx.AsyncClient(timeout=10) as client:
+        with trio.fail_after(5):
+            resp = await client.post(root + "/v1/chat/completions", json=CHAT)
+        found = samples((await client.get(root + "/metrics")).text)
+    assert resp.status_code == status and resp.headers["x-moonrelay-upstream"] == "primary"
+    assert (primary.stats.snapshot()["started"], backup.stats.snapshot()["started"]) == (1, 0)
+    assert total(found, "moonrelay_fallbacks_total") == 0
+
+
+async def test_a_first_byte_timeout_is_answered_504_not_sent_again(nursery, monkeypatch, access_lines):
     primary = await start_sim(nursery, key_faults={PRIMARY_KEY: "stall"})
     backup = await start_sim(nursery)
     root = await relay_with_fallback(nursery, monkeypatch, primary.url, backup, first_byte_timeout_s=0.3)
     async with httpx.AsyncClient(timeout=10) as client:
+        with trio.fail_after(5):
+            resp = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+        found = samples((await client.get(root + "/metrics")).text)
+    assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
+    (line,) = await wait_lines(access_lines, 1)
+    assert (line["upstream"], line["status"]) == ("primary", 504)
+    assert (primary.stats.snapshot()["started"], backup.stats.snapshot()["started"]) == (1, 0)
+    assert total(found, "moonrelay_fallbacks_total") == 0
+
+
+async def test_a_first_byte_timeout_falls_back_where_the_upstream_opts_in(nursery, monkeypatch, access_lines):
+    primary = await start_sim(nursery, key_faults={PRIMARY_KEY: "stall"})
+    backup = await start_sim(nursery)
+    root = await relay_with_fallback(nursery, monkeypatch, primary.url, backup, first_byte_timeout_s=0.3,
+                                     retry_on_timeout=True)  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as client:
         await served_by_backup(client, root, access_lines, "first_byte_timeout", stream=True)
-    assert backup.stats.snapshot()["started"] == 1
+    assert (primary.stats.snapshot()["started"], backup.stats.snapshot()["started"]) == (1, 1)
 
 
 async def test_nothing_falls_back_after_the_first_byte(nursery, monkeypatch, access_lines):
@@ -148,8 +180,7 @@ async def test_an_upstream_without_fallbacks_relays_its_failure(nursery, monkeyp
 
 
 async def test_a_full_fallback_is_skipped_and_the_slot_moves():
-    from proxy.app._admission import Streams
-    from proxy.app._relay import Relay
+    from proxy.relay import Relay, Streams
     from proxy.state import RequestState
 
     settings = Settings(
@@ -174,7 +205,7 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
 
 def test_the_example_in_the_reference_loads(tmp_path):
 
-    from proxy.upstream import load_settings
+    from proxy.routing import load_settings
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Fallbacks.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]

@@ -1,11 +1,11 @@
-"""The serving fast paths (proxy/serving/), proved both ways: on the installed (pinned) framework versions every
+"""The serving fast paths (proxy/edge/), proved both ways: on the installed (pinned) framework versions every
 one is really taken, and with the switch off (``fast_paths="off"``) none is, while the relay answers the same."""
 
 import httpx
 import trio
 
-from proxy.serving import FALLBACKS, TAKEN, current_writer, fast_paths_allowed
-from proxy.serving import FAST_PATHS_ENV as ENV
+from proxy.edge import FALLBACKS, TAKEN, current_writer, fast_paths_allowed
+from proxy.edge.versions import FAST_PATHS_ENV as ENV
 from tests.conftest import start_relay, start_sim
 
 CHAT = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "hi"}],

@@ -7,10 +7,11 @@ import pytest
 import trio
 import trio.testing
 
-from proxy import gcpolicy, server
+from proxy import gcpolicy
 from proxy.__main__ import build_parser
 from proxy.config import load
-from proxy.serving import _connection as keepalive
+from proxy.edge import _server as server
+from proxy.edge import _tcpserver as keepalive
 from proxy.stream import Heartbeats
 from tests.conftest import start_relay, start_sim
 
@@ -73,7 +74,7 @@ def test_heartbeats_keep_no_ended_body_alive():
 @pytest.mark.fast_paths("the cycle is broken by our connection class")
 async def test_closed_connection_is_freed_without_the_gc(nursery, monkeypatch):
     """A finished client connection's objects (hypercorn's server and protocol, h11 state, socket stream) go
-    by refcounting: no cycle is left for the collector (proxy.serving._connection.TCPServer.run)."""
+    by refcounting: no cycle is left for the collector (proxy.edge._tcpserver.TCPServer.run)."""
     servers: list[weakref.ref] = []
     init = keepalive.TCPServer.__init__
 

@@ -171,6 +171,8 @@ async def sighup_and_wait(records: Records, says: str) -> None:
 
 
 async def test_sighup_reloads_keys_with_a_stream_in_flight(nursery, tmp_path):
+    """The new table applies at once and a bad one is refused, the old one kept; both shown with a ``concurrent``
+    limit, which a held stream fills whatever the wall clock says (an rpm window would turn over at the minute)."""
     records = Records()
     logger = logging.getLogger("moonrelay")
     logger.addHandler(records)
@@ -182,21 +184,24 @@ async def test_sighup_reloads_keys_with_a_stream_in_flight(nursery, tmp_path):
         root = await start_relay(nursery, sim.url, api_keys_file=str(path))
         url = root + "/v1/chat/completions"
         newer = {"authorization": "Bearer mr-newer-0123456"}
+        long_stream = {**CHAT, "stream": True, "sim_chunks": 1000, "sim_interval": 0.05}  # ends when the test leaves
         async with httpx.AsyncClient(timeout=10) as client:
             async with client.stream("POST", url, json={**CHAT, "stream": True}, headers=AUTH) as held:
                 assert held.status_code == 200
-                path.write_text("mr-newer-0123456 name=newer rpm=1\n")
+                path.write_text("mr-newer-0123456 name=newer concurrent=1\n")
                 await sighup_and_wait(records, "client keys reloaded")
                 assert (await client.post(url, json=CHAT, headers=AUTH)).status_code == 401  # gone for new ones
-                assert (await client.post(url, json=CHAT, headers=newer)).status_code == 200
-                assert (await client.post(url, json=CHAT, headers=newer)).status_code == 429  # the new limit
+                async with client.stream("POST", url, json=long_stream, headers=newer) as newer_held:
+                    assert newer_held.status_code == 200
+                    refused = await client.post(url, json=CHAT, headers=newer)
+                    assert refused.status_code == 429 and "limit 1" in refused.json()["error"]["message"]  # the new
+                    path.write_text("mr-newer-0123456 name=newer concurrent=many\n")
+                    await sighup_and_wait(records, "not reloaded")
+                    assert (await client.post(url, json=CHAT, headers=AUTH)).status_code == 401
+                    refused = await client.post(url, json=CHAT, headers=newer)
+                    assert refused.status_code == 429 and "limit 1" in refused.json()["error"]["message"]  # kept
                 body = await held.aread()
             assert body.endswith(b"data: [DONE]\n\n") and body.count(b"data: ") == 22  # the stream completed
-            path.write_text("mr-newer-0123456 name=newer rpm=many\n")
-            await sighup_and_wait(records, "not reloaded")
-            assert (await client.post(url, json=CHAT, headers=AUTH)).status_code == 401
-            refused = await client.post(url, json=CHAT, headers=newer)
-            assert refused.status_code == 429 and refused.headers["x-ratelimit-limit-requests"] == "1"  # kept
         assert not any("mr-newer" in m or KEY in m for m in records.messages)
     finally:
         logger.removeHandler(records)

@@ -7,7 +7,7 @@ import httpx
 import trio
 
 from proxy.config import Settings
-from proxy.server import serve
+from proxy.edge import serve
 from tests.support.lockstep import LockstepUpstream, chunk_event
 
 N = 5

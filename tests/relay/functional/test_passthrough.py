@@ -4,12 +4,13 @@ sim (one per upstream), real sockets on ephemeral ports."""
 import gzip
 import hashlib
 import json
+import logging
 
 import httpx
 import pytest
 import trio
 
-from proxy.app import forwarded_headers, header_names, path_filter
+from proxy.relay import forwarded_headers, header_names, path_filter
 from tests.conftest import start_relay, start_sim
 from tests.loadtest.test_sim_endpoints import MULTIPART
 from tests.support.recorder import serve_recorder
@@ -235,6 +236,7 @@ async def test_uploads_larger_than_a_chat_body_are_allowed(nursery):
 
 
 async def test_the_upstream_is_the_header_then_the_model_then_the_default(nursery, caplog):
+    caplog.set_level(logging.INFO, logger="moonrelay")
     moon, openai = await start_sim(nursery), await start_sim(nursery)
     tables = (
         {"name": "moon", "base_url": moon.url, "models": ["moonshot-*"], "default": True},
@@ -255,7 +257,9 @@ async def test_the_upstream_is_the_header_then_the_model_then_the_default(nurser
     assert by_model.status_code == by_header.status_code == default.status_code == 200
     assert by_model.json()["model"] == "text-embedding-3-small"
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_upstream"
-    assert "moon, openai" in unknown.json()["error"]["message"]
+    # The client learns nothing of the configured upstreams (the operator's log names them).
+    assert unknown.json()["error"]["message"] == "No upstream is named 'nope'."
+    assert "known: moon, openai" in caplog.text
 
 
 async def test_no_default_upstream_needs_a_header_or_a_model(nursery):

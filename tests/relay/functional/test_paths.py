@@ -10,8 +10,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.app import path_filter
 from proxy.protocol import SEGMENT_CHARS, PathRefused, normalise
+from proxy.relay import path_filter
 from tests.conftest import start_relay
 from tests.support.recorder import raw_request, serve_recorder
 
@@ -156,4 +156,27 @@ async def test_the_relays_own_paths_with_other_methods_are_refused_not_passed(nu
     assert recorder.targets == []
     with trio.fail_after(5):  # the canonical routes still work
         status, _ = await raw_request(root, "/v1/models")
+    assert status == 200 and recorder.targets == [b"/base/v1/models"]
+
+
+CASE_VARIANTS = ["/v1/Chat/Completions", "/v1/CHAT/COMPLETIONS", "/V1/chat/completions", "/v1/chat/Completions/",
+                 "/v1/%43hat/completions", "/v1/Models", "/V1/models"]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", ["on", "off"])
+async def test_the_relays_own_paths_in_other_letter_cases_are_refused_not_passed(nursery, spec):
+    """A route of the relay's own in another letter case is not that route (the paths are case-sensitive, as
+    OpenAI's are) and never goes out by pass-through, around validation and usage injection: 400 ``invalid_path``
+    with pass-through on, 404 with it off."""
+    recorder = await nursery.start(serve_recorder)
+    root = await start_relay(nursery, recorder.url + "/base/v1", passthrough=spec, retries=0)
+    for target in CASE_VARIANTS:
+        status, response = await raw_request(root, target, "POST", "content-type: application/json\r\n", BAD_CHAT)
+        code = json.loads(response.partition(b"\r\n\r\n")[2])["error"]["code"]
+        expected = "invalid_path" if spec == "on" and target.startswith("/v1/") else "not_found"
+        assert (status, code) == ((400 if expected == "invalid_path" else 404), expected), (target, response)
+        status, response = await raw_request(root, target)
+        assert status in (400, 404, 405), (target, response)
+    assert recorder.targets == []  # nothing reached the upstream
+    status, _ = await raw_request(root, "/v1/models")  # the exact route still serves
     assert status == 200 and recorder.targets == [b"/base/v1/models"]

@@ -1,4 +1,4 @@
-"""The pump (proxy/stream/_pump.py): parked streams relayed from one task, handed back for all else."""
+"""The pump (proxy/transport/_pump.py): parked streams relayed from one task, handed back for all else."""
 
 import os
 import socket
@@ -10,8 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.stream import Pump
-from proxy.stream._pump import RESUME, WOKEN
+from proxy.transport import RESUME, WOKEN, Pump
 from tests.conftest import start_relay, start_sim
 from tests.support.scripted import ScriptedServer, read_request
 
@@ -187,9 +186,36 @@ async def test_a_relayed_stream_switches_tasks_per_chunk_only_without_the_pump(n
         assert steps >= 60, steps
 
 
+class Parks:
+    """Every park of a relayed stream in the relay's pump: set when one began, and what each returned."""
+
+    def __init__(self) -> None:
+        self.began = trio.Event()
+        self.returned: list[object] = []
+
+
+@pytest.fixture
+def parks(monkeypatch):
+    """The relay's own parks, recorded on their way through (the pump runs unchanged)."""
+    seen = Parks()
+    park = Pump.park
+
+    async def recording(self: Pump, fd: int, step) -> object:
+        seen.began.set()  # the socket joins the set before the park's first wait: no task runs in between
+        result = await park(self, fd, step)
+        seen.returned.append(result)
+        return result
+
+    monkeypatch.setattr(Pump, "park", recording)
+    return seen
+
+
 class _EndsThenCloses(ScriptedServer):
     """An NDJSON-bound stream whose last read is ``[DONE]`` with the body's terminator, then the upstream closes:
     a read that completes the body with nothing to write must end it, not wait on (and read the EOF)."""
+
+    def __init__(self, parks: Parks) -> None:
+        self.parks = parks
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -199,15 +225,18 @@ class _EndsThenCloses(ScriptedServer):
             head = conn.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
                                                                     ("transfer-encoding", "chunked")]))
             await stream.send_all(head + conn.send(h11.Data(data=b'data: {"n": 1}\n\n')))
-            await trio.sleep(0.05)  # the relay is parked by now
+            with trio.fail_after(5):
+                await self.parks.began.wait()  # the relay waits for the rest in its pump
+            assert self.parks.returned == []  # and is parked there still
             await stream.send_all(conn.send(h11.Data(data=b"data: [DONE]\n\n")) + conn.send(h11.EndOfMessage()))
 
 
 @pytest.mark.fast_paths("the pump serves directly written streams")
-async def test_a_body_that_ends_with_nothing_to_write_ends_cleanly(nursery):
-    upstream = await nursery.start(_EndsThenCloses().serve)
+async def test_a_body_that_ends_with_nothing_to_write_ends_cleanly(nursery, parks):
+    upstream = await nursery.start(_EndsThenCloses(parks).serve)
     root = await start_relay(nursery, upstream.url, heartbeat_s=0, retries=0)
     async with httpx.AsyncClient(timeout=10) as client:
         got = await client.get(root + "/chat/completions", params={"content": "hi"})
     assert got.status_code == 200
     assert got.content == b'{"n": 1}\n'  # no error line after it
+    assert len(parks.returned) == 1 and parks.returned[0] not in (RESUME, WOKEN)  # the pump's read ended it

@@ -307,7 +307,7 @@ async def test_connect_timeout_is_504(nursery):
 
 async def test_idle_keep_alive_connections_are_closed_after_requests(nursery):
     # quart-trio + hypercorn 0.18 lose the keep-alive timer after a connection's first response
-    # without proxy/serving/_connection.py; closed connections must still go at once (test_reliability_scale).
+    # without proxy/edge/_tcpserver.py; closed connections must still go at once (test_reliability_scale).
     sim = await start_sim(nursery)
     root = await start_relay(nursery, sim.url, keep_alive_s=0.5)
     host, port = root.removeprefix("http://").split(":")

@@ -270,7 +270,7 @@ async def test_long_retry_after_is_relayed_not_waited(nursery):
 async def test_connect_errors_are_retried(nursery, monkeypatch):
     # A bound socket that does not listen refuses connections; it starts listening once the
     # relay has been refused, so only a retry can reach it.
-    from proxy.upstream import _attempts as attempts
+    from proxy.routing import _attempts as attempts
 
     refused = trio.Event()
 

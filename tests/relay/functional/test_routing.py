@@ -11,7 +11,7 @@ import trio
 
 from proxy.auth import fingerprint
 from proxy.config import Settings
-from proxy.upstream import (
+from proxy.routing import (
     DEFAULT_REST_S,
     MAX_REST_S,
     AllKeysResting,
@@ -22,11 +22,10 @@ from proxy.upstream import (
     rest_seconds,
     upstream_configs,
 )
-from proxy.upstream import _routing as routing
-from proxy.upstream import (
-    load_settings as load,
-)
+from proxy.routing import _router as routing
+from proxy.routing import load_settings as load
 from tests.conftest import start_relay, start_sim, wait_lines
+from tests.relay.functional.test_fallbacks import refused_url
 from tests.relay.functional.test_metrics import samples, total
 from tests.support import ROOT
 
@@ -192,7 +191,7 @@ def test_a_single_key_or_none_never_rests():
 
 async def test_key_rests_live_in_the_store_by_fingerprint():
     from proxy.limits import LocalStore
-    from proxy.upstream import free_key
+    from proxy.routing import free_key
 
     store = LocalStore()
     pool, same_keys_elsewhere = KeyPool(["k1", "k2"]), KeyPool(["k1", "k2"])
@@ -286,20 +285,20 @@ async def test_access_log_and_metrics_name_the_upstream_used(nursery, access_lin
 async def test_models_lists_are_merged_and_a_failing_upstream_left_out(nursery):
     a = await start_sim(nursery, models=("moonshot-v1-8k", "shared"))
     b = await start_sim(nursery, models=("gpt-4o", "shared", "gpt-4o-mini"))
-    down = {"name": "down", "base_url": "http://127.0.0.1:9/v1"}  # port 9: refused
+    down = {"name": "down", "base_url": refused_url()}
     root = await relay_with(nursery, upstream("a", a, models=["*"]), down, upstream("b", b), retries=0)
     async with httpx.AsyncClient(timeout=10) as client:
         resp = await client.get(root + "/v1/models")
     assert resp.status_code == 200 and resp.json()["object"] == "list"
     assert [m["id"] for m in resp.json()["data"]] == ["moonshot-v1-8k", "shared", "gpt-4o", "gpt-4o-mini"]
 
-    root = await relay_with(nursery, down, {"name": "down2", "base_url": "http://127.0.0.1:9/v2"}, retries=0)
+    root = await relay_with(nursery, down, {"name": "down2", "base_url": refused_url()}, retries=0)
     async with httpx.AsyncClient(timeout=10) as client:
         resp = await client.get(root + "/v1/models")
     assert resp.status_code == 502
     err = resp.json()["error"]
     assert (err["type"], err["code"]) == ("upstream_error", "upstream_unavailable")
-    assert "127.0.0.1" not in err["message"] and "down: upstream_unavailable" in err["message"]
+    assert err["message"] == "No upstream answered the model list."  # which ones failed, and why: the log only
 
 
 async def test_keys_of_a_pool_are_used_in_turn(nursery, monkeypatch):
@@ -343,13 +342,15 @@ async def test_when_every_key_rests_the_429_is_relayed_then_refused_without_call
         relayed = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
         assert relayed.status_code == 429 and relayed.json()["error"]["type"] == "rate_limit_reached_error"
         assert relayed.headers["retry-after"] == "1" and "x-ratelimit-remaining" in relayed.headers
-        assert sim.stats.snapshot()["started"] == 2  # one try per key
+        assert sim.stats.snapshot()["started"] == 2  # one try per key; one request rests one key (a)
+        again = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
+        assert again.status_code == 429 and sim.stats.snapshot()["started"] == 3  # b, which rests now
         refused = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": True})
         seed = await client.get(root + "/chat/completions", params={"content": "hi"})
-    assert sim.stats.snapshot()["started"] == 2  # neither reached the upstream
+    assert sim.stats.snapshot()["started"] == 3  # neither reached the upstream
     assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-    assert refused.json()["error"] == {
-        "message": "Every API key of upstream 'moon' is rate limited; retry in 1 s.",
+    assert refused.json()["error"] == {  # the model, never the upstream's name
+        "message": "Every API key for the model 'moonshot-v1-8k' is rate limited; retry in 1 s.",
         "type": "rate_limit_error",
         "code": "upstream_rate_limited",
     }
@@ -395,6 +396,8 @@ async def test_the_upstream_cap_refuses_at_once_and_frees_its_slot(nursery):
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         err = refused.json()["error"]
         assert (err["type"], err["code"]) == ("rate_limit_error", "upstream_concurrency_limit")
+        assert err["message"] == ("The upstream for the model 'moonshot-v1-8k' is at its limit of concurrent "
+                                  "requests on this relay worker; retry shortly.")  # fmt: skip
         assert elsewhere.status_code == 200
         again = await client.post(url, json={**CHAT, "stream": True})  # the slot came back with the stream's end
         assert again.status_code == 200
@@ -453,7 +456,7 @@ async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock)
     from types import SimpleNamespace
 
     from proxy.limits import LocalStore
-    from proxy.upstream import send_with_retries
+    from proxy.routing import send_with_retries
 
     pool = KeyPool(["sk-a", "sk-b"])
     store = LocalStore(trio.current_time)  # virtual time
@@ -483,7 +486,7 @@ async def test_keys_rested_again_while_waiting_give_the_last_429(autojump_clock)
 async def test_a_single_key_is_retried_as_before(autojump_clock):
     from types import SimpleNamespace
 
-    from proxy.upstream import send_with_retries
+    from proxy.routing import send_with_retries
 
     upstream = SimpleNamespace(name="u", keys=KeyPool(["only"]), store=None)  # a pool of one reads no store
     answers = [busy("2"), httpx.Response(200, content=b"ok")]
@@ -494,3 +497,30 @@ async def test_a_single_key_is_retried_as_before(autojump_clock):
     t0 = trio.current_time()
     response, content = await send_with_retries(upstream, send, Settings(retries=1))
     assert (response.status_code, content, trio.current_time() - t0) == (200, None, 2.0)  # waited its Retry-After
+
+
+async def test_a_bare_429_moves_to_the_next_key_and_rests_none(autojump_clock):
+    from types import SimpleNamespace
+
+    from proxy.limits import LocalStore
+    from proxy.routing import send_with_retries
+
+    pool = KeyPool(["sk-a", "sk-b"])
+    store = LocalStore(trio.current_time)  # virtual time
+    upstream = SimpleNamespace(name="u", keys=pool, store=store)
+    used, ok_key = [], [b"Bearer sk-b"]
+
+    async def send(key):
+        used.append(key.authorization)
+        if key.authorization in ok_key:
+            return httpx.Response(200, content=b"ok")
+        return httpx.Response(429, content=b"Too Many Requests")  # says nothing about the account
+
+    response, _ = await send_with_retries(upstream, send, Settings(retries=1))
+    assert response.status_code == 200 and used == [b"Bearer sk-a", b"Bearer sk-b"]
+    assert await store.resting(pool.names) == [0.0, 0.0]
+    ok_key.clear()  # every key answers 429: each once a round, one retry, then the last 429
+    used.clear()
+    response, content = await send_with_retries(upstream, send, Settings(retries=1))
+    assert response.status_code == 429 and content == b"Too Many Requests"
+    assert used == [b"Bearer sk-a", b"Bearer sk-b"] * 2 and await store.resting(pool.names) == [0.0, 0.0]

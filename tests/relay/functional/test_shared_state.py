@@ -7,11 +7,8 @@ the relays are real ``python -m proxy --workers 2`` processes.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +17,8 @@ import trio
 from proxy.config import Settings
 from tests.conftest import start_relay, start_sim
 from tests.support import ROOT
-from tests.support.children import start_child, stop_child
+from tests.support.children import stop_child
+from tests.support.relays import scrape, start_relay_process, wait_backend, write_config
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 SLOTS_KEY = "moonrelay:slots:upstream:sim"
@@ -39,23 +37,6 @@ class PeakOpen:
             self.peak = max(self.peak, stats.snapshot()["open"])
 
         stats.on_started = on_started
-
-
-def write_config(folder: Path, sim_url: str, cap: int) -> str:
-    path = folder / "relay.toml"
-    path.write_text(f'[[upstreams]]\nname = "sim"\nbase_url = "{sim_url}"\ndefault = true\nmax_concurrent = {cap}\n')
-    return str(path)
-
-
-def start_relay_process(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    """``python -m proxy ARGS`` on an ephemeral port; its root URL (killed after 30 s if it never listens)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log, "a") as err:
-        argv = [sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--access-log", "off", *args]
-        try:
-            return start_child(argv, "moonrelay listening on ", env, err, within_s=30)
-        except AssertionError:
-            raise AssertionError(f"the relay did not start: {log.read_text()[-2000:]}") from None
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -122,21 +103,6 @@ async def test_two_instances_of_two_workers_share_one_cap(redis_server, nursery,
         assert "Traceback" not in (tmp_path / f"relay{i}.err").read_text()
 
 
-def scrape(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-async def wait_backend(client: httpx.AsyncClient, root: str, up: float, within_s: float) -> None:
-    """Until the relay's /metrics says the state backend is ``up`` (1) or down (0)."""
-    deadline = time.monotonic() + within_s
-    while scrape((await client.get(root + "/metrics")).text, "moonrelay_state_backend_up") != up:
-        assert time.monotonic() < deadline, f"moonrelay_state_backend_up never became {up}"
-        await trio.sleep(0.05)  # noqa: ASYNC110 - polling another process's metrics
-
-
 @pytest.mark.slow
 async def test_a_dead_restarted_or_stalled_redis_holds_no_request(redis_server, nursery, tmp_path) -> None:
     sim = await start_sim(nursery, ttft=0.05, chunks=5, interval=0.02)  # each stream lasts about 0.15 s
@@ -180,7 +146,7 @@ async def test_a_dead_restarted_or_stalled_redis_holds_no_request(redis_server, 
 
 
 def test_the_state_url_is_checked_before_serving() -> None:
-    from proxy.server import build_store
+    from proxy.edge import build_store
 
     with pytest.raises(ValueError, match="redis://HOST:PORT/DB"):
         build_store(Settings(state="localhost:6379"))
@@ -188,7 +154,7 @@ def test_the_state_url_is_checked_before_serving() -> None:
 
 
 def test_the_example_in_the_reference_loads(tmp_path) -> None:
-    from proxy.upstream import load_settings, upstream_configs
+    from proxy.routing import load_settings, upstream_configs
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("## Shared state on Redis", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
@@ -199,9 +165,23 @@ def test_the_example_in_the_reference_loads(tmp_path) -> None:
     assert [c.max_concurrent for c in upstream_configs(settings)] == [1000]
 
 
-async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server, nursery) -> None:
+def redis_time(redis_server) -> float:
+    """Redis's own clock (``TIME``), the one every window is counted by."""
+    reply = redis_server.command("TIME").split(b"\r\n")
+    return int(reply[2]) + int(reply[4]) / 1e6
+
+
+async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server, nursery, monkeypatch) -> None:
     """Client-key limits count in the same store: with --state, two relays (as two instances) share one key's rpm;
-    each alone, the third request would pass."""
+    each alone, the third request would pass. The windows start a second before the test, not on a wall-clock
+    minute, so the three requests fall in one window whenever the test runs."""
+    from functools import partial
+
+    import proxy.edge._server
+    from proxy.limits import RedisStore
+
+    origin = redis_time(redis_server) - 1.0
+    monkeypatch.setattr(proxy.edge._server, "RedisStore", partial(RedisStore, window_origin_s=origin))
     sim = await start_sim(nursery)
     roots = [
         await start_relay(
@@ -209,8 +189,6 @@ async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server,
         )
         for _ in range(2)
     ]
-    if time.time() % 60 > 57:  # rpm windows are epoch-aligned minutes: do not straddle one
-        await trio.sleep(60 - time.time() % 60)
     headers = {"authorization": "Bearer mr-shared-key"}
     body = {**CHAT, "stream": False}
     async with httpx.AsyncClient(timeout=10) as client:
@@ -219,6 +197,7 @@ async def test_a_client_keys_rpm_holds_across_relays_sharing_state(redis_server,
         third = await client.post(roots[0] + "/v1/chat/completions", json=body, headers=headers)
     assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 50 < int(third.headers["retry-after"]) <= 59  # the window the test set: it began a second before
 
 
 async def two_relays_in_front_of(nursery, monkeypatch, tables: list[dict], state: str) -> list[str]:
@@ -256,7 +235,7 @@ async def test_a_429d_deployment_rests_on_every_instance(redis_server, nursery, 
 async def test_an_open_circuit_is_open_on_every_instance(redis_server, nursery, monkeypatch, shared) -> None:
     """A deployment's breaker opened by one relay's failure keeps the other relay away from it too when they share
     --state; each on its own, the second relay sends its own failing request first (the control)."""
-    primary = await start_sim(nursery, key_faults={"sk-primary": "status:500"})
+    primary = await start_sim(nursery, key_faults={"sk-primary": "status:503"})
     backup = await start_sim(nursery)
     tables = [{"name": "primary", "base_url": primary.url, "models": ["kimi-k2"], "key_env": "PRIMARY_KEY",
                "weight": 100, "breaker_failures": 1, "breaker_cooldown_s": 60},
@@ -268,31 +247,17 @@ async def test_an_open_circuit_is_open_on_every_instance(redis_server, nursery, 
     assert primary.stats.snapshot()["started"] == (1 if shared else 2)
 
 
-async def test_a_stopping_relay_sends_its_queued_releases_before_it_ends(redis_server, nursery, monkeypatch) -> None:
-    """Releases are queued, not waited for (proxy/limits/_redis.py); serve() flushes them once it has drained, so a
-    stopped worker's slots come back at once, not after the release delay or their lease TTL."""
-    from functools import partial
-
-    import proxy.server
-    from proxy.limits import RedisStore
-    from proxy.server import serve
-
-    monkeypatch.setattr(proxy.server, "RedisStore", partial(RedisStore, release_delay_s=60.0))  # no timer flush
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_slot_is_free_in_redis_before_the_client_has_the_end_of_its_answer(redis_server, nursery,
+                                                                                   stream) -> None:  # fmt: skip
+    """The release is applied in Redis before the response's last bytes go out (docs/reference.md, "--state"): the
+    moment the client has read its answer, no slot is held, with no wait and no poll."""
     sim = await start_sim(nursery)
     tables = ({"name": "sim", "base_url": sim.url, "default": True, "max_concurrent": 5},)
-    settings = Settings(bind="127.0.0.1:0", upstream=sim.url, upstreams=tables, state=redis_server.url,
-                        access_log="off")  # fmt: skip
-    stop_now, ended = trio.Event(), trio.Event()
-
-    async def relay(task_status=trio.TASK_STATUS_IGNORED) -> None:
-        await serve(settings, shutdown_trigger=stop_now.wait, task_status=task_status)
-        ended.set()
-
-    root = await nursery.start(relay)
+    root = await start_relay(nursery, sim.url, upstreams=tables, state=redis_server.url, access_log="off")
     async with httpx.AsyncClient(timeout=10) as client:
-        assert (await client.post(root + "/v1/chat/completions", json=CHAT)).status_code == 200
-    assert redis_server.command("ZCARD", SLOTS_KEY) == b":1\r\n"  # given back, still queued
-    stop_now.set()
-    with trio.fail_after(10):
-        await ended.wait()
-    assert redis_server.command("ZCARD", SLOTS_KEY) == b":0\r\n"
+        for _ in range(5):
+            async with client.stream("POST", root + "/v1/chat/completions", json={**CHAT, "stream": stream}) as resp:
+                assert resp.status_code == 200
+                await resp.aread()
+            assert redis_server.command("ZCARD", SLOTS_KEY) == b":0\r\n"

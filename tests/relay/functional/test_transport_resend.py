@@ -12,8 +12,8 @@ import httpx
 import pytest
 import trio
 
-from proxy.upstream import H11Transport
-from proxy.upstream._connection import Connection
+from proxy.transport import H11Transport
+from proxy.transport._connection import Connection
 from tests.conftest import start_relay
 from tests.support.scripted import ScriptedServer
 
@@ -143,7 +143,7 @@ async def test_a_reset_first_seen_by_the_write_is_replaced_without_error(nursery
         await _post(transport, upstream.url, b'{"n": "first"}')
         with trio.fail_after(5):
             await trio.lowlevel.wait_readable(_pooled(transport).fd)
-        monkeypatch.setattr("proxy.upstream._pool.is_dead", lambda conn: False)
+        monkeypatch.setattr("proxy.transport._pool.is_dead", lambda conn: False)
         assert await _post(transport, upstream.url, b'{"n": "second"}') == b"{}"
         assert upstream.count(b'"second"') == 1 and upstream.connections == 2
     finally:

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trustme
 
-from proxy.upstream import H11Transport
+from proxy.transport import H11Transport
 from tests.relay.functional.test_transport_resend import read_request
 
 STRAY = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n"stray"'

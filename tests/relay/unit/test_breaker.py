@@ -7,7 +7,7 @@ import pytest
 
 from proxy.config import Settings
 from proxy.limits import LocalStore
-from proxy.upstream import (
+from proxy.routing import (
     HALF_OPEN_S,
     Circuit,
     Health,
@@ -20,7 +20,7 @@ from proxy.upstream import (
     breaker_outcome,
     upstream_configs,
 )
-from proxy.upstream._breaker import opens, step
+from proxy.routing._breaker import opens, step
 
 
 def table(name: str, **extra) -> dict:
@@ -130,7 +130,7 @@ def health_of(failures: int = 3, **extra) -> tuple[Health, Clock, list]:
     clock = Clock()
     breaker = {"breaker_failures": failures, "breaker_window_s": 10, "breaker_cooldown_s": 5}
     configs = upstream_configs(Settings(upstreams=[table("d", default=True, **breaker, **extra)]))
-    health = Health(LocalStore(clock), configs, probe_ttl_s=60)
+    health = Health(LocalStore(clock), configs)
     changes: list = []
     health.changed = lambda *change: changes.append(change)
     return health, clock, changes
@@ -248,9 +248,8 @@ def test_the_circuit_gauge_is_a_state_not_a_sum_over_workers(tmp_path):
 async def test_a_request_cancelled_while_probing_gives_the_probe_back():
     import httpx
 
-    from proxy.app._candidates import Candidates
+    from proxy.routing import Candidates, Upstream, Upstreams
     from proxy.state import RequestState
-    from proxy.upstream import Upstream, Upstreams
 
     settings = Settings(upstreams=[table("a", models=["m"], breaker_failures=1), table("b", models=["m"])])
     upstreams = Upstreams(settings, [Upstream(settings, httpx.MockTransport(lambda r: None), config=c)

@@ -1,12 +1,14 @@
 """Client keys' limits without sockets: the keys file (proxy/limits/_keys.py), the checks and their settling in a
-LocalStore on a fake clock (proxy/limits/_client.py), the headers' formats, the usage both shapes report."""
+LocalStore on a fake clock (proxy/limits/_keylimits.py), the headers' formats, the usage both shapes report."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 
+from proxy import auth
 from proxy.auth import KeySource, load_client_keys
 from proxy.config import Settings
 from proxy.limits import (
@@ -93,6 +95,39 @@ def test_a_bad_file_at_reload_keeps_the_keys_in_force(tmp_path, caplog):
     assert not source.reload() and source.current.identify("sk-two") is not None
 
 
+def test_a_file_that_changes_while_it_is_read_is_refused_until_it_holds_still(tmp_path, monkeypatch, caplog):
+    """A writer that rewrites the keys file in place while SIGHUP reads it: half a file must never become the keys
+    in force (a cut key would lock its client out, or let a prefix in)."""
+    path = tmp_path / "keys"
+    path.write_text("sk-one name=one\n")
+    source = KeySource(Settings(api_keys_file=str(path)))
+    path.write_text("sk-two-0123")  # the first half of what the writer means to write...
+    read = auth._read
+
+    def read_while_written(f):
+        text = read(f)
+        with open(path, "a") as rest:  # ...and the rest, written while the relay reads
+            rest.write("456789 name=two\n")
+        return text
+
+    monkeypatch.setattr(auth, "_read", read_while_written)
+    caplog.set_level(logging.INFO, logger="moonrelay")
+    assert not source.reload()
+    assert source.current.identify("sk-one") is not None and source.current.identify("sk-two-0123") is None
+    refused = [r.getMessage() for r in caplog.records]
+    assert len(refused) == 1 and "changed while it was read" in refused[0] and "sk-two" not in refused[0]
+    monkeypatch.setattr(auth, "_read", read)
+    caplog.clear()
+    assert source.reload()  # the next SIGHUP reads the whole file
+    assert source.current.identify("sk-two-0123456789") is not None and source.current.identify("sk-one") is None
+    assert [r.getMessage() for r in caplog.records] == ["SIGHUP: client keys reloaded: 1 configured, 0 with limits"]
+
+
+def test_a_keys_file_that_cannot_be_read_says_which_and_why(tmp_path):
+    with pytest.raises(KeysFileError, match=r"api_keys_file '.*missing': No such file or directory$"):
+        load_client_keys(Settings(api_keys_file=str(tmp_path / "missing")))
+
+
 def test_openai_durations():
     assert [openai_duration(s) for s in (0.0169, 0.0001, 1, 1.2, 59.5, 60, 360, 3723)] == [
         "17ms", "1ms", "1s", "2s", "1m0s", "1m0s", "6m0s", "1h2m3s"
@@ -101,15 +136,16 @@ def test_openai_durations():
 
 async def test_rpm_refuses_past_its_number_until_the_next_minute():
     clock = FakeClock(MINUTE_START + 15)
-    limits = ClientLimits(LocalStore(clock), 60)
+    limits = ClientLimits(LocalStore(clock))
     k = key(rpm=3)
     got = [await limits.admit(k) for _ in range(3)]
     assert [a.headers["x-ratelimit-remaining-requests"] for a in got] == ["2", "1", "0"]
     assert got[0].headers["x-ratelimit-limit-requests"] == "3" and got[0].headers["x-ratelimit-reset-requests"] == "45s"
     refused = await limits.admit(k)
     assert isinstance(refused, Refusal) and refused.limit == "rpm" and refused.status == 429
-    assert refused.headers["retry-after"] == "45" and refused.headers["x-ratelimit-remaining-requests"] == "0"
-    assert refused.body["error"]["code"] == "rate_limit_exceeded" and refused.body["error"]["type"] == "requests"
+    assert refused.response_headers()["retry-after"] == "45"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.body()["error"]["code"] == "rate_limit_exceeded" and refused.body()["error"]["type"] == "requests"
     assert isinstance(await limits.admit(k), Refusal)  # a refusal does not count itself
     clock.now = MINUTE_START + 60
     assert not isinstance(await limits.admit(k), Refusal)
@@ -117,11 +153,12 @@ async def test_rpm_refuses_past_its_number_until_the_next_minute():
 
 async def test_concurrent_leases_and_release():
     store = LocalStore(FakeClock(MINUTE_START))
-    limits = ClientLimits(store, 60)
+    limits = ClientLimits(store)
     k = key(concurrent=2, rpm=100)
     a, b = await limits.admit(k), await limits.admit(k)
     refused = await limits.admit(k)
-    assert isinstance(refused, Refusal) and refused.limit == "concurrent" and refused.headers["retry-after"] == "1"
+    assert isinstance(refused, Refusal) and refused.limit == "concurrent"
+    assert refused.response_headers()["retry-after"] == "1"
     assert refused.headers["x-ratelimit-remaining-requests"] == "98"  # the refused one did not count as a request
     await a.settle(None)
     await a.settle(None)  # twice: one slot back, not two
@@ -134,7 +171,7 @@ async def test_concurrent_leases_and_release():
 
 async def test_a_refusal_by_a_window_gives_the_slot_back():
     store = LocalStore(FakeClock(MINUTE_START))
-    limits = ClientLimits(store, 60)
+    limits = ClientLimits(store)
     k = key(concurrent=5, rpm=1)
     await limits.admit(k)
     assert isinstance(await limits.admit(k), Refusal)
@@ -143,7 +180,7 @@ async def test_a_refusal_by_a_window_gives_the_slot_back():
 
 async def test_tpm_counts_reported_tokens_after_the_response():
     clock = FakeClock(MINUTE_START + 50)
-    limits = ClientLimits(LocalStore(clock), 60)
+    limits = ClientLimits(LocalStore(clock))
     k = key(tpm=100)
     first = await limits.admit(k)
     assert first.headers["x-ratelimit-remaining-tokens"] == "100" and first.headers["x-ratelimit-reset-tokens"] == "10s"
@@ -152,8 +189,8 @@ async def test_tpm_counts_reported_tokens_after_the_response():
     assert second.headers["x-ratelimit-remaining-tokens"] == "1"  # under the limit: let through
     await second.settle(5)  # tokens are only known afterwards: a window may end over its limit
     refused = await limits.admit(k)
-    assert isinstance(refused, Refusal) and refused.limit == "tpm" and refused.body["error"]["type"] == "tokens"
-    assert refused.headers["retry-after"] == "10" and refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert isinstance(refused, Refusal) and refused.limit == "tpm" and refused.body()["error"]["type"] == "tokens"
+    assert refused.response_headers()["retry-after"] == "10" and refused.headers["x-ratelimit-remaining-tokens"] == "0"
     clock.now = MINUTE_START + 60
     assert not isinstance(await limits.admit(k), Refusal)
 
@@ -161,13 +198,14 @@ async def test_tpm_counts_reported_tokens_after_the_response():
 async def test_budget_refuses_until_its_period_ends():
     hour = 3600 * 300  # an hour boundary since the epoch
     clock = FakeClock(hour + 600)
-    limits = ClientLimits(LocalStore(clock), 60)
+    limits = ClientLimits(LocalStore(clock))
     k = key(budget=1000, budget_s=3600)
     await (await limits.admit(k)).settle(1000)
     clock.now = hour + 1800  # other minutes: the budget remembers
     refused = await limits.admit(k)
     assert isinstance(refused, Refusal) and refused.limit == "budget"
-    assert refused.body["error"]["code"] == "insufficient_quota" and refused.headers["retry-after"] == "1800"
+    assert refused.body()["error"]["code"] == "insufficient_quota"
+    assert refused.response_headers()["retry-after"] == "1800"
     clock.now = hour + 3600
     assert not isinstance(await limits.admit(k), Refusal)
 

@@ -1,13 +1,13 @@
-"""The relay object (proxy/app/_relay.py ``Relay``) without sockets: admission, routing and the drain's 503."""
+"""The relay object (proxy/relay/_relay.py ``Relay``) without sockets: admission, routing and the drain's 503."""
 
 from types import SimpleNamespace
 
 import pytest
 import trio
 
-from proxy.app import Relay, Streams
 from proxy.config import Settings
-from proxy.protocol import InvalidRequest
+from proxy.errors import InvalidRequest, Refused
+from proxy.relay import Relay, Streams
 from proxy.state import RequestState
 
 
@@ -57,7 +57,7 @@ async def test_admit_takes_both_slots_and_release_gives_them_back():
     first, second, third = RequestState(), RequestState(), RequestState()
     await relay.admit(first, up)
     assert first.admitted and first.upstream_slot is up and relay.streams.active == 1 and up.active == 1
-    with pytest.raises(InvalidRequest) as upstream_full:
+    with pytest.raises(Refused) as upstream_full:
         await relay.admit(second, up)
     assert (upstream_full.value.status, upstream_full.value.code) == (429, "upstream_concurrency_limit")
     await relay.streams.release(second)  # the worker slot it took goes back with the call, as the Observer does
@@ -65,7 +65,7 @@ async def test_admit_takes_both_slots_and_release_gives_them_back():
     assert relay.streams.active == 0 and up.active == 0
     await relay.admit(third, FakeUpstream("other"))
     await relay.admit(RequestState(), FakeUpstream("other"))
-    with pytest.raises(InvalidRequest) as worker_full:
+    with pytest.raises(Refused) as worker_full:
         await relay.admit(RequestState(), FakeUpstream("other"))
     assert (worker_full.value.status, worker_full.value.code) == (429, "relay_overloaded")
 
@@ -73,12 +73,12 @@ async def test_admit_takes_both_slots_and_release_gives_them_back():
 async def test_a_draining_relay_refuses_new_requests():
     relay = make_relay()
     relay.streams.draining = True
-    with pytest.raises(InvalidRequest) as refused:
+    with pytest.raises(Refused) as refused:
         await relay.admit(RequestState(), FakeUpstream("x"))
     assert (refused.value.status, refused.value.code) == (503, "shutting_down")
 
 
-async def test_a_drain_that_runs_out_of_time_answers_503():
+async def test_a_drain_that_runs_out_of_time_is_refused_with_503():
     relay = make_relay()
     started = trio.Event()
 
@@ -90,10 +90,13 @@ async def test_a_drain_that_runs_out_of_time_answers_503():
         answers = []
 
         async def ask():
-            answers.append(await relay.until_answered(never_answers))
+            try:
+                await relay.until_answered(never_answers)
+            except Refused as exc:
+                answers.append(exc)
 
         nursery.start_soon(ask)
         await started.wait()
         relay.streams.stop_all()
-    assert answers[0].status_code == 503
+    assert (answers[0].status, answers[0].code) == (503, "shutting_down")
     assert not relay.streams.waiting

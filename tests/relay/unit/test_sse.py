@@ -21,6 +21,11 @@ def test_crlf_and_comments():
 
 def test_event_data_multiline_and_fields():
     assert event_data(b"event: message\ndata: a\ndata: b") == b"a\nb"
+    assert event_data(b"event: message\ndata: a") == b"a"  # the named events of Messages and Responses
+    assert event_data(b"event: message\r\ndata: a") == b"a"
+    assert event_data(b"event: message\ndata:a") == b"a"
+    assert event_data(b"event: message\nid: 1\ndata: a") == b"a"
+    assert event_data(b"event: message") is None
     assert event_data(b"data:nospace") == b"nospace"
     assert event_data(b"data: [DONE]") == DONE
 

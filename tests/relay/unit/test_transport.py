@@ -1,4 +1,4 @@
-"""The h11 transport (proxy/upstream/) on its own: pooling and the chunked body path, over real sockets."""
+"""The h11 transport (proxy/transport/) on its own: pooling and the chunked body path, over real sockets."""
 
 from functools import partial
 
@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.upstream import H11Transport, Timeouts, reader
+from proxy.transport import H11Transport, Timeouts, reader
 from tests.conftest import start_sim
 
 CHAT = b'{"model": "moonshot-v1-8k", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from proxy.serving import versions
+from proxy.edge import versions
 from tests.project.test_dependencies import locked_versions
 from tests.support import ROOT
 
