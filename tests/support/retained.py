@@ -3,6 +3,10 @@
 ``Retained.take()`` collects the garbage first, so what it counts is what something still refers to; two takes
 around a load, ``grown`` says what the load kept. Objects are counted by ``gc.get_objects`` (containers: a dict, a
 tuple, an instance); bytes by tracemalloc (strings and bytes too), by the line that allocated them.
+
+``start()`` freezes what is alive then (``gc.freeze``: out of the collector's generations), so each census walks and
+counts only the objects made since, not the whole test process's hundreds of thousands: what a load keeps is among
+those. ``stop()`` hands them back to the collector.
 """
 
 from __future__ import annotations
@@ -38,10 +42,13 @@ class Retained:
     """Censuses of this process; tracemalloc runs from ``start()`` to ``stop()``."""
 
     def start(self) -> None:
+        gc.collect()
+        gc.freeze()
         tracemalloc.start(1)
 
     def stop(self) -> None:
         tracemalloc.stop()
+        gc.unfreeze()
 
     def take(self) -> Census:
         gc.collect()

@@ -37,10 +37,10 @@ from tests.conftest import start_relay
 from tests.support.children import start_child, stop_child
 from tests.support.retained import Census, Retained, grown
 
-WARM_UP = 15  # requests of a kind before the first census: pools filled, caches made, code paths run once
-REQUESTS = 100  # requests of a kind between the two censuses
-MOST_OBJECTS = 25  # live objects more after them, at most: a leak of one object per request shows four times over
-MOST_BYTES = 16 * 1024  # allocated bytes more after them, at most: 164 per request
+WARM_UP = 10  # requests of a kind before the first census: pools filled, caches made, code paths run once
+REQUESTS = 48  # requests of a kind between the two censuses
+MOST_OBJECTS = 16  # live objects more after them, at most: a leak of one object per request shows three times over
+MOST_BYTES = 12 * 1024  # allocated bytes more after them, at most: 256 per request
 JUMP_S = 100.0  # past Quart's body timeout (60 s), the keep-alive (set below), the connect timeout; short of 300 s
 
 CHAT = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}]}
@@ -223,7 +223,6 @@ async def test_requests_of_every_kind_leave_nothing_behind(nursery, mock_clock, 
     await assert_keeps_nothing(mock_clock, root, kinds)
 
 
-
 def refused_url() -> str:
     """A base URL whose port nothing listens on (connection refused)."""
     with socket.socket() as s:
@@ -263,6 +262,7 @@ async def test_fallbacks_and_client_limits_leave_nothing_behind(nursery, mock_cl
         Kind("no key", "POST", "/v1/chat/completions", STREAM, status=401),
     ]
     await assert_keeps_nothing(mock_clock, root, kinds)
+
 
 def cyclic_garbage() -> list[str]:
     """The types of what only the cycle collector could free now (collected, then dropped)."""
