@@ -104,7 +104,11 @@ async def _settled(clock: trio.testing.MockClock) -> None:
 
 async def _measure(args: argparse.Namespace, out: Path, clock: trio.testing.MockClock) -> dict[str, Any]:
     from proxy.config import Settings
-    from proxy.edge import serve
+
+    try:
+        from proxy.edge import serve
+    except ImportError:  # --relay-from a checkout from before proxy/ was split by layer
+        from proxy.server import serve  # type: ignore[no-redef]
 
     sim_argv = [sys.executable, "-m", "loadtest.sim", "--bind", "127.0.0.1:0", "--ttft", "0", "--ttft-jitter", "0",
                 "--chunks", "5", "--interval", "0", "--interval-jitter", "0"]  # fmt: skip
