@@ -93,7 +93,10 @@ def machine_label(facts: dict[str, Any]) -> str:
 
 
 def _shape(scenario: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in scenario.items() if k not in _IGNORED_SHAPE_KEYS}
+    shape = {k: v for k, v in scenario.items() if k not in _IGNORED_SHAPE_KEYS}
+    if shape.get("api") == "chat":
+        del shape["api"]  # runs from before the field spoke chat
+    return shape
 
 
 def _folders(results: Path) -> list[Path]:

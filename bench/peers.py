@@ -130,7 +130,26 @@ class MoonrelayNoPump(Moonrelay):
     extra_env = {"MOONRELAY_PUMP": "off"}
 
 
-class MoonrelayCapped(Moonrelay):
+class MoonrelayConfigured(Moonrelay):
+    """moonrelay with a config file of one ``[[upstreams]]`` table, the sim (``upstream``: the table's own lines)."""
+
+    def upstream(self, sim_url: str) -> str:
+        raise NotImplementedError
+
+    def _config(self, sim_url: str, workdir: Path) -> Path:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "relay.toml"
+        path.write_text(f'[[upstreams]]\nname = "sim"\ndefault = true\nkey_env = "MOONSHOT_API_KEY"\n'
+                        f"{self.upstream(sim_url)}")  # fmt: skip
+        return path
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        base = super().launch(sim_url, workdir, workers, streams)
+        return Launch(argv=[*base.argv, "--config", str(self._config(sim_url, workdir))],
+                      url_pattern=base.url_pattern, env=base.env)  # fmt: skip
+
+
+class MoonrelayCapped(MoonrelayConfigured):
     """moonrelay with a ``max_concurrent`` no run reaches, counted per worker: the A side of the ``--state`` cost
     A/B (issue 15). Every request takes and gives back a slot, so the only difference to ``moonrelay-state`` is
     where it is counted."""
@@ -138,17 +157,8 @@ class MoonrelayCapped(Moonrelay):
     name = "moonrelay-capped"
     CAP = 1_000_000
 
-    def _config(self, sim_url: str, workdir: Path) -> Path:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / "relay.toml"
-        path.write_text(f'[[upstreams]]\nname = "sim"\nbase_url = "{sim_url}"\ndefault = true\n'
-                        f'key_env = "MOONSHOT_API_KEY"\nmax_concurrent = {self.CAP}\n')  # fmt: skip
-        return path
-
-    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
-        base = super().launch(sim_url, workdir, workers, streams)
-        return Launch(argv=[*base.argv, "--config", str(self._config(sim_url, workdir))],
-                      url_pattern=base.url_pattern, env=base.env)  # fmt: skip
+    def upstream(self, sim_url: str) -> str:
+        return f'base_url = "{sim_url}"\nmax_concurrent = {self.CAP}\n'
 
 
 class MoonrelayState(MoonrelayCapped):
@@ -164,6 +174,34 @@ class MoonrelayState(MoonrelayCapped):
         relay = " ".join([*base.argv, "--state", f"unix://{sock}?db=0"])
         script = f"{redis} & while [ ! -S {sock} ]; do sleep 0.05; done; exec {relay}"
         return Launch(argv=["sh", "-c", script], url_pattern=base.url_pattern, env=base.env)
+
+
+class MoonrelayNative(MoonrelayConfigured):
+    """moonrelay whose upstream declares the sim's native protocol (``api`` in its ``[[upstreams]]`` table), so a
+    request in that protocol is relayed event by event, not translated: the other side of the token-rate-messages
+    and token-rate-responses scenarios' comparison (``moonrelay`` there translates onto the sim's chat route)."""
+
+    api = ""  # the [[upstreams]] table's api
+    path = ""  # the sim's base URL for that protocol, from its origin
+
+    def upstream(self, sim_url: str) -> str:
+        return f'base_url = "{sim_url.rstrip("/").removesuffix("/v1") + self.path}"\napi = "{self.api}"\n'
+
+
+class MoonrelayAnthropic(MoonrelayNative):
+    """Its upstream the sim's Messages route under Moonshot's base path (``/anthropic``, as Kimi is served)."""
+
+    name = "moonrelay-anthropic"
+    api = "anthropic"
+    path = "/anthropic"
+
+
+class MoonrelayResponses(MoonrelayNative):
+    """Its upstream the sim's Responses route (``/v1/responses``)."""
+
+    name = "moonrelay-responses"
+    api = "responses"
+    path = "/v1"
 
 
 class Nginx(Peer):
@@ -386,10 +424,12 @@ def peer(name: str) -> Peer:
 
 PEERS: dict[str, Peer] = {p.name: p for p in (Moonrelay(), Nginx(), LiteLLM(), LiteLLMTuned(), OpenAIForward(),
                                               OpenAIForwardTuned(), MoonrelayQuiet(), MoonrelayNoPump(),
-                                              MoonrelayCapped(), MoonrelayState())}  # fmt: skip
+                                              MoonrelayCapped(), MoonrelayState(), MoonrelayAnthropic(),
+                                              MoonrelayResponses())}  # fmt: skip
 TARGETS = ("direct", *PEERS)
 # the A/B variants run only when named
-ON_REQUEST = {"moonrelay-quiet", "moonrelay-nopump", "moonrelay-capped", "moonrelay-state"}
+ON_REQUEST = {"moonrelay-quiet", "moonrelay-nopump", "moonrelay-capped", "moonrelay-state", "moonrelay-anthropic",
+              "moonrelay-responses"}
 DEFAULT_TARGETS = tuple(t for t in TARGETS if t not in ON_REQUEST)
 _URL_SUFFIX = re.compile(r"/v1/?$")
 

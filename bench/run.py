@@ -44,6 +44,12 @@ WARMUP_REQUESTS = 4  # reaches both workers of a 2-worker proxy, most of the tim
 # Ask the sim for a short stream during warm-up (sim_* body fields; a peer that drops them just waits longer).
 WARMUP_BODY = {"model": "moonshot-v1-8k", "stream": True, "messages": [{"role": "user", "content": "warm-up"}],
                "sim_ttft": 0, "sim_chunks": 1, "sim_interval": 0}
+# The warm-up in the scenario's protocol (loadtest --api): the route it loads, and a body of its shape.
+WARMUP = {
+    "chat": ("/chat/completions", WARMUP_BODY),
+    "messages": ("/messages", {**WARMUP_BODY, "max_tokens": 16}),
+    "responses": ("/responses", {**{k: v for k, v in WARMUP_BODY.items() if k != "messages"}, "input": "warm-up"}),
+}
 KEEP_FROM_WORKDIR = (".conf", ".yaml", ".log")
 LOG_LIMIT_BYTES = 1_000_000
 
@@ -74,10 +80,12 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _warm_up(url: str) -> None:
+async def _warm_up(url: str, api: str = "chat") -> None:
+    route, body = WARMUP[api]
+
     async def one(client: httpx.AsyncClient) -> None:
         try:
-            async with client.stream("POST", url + "/chat/completions", json=WARMUP_BODY,
+            async with client.stream("POST", url + route, json=body,
                                      headers={"Authorization": f"Bearer {API_KEY}"}) as r:
                 async for _ in r.aiter_bytes():
                     pass
@@ -118,7 +126,7 @@ async def one_run(sc: Scenario, target: str, rundir: Path, pinning: Pinning | No
                     server = await stack.enter_async_context(serve(target, launch, rundir / f"{target}.log"))
                     url, proxy_tree = server.url, server.tree
                     trees.append(proxy_tree)
-                await _warm_up(url)
+                await _warm_up(url, sc.api)
                 await trio.sleep(SETTLE_S)
                 for t in trees:
                     t.mark()

@@ -1,7 +1,8 @@
 """The load shapes of issue 5, as data: what the sim is told, what the load generator is told.
 
 Pure: nothing here starts a process. ``Scenario.scaled`` shrinks the stream counts (not the timing),
-so ``--scale 0.1`` is a smoke run of the same shape.
+so ``--scale 0.1`` is a smoke run of the same shape. ``api``: the protocol the load generator speaks to the
+target (``loadtest --api``); the sim speaks each natively, so ``direct`` is its floor in every protocol.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Scenario:
     proxy_workers: int = 2  # the same for every proxy: one per core
     sim_workers: int = 1
     goal: str = ""
+    api: str = "chat"  # loadtest --api: chat, messages (Anthropic) or responses (OpenAI)
 
     def scaled(self, factor: float) -> Scenario:
         if factor == 1:
@@ -40,6 +42,10 @@ class Scenario:
             flags += ["--duration", f"{self.duration_s:g}"]
         if self.ramp_up_s is not None:
             flags += ["--ramp-up", f"{self.ramp_up_s:g}"]
+        if self.api != "chat":
+            flags += ["--api", self.api]
+        if self.api == "messages":  # it requires max_tokens, which the sim answers with exactly: the shape's length
+            flags += ["--max-tokens", str(self.chunks)]
         return flags
 
     def with_streams(self, streams: int) -> Scenario:
@@ -50,6 +56,14 @@ class Scenario:
         """Longest session: TTFT + jitter + every interval; bounds how long a run may take."""
         return self.ttft_s + self.ttft_jitter_s + self.chunks * self.interval_s
 
+
+# Issue 16: a real token stream, one token per chunk at 30 chunks/s for 300 chunks after a 1-3 s TTFT.
+# The per-request set-up is spread over 300 chunks, so CPU per chunk is the chunk path's own cost.
+# One proxy worker: the capacity search (bench/capacity.py) pins it to one core and asks how many
+# streams that core holds.
+TOKEN_RATE = Scenario(
+    "token-rate", streams=100, ttft_s=2.0, ttft_jitter_s=1.0, chunks=300, interval_s=1 / 30, proxy_workers=1,
+    goal="streams per proxy core with 0 failures and added inter-chunk delay p99 <= 10 ms over direct")
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     # 1,000 streams x 20 chunks / 0.5 s is ~2,000 chunks/s: low enough that no process nears a full
@@ -66,13 +80,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     # No interval: the proxy is the bottleneck; report chunks/s per proxy core.
     Scenario("ceiling", streams=100, ttft_s=0.0, ttft_jitter_s=0.0, chunks=200, interval_s=0.0,
              duration_s=15, goal="relayed chunks/s per proxy CPU core"),
-    # Issue 16: a real token stream, one token per chunk at 30 chunks/s for 300 chunks after a 1-3 s TTFT.
-    # The per-request set-up is spread over 300 chunks, so CPU per chunk is the chunk path's own cost.
-    # One proxy worker: the capacity search (bench/capacity.py) pins it to one core and asks how many
-    # streams that core holds.
-    Scenario("token-rate", streams=100, ttft_s=2.0, ttft_jitter_s=1.0, chunks=300, interval_s=1 / 30,
-             proxy_workers=1,
-             goal="streams per proxy core with 0 failures and added inter-chunk delay p99 <= 10 ms over direct"),
+    TOKEN_RATE,
+    # Issue 24: the same token stream in Anthropic Messages and OpenAI Responses. A chunk is an event that carries
+    # output (loadtest.protocols), so CPU per chunk compares with token-rate's. Against `moonrelay` (a chat
+    # upstream) the relay translates every chunk; against `moonrelay-anthropic` / `moonrelay-responses` (the sim's
+    # native route as the upstream) it relays them: native relay vs translation per chunk.
+    replace(TOKEN_RATE, name="token-rate-messages", api="messages",
+            goal="CPU per chunk, translated (moonrelay) vs relayed natively (moonrelay-anthropic) vs chat"),
+    replace(TOKEN_RATE, name="token-rate-responses", api="responses",
+            goal="CPU per chunk, translated (moonrelay) vs relayed natively (moonrelay-responses) vs chat"),
 ]}
 
 

@@ -23,7 +23,10 @@ from urllib.parse import urlsplit
 import trio
 
 from loadtest import shards
+from loadtest.apirequest import MESSAGES_MAX_TOKENS, check_messages
 from loadtest.embedded import SimProfile
+from loadtest.probe import RouteMissing, check_route
+from loadtest.protocols import APIS
 from loadtest.record import RunData
 from loadtest.runner import LoadConfig, Runner, run_with_signals
 from loadtest.workload import Distribution, Prompt, Workload, load_dataset, parse_distribution
@@ -160,10 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("target")
     t.add_argument("--url", help="base URL of an existing server, ending in /v1 (the relay or the sim); "
                    "without it: the embedded sim + relay")
-    t.add_argument("--api-key", help="bearer key sent to the target")
+    t.add_argument("--api", choices=APIS, default="chat",
+                   help="the protocol: chat completions (default), Anthropic Messages (POST URL/messages) or OpenAI "
+                   "Responses (POST URL/responses); docs/loadtest.md, 'Protocols'")
+    t.add_argument("--api-key",
+                   help="the key sent to the target: Authorization: Bearer (x-api-key with --api messages)")
     t.add_argument("--model", default="moonshot-v1-8k")
     t.add_argument("--prompt", default="Tell me about the far side of the moon.", help="the user message")
-    t.add_argument("--max-tokens", type=_positive_int, help="sent as max_tokens (= --output-tokens N)")
+    t.add_argument("--max-tokens", type=_positive_int, help="sent as max_tokens (= --output-tokens N); Responses: "
+                   "max_output_tokens")
+    t.add_argument("--tool-call", action="store_true",
+                   help="every request offers one function tool and demands a call of it (in the protocol's words)")
     w = p.add_argument_group("workload (docs/loadtest.md, 'Workloads'; the same --seed sends the same requests)")
     w.add_argument("--prompts", metavar="FILE", help="a dataset: ShareGPT conversations (a JSON array or JSON "
                    "lines) or JSON lines of {\"prompt\"}, {\"messages\"} or strings; taken in seeded order")
@@ -256,6 +266,9 @@ def _ramp_default(n: int) -> float:
 def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
     workload = workload_from_args(args)
     extra: dict[str, Any] = {}
+    # Messages requires max_tokens: where the workload sets no length, the embedded sim's profile length (the sim
+    # answers with exactly max_tokens tokens), else --chunks, else MESSAGES_MAX_TOKENS.
+    messages_max_tokens = _profile(args).chunks if not args.url else (args.chunks or MESSAGES_MAX_TOKENS)
     if args.url:  # the sim honours per-request overrides; the relay passes unknown fields on
         for flag, key in (("ttft", "sim_ttft"), ("chunks", "sim_chunks"), ("interval", "sim_interval")):
             if getattr(args, flag) is not None:
@@ -267,6 +280,7 @@ def config_from_args(args: argparse.Namespace, url: str) -> LoadConfig:
         warmup_s=args.warmup, keepalive=not args.no_keepalive, timeout_s=args.timeout, stream=args.stream,
         ndjson=args.ndjson, model=args.model, workload=workload, max_tokens=args.max_tokens, seed=args.seed,
         api_key=args.api_key, extra_body=extra, baseline_url=args.baseline_url if args.baseline else None,
+        api=args.api, tool_call=args.tool_call, messages_max_tokens=messages_max_tokens,
         **({"shard": args.shard[0], "shards": args.shard[1]} if getattr(args, "shard", None) else {}),
     )
 
@@ -345,8 +359,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--input-tokens (synthetic prompts) and --prompts (a dataset) exclude each other")
     if args.output_tokens is not None and args.max_tokens is not None:
         parser.error("--output-tokens and --max-tokens exclude each other")
+    if args.ndjson and args.api != "chat":
+        parser.error("--ndjson is the seed's chat stream: not with --api " + args.api)
     try:
         args.workload = workload_from_args(args)
+        for k, prompt in enumerate(args.workload.prompts or []):
+            try:
+                check_messages(args.api, prompt.messages)
+            except ValueError as exc:
+                raise ValueError(f"{args.workload.source}, prompt {k + 1}: {exc}") from None
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     shards.check_arguments(parser, args)
@@ -374,8 +395,9 @@ async def _run_any(args: argparse.Namespace, argv: list[str], out_dir: Path) -> 
     show = progress.enabled(args.quiet)
     command = ["loadtest", *argv]
     if args.url:
-        runner = Runner(config_from_args(args, args.url), workers=args.workers, command=command, slo=args.slo,
-                        start=args.shard_start)
+        cfg = config_from_args(args, args.url)
+        await check_route(cfg, args.url)
+        runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo, start=args.shard_start)
         async with trio.open_nursery() as nursery:
             await _start_metrics(nursery, args, runner)
             if args.shard_start:
@@ -426,6 +448,7 @@ async def _run_embedded(args: argparse.Namespace, command: list[str], out_dir: P
                                    relay_workers=args.relay_workers, sim_workers=args.sim_workers,
                                    fd_soft=fd_soft) as srv:
                     cfg = config_from_args(args, srv.relay_url)
+                    await check_route(cfg, srv.relay_url, embedded=True)
                     if args.baseline:
                         cfg.baseline_url = srv.sim_url
                     runner = Runner(cfg, workers=args.workers, command=command, slo=args.slo,
@@ -515,7 +538,7 @@ def _trio_run(fn: Any, *args: Any) -> tuple[Any, int]:
 
         while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]  # type: ignore[assignment]
-        if isinstance(exc, EmbeddedError | ValueError | OSError | shards.StartMissed | CoordinatorError):
+        if isinstance(exc, EmbeddedError | ValueError | OSError | shards.StartMissed | CoordinatorError | RouteMissing):
             _say(f"loadtest: {exc}", style="bold red")
             return None, 1
         raise
@@ -592,6 +615,7 @@ async def _run_sweep(args: argparse.Namespace, argv: list[str], out_dir: Path, p
 
             nursery.start_soon(on_signal)
             if args.url:
+                await check_route(config_from_args(args, args.url), args.url)
                 doc = await sweep.run(args.url, extra={"target": {"url": args.url}})
             else:
                 from loadtest.embedded import servers
@@ -605,6 +629,7 @@ async def _run_sweep(args: argparse.Namespace, argv: list[str], out_dir: Path, p
                 with starting:
                     async with servers(n, log_dir=out_dir, profile=profile, relay_workers=args.relay_workers,
                                        sim_workers=args.sim_workers, fd_soft=fd_soft) as srv:
+                        await check_route(config_from_args(args, srv.relay_url), srv.relay_url, embedded=True)
                         running = True
                         target = {"embedded": True, "relay_workers": srv.relay_workers, "sim_workers": srv.sim_workers,
                                   "sim_profile": {"ttft_s": profile.ttft_s, "ttft_jitter_s": profile.ttft_jitter_s,

@@ -33,7 +33,7 @@ from loadtest.record import SessionRecord
 from loadtest.ssereader import SSEReader
 
 __all__ = ["DONE", "SEQ_START", "ERROR_DETAIL_BYTES", "StreamAccounting", "account_full_body", "carries_tokens",
-           "finish_reason_of", "sim_send_ns"]
+           "finish_reason_of", "parsed_stamp", "seq_problem", "sim_send_ns", "sim_stamp"]
 
 DONE = b"[DONE]"
 _SIM_KEY = b'"sim"'
@@ -102,7 +102,7 @@ def carries_tokens(data: bytes) -> bool:
     return bool(v) and v[:1] == b"[" and v[1:2] != b"]"
 
 
-def _sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
+def sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
     """``(ns, seq, of)`` from the ``"sim":{"ns":N,"seq":K,"of":M}`` object at ``data[i:]``.
 
     Three ``int()`` of byte slices instead of ``json.loads`` of the stamp object (let alone of the whole
@@ -123,11 +123,11 @@ def _sim_stamp(data: bytes, i: int) -> tuple[int, int, int] | None:
 def sim_send_ns(data: bytes) -> int | None:
     """When the sim sent this chunk (its stamp's ``ns``, CLOCK_MONOTONIC), or None for a chunk without a stamp."""
     i = data.find(_SIM_KEY)
-    stamp = _sim_stamp(data, i) if i >= 0 else None
+    stamp = sim_stamp(data, i) if i >= 0 else None
     return None if stamp is None else stamp[0]
 
 
-def _parsed_stamp(obj: dict) -> tuple[int, int, int] | None:
+def parsed_stamp(obj: dict) -> tuple[int, int, int] | None:
     sim = obj.get("sim")
     if not isinstance(sim, dict):
         return None
@@ -135,6 +135,26 @@ def _parsed_stamp(obj: dict) -> tuple[int, int, int] | None:
     if type(ns) is int and type(seq) is int and type(of) is int:
         return ns, seq, of
     return None
+
+
+def seq_problem(seq_break: tuple[int, int], seqs: list[int], of: int) -> str:
+    """What went wrong with a stream's seqs, in words: ``seq_break`` is the first (seq due, seq received) that
+    differed, ``seqs`` every seq received, ``of`` how many the sim announced."""
+    due, got = seq_break
+    seen: set[int] = set()
+    for k in seqs:
+        if k in seen:
+            return f"duplicate: seq {k} received twice"
+        seen.add(k)
+    announced = set(range(SEQ_START, SEQ_START + of))
+    if seen == announced:
+        return f"reordered: seq {got} arrived where {due} was due"
+    missing = sorted(announced - seen)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        listed = ", ".join(map(str, missing[:5]))
+        return f"gap: seq {listed}{more} missing (seq {got} arrived where {due} was due)"
+    return f"seq {max(seen)} beyond the {of} announced"
 
 
 class StreamAccounting:
@@ -231,14 +251,14 @@ class StreamAccounting:
         if finish is not None:
             rec.finish_reason = finish
         if i >= 0:
-            stamp = _sim_stamp(data, i) if obj is None else _parsed_stamp(obj)
+            stamp = sim_stamp(data, i) if obj is None else parsed_stamp(obj)
             if stamp is None and obj is None:  # not the sim's compact bytes (a peer re-serialised them)
                 try:
                     obj = json.loads(data)
                 except ValueError:
                     self._bad(f"chunk is not JSON: {bytes(data[:80])!r}")
                     return
-                stamp = _parsed_stamp(obj) if isinstance(obj, dict) else None
+                stamp = parsed_stamp(obj) if isinstance(obj, dict) else None
             if stamp is not None:
                 ns, seq, of = stamp
                 self.stamped += 1
@@ -267,25 +287,8 @@ class StreamAccounting:
         self._seqs.append(seq)
 
     def _seq_problem(self) -> str:
-        """What went wrong with the seqs, in words, from the whole list of them."""
         assert self._seq_break is not None and self._seqs is not None
-        due, got = self._seq_break
-        seqs = self._seqs
-        seen: set[int] = set()
-        for k in seqs:
-            if k in seen:
-                return f"duplicate: seq {k} received twice"
-            seen.add(k)
-        of = self.rec.expected_chunks or 0
-        announced = set(range(SEQ_START, SEQ_START + of))
-        if seen == announced:
-            return f"reordered: seq {got} arrived where {due} was due"
-        missing = sorted(announced - seen)
-        if missing:
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            listed = ", ".join(map(str, missing[:5]))
-            return f"gap: seq {listed}{more} missing (seq {got} arrived where {due} was due)"
-        return f"seq {max(seen)} beyond the {of} announced"
+        return seq_problem(self._seq_break, self._seqs, self.rec.expected_chunks or 0)
 
     def _only_unasked_usage_missing(self, expected: int) -> bool:
         """The one chunk missing is the last announced, it came after the finish chunk, and the client did not ask

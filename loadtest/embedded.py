@@ -49,7 +49,7 @@ class SimProfile:
     (N/200 s, at most 50 s) every one of 10,000 sessions is open at the same time.
 
     Why so slow a ramp: a new relayed session costs milliseconds of CPU across relay, sim and load
-    generator (the relay's share: results/PERF-LOG.md, 'Issue 5', "Per request, not per chunk"), so on
+    generator, so on
     2 cores 10,000 sessions need tens of CPU-seconds of setup; arriving faster than that (while thousands
     of streams flow) queues them, and TTFC then measures the queue, not the relay."""
 

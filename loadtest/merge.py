@@ -27,7 +27,7 @@ from typing import Any
 from loadtest.record import RunData, SessionRecord
 from loadtest.shards import ShardClock, load_shard
 
-__all__ = ["CLOCK_WARN_MS", "Merged", "main", "merge", "shards_markdown", "write_merged"]
+__all__ = ["CLOCK_WARN_MS", "Merged", "main", "merge", "write_merged"]
 
 CLOCK_WARN_MS = 10.0
 # Options that may differ between shards: where each sent its load, and what its embedded servers were.
@@ -146,21 +146,6 @@ def merge(shards: list[tuple[ShardClock, RunData, dict[str, Any]]], sources: lis
     )
     machine = dict(ref_machine) | {"hostname": ", ".join(hosts), "cpus": sum(hosts.values()) or None}
     return Merged(merged, block, machine)
-
-
-def shards_markdown(block: dict[str, Any]) -> list[str]:
-    """The report's "Shards" section from result.json's ``shards`` block."""
-    from loadtest.reportmd import fmt_num
-
-    lines = ["## Shards", "", f"{block['merged']} of {block['shards']} shards merged. {block['note']}.", ""]
-    header = ["Shard", "Host", "Started (UTC)", "Clock offset (ms)", "± (ms)", "Late (ms)", "Sessions", "Failed"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for r in block["per_shard"]:
-        cells = [f"{r['shard']}/{block['shards']}", str(r["host"]), r["started_at"], fmt_num(r["offset_ms"]),
-                 fmt_num(r["uncertainty_ms"]), fmt_num(r["late_ms"]), fmt_num(r["sessions"]), fmt_num(r["failed"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
 
 
 def write_merged(out_dir: str | Path, merged: Merged) -> dict[str, Any]:

@@ -17,6 +17,8 @@ COLORS: dict[str, str] = {
     "moonrelay-quiet": "#332288",
     "moonrelay-capped": "#999933",
     "moonrelay-state": "#ddcc77",
+    "moonrelay-anthropic": "#44aa99",
+    "moonrelay-responses": "#6699cc",
     "nginx": "#009e73",
     "litellm": "#d55e00",
     "litellm-tuned": "#e69f00",
@@ -30,7 +32,7 @@ NEUTRAL = "#404040"
 # Goal and reference lines drawn over data.
 GOAL = "#b00000"
 # A target not listed yet still gets one fixed colour (chosen from its name), never one a listed target has.
-_SPARE = ("#aa4499", "#44aa99", "#117733", "#88ccee", "#661100", "#6699cc", "#aa4466", "#4b0092")
+_SPARE = ("#aa4499", "#117733", "#88ccee", "#661100", "#aa4466", "#4b0092")
 
 
 def color(target: str) -> str:

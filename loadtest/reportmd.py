@@ -11,8 +11,9 @@ from typing import Any
 
 from loadtest import stats
 
-__all__ = ["PLOT_FILES", "DEFINITIONS", "fmt_num", "render_markdown"]
+__all__ = ["PLOT_FILES", "DEFINITIONS", "fmt_num", "render_markdown", "shards_markdown"]
 
+PROTOCOLS = {"messages": "Anthropic Messages", "responses": "OpenAI Responses"}  # chat needs no note
 PLOT_FILES = ("ttfc_distribution.png", "open_sessions.png", "chunks_per_s.png")
 
 DEFINITIONS = (
@@ -191,6 +192,19 @@ def reproduce_line(result: dict[str, Any]) -> str:
     return f"./dev {line}" if line.split(" ", 1)[0] == "loadtest" else line
 
 
+def shards_markdown(block: dict[str, Any]) -> list[str]:
+    """The report's "Shards" section from result.json's ``shards`` block."""
+    lines = ["## Shards", "", f"{block['merged']} of {block['shards']} shards merged. {block['note']}.", ""]
+    header = ["Shard", "Host", "Started (UTC)", "Clock offset (ms)", "± (ms)", "Late (ms)", "Sessions", "Failed"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for r in block["per_shard"]:
+        cells = [f"{r['shard']}/{block['shards']}", str(r["host"]), r["started_at"], fmt_num(r["offset_ms"]),
+                 fmt_num(r["uncertainty_ms"]), fmt_num(r["late_ms"]), fmt_num(r["sessions"]), fmt_num(r["failed"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """report.md from a result.json document (freshly built or loaded from disk)."""
     s = result["summary"]
@@ -213,6 +227,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result.get("slo"):
         slo = ", ".join(f"{k} ≤ {fmt_num(v)}" for k, v in result["slo"].items())
         lines += ["", f"SLO: {slo}"]
+    if cfg.get("api") in PROTOCOLS:
+        lines += ["", f"Protocol: `--api {cfg['api']}`, {PROTOCOLS[cfg['api']]}: a chunk is an event that carries "
+                  "output (text, reasoning, tool-call arguments), TTFC the first of them and the gaps between them; "
+                  "the opening and closing events are checked for completeness, not timed."]
     lines.append("")
 
     lines += ["## Headline", ""]
@@ -284,8 +302,6 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines.append("")
 
     if result.get("shards"):  # a merged run (loadtest merge)
-        from loadtest.merge import shards_markdown
-
         lines += shards_markdown(result["shards"])
 
     m = result.get("machine") or {}

@@ -1,8 +1,10 @@
-"""One chat-completion session, measured into a :class:`~loadtest.record.SessionRecord`.
+"""One session (a chat completion, or a Messages or Responses answer), measured into a
+:class:`~loadtest.record.SessionRecord`.
 
 :func:`run_session` is the thin I/O shell (connect or reuse, send, read, classify); what the response's
 bytes mean (SSE events, the sim's stamps and seqs, usage, completed / unverified) is judged sans I/O by
-:mod:`loadtest.accounting`.
+:mod:`loadtest.accounting` (chat) and :mod:`loadtest.protocols` (Messages, Responses: the same kinds below,
+in their events).
 
 Error kinds (``SessionRecord.error_kind``), first match wins:
 
@@ -38,7 +40,7 @@ from typing import Any
 import h11
 import trio
 
-from loadtest.accounting import ERROR_DETAIL_BYTES, StreamAccounting, account_full_body
+from loadtest.accounting import ERROR_DETAIL_BYTES
 from loadtest.client import (
     ConnectFailed,
     Connection,
@@ -48,6 +50,7 @@ from loadtest.client import (
     now_ns,
     open_connection,
 )
+from loadtest.protocols import Accounting, judge_body, new_accounting
 from loadtest.record import SessionRecord
 
 __all__ = ["RequestSpec", "build_request", "ConnectionSlot", "RetryCounter", "run_session"]
@@ -64,6 +67,7 @@ class RequestSpec:
     ndjson: bool = False
     method: bytes = b"POST"
     usage_asked: bool = False  # the body asks for stream usage (stream_options.include_usage)
+    api: str = "chat"  # the protocol the answer is judged by (loadtest.protocols)
     request: h11.Request = field(init=False)
     data: h11.Data | None = field(init=False)
 
@@ -156,7 +160,7 @@ async def run_session(
     """
     rec.stream = spec.stream
     rec.start_ns = now_ns()
-    acct = StreamAccounting(rec, ndjson=spec.ndjson, usage_asked=spec.usage_asked) if spec.stream else None
+    acct = new_accounting(spec.api, rec, ndjson=spec.ndjson, usage_asked=spec.usage_asked) if spec.stream else None
     kind: str | None = None
     detail: str | None = None
     finished = False
@@ -188,7 +192,7 @@ async def run_session(
 
 
 def _verdict(
-    rec: SessionRecord, acct: StreamAccounting | None, kind: str | None, detail: str | None
+    rec: SessionRecord, acct: Accounting | None, kind: str | None, detail: str | None
 ) -> tuple[str | None, str | None]:
     if rec.status is not None and rec.status != 200:
         return f"http_{rec.status}", rec.error_detail or detail
@@ -211,7 +215,7 @@ async def _exchange(
     spec: RequestSpec,
     rec: SessionRecord,
     slot: ConnectionSlot,
-    acct: StreamAccounting | None,
+    acct: Accounting | None,
     retries: RetryCounter | None,
 ) -> str | None:
     conn = slot.conn
@@ -255,7 +259,7 @@ async def _exchange(
                 break
         body = b"".join(parts)
         rec.bytes = len(body)
-        return account_full_body(rec, body)
+        return judge_body(spec.api, rec, body)
 
     while True:
         data, ended = await conn.receive_body()

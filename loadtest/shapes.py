@@ -20,11 +20,12 @@ from typing import Any
 
 import trio
 
+from loadtest.apirequest import MESSAGES_MAX_TOKENS, api_request
 from loadtest.client import Endpoint, now_ns
 from loadtest.looplag import LoopLag
 from loadtest.progress import LiveStats
 from loadtest.record import SessionRecord, SpilledRecords
-from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, build_request, run_session
+from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, run_session
 from loadtest.workload import Workload
 
 __all__ = ["LoadConfig", "WorkerLoad"]
@@ -56,6 +57,9 @@ class LoadConfig:
     workload: Workload | None = None  # what each session asks; None: the prompts above, max_tokens, seed
     shard: int = 0  # --shard i/N: this process runs lanes of shard i of N (loadtest.shards)
     shards: int = 1
+    api: str = "chat"  # the protocol: chat, messages or responses (loadtest.apirequest, loadtest.protocols)
+    tool_call: bool = False  # every request offers a tool and demands a call of it
+    messages_max_tokens: int = MESSAGES_MAX_TOKENS  # Messages' max_tokens where the workload sets no length
 
     def the_workload(self) -> Workload:
         return self.workload or Workload.of_messages(self.prompts, max_tokens=self.max_tokens, seed=self.seed)
@@ -117,9 +121,10 @@ class WorkerLoad:
         self._sent += 1
         spec = self._specs.get(req.key) if req.key is not None else None
         if spec is None:
-            spec = build_request(
-                self.endpoint, model=cfg.model, messages=req.messages, max_tokens=req.max_tokens,
+            spec = api_request(
+                cfg.api, self.endpoint, model=cfg.model, messages=req.messages, max_tokens=req.max_tokens,
                 stream=cfg.stream, ndjson=cfg.ndjson, api_key=cfg.api_key, extra=cfg.extra_body,
+                tool_call=cfg.tool_call, default_max_tokens=cfg.messages_max_tokens,
             )
             if req.key is not None:
                 self._specs[req.key] = spec

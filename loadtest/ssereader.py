@@ -84,6 +84,13 @@ class SSEReader:
         """Every event ``chunk`` completes, with its type and last event ID."""
         out: list[Event] = []
         for block in self._blocks(chunk):
+            # ``event: NAME`` then one ``data: `` line (every event of Anthropic's and OpenAI's Responses streams):
+            # two slices, the hot path of those protocols.
+            if block[:7] == b"event: ":
+                nl = block.find(b"\n", 7)
+                if nl > 7 and block[nl + 1 : nl + 7] == b"data: " and block.find(b"\n", nl + 7) < 0:
+                    out.append(Event(block[7:nl], block[nl + 7 :], self.last_event_id))
+                    continue
             event = self._interpret(block)
             if event is not None:
                 out.append(Event(event[0], event[1], self.last_event_id))

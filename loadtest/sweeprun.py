@@ -62,6 +62,8 @@ class SweepPlan:
                 "resolution": self.resolution, "probe": self.probe}
 
 
+PROBE_START_S = 30.0  # the longest a step waits for its probe process to be ready
+
 @dataclass
 class _Probe:
     """The raw probe process of one step and what it printed."""
@@ -70,6 +72,7 @@ class _Probe:
     ttfc_ms: list[float] = field(default_factory=list)
     first_delay_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    ready: trio.Event = field(default_factory=trio.Event)
 
     async def read(self) -> None:
         buf = b""
@@ -82,7 +85,9 @@ class _Probe:
                     d = json.loads(line)
                 except ValueError:
                     continue
-                if "ttfc_ms" in d:
+                if "ready" in d:
+                    self.ready.set()
+                elif "ttfc_ms" in d:
                     self.ttfc_ms.append(float(d["ttfc_ms"]))
                     if "first_delay_ms" in d:
                         self.first_delay_ms.append(float(d["first_delay_ms"]))
@@ -196,6 +201,8 @@ class Sweep:
         )
         probe = _Probe(process)
         nursery.start_soon(probe.read)
+        with trio.move_on_after(PROBE_START_S):  # a probe that never starts leaves the step without samples
+            await probe.ready.wait()
         return probe
 
     def document(self, started_unix: float, extra: dict[str, Any]) -> dict[str, Any]:

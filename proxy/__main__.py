@@ -16,7 +16,7 @@ from dataclasses import fields
 
 from wire import ArgumentParser, BindError
 
-from .config import ENV_PREFIX, Settings
+from .config import ENV_PREFIX, Settings, Sources
 
 _HELP = {
     "bind": "HOST:PORT to listen on (port 0 picks a free one)",
@@ -128,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     from .auth import load_client_keys
     from .edge import check, check_state, fast_paths_mode, run
     from .relay import header_names
-    from .routing import load_settings, upstream_configs
     from .tracing import check_tracing
 
     try:
-        settings = load_settings(args, os.environ, config_file)
+        sources = Sources(args, dict(os.environ), config_file)  # read again by each reload (SIGHUP)
+        settings = sources.load()
         check(settings)  # the bind address, the --state URL
         load_client_keys(settings)  # a missing or empty keys file stops the relay here, not at the first request
         header_names(settings.passthrough_headers)  # so does a header pass-through must not forward
@@ -143,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2
     notes = []
-    for config in upstream_configs(settings):
+    for config in settings.routes:
         keyless = not any(os.environ.get(name) for name in config.key_envs)
         if config.key_envs and keyless and config.base_url.startswith("https://"):  # a local sim needs none
             names = ", ".join(f"${name}" for name in config.key_envs)
             notes.append(f"warning: upstream {config.name}: {names} not set; it will answer 401")
     log_to_stderr()
     try:
-        return run(settings, tuple(notes))
+        return run(settings, tuple(notes), sources)
     except BindError as exc:
         print(f"moonrelay: {exc}", file=sys.stderr)
         return 2

@@ -4,16 +4,15 @@ Keys are held only as SHA-256 digests and compared with ``hmac.compare_digest`` 
 configured digest (no early exit), so neither the comparison time nor a memory dump gives a key
 away. Logs show a key's name or fingerprint (the first 8 hex digits of its digest), never the key.
 
-:class:`KeySource` holds the keys in force and reads them again on SIGHUP: a file that does not parse, or that
-changed while it was read (a writer still at work: files are to be replaced by a rename), is refused with a log
-line and the keys in force stay.
+:class:`KeySource` holds the keys in force; a reload (SIGHUP) reads the file again: one that does not parse, or
+that changed while it was read (a writer still at work: files are to be replaced by a rename), is refused with a
+log line and the keys in force stay.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -21,8 +20,6 @@ from typing import IO
 
 from .config import Settings
 from .limits import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
-
-log = logging.getLogger("moonrelay")
 
 
 def fingerprint(key: str) -> str:
@@ -128,24 +125,9 @@ def read_keys_file(path: str) -> str:
 
 
 class KeySource:
-    """The client keys in force (``current``: None when the relay is open), read again by :meth:`reload`."""
+    """The client keys in force (``current``: None when the relay is open); a config reload (proxy.edge) swaps
+    ``settings`` and ``current`` whole."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.current = load_client_keys(settings)
-
-    def reload(self) -> bool:
-        """Read the keys again (SIGHUP), with one log line: a file that does not parse, cannot be read or changed
-        while it was read keeps the keys in force (the next SIGHUP tries again)."""
-        if not self.settings.api_keys_file:
-            log.info("SIGHUP: nothing to reload (no api_keys_file)")
-            return False
-        try:
-            keys = load_client_keys(self.settings)
-        except (OSError, ValueError) as exc:
-            log.error("SIGHUP: client keys not reloaded, the keys in force stay: %s", exc)
-            return False
-        self.current = keys
-        log.info("SIGHUP: client keys reloaded: %d configured, %d with limits", len(keys or ()),
-                 keys.limited if keys else 0)  # fmt: skip
-        return True

@@ -17,7 +17,10 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
+
+from .upstreamconfig import UpstreamConfig, parse_upstreams
 
 MOONSHOT_BASE_URL = "https://api.moonshot.cn/v1"
 DEFAULT_MODEL = "moonshot-v1-8k"
@@ -94,6 +97,12 @@ class Settings:
     # [[upstreams]] tables from the config file only (no flag or variable): several upstreams, routed by model.
     # Empty: the flat upstream settings above define the one default upstream.
     upstreams: tuple[dict[str, Any], ...] = field(default=(), metadata=FILE_ONLY)
+
+    @cached_property
+    def routes(self) -> tuple[UpstreamConfig, ...]:
+        """The upstreams these settings configure, typed and validated once (proxy/upstreamconfig.py): the
+        ``[[upstreams]]`` tables, or the flat settings' one upstream. A ConfigError names what to fix."""
+        return parse_upstreams(self)
 
     @property
     def upstream_key(self) -> str | None:
@@ -217,8 +226,8 @@ def _beside(path: str, values: dict[str, Any], names: Iterable[str]) -> dict[str
 
 
 def load(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None = None) -> Settings:
-    """Defaults < config file < environment < flags (only flags the user passed); ``[[upstreams]]`` tables are
-    validated by ``proxy.routing.load_settings`` (upstream settings build on these)."""
+    """Defaults < config file < environment < flags (only flags the user passed), with the ``[[upstreams]]``
+    tables parsed and validated (``Settings.routes``: their defaults are the flat settings, so they come last)."""
     settings = Settings()
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
     if config_file:
@@ -227,5 +236,39 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], config_file: str 
             settings = settings.with_overrides(values)
         except ValueError as exc:  # a value of the wrong kind
             raise ValueError(f"{config_file}: {exc}") from exc
-    settings = settings.with_overrides(from_environment(environ))
-    return settings.with_overrides(flags)
+    settings = settings.with_overrides(from_environment(environ)).with_overrides(flags)
+    settings.routes  # noqa: B018 - a bad table stops start-up (or a reload) here
+    return settings
+
+
+# What a reload (SIGHUP, proxy.edge.reload) changes in a running relay: the upstreams and everything they are built
+# from, the client keys and their limits, admission. The rest (the socket, the workers, the serving paths, the
+# store, observability) is fixed when the relay starts: a reload keeps it, and its log line names what waits
+# for a restart.
+LIVE_SETTINGS = frozenset({
+    "upstreams", "upstream", "upstream_key_env", "upstream_ca_file", "default_model", "max_connections",
+    "pool_timeout_s", "connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s", "total_timeout_s",
+    "api_keys_file", "api_keys", "key_rpm", "key_tpm", "key_concurrent", "key_budget", "key_reserve_tokens",
+    "max_streams", "retries", "retry_max_wait_s",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a relay's settings came from: the flags the user passed, the environment, the config file. A reload
+    reads them again (the file anew)."""
+
+    flags: Mapping[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+
+    def load(self) -> Settings:
+        return load(self.flags, self.environ, self.config_file)
+
+
+def reloaded(running: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """``running`` with ``new``'s :data:`LIVE_SETTINGS`, and the names of the other settings ``new`` changes (they
+    wait for a restart)."""
+    waiting = [f.name for f in fields(Settings) if f.name not in LIVE_SETTINGS
+               and getattr(new, f.name) != getattr(running, f.name)]  # fmt: skip
+    return dataclasses.replace(running, **{name: getattr(new, name) for name in LIVE_SETTINGS}), waiting

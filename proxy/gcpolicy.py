@@ -9,11 +9,9 @@ What: freeze everything alive at start-up (modules, the app: objects that a full
 walk forever) and collect the young generations less often. Cyclic garbage is rare here: almost all of it
 dies in the youngest generation. So the oldest generation's threshold can rise until full collections become
 rare (after ~``YOUNG * MIDDLE * OLD`` net allocations); the heap still falls back to its idle size after a
-load. Measured, policy off and on (GC share of relay CPU, full collections, first-chunk delay, CPU per chunk,
-the census of cyclic garbage): results/PERF-LOG.md, "Issue 5", step 7.
+load.
 
-Its cost: more live memory per open stream at high stream counts (results/PERF-LOG.md, "Side-by-side bench,
-2026-12-02", and the A/B in results/gc-policy-hold-ab/). ``--gc-tuning off`` restores CPython's defaults where
+Its cost: more live memory per open stream at high stream counts. ``--gc-tuning off`` restores CPython's defaults where
 memory matters more than CPU.
 
 After a burst (:class:`Reclaim`, whatever the policy): once the requests in flight have stayed at a quarter of a

@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:  # types only: each of these modules imports this one
+if TYPE_CHECKING:
     from .limits import Admission, Charge
     from .protocol import UsageMeter
-    from .routing import Upstream
-    from .stream import SSEBody
 
 STATE = "moonrelay"  # the ASGI scope key of the request's RequestState
 UNMATCHED = "unmatched"  # the route of a request no URL rule matched
@@ -30,6 +28,18 @@ class Tap(Protocol):
     def seen(self, body: bytes) -> None: ...
 
 
+class HeldSlot(Protocol):
+    """Where a call's upstream concurrency slot goes back to (:class:`proxy.routing.Upstream`)."""
+
+    async def give_back(self, token: str) -> None: ...
+
+
+class StreamingBody(Protocol):
+    """A body being streamed, which a drain can end early (:class:`proxy.stream.SSEBody`)."""
+
+    def interrupt(self, reason: str) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class RequestState:
     tap: Tap | None = None  # the edge's observer of the response as it goes out
@@ -38,9 +48,9 @@ class RequestState:
     model: str | None = None  # the model a chat request named (set by the view once it read the body)
     stripped_usage: bytes | None = None  # the usage chunk cut out of a stream (proxy.protocol), for the log
     admitted: bool = False  # the call holds one of the worker's stream slots
-    upstream_slot: Upstream | None = None  # the upstream whose max_concurrent slot the call holds
+    upstream_slot: HeldSlot | None = None  # the upstream whose max_concurrent slot the call holds
     upstream_lease: str | None = None  # that slot's lease (Upstream.take)
-    body: SSEBody | None = None  # the streaming body being sent, if any
+    body: StreamingBody | None = None  # the streaming body being sent, if any
     client: Admission | None = None  # the client key's slot and windows, settled when the call ends
     charge: Charge | None = None  # a key that counts tokens: the request's reserve and its charge
     meter: UsageMeter | None = None  # the usage and events the answer told as it went by

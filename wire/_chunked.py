@@ -1,10 +1,9 @@
 """HTTP/1.1 chunked transfer coding (RFC 9112 section 7.1), sans I/O: framing out, decoding in, bytes only.
 
 Why not h11 for chunk bodies: h11 runs its reader, an event object and its state machine for every HTTP
-chunk, and a stream of small SSE events is nothing but chunks (h11's ``next_event`` on the upstream body:
-results/PERF-LOG.md, 'step 5'). h11 still parses the status line and headers; the decoder takes
-over once they are in. Both the relay (reading its upstream) and the load generator (reading the relay) use
-:class:`ChunkedDecoder`; each maps :class:`ChunkedError` to its own error at its boundary.
+chunk, and a stream of small SSE events is nothing but chunks. h11 still parses the status line and headers;
+the decoder takes over once they are in. Both the relay (reading its upstream) and the load generator (reading
+the relay) use :class:`ChunkedDecoder`; each maps :class:`ChunkedError` to its own error at its boundary.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ size, tool calls, reasoning and fault injection can be overridden per request by
 ``X-Sim-*`` headers (the body wins); every answer is in its protocol's own shape, errors included
 (docs/loadtest.md, "The simulated upstream").
 
-Why no framework: hypercorn + Quart cost many times a bare trio + h11 server per request (results/PERF-LOG.md,
-'2026-12-03', 'The framework floor') and a task tree per request; this
+Why no framework: hypercorn + Quart cost many times a bare trio + h11 server per request and a task tree per
+request; this
 package keeps one connection task (plus one EOF-watch task while a response is in progress), sends
 precomputed bytes (:mod:`loadtest.simcontent`) and sleeps on one shared timer (:mod:`loadtest.timer`).
 

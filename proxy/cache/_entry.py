@@ -4,7 +4,7 @@ An :class:`Entry` is what the client was sent: the status, the headers worth kee
 either the JSON body or the stream as its pieces, each one or more whole SSE events as they went out (terminators
 included), with when each went out (for optional pacing), the usage and the model that answered.
 
-In a shared store (Redis) an entry is ``MRC`` + one version byte + zlib (level 1: SSE compresses ~10×, for little
+In a shared store (Redis) an entry is ``MRC`` + one version byte + zlib (level 1: SSE compresses well, for little
 CPU) of a JSON header line and the raw bytes after it::
 
     MRC\\x01 zlib( {"status":200,"headers":[["content-type","text/event-stream"]],"kind":"sse",

@@ -2,6 +2,7 @@
 or h11's internals. Nothing below it imports it.
 
 - the server (``_server``): worker processes on one port, signals, the shared store, drain and shutdown;
+- the config reload (``_reload``): SIGHUP or :func:`reload`, checked whole, swapped whole per worker;
 - hypercorn's worker and our connection class (``_worker``, ``_tcpserver``): reading the socket, keep-alive as a
   deadline, hypercorn's writes as one ``os.write``;
 - the lifecycle (``_lifecycle``): request ids, CORS, ``/readyz`` ``/metrics`` and the demo page, the store budget,
@@ -18,13 +19,14 @@ from ._cors import CORSPolicy
 from ._direct import ClientWrites, DirectWriter, current_writer
 from ._gate import fast_paths_allowed, fast_paths_mode
 from ._lifecycle import Observer, Tap, install_observability
+from ._reload import Reload, Reloader, reload
 from ._server import (
     build_store,
     check,
     check_state,
     drain,
     ignore_reload_signal,
-    reload_keys_on_sighup,
+    reload_on_sighup,
     run,
     serve,
     worker_config,
@@ -41,6 +43,8 @@ __all__ = [
     "FALLBACKS",
     "FAST_PATHS_ENV",
     "Observer",
+    "Reload",
+    "Reloader",
     "TAKEN",
     "TESTED",
     "Tap",
@@ -57,7 +61,8 @@ __all__ = [
     "ignore_reload_signal",
     "install_observability",
     "prepare_app",
-    "reload_keys_on_sighup",
+    "reload",
+    "reload_on_sighup",
     "request_body_unread",
     "request_class",
     "run",

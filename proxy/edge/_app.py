@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -21,15 +21,19 @@ from ..limits import LocalStore, Store
 from ..observability import CONTENT_TYPE
 from ..protocol import JSON
 from ..relay import PASSTHROUGH_METHODS, Relay, Streams, body_limit, ending_broken_bodies, header_names, path_filter
-from ..routing import Upstream, Upstreams
+from ..routing import Upstream, Upstreams, configured_models
 from ..state import STATE
 from ..stream import Heartbeats
 from ..transport import Pump
 from ._errors import render
 from ._gate import fast_paths_allowed
 from ._lifecycle import install_observability
+from ._reload import RELOADER
 from ._tcpserver import OpenConnections
 from ._worker import prepare_app, request_class
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
 
 log = logging.getLogger("moonrelay")
 
@@ -75,6 +79,15 @@ class TaskCount(trio.abc.Instrument):
         self.live -= 1
 
 
+def worker_metrics(settings: Settings) -> Metrics | None:
+    """This worker's metrics, or None with ``--metrics off``."""
+    if settings.metrics == "off":
+        return None
+    from ..observability import Metrics
+
+    return Metrics(configured_models(settings))  # the only model names that label a series
+
+
 def create_app(
     settings: Settings,
     upstreams: Upstreams | Upstream | None = None,
@@ -115,12 +128,15 @@ def create_app(
         store = upstreams.store if upstreams is not None else LocalStore()
     direct = fast and settings.direct_writes != "off"  # streamed bodies written straight to the client (_inline)
     app.config["MOONRELAY_DIRECT_WRITES"] = direct
-    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None)
+    metrics = worker_metrics(settings)
+    relay = Relay(settings, upstreams, streams, heartbeats, store=store, pump=pump if direct else None,
+                  count_fallback=metrics.fallback if metrics is not None else None)  # fmt: skip
+    on_circuit = metrics.circuit if metrics is not None else None
     if upstreams is None:
 
         @app.before_serving
         async def open_upstreams() -> None:
-            relay.upstreams = Upstreams(settings, store=relay.store)
+            relay.upstreams = Upstreams(settings, store=relay.store, on_circuit=on_circuit)
 
         @app.after_serving
         async def close_upstreams() -> None:
@@ -198,23 +214,20 @@ def create_app(
             body["connections"] = connections.count
         if tasks.installed:
             body["tasks"] = tasks.live
+        reloader = app.extensions.get(RELOADER)
+        if reloader is not None:  # the config generation this worker runs (1 at start, one more per reload)
+            body["config"] = reloader.generation
         return Response(json.dumps(body), content_type=JSON)
 
     # request ids, access log, /metrics, /readyz, CORS, GET /
-    observer = install_observability(app, settings, streams)
-    observer.upstream_health = relay.upstream_health
-    if observer.metrics is not None:
-        relay.count_fallback = observer.metrics.fallback
-        observer.metrics.watch_store(store)
-        metrics_ = observer.metrics
+    observer = install_observability(app, settings, streams, metrics=metrics, upstream_health=relay.upstream_health)
+    app.extensions["moonrelay"] = (relay, observer)  # the server's reload swaps what they hold (_reload)
+    if metrics is not None:
+        metrics.watch_store(store)
+        if upstreams is not None:  # given, not opened here: made before this worker's metrics
+            upstreams.health.watch(metrics.circuit)
 
-        @app.before_serving
-        async def watch_circuits() -> None:  # after open_upstreams: the upstreams exist now
-            if relay.upstreams is not None:
-                relay.upstreams.health.changed = metrics_.circuit
-
-    if observer.metrics is not None and settings.metrics_auth == "on":
-        metrics = observer.metrics
+    if metrics is not None and settings.metrics_auth == "on":
 
         @app.get("/metrics")
         async def scrape() -> Response:

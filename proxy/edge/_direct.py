@@ -3,8 +3,7 @@
 Why: per relayed chunk, the ASGI path (Quart's send loop, our two send wrappers, hypercorn's
 ``HTTPStream.app_send`` → ``H11Protocol.stream_send`` → ``TCPServer.protocol_send``: an event
 object per layer, a ``trio.Lock``, a shielded cancel scope and ``SocketStream.send_all``, two
-scheduler round trips) cost more of the relay's CPU than the ``send`` syscall itself
-(results/PERF-LOG.md, 'step 4').
+scheduler round trips) cost more of the relay's CPU than the ``send`` syscall itself.
 
 How: hypercorn still sends the response head (``http.response.start``) and the end of the body
 (the last ``http.response.body``), so its h11 state machine, keep-alive and access handling stay
@@ -133,7 +132,7 @@ class DirectWriter:
         self._server = server  # _connection.TCPServer: its ``pending`` goes out before hypercorn's next write
         self._writes: ClientWrites = getattr(server, "writes", None) or NO_CONFIG
         # h11 frames chunks without keeping state for them (ChunkedWriter): framing here is the same
-        # bytes for less (h11's send, hypercorn's own calls included: results/PERF-LOG.md, 'step 5').
+        # bytes for less (h11's send and hypercorn's own calls skipped).
         # Any other framing (HTTP/1.0: raw, then close) stays h11's.
         self._chunked = type(getattr(conn, "_writer", None)).__name__ == "ChunkedWriter"
         if self._chunked:
@@ -177,8 +176,8 @@ class DirectWriter:
     def defer(self, data: bytes) -> bool:
         """Leave the body's last piece, framed, for hypercorn's terminator write to carry; False where it cannot.
 
-        Each loopback ``send`` is a syscall with a cost of its own, one per ASGI event (results/PERF-LOG.md,
-        first section, 'Where the rest goes'); the terminator follows within the same task's next steps
+        Each loopback ``send`` is a syscall with a cost of its own, one per ASGI event; the terminator follows
+        within the same task's next steps
         (Quart's end of body), so the client waits no longer for these bytes than for the end of the
         response. Only chunked framing: any other ends by closing the connection, which this must not delay.
         """

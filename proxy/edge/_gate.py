@@ -24,4 +24,4 @@ def fast_paths_mode(setting: str) -> str:
 
 def fast_paths_allowed(setting: str) -> bool:
     """Whether the fast paths are taken (read once per app or worker, not per request)."""
-    return versions.fast_paths_allowed(fast_paths_mode(setting))
+    return versions.mode_allows(fast_paths_mode(setting))

@@ -14,8 +14,8 @@ nursery. Here:
   through), or a connection that cannot watch (TLS), takes quart-trio's way;
 - the ``Request`` is dropped once the handler returned its response, before the body streams.
 
-Why: each task held under an open stream is a Task, a Context, a cancel status and its coroutine frames
-(memory per open stream before and after: results/PERF-LOG.md, 2026-12-03, ca23404). Plugged in through Quart's own
+Why: each task held under an open stream is a Task, a Context, a cancel status and its coroutine frames, memory
+per open stream. Plugged in through Quart's own
 extension point, ``app.asgi_http_class``.
 """
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,12 +29,19 @@ from ..config import Settings
 from ..limits import StoreBudget
 from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
 from ..observability import upstream_error_kind as error_kind
-from ..routing import configured_models, upstream_label
+from ..routing import upstream_label
 from ..state import STATE, UNMATCHED, RequestState
+from ._bodywatch import BodyWatch, declares_body
 from ._cors import CORSPolicy
 from ._demo import PAGE
 from ._gate import fast_paths_allowed
 from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
+
+# Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
+HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("moonrelay")
 
@@ -138,47 +145,27 @@ class Tap:
             self._metrics.in_flight.inc()
 
 
-class BodyWatch:
-    """``receive`` that notes when the request's body was read to the end: the plain path's way of telling an
-    early response (:func:`proxy.edge.request_body_unread` reads it from h11 on the fast path)."""
-
-    __slots__ = ("_receive", "done")
-
-    def __init__(self, receive: Callable) -> None:
-        self._receive = receive
-        self.done = False
-
-    async def __call__(self) -> dict:
-        message = await self._receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            self.done = True
-        return message
-
-
-def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
-            return True
-    return False
+def default_upstream(settings: Settings) -> str:
+    """How the log and metrics name the upstream of a request not routed (yet): the one upstream, when the flat
+    settings configure it."""
+    return upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
 
 
 class Observer:
-    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
+                 upstream_health: HealthProbe | None = None) -> None:  # fmt: skip
+        """``metrics``: where requests are counted (None: metrics off); ``upstream_health``: every upstream's
+        health now ({name: proxy.routing.Seen}), the /readyz detail and the circuit gauge."""
         self.app = app
         self.settings = settings
         self.plain = not fast_paths_allowed(settings.fast_paths)  # no connection internals to read: BodyWatch
         self.streams = streams
-        self.upstream = upstream_label(settings.upstream) if not settings.upstreams else UNROUTED
+        self.upstream = default_upstream(settings)
         self.cors = CORSPolicy(settings.cors_origins)
         self.logger = access_logger() if settings.access_log != "off" else None
-        self.metrics = None
-        if settings.metrics != "off":
-            from ..observability import Metrics
-
-            self.metrics = Metrics(configured_models(settings))  # the only model names that label a series
+        self.metrics = metrics
         self.serving = False
-        # Every upstream's health now ({name: proxy.routing.Seen}): the /readyz detail and the circuit gauge
-        self.upstream_health: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.upstream_health = upstream_health
 
     # -- the answers this layer gives itself ------------------------------------------------------
 
@@ -277,7 +264,7 @@ class Observer:
             started = time.monotonic_ns()
             metrics = self.metrics
             watch = None
-            if self.plain and _declares_body(scope["headers"]):
+            if self.plain and declares_body(scope["headers"]):
                 receive = watch = BodyWatch(receive)
             ending = None if streams is None else partial(streams.give_back, state, budget)  # before the last bytes
             tap = state.tap = Tap(send, rid.encode(), cors, metrics, watch, ending)
@@ -366,14 +353,15 @@ class Observer:
                 self.metrics.client_limit_rejections.labels(*limited).inc()
 
 
-def install_observability(app: Any, settings: Settings, streams: Any = None) -> Observer:
+def install_observability(app: Any, settings: Settings, streams: Any = None, *, metrics: Metrics | None = None,
+                          upstream_health: HealthProbe | None = None) -> Observer:  # fmt: skip
     """Wrap ``app`` (a Quart app) in the observability layer; returns it (tests read its metrics).
 
     ``streams`` (the worker's :class:`proxy.relay.Streams`) lets ``/readyz`` report a drain.
     """
     from quart import request
 
-    observer = Observer(app.asgi_app, settings, streams)
+    observer = Observer(app.asgi_app, settings, streams, metrics=metrics, upstream_health=upstream_health)
     app.asgi_app = observer
 
     async def note_route() -> None:

@@ -30,7 +30,7 @@ from wire import (
 )
 
 from ..auth import KeySource
-from ..config import Settings
+from ..config import Settings, Sources
 from ..gcpolicy import Reclaim, tune_gc
 from ..limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
 from ..observability import prepare_multiprocess
@@ -41,6 +41,7 @@ from ..transport import Pump, pump_available
 from ._app import create_app
 from ._direct import ClientWrites
 from ._gate import fast_paths_allowed
+from ._reload import Reloader
 from ._worker import client_writes, hypercorn_config, open_connections, serve_app
 
 # Hypercorn's own graceful timeout cancels whatever is left without telling the app; ours ends the
@@ -115,8 +116,8 @@ async def drain(
 
 
 log = logging.getLogger("moonrelay")
-# Read the client keys again; forwarded by the supervisor to every worker. It never stops a relay: ignored from
-# start-up (ignore_reload_signal) until serving listens for it, and again once serving ends.
+# Reload the config (proxy/edge/_reload.py); forwarded by the supervisor to every worker. It never stops a relay:
+# ignored from start-up (ignore_reload_signal) until serving listens for it, and again once serving ends.
 RELOAD_SIGNAL = signal.SIGHUP
 
 
@@ -125,15 +126,14 @@ def ignore_reload_signal() -> None:
     signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
 
 
-async def reload_keys_on_sighup(keys: KeySource, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                                ) -> None:  # fmt: skip
-    """Read the client keys again on each SIGHUP, for as long as serving lasts, with one log line each. Requests in
-    flight keep the limits they were admitted with; a file that does not parse keeps the keys in force
-    (:meth:`KeySource.reload`); without a keys file there is nothing to read, and the line says so."""
+async def reload_on_sighup(reloader: Reloader, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                           ) -> None:  # fmt: skip
+    """Reload the config on each SIGHUP, for as long as serving lasts, with one log line each (:class:`Reloader`:
+    a config that fails its checks keeps the one in force; requests in flight end on what they started with)."""
     with trio.open_signal_receiver(RELOAD_SIGNAL) as signals:
         task_status.started()
         async for _ in signals:
-            keys.reload()
+            await reloader.reload("SIGHUP")
 
 
 async def serve(
@@ -141,9 +141,13 @@ async def serve(
     *,
     sock: socket.socket | None = None,
     shutdown_trigger: Callable | None = None,
+    sources: Sources | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the relay in this trio loop; report its base URL (``http://host:port``) once listening.
+
+    ``sources``: where ``settings`` came from, read again by each reload (SIGHUP, :func:`proxy.edge.reload`);
+    without them a reload keeps ``settings`` and reads the keys file again.
 
     With a ``shutdown_trigger``, serving ends when it returns: new connections are refused,
     in-flight chat requests get ``graceful_timeout_s`` to finish, the rest end with a
@@ -164,9 +168,10 @@ async def serve(
         if run_store is not None:  # the shared store's lease renewals and its probe while Redis is down
             await store_nursery.start(run_store)
         async with trio.open_nursery() as nursery:
+            keys = KeySource(settings)
+            reloader = Reloader(settings, sources, nursery, keys=keys, streams=streams)
+            await reloader.watch(upstreams)  # the transports' timeout watchdogs run beside the server
             transports = list(upstreams.h11_transports())
-            for transport in transports:  # their timeout watchdogs run beside the server
-                await nursery.start(transport.run_watchdog)
             heartbeats = None
             if settings.heartbeat_s > 0 and transports:
                 heartbeats = Heartbeats(settings.heartbeat_s, streams.bodies)
@@ -176,13 +181,13 @@ async def serve(
                 pump = Pump()  # streams parked in it are relayed from its task (proxy/transport/_pump.py)
                 await nursery.start(pump.run)
             await nursery.start(Reclaim(lambda: streams.calls).run)  # after a burst: its memory back to the system
-            keys = KeySource(settings)
-            if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
-                await nursery.start(reload_keys_on_sighup, keys)
             app = create_app(
                 settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys, pump=pump,
                 connections=open_connections(config),
             )
+            reloader.attach(app)
+            if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
+                await nursery.start(reload_on_sighup, reloader)
             trigger = None
             if shutdown_trigger is not None:
 
@@ -200,10 +205,12 @@ async def serve(
 
             await nursery.start(hypercorn)
             task_status.started(f"http://{url_host(host)}:{port}")
+        with trio.CancelScope(shield=True):
+            await reloader.aclose()
         store_nursery.cancel_scope.cancel()
 
 
-def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settings) -> None:
+def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settings, sources: Sources | None) -> None:
     """One forked worker (wire.run_workers): serve on ``sock`` until SIGINT/SIGTERM, then drain.
 
     The signal receiver stays open until serving ends, so a second stop signal (the terminal's SIGINT to the
@@ -218,7 +225,8 @@ def _worker_main(sock: socket.socket, index: int, ready: Ready, settings: Settin
                     return
 
             async with trio.open_nursery() as nursery:
-                ready(await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=stop_signal)))
+                ready(await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=stop_signal,
+                                                  sources=sources)))  # fmt: skip
 
     trio.run(main)
 
@@ -233,9 +241,10 @@ def check(settings: Settings) -> None:
     build_store(settings)  # a --state URL that cannot work fails here, once, not in every worker
 
 
-def run(settings: Settings, notes: tuple[str, ...] = ()) -> int:
+def run(settings: Settings, notes: tuple[str, ...] = (), sources: Sources | None = None) -> int:
     """Run the relay until SIGTERM/SIGINT; print ``notes`` (warnings of start-up) and the fd limit once the port is
-    bound, then the bound address once every worker listens. Call :func:`check` first.
+    bound, then the bound address once every worker listens; SIGHUP reloads the config from ``sources`` (the
+    settings' own, see :func:`serve`). Call :func:`check` first.
 
     :class:`wire.BindError` (the port in use, an unknown host) before anything serves; returns 0 after a stop
     signal, else the status of the worker that ended the run (wire.run_workers).
@@ -264,7 +273,8 @@ def run(settings: Settings, notes: tuple[str, ...] = ()) -> int:
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=wait_for_stop_signal))
+                url = await nursery.start(partial(serve, settings, sock=sock, shutdown_trigger=wait_for_stop_signal,
+                                                  sources=sources))  # fmt: skip
                 print(f"moonrelay listening on {url} (1 worker, {describe_upstreams(settings)})", flush=True)
 
         try:
@@ -283,7 +293,7 @@ def run(settings: Settings, notes: tuple[str, ...] = ()) -> int:
     return run_workers(
         settings.workers,
         _worker_main,
-        (settings,),
+        (settings, sources),
         host=host,
         port=port,
         backlog=settings.backlog,

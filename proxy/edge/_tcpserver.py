@@ -16,11 +16,11 @@ causes, two small fixes:
    The same layer marks a response sent before its request body was read as ``connection: close``
    (:func:`request_body_unread`).
 2. With a live timer, a connection the *client* closes would linger until the timer runs out
-   (hypercorn does not stop it on EOF; in the 1,000-client test each closed connection then kept
-   1 fd and 2 tasks): ``TCPServer`` stops the timer when the read side ends.
+   (hypercorn does not stop it on EOF: each closed connection kept an fd and two tasks):
+   ``TCPServer`` stops the timer when the read side ends.
 
 Instead of hypercorn's timer task (``TrioSingleTask``: a task started and a task cancelled for every
-request, a visible share of the relay's CPU: results/PERF-LOG.md, 'step 6'), the timer is a deadline
+request, a visible share of the relay's CPU), the timer is a deadline
 on the cancel scope around the connection's read loop, moved at each idle/busy change.
 
 The same ``TCPServer`` also names itself in a context variable for the app's tasks, so a streamed
@@ -261,8 +261,7 @@ class TCPServer(_HypercornTCPServer):
                         ended = self.client_eof = not data
                         await handle(RawData(data))
                         # Not held while waiting: a request's bytes would live as long as its stream, a
-                        # cost per open stream that grows with the prompt (results/PERF-LOG.md,
-                        # '2026-12-03', 5f51aa8).
+                        # cost per open stream that grows with the prompt.
                         del data
                         if ended:
                             break

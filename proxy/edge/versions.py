@@ -55,7 +55,7 @@ def untested_frameworks() -> list[str]:
     return untested
 
 
-def fast_paths_allowed(setting: str) -> bool:
+def mode_allows(setting: str) -> bool:
     """Whether the serving layer may take its fast paths under ``setting`` (see the module docstring).
 
     Reads installed metadata: call it once at start-up, not per request. ``auto`` on an untested version returns

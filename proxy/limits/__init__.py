@@ -8,8 +8,7 @@ from ._failover import FailoverStore
 from ._keylimits import Admission, ClientLimits, Refusal, openai_duration, ratelimit_headers
 from ._keys import ClientKey, KeysFileError, defaults, parse_keys_file, with_defaults
 from ._redis import RedisStore, check_redis
-from ._resp import MAX_BULK, RedisUnavailable, ReplyError
-from ._resp import Connection as RedisConnection
+from ._resp import MAX_BULK, RedisConnection, RedisUnavailable, ReplyError
 from ._store import LocalStore, Store, StoreUnavailable, Window, window_bounds
 from ._tokens import TokenHold, TokenWindow
 

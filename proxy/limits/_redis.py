@@ -36,7 +36,7 @@ from . import _scripts
 from ._address import RedisAddress, StateURLError, parse_state_url
 from ._batch import Batches
 from ._budget import current_budget
-from ._resp import Connection, RedisRefused, RedisUnavailable, ReplyError
+from ._resp import RedisConnection, RedisRefused, RedisUnavailable, ReplyError
 from ._store import StoreUnavailable, Window
 
 
@@ -84,7 +84,7 @@ class RedisStore:
         self.lease_s = lease_s
         self._lease_ms = _ms(lease_s)
         self._origin_ms = round(window_origin_s * 1000)
-        self._client: Connection | None = None  # opened by run()
+        self._client: RedisConnection | None = None  # opened by run()
         self._shas = {name: _sha(text) for name, text in _scripts.ALL.items()}
         self._leases: dict[str, str] = {}  # token → name: handed out, not released
         self._asks = Batches(self._send_asks)
@@ -98,7 +98,7 @@ class RedisStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the client, then renew the leases held every third of ``lease_s``, until cancelled. Redis need not
         answer yet: calls fail with StoreUnavailable until it does."""
-        client = Connection(self.address)
+        client = RedisConnection(self.address)
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
             self._client = client
@@ -272,7 +272,7 @@ class RedisStore:
 async def check_redis(address: RedisAddress, timeout_s: float = 1.0) -> None:
     """Ask Redis once, at start-up, whether it takes ``address``'s credentials and database: a StateURLError when it
     refuses them; nothing when it answers, or does not in ``timeout_s`` (the workers count locally until it does)."""
-    client = Connection(address)
+    client = RedisConnection(address)
     refused = None
     async with trio.open_nursery() as nursery:
         await nursery.start(client.run)

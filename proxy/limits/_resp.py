@@ -1,15 +1,14 @@
 """A minimal Redis client over trio's own sockets: RESP2 commands on one pipelined connection.
 
-Why not a library: coredis 6.9 (anyio, so it runs under trio) costs ~200 µs of CPU per call here, spread over its
-per-connection reader and writer tasks; with it ``--state`` cost +29.6 % CPU per chunk on the bench's relay-cost
-scenario (results/state-cost-2026-12-04/RESULTS.md), against a +10 % goal. The store needs five commands (EVALSHA,
-SCRIPT LOAD, AUTH, SELECT, PING), so this sends them itself: the caller writes its command, one reader task per
-connection hands each reply to the caller waiting for it, in order.
+Why not a library: coredis (anyio, so it runs under trio) spreads each call over per-connection reader and writer
+tasks, and with it ``--state`` cost far more CPU per relayed chunk than its goal. The store needs five commands
+(EVALSHA, SCRIPT LOAD, AUTH, SELECT, PING), so this sends them itself: the caller writes its command, one reader
+task per connection hands each reply to the caller waiting for it, in order.
 
 - :func:`encode` and :class:`Parser` are the sans-I/O part (bytes in, replies out), tested with plain bytes. The
   parser is a loop, not a recursion, and bounds what it accepts (nesting, string and array lengths, a line, what it
   buffers): the store's replies are small and flat, so anything beyond is a broken or hostile server.
-- :class:`Connection` is the I/O shell. A new connection authenticates (``AUTH``) and selects its database before
+- :class:`RedisConnection` is the I/O shell. A new connection authenticates (``AUTH``) and selects its database before
   any call may use it. A caller cancelled after its command went out leaves its place in the queue, and its reply is
   dropped when it comes; one cancelled while writing (a stalled Redis) breaks the connection, as does any socket
   error or a reply the parser refuses: every waiting call fails with :class:`RedisUnavailable`, and the next call
@@ -157,7 +156,7 @@ class _Waiting:
         self.reply: object = None
 
 
-class Connection:
+class RedisConnection:
     """A connection to the server at ``address`` (its credentials and database sent on each new one); calls need
     :meth:`run` serving in a nursery."""
 

@@ -14,8 +14,7 @@ are URL rules and upstreams configured names (set by the app).
 
 Cost: nothing is touched per chunk. Each request ends with one counter per family and one or two
 histogram observations; chunks are counted in a local int and added once, so
-``moonrelay_chunks_relayed_total`` moves when a response ends. Metrics and access log on vs off, measured:
-results/observability-cost/RESULTS.md.
+``moonrelay_chunks_relayed_total`` moves when a response ends.
 """
 
 from __future__ import annotations
@@ -140,6 +139,23 @@ class Metrics:
             "moonrelay_completion_tokens", "Completion tokens from upstream usage.", ("upstream", "model"),
             registry=reg,
         )  # fmt: skip
+
+        self.config_reloads = prom.Counter(
+            "moonrelay_config_reloads", "Config reloads (SIGHUP, or proxy.edge.reload), by result: applied or refused "
+            "(the config in force kept).", ("result",), registry=reg,
+        )  # fmt: skip
+        self.config_generation = prom.Gauge(
+            "moonrelay_config_generation", "The config generation a worker runs: 1 at start, one more per applied "
+            "reload (the lowest of the live workers).", registry=reg, multiprocess_mode="livemin",
+        )  # fmt: skip
+
+    def config_reload(self, generation: int, applied: bool | None) -> None:
+        """The worker now runs config ``generation``, after a reload ``applied`` or refused (None: at start)."""
+        self.config_generation.set(generation)
+        for result in ("applied", "refused"):  # both series exist from the start, at 0
+            counter = self.config_reloads.labels(result)
+            if applied is (result == "applied"):
+                counter.inc()
 
     def watch_store(self, store: Any) -> None:
         """The ``--state`` store's health (proxy.limits.FailoverStore: ``on_change``/``on_error``); a store

@@ -128,7 +128,7 @@ def well_formed(event: bytes) -> bool:
             return False
     try:
         # json.loads(bytes) would also detect the encoding and match trailing whitespace by regex, once per
-        # relayed event (results/PERF-LOG.md, 2026-12-03, the well_formed row).
+        # relayed event.
         text = payload.decode()
         end = _decode_json(text)[1]
     except ValueError:  # UnicodeDecodeError too

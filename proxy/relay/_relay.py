@@ -68,6 +68,7 @@ class Relay:
         *,
         store: Store | None = None,
         pump: Pump | None = None,
+        count_fallback: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
@@ -77,7 +78,7 @@ class Relay:
         self.store: Store = store if store is not None else LocalStore()  # limits and upstream health (proxy.limits)
         self.client_limits = ClientLimits(self.store)  # client keys' limits
         # (from, to, reason) of a request moved to a fallback upstream: the metrics' counter, when metrics are on
-        self.count_fallback: Callable[[str, str, str], None] | None = None
+        self.count_fallback = count_fallback
 
     # -- admission and routing --------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ each :class:`Upstream` with its key pool and slots, a request's candidates (depl
 fallbacks), the one rule for when a request may go out again (``_attempts``), circuit breakers and 429 rests in the
 store. Pure decisions (``_breaker``, ``_balance``) apart from the I/O around them."""
 
+from ..upstreamconfig import ConfigError, UpstreamConfig, upstream_label
 from ._attempts import (
     MAX_RESTS,
     Rests,
@@ -20,18 +21,7 @@ from ._breaker import outcome as breaker_outcome
 from ._candidates import Candidates, at_its_limit
 from ._health import Health
 from ._keypool import DEFAULT_REST_S, MAX_REST_S, AllKeysResting, KeyPool, rest_seconds
-from ._router import (
-    ConfigError,
-    Router,
-    UpstreamConfig,
-    configured_models,
-    describe_upstreams,
-    load_settings,
-    model_not_found,
-    the_model,
-    upstream_configs,
-    upstream_label,
-)
+from ._router import Router, configured_models, describe_upstreams, model_not_found, the_model
 from ._upstream import Upstream, Upstreams
 
 __all__ = [
@@ -61,7 +51,6 @@ __all__ = [
     "describe_upstreams",
     "free_key",
     "limited_of",
-    "load_settings",
     "model_not_found",
     "not_processed",
     "read_and_close",
@@ -69,6 +58,5 @@ __all__ = [
     "rest_seconds",
     "send_with_retries",
     "the_model",
-    "upstream_configs",
     "upstream_label",
 ]

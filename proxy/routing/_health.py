@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from ..limits import Store
+from ..upstreamconfig import UpstreamConfig
 from ._breaker import HALF_OPEN_S, Circuit, Outcome, Seen, Step, opens, step, store_names
 from ._keypool import keys_wait
-from ._router import UpstreamConfig
 
 log = logging.getLogger("moonrelay")
 
@@ -20,12 +20,17 @@ class Health:
     which a worker that died with it gives back within ``--state-lease-s``)."""
 
     def __init__(self, store: Store, configs: Sequence[UpstreamConfig],
-                 keys: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
+                 keys: Mapping[str, Sequence[str]] | None = None,
+                 changed: Callable[[str, Circuit, bool], None] | None = None) -> None:  # fmt: skip
         self.store = store
         self.keys = dict(keys or {})  # a rotating key pool's rests (proxy.routing._keypool), by upstream
         self.configs = {c.name: c for c in configs}
         # (deployment, circuit, opened): a circuit this worker saw change; the metrics' gauge and counter
-        self.changed: Callable[[str, Circuit, bool], None] | None = None
+        self.changed = changed
+
+    def watch(self, changed: Callable[[str, Circuit, bool], None]) -> None:
+        """Tell ``changed`` of every circuit change from now on (set up after these upstreams were made)."""
+        self.changed = changed
 
     async def look(self, names: Sequence[str]) -> list[Seen]:
         """Each deployment's health now (its keys' rests too), in one store call."""

@@ -1,8 +1,8 @@
 """The upstream APIs as the relay calls them: httpx Requests handed straight to an httpx transport.
 
 Not through ``httpx.AsyncClient.send``: per request the client merges headers, builds a cookie
-jar and runs ``http.cookiejar`` over every response, a visible share of a relayed request's CPU
-(results/PERF-LOG.md, 'step 3'); the relay needs neither. Requests, responses, exceptions and the
+jar and runs ``http.cookiejar`` over every response, a visible share of a relayed request's CPU;
+the relay needs neither. Requests, responses, exceptions and the
 transport interface stay httpx's own.
 
 One :class:`Upstream` per configured upstream (its base URL, key pool, transport and concurrency
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -23,10 +23,12 @@ import httpx
 from ..config import Settings
 from ..limits import LocalStore, Store
 from ..transport import H11Transport, Timeouts
+from ..upstreamconfig import UpstreamConfig, single_upstream
 from ._balance import SmoothWeighted
+from ._breaker import Circuit
 from ._health import Health
 from ._keypool import Key, KeyPool
-from ._router import Router, UpstreamConfig, single_upstream, upstream_configs
+from ._router import Router
 
 log = logging.getLogger("moonrelay")
 UNCAPPED = "uncapped"  # the lease of an upstream without max_concurrent: nothing to count
@@ -158,8 +160,7 @@ class Upstream(_ClosedOnExit):
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """The response, without ``response.request``: the request holds its body (a whole conversation),
         which would stay alive as long as the streamed response, a cost per open stream that grows with the
-        prompt (results/PERF-LOG.md, '2026-12-03', 5f51aa8); nothing here reads it (``raise_for_status``
-        would)."""
+        prompt; nothing here reads it (``raise_for_status`` would)."""
         request.extensions["timeout"] = self._timeouts
         return await self.transport.handle_async_request(request)
 
@@ -171,12 +172,18 @@ class Upstreams(_ClosedOnExit):
     """Every upstream the relay serves, by name and in config order, and the router between them."""
 
     def __init__(
-        self, settings: Settings, upstreams: Sequence[Upstream] | None = None, *, store: Store | None = None
+        self,
+        settings: Settings,
+        upstreams: Sequence[Upstream] | None = None,
+        *,
+        store: Store | None = None,
+        on_circuit: Callable[[str, Circuit, bool], None] | None = None,
     ) -> None:
+        """``on_circuit(deployment, circuit, opened)``: a circuit this worker saw change (the metrics' hook)."""
         # Where upstream health and shared caps are counted (proxy.limits): this worker's memory unless given.
         self.store: Store = store if store is not None else LocalStore()
         if upstreams is None:
-            upstreams = [Upstream(settings, config=c) for c in upstream_configs(settings)]
+            upstreams = [Upstream(settings, config=c) for c in settings.routes]
         self.all = list(upstreams)
         for u in self.all:
             u.store = self.store
@@ -184,12 +191,25 @@ class Upstreams(_ClosedOnExit):
         self.router = Router(u.config for u in self.all)
         # Breakers and 429 rests of deployments, in the store.
         keys = {u.name: u.keys.names for u in self.all if u.keys.rotating}
-        self.health = Health(self.store, [u.config for u in self.all], keys)
+        self.health = Health(self.store, [u.config for u in self.all], keys, on_circuit)
         self._balancers: dict[tuple[str, ...], SmoothWeighted] = {}  # this worker's place in each weighted round
         self.default = self.by_name.get(self.router.default) if self.router.default else None
         for u in self.all:  # fingerprints only: a key never reaches a log line
             shown = ", ".join(k.fingerprint for k in u.keys.keys) or "none"
             log.info("upstream %s: %s, %d key(s) (sha256 %s)", u.name, u.base, len(u.keys.keys), shown)
+
+    def successor(self, settings: Settings) -> Upstreams:
+        """The upstreams ``settings`` configure (a reload), counted in this one's store: an upstream whose table did
+        not change is this one's, kept whole (its connections, its key pool's turn); the others are new. Nothing is
+        closed or started here (proxy.edge's reload does that)."""
+        mine = {u.name: u for u in self.all}
+        upstreams = []
+        for config in settings.routes:
+            u = mine.get(config.name)
+            if u is None or u.config != config or u._timeouts["pool"] != settings.pool_timeout_s:
+                u = Upstream(settings, config=config)
+            upstreams.append(u)
+        return Upstreams(settings, upstreams, store=self.store)
 
     def route(self, model: str) -> Upstream | None:
         """The upstream that serves ``model`` (None: no pattern matches and there is no default)."""

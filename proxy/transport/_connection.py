@@ -81,7 +81,7 @@ class Connection:
 
         With the watchdog running (``watched``), the wait carries no cancel scope: the watchdog
         wakes an expired waiter through ``notify_closing``. Two cancel scopes per chunk (idle and
-        total deadlines) were a visible share of the relay's CPU (results/PERF-LOG.md, 'step 1').
+        total deadlines) were a visible share of the relay's CPU.
         """
         data = await self.read(what, watched)
         try:

@@ -2,7 +2,7 @@
 
 Why not httpx's default transport: httpcore's pool re-examines every connection on each request and
 each response close, and wraps every read in anyio layers, so the CPU per relayed chunk grows with
-the number of streams (results/PERF-LOG.md, first table, the httpcore row). This transport keeps idle
+the number of streams. This transport keeps idle
 connections in a per-origin list (pop/append), bounds the total with one semaphore, and reads with one
 cancel scope per read.
 
@@ -56,6 +56,8 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         self._idle: dict[tuple[bytes, bytes, int], collections.deque[Connection]] = {}  # most recently used last
         self._limit = trio.Semaphore(max_connections) if max_connections > 0 else None
         self._closed = False
+        self._busy = 0  # connections handed out and not yet released
+        self._drained: trio.Event | None = None
         Watchdog.__init__(self)
         self._literals: dict[str, int] = {}  # host -> address family of an IP literal, 0 for a name
 
@@ -97,8 +99,8 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         """A TCP stream to ``host``; an IP literal is connected to directly.
 
         ``trio.open_tcp_stream`` resolves even a literal (``getaddrinfo``) and races attempts in a
-        nursery of its own, for every request that opens an upstream connection (part of results/PERF-LOG.md,
-        'step 4'). A name still goes through it (happy eyeballs).
+        nursery of its own, for every request that opens an upstream connection. A name still goes through it
+        (happy eyeballs).
         """
         family = self._literals.get(host)
         if family is None:
@@ -135,8 +137,11 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                 if is_dead(conn):
                     await conn.close()
                     continue
+                self._busy += 1
                 return conn, True
-            return await self._connect(origin, timeouts.get("connect") or self._timeouts.connect_s), False
+            conn = await self._connect(origin, timeouts.get("connect") or self._timeouts.connect_s)
+            self._busy += 1
+            return conn, False
         except BaseException:
             if self._limit is not None:
                 self._limit.release()
@@ -161,6 +166,9 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         finally:
             if self._limit is not None:
                 self._limit.release()
+            self._busy -= 1
+            if not self._busy and self._drained is not None:
+                self._drained.set()
 
     async def expire_idle(self, now: float) -> None:
         """Close the pooled connections idle for ``pool_idle_s`` or longer (each deque's oldest come first)."""
@@ -244,11 +252,20 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        """Close the idle connections; each one in use is closed when its response ends (:meth:`drained`)."""
         self._closed = True
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
                 await conn.close()
+
+    async def drained(self) -> None:
+        """Until no connection is in use: after :meth:`aclose`, the last response ended and its connection closed
+        (a reload retires an upstream's transport once its requests are done)."""
+        while self._busy:
+            self._drained = trio.Event()
+            await self._drained.wait()
+        self._drained = None
 
 
 class Upload:

@@ -3,7 +3,7 @@
 Why: at token rates a stream's cost is per chunk, and per chunk its own task pays trio's full round
 trip (an ``epoll_ctl`` to re-arm the socket, the reschedule, a task step through the whole await chain,
 the run loop's instrument checks) for a few microseconds of its own work: the relay's largest cost per
-chunk (results/PERF-LOG.md, 2026-12-05). Here a stream's task *parks*: its upstream socket joins this
+chunk. Here a stream's task *parks*: its upstream socket joins this
 worker's own epoll set (registered once, not per chunk) and the task waits without a socket. The pump
 task waits on that epoll set through trio, and each time it is readable it runs, for every ready socket,
 the parked stream's synchronous step (read, decode, check, write to the client), in one pass, with no

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -182,17 +181,27 @@ def test_empty_run_renders(tmp_path):
     assert (tmp_path / "ttfc_distribution.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_ten_thousand_sessions_render_fast(tmp_path):
+def test_ten_thousand_sessions_plot_bounded_series(tmp_path):
+    """What keeps drawing cheap for any run size: every series in result.json is bounded, not one point per session
+    (asserted on the document, not on a wall clock)."""
     recs = [session("relay", i * 0.006, 0.05 + (i % 97) / 1000, 2.0 + (i % 13) / 10, gaps=[20.0] * 20)
             for i in range(10_000)]
     run = RunData(command=["loadtest"], config={}, started_unix=0.0, t0_ns=0, t_end_ns=ns(65), records=recs)
     result = report.build_result(run, machine=MACHINE, versions={})
     from loadtest import plots
 
-    plots.write_plots(result, tmp_path)  # warm the import and font cache
-    t = time.perf_counter()
+    def lengths(node):
+        if isinstance(node, list):
+            yield len(node)
+            for item in node:
+                yield from lengths(item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from lengths(value)
+
+    assert max(lengths(result)) <= stats.MAX_SERIES_POINTS
     plots.write_plots(result, tmp_path)
-    assert time.perf_counter() - t < 2.0
+    assert sorted(p.suffix for p in tmp_path.iterdir()) and all(p.stat().st_size > 0 for p in tmp_path.iterdir())
     assert result["summary"]["peak_concurrency"] == stats.peak_open(recs)
 
 

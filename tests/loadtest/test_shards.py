@@ -9,9 +9,10 @@ import pytest
 import trio
 
 from loadtest.coordinator import CoordinatorError, join, serve_coordinator
-from loadtest.merge import merge, shards_markdown
+from loadtest.merge import merge
 from loadtest.record import RunData, SessionRecord
 from loadtest.report import build_result
+from loadtest.reportmd import shards_markdown
 from loadtest.shards import ShardClock, StartMissed, parse_shard, parse_start_at
 
 MACHINE = {"cpus": 2, "hostname": "h"}

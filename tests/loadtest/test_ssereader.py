@@ -135,6 +135,13 @@ AGREED = {
     "data without colon": (b"data\n\n", [b""]),
     "data without colon, between lines": (b"data: a\ndata\ndata: b\n\n", [b"a\n\nb"]),
     "BOM at the start": (BOM + b"data: a\n\ndata: b\n\n", [b"a", b"b"]),
+    # Named events, as Anthropic Messages and OpenAI Responses stream them (the reader's two-slice path).
+    "event and one data line": (b'event: message_start\ndata: {}\n\nevent: ping\ndata: {"type":"ping"}\n\n',
+                                [b"{}", b'{"type":"ping"}']),
+    "event and two data lines": (b"event: x\ndata: a\ndata: b\n\n", [b"a\nb"]),
+    "event with an empty name": (b"event: \ndata: a\n\nevent:\ndata: b\n\n", [b"a", b"b"]),
+    "event, data without space": (b"event: x\ndata:a\n\nevent:y\ndata: b\n\n", [b"a", b"b"]),
+    "event, then an id": (b"event: x\nid: 4\ndata: a\n\nevent: y\ndata: b\n\n", [b"a", b"b"]),
 }
 
 

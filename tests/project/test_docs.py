@@ -94,17 +94,17 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
 def test_the_readme_example_is_a_config_the_relay_starts_with(tmp_path) -> None:
     """README's complete example: the TOML loads and validates, its deployments and fallbacks are what it says, and
     the keys-file line it shows parses with every limit."""
+    from proxy.config import load
     from proxy.limits import parse_keys_file
-    from proxy.routing import load_settings, upstream_configs
 
     text = (ROOT / "README.md").read_text()
     block = re.search(r"## Exposing the relay.*?```toml\n(.*?)```", text, re.S)
     assert block is not None
     path = tmp_path / "moonrelay.toml"
     path.write_text(block.group(1))
-    settings = load_settings({}, {}, str(path))
+    settings = load({}, {}, str(path))
     assert settings.state.startswith("redis://") and settings.workers == 2
-    configs = {c.name: c for c in upstream_configs(settings)}
+    configs = {c.name: c for c in settings.routes}
     assert [configs["moonshot-a"].weight, configs["moonshot-b"].weight] == [3, 1]
     assert configs["moonshot-a"].fallbacks == ("openai",) and configs["moonshot-a"].max_concurrent == 1000
     line = re.search(r"# lines: KEY (.*)", block.group(1))

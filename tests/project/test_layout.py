@@ -4,6 +4,9 @@
 from ``proxy/``: a bug in shared code would grade itself. Checked two ways: an AST scan of every module
 (``import``, ``from ... import``, ``importlib.import_module`` / ``__import__`` with a literal name), and
 importing every loadtest module in a fresh interpreter, which catches an import through any path.
+
+Its modules are layered: no import circle among them, counting the imports inside functions too (a circle
+hidden in a function works only as long as nobody moves the import to the top).
 """
 
 from __future__ import annotations
@@ -85,3 +88,72 @@ def test_importing_every_loadtest_module_loads_no_proxy_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def module_imports(package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` (a folder under the root) and the modules of the package it imports, at any
+    depth of its code; importing one's own parent package does not count (Python has imported it already)."""
+    paths = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                found = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base for alias in node.names]
+            else:
+                continue
+            graph[name] |= {m for m in found if m in paths and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The modules of every import circle (strongly connected components of more than one), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def test_loadtest_modules_import_in_layers() -> None:
+    graph = module_imports("loadtest")
+    assert "loadtest.reportmd" in graph["loadtest.report"]
+    assert import_circles(graph) == []
+
+
+def test_import_circles_names_each_circle_once() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_circles(graph) == [["a", "b", "c"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []

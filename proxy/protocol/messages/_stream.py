@@ -10,7 +10,7 @@ counting from 0; then ``message_delta`` (``stop_reason``, ``stop_sequence``, cum
 still fall back), with ``input_tokens`` as far as the caller knows them: a chat upstream tells them only at the
 end, so ``message_delta`` carries them too (the SDKs take a ``message_delta``'s ``input_tokens`` over
 ``message_start``'s). A failure mid-stream is ``event: error`` (``_errors.py``). Deltas are rendered from a
-per-block template: one string escape and one concatenation per chunk (results/PERF-LOG.md, "translated streams").
+per-block template: one string escape and one concatenation per chunk.
 """
 
 from __future__ import annotations

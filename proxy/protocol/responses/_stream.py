@@ -11,7 +11,7 @@ or filtered) with the whole Response and its usage. Every event carries ``sequen
 A failure after the start ends with ``response.failed``: the Response with ``status: failed``, its ``error``
 (``code`` ``rate_limit_exceeded`` for a 429, else ``server_error``) and the output so far. The first events go out
 with the first upstream chunk, never before, so the relay may still fall back. Deltas are rendered from per-block
-templates (results/PERF-LOG.md, "translated streams").
+templates.
 """
 
 from __future__ import annotations

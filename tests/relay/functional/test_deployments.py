@@ -217,13 +217,14 @@ async def test_nothing_moves_after_the_first_byte(nursery, monkeypatch, access_l
 
 def test_the_example_in_the_reference_loads(tmp_path):
 
-    from proxy.routing import Router, load_settings, upstream_configs
+    from proxy.config import load
+    from proxy.routing import Router
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Deployments and circuit breakers.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "deployments.toml"
     path.write_text(example)
-    configs = upstream_configs(load_settings({}, {}, str(path)))
+    configs = load({}, {}, str(path)).routes
     a, b, gateway = configs
     assert Router(configs).deployments("kimi-k2-0711-preview") == ("moonshot-a", "moonshot-b")
     assert Router(configs).deployments("moonshot-v1-8k") == ("moonshot-a",)

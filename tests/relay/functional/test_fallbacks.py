@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from proxy.config import Settings
-from proxy.routing import ConfigError, Upstream, Upstreams, upstream_configs
+from proxy.routing import ConfigError, Upstream, Upstreams
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_metrics import samples, total
 from tests.support import ROOT
@@ -28,9 +28,7 @@ def table(name: str, url: str = "", **extra) -> dict:
 
 
 def test_fallbacks_are_read_in_order():
-    configs = upstream_configs(
-        Settings(upstreams=[table("a", default=True, fallbacks=["c", "b"]), table("b"), table("c")])
-    )
+    configs = Settings(upstreams=[table("a", default=True, fallbacks=["c", "b"]), table("b"), table("c")]).routes
     assert [c.fallbacks for c in configs] == [("c", "b"), (), ()]
     assert [c.retry_on_timeout for c in configs] == [False] * 3  # a timeout is not sent again unless asked
 
@@ -48,7 +46,7 @@ def test_fallbacks_are_read_in_order():
 )
 def test_bad_fallbacks_are_refused(tables, message):
     with pytest.raises(ConfigError, match=message):
-        upstream_configs(Settings(upstreams=tables))
+        _ = Settings(upstreams=tables).routes
 
 
 # -- against simulated upstreams ----------------------------------------------------------------------
@@ -187,11 +185,10 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
         upstreams=[table("a", default=True, fallbacks=["b", "c"]), table("b", max_concurrent=1), table("c")]
     )
     upstreams = Upstreams(settings, [Upstream(settings, httpx.MockTransport(lambda r: None), config=c)
-                                     for c in upstream_configs(settings)])  # fmt: skip
+                                     for c in settings.routes])  # fmt: skip
     a, b, c = upstreams.all
-    relay = Relay(settings, upstreams, Streams())
     counted = []
-    relay.count_fallback = lambda *names: counted.append(names)
+    relay = Relay(settings, upstreams, Streams(), count_fallback=lambda *names: counted.append(names))
     state = RequestState()
     assert await b.take()  # b is full
     candidates = await relay.choose(state, "any-model")
@@ -205,13 +202,13 @@ async def test_a_full_fallback_is_skipped_and_the_slot_moves():
 
 def test_the_example_in_the_reference_loads(tmp_path):
 
-    from proxy.routing import load_settings
+    from proxy.config import load
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("**Fallbacks.**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "fallbacks.toml"
     path.write_text(example)
-    configs = upstream_configs(load_settings({}, {}, str(path)))
+    configs = load({}, {}, str(path)).routes
     assert [(c.name, c.fallbacks) for c in configs] == [
         ("moonshot", ("moonshot-backup", "moonshot-proxy")),
         ("moonshot-backup", ()),

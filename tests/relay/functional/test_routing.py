@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from proxy.auth import fingerprint
-from proxy.config import Settings
+from proxy.config import Settings, load
 from proxy.routing import (
     DEFAULT_REST_S,
     MAX_REST_S,
@@ -20,10 +20,8 @@ from proxy.routing import (
     Router,
     UpstreamConfig,
     rest_seconds,
-    upstream_configs,
 )
 from proxy.routing import _router as routing
-from proxy.routing import load_settings as load
 from tests.conftest import start_relay, start_sim, wait_lines
 from tests.relay.functional.test_fallbacks import refused_url
 from tests.relay.functional.test_metrics import samples, total
@@ -35,7 +33,7 @@ def table(name: str, **extra) -> dict:
 
 
 def router_for(*tables: dict) -> Router:
-    return Router(upstream_configs(Settings(upstreams=tables)))
+    return Router(Settings(upstreams=tables).routes)
 
 
 # -- the matcher --------------------------------------------------------------------------------------
@@ -81,7 +79,7 @@ def test_a_name_too_long_for_any_model_is_decided_not_cached():
 
 
 def test_the_flat_settings_make_one_default_upstream_named_as_before():
-    (only,) = upstream_configs(Settings(upstream="http://127.0.0.1:9100/v1", upstream_key_env="SIM_KEY"))
+    (only,) = Settings(upstream="http://127.0.0.1:9100/v1", upstream_key_env="SIM_KEY").routes
     assert only == UpstreamConfig(
         name="127.0.0.1:9100", base_url="http://127.0.0.1:9100/v1", key_envs=("SIM_KEY",), default=True
     )
@@ -90,10 +88,10 @@ def test_the_flat_settings_make_one_default_upstream_named_as_before():
 
 def test_per_upstream_settings_default_to_the_global_ones():
     s = Settings(idle_timeout_s=7, upstream_ca_file="/ca.pem", upstreams=(table("a", connect_timeout_s=2),))
-    (a,) = upstream_configs(s)
+    (a,) = s.routes
     assert (a.connect_timeout_s, a.idle_timeout_s, a.first_byte_timeout_s, a.ca_file) == (2.0, 7.0, 300.0, "/ca.pem")
     assert (a.max_concurrent, a.include_usage, a.key_envs) == (0, False, ())
-    (b,) = upstream_configs(Settings(upstreams=(table("b", key_env="B_KEY", max_concurrent=3, include_usage=True),)))
+    (b,) = Settings(upstreams=(table("b", key_env="B_KEY", max_concurrent=3, include_usage=True),)).routes
     assert (b.key_envs, b.max_concurrent, b.include_usage) == (("B_KEY",), 3, True)
 
 
@@ -127,7 +125,7 @@ def test_per_upstream_settings_default_to_the_global_ones():
 )
 def test_bad_upstream_tables_are_refused_with_a_clear_message(tables, message):
     with pytest.raises(ConfigError) as exc:
-        upstream_configs(Settings(upstreams=tuple(tables)))
+        _ = Settings(upstreams=tuple(tables)).routes
     assert message in str(exc.value)
 
 
@@ -138,7 +136,7 @@ def test_config_file_tables_are_read_and_validated_at_load(tmp_path):
         'models = ["*"]\n'
     )
     s = load({}, {"MOONRELAY_CONNECT_TIMEOUT_S": "3"}, str(good))
-    (sim,) = upstream_configs(s)
+    (sim,) = s.routes
     assert (sim.name, sim.default, sim.idle_timeout_s, sim.connect_timeout_s) == ("sim", True, 9.0, 3.0)
     bad = tmp_path / "bad.toml"
     bad.write_text('[[upstreams]]\nname = "a"\nbase_url = "http://a/v1"\n[[upstreams]]\nname = "a"\nbase_url = "x"\n')
@@ -428,7 +426,7 @@ def test_the_example_config_in_docs_loads_and_routes():
 
     path = ROOT / "docs" / "moonrelay.example.toml"
     settings = load({}, {}, str(path))
-    configs = upstream_configs(settings)
+    configs = settings.routes
     assert [(c.name, c.base_url, c.key_envs) for c in configs] == [
         ("moonshot", "https://api.moonshot.cn/v1", ("MOONSHOT_API_KEY", "MOONSHOT_API_KEY_2")),
         ("deepseek", "https://api.deepseek.com/v1", ("DEEPSEEK_API_KEY",)),

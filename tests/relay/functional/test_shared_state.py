@@ -154,15 +154,15 @@ def test_the_state_url_is_checked_before_serving() -> None:
 
 
 def test_the_example_in_the_reference_loads(tmp_path) -> None:
-    from proxy.routing import load_settings, upstream_configs
+    from proxy.config import load
 
     text = (ROOT / "docs" / "reference.md").read_text()
     example = text.split("## Shared state on Redis", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "relay.toml"
     path.write_text(example)
-    settings = load_settings({}, {}, str(path))
+    settings = load({}, {}, str(path))
     assert (settings.state, settings.state_timeout_s, settings.workers) == ("redis://10.0.0.5:6379/0", 0.25, 2)
-    assert [c.max_concurrent for c in upstream_configs(settings)] == [1000]
+    assert [c.max_concurrent for c in settings.routes] == [1000]
 
 
 def redis_time(redis_server) -> float:

@@ -18,7 +18,6 @@ from proxy.routing import (
     Step,
     balance_order,
     breaker_outcome,
-    upstream_configs,
 )
 from proxy.routing._breaker import opens, step
 
@@ -31,7 +30,7 @@ def table(name: str, **extra) -> dict:
 
 
 def test_tables_that_share_a_model_are_its_deployments():
-    configs = upstream_configs(
+    configs = (
         Settings(
             upstreams=[
                 table("a", models=["kimi", "a-only"], weight=3),
@@ -39,7 +38,7 @@ def test_tables_that_share_a_model_are_its_deployments():
                 table("c", models=["kimi-*"], default=True),
             ]
         )  # fmt: skip
-    )
+    ).routes
     router = Router(configs)
     assert router.deployments("kimi") == ("a", "b")
     assert router.deployments("a-only") == ("a",) and router.deployments("kimi-x") == ("c",)
@@ -50,7 +49,7 @@ def test_tables_that_share_a_model_are_its_deployments():
 
 
 def test_no_default_and_no_match_has_no_deployment():
-    assert Router(upstream_configs(Settings(upstreams=[table("a", models=["m"])]))).deployments("x") == ()
+    assert Router(Settings(upstreams=[table("a", models=["m"])]).routes).deployments("x") == ()
 
 
 # -- the weighted choice (pure) -----------------------------------------------------------------------
@@ -129,10 +128,9 @@ class Clock:
 def health_of(failures: int = 3, **extra) -> tuple[Health, Clock, list]:
     clock = Clock()
     breaker = {"breaker_failures": failures, "breaker_window_s": 10, "breaker_cooldown_s": 5}
-    configs = upstream_configs(Settings(upstreams=[table("d", default=True, **breaker, **extra)]))
-    health = Health(LocalStore(clock), configs)
+    configs = Settings(upstreams=[table("d", default=True, **breaker, **extra)]).routes
     changes: list = []
-    health.changed = lambda *change: changes.append(change)
+    health = Health(LocalStore(clock), configs, changed=lambda *change: changes.append(change))
     return health, clock, changes
 
 
@@ -253,7 +251,7 @@ async def test_a_request_cancelled_while_probing_gives_the_probe_back():
 
     settings = Settings(upstreams=[table("a", models=["m"], breaker_failures=1), table("b", models=["m"])])
     upstreams = Upstreams(settings, [Upstream(settings, httpx.MockTransport(lambda r: None), config=c)
-                                     for c in upstream_configs(settings)])  # fmt: skip
+                                     for c in settings.routes])  # fmt: skip
     await upstreams.store.rest("tripped:a", 60)  # a is half-open
     candidates = await Candidates.plan(upstreams, upstreams.deployments("m"))
     assert [u.name for u in candidates.order] == ["a", "b"]  # a half-open deployment may be chosen: for its probe

@@ -3,13 +3,12 @@ LocalStore on a fake clock (proxy/limits/_keylimits.py), the headers' formats, t
 
 from __future__ import annotations
 
-import logging
 import re
 
 import pytest
 
 from proxy import auth
-from proxy.auth import KeySource, load_client_keys
+from proxy.auth import load_client_keys
 from proxy.config import Settings
 from proxy.limits import (
     ClientKey,
@@ -80,27 +79,22 @@ def test_bad_defaults_stop_startup(tmp_path):
     assert keys.identify("c") is None and keys.limited == 2
 
 
-def test_a_bad_file_at_reload_keeps_the_keys_in_force(tmp_path, caplog):
+def test_a_bad_keys_file_is_refused_without_showing_a_key(tmp_path):
+    """A reload that meets it keeps the keys in force (tests/relay/functional/test_reload.py)."""
     path = tmp_path / "keys"
-    path.write_text("sk-one name=one rpm=1\n")
-    source = KeySource(Settings(api_keys_file=str(path)))
-    path.write_text("sk-two name=two rpm=2\n")
-    assert source.reload() and source.current.identify("sk-one") is None
-    assert source.current.identify("sk-two").rpm == 2
     path.write_text("sk-two name=two rpm=two\n")
-    assert not source.reload()
-    assert source.current.identify("sk-two").rpm == 2  # the old keys stay
-    assert "not reloaded" in caplog.text and "sk-two" not in caplog.text
+    with pytest.raises(KeysFileError) as refused:
+        load_client_keys(Settings(api_keys_file=str(path)))
+    assert "sk-two" not in str(refused.value)
     path.unlink()
-    assert not source.reload() and source.current.identify("sk-two") is not None
+    with pytest.raises(KeysFileError):
+        load_client_keys(Settings(api_keys_file=str(path)))
 
 
-def test_a_file_that_changes_while_it_is_read_is_refused_until_it_holds_still(tmp_path, monkeypatch, caplog):
-    """A writer that rewrites the keys file in place while SIGHUP reads it: half a file must never become the keys
-    in force (a cut key would lock its client out, or let a prefix in)."""
+def test_a_file_that_changes_while_it_is_read_is_refused_until_it_holds_still(tmp_path, monkeypatch):
+    """A writer that rewrites the keys file in place while a reload reads it: half a file must never become the
+    keys in force (a cut key would lock its client out, or let a prefix in)."""
     path = tmp_path / "keys"
-    path.write_text("sk-one name=one\n")
-    source = KeySource(Settings(api_keys_file=str(path)))
     path.write_text("sk-two-0123")  # the first half of what the writer means to write...
     read = auth._read
 
@@ -111,16 +105,13 @@ def test_a_file_that_changes_while_it_is_read_is_refused_until_it_holds_still(tm
         return text
 
     monkeypatch.setattr(auth, "_read", read_while_written)
-    caplog.set_level(logging.INFO, logger="moonrelay")
-    assert not source.reload()
-    assert source.current.identify("sk-one") is not None and source.current.identify("sk-two-0123") is None
-    refused = [r.getMessage() for r in caplog.records]
-    assert len(refused) == 1 and "changed while it was read" in refused[0] and "sk-two" not in refused[0]
+    settings = Settings(api_keys_file=str(path))
+    with pytest.raises(KeysFileError) as refused:
+        load_client_keys(settings)
+    assert "changed while it was read" in str(refused.value) and "sk-two" not in str(refused.value)
     monkeypatch.setattr(auth, "_read", read)
-    caplog.clear()
-    assert source.reload()  # the next SIGHUP reads the whole file
-    assert source.current.identify("sk-two-0123456789") is not None and source.current.identify("sk-one") is None
-    assert [r.getMessage() for r in caplog.records] == ["SIGHUP: client keys reloaded: 1 configured, 0 with limits"]
+    keys = load_client_keys(settings)  # the next reload reads the whole file
+    assert keys is not None and keys.identify("sk-two-0123456789") is not None and keys.identify("sk-two-0123") is None
 
 
 def test_a_keys_file_that_cannot_be_read_says_which_and_why(tmp_path):

@@ -12,8 +12,8 @@ from proxy.limits._resp import (
     MAX_ARRAY,
     MAX_BULK,
     MAX_DEPTH,
-    Connection,
     Parser,
+    RedisConnection,
     RedisRefused,
     RedisUnavailable,
     ReplyError,
@@ -117,7 +117,7 @@ def test_a_url_the_relay_cannot_use_is_refused_without_showing_its_password(url,
 
 
 async def test_concurrent_calls_get_their_own_replies_and_a_cancelled_one_costs_nothing(redis_server, nursery):
-    conn = Connection(parse_state_url(redis_server.url.replace("/0", "/1")))
+    conn = RedisConnection(parse_state_url(redis_server.url.replace("/0", "/1")))
     await nursery.start(conn.run)
     got: dict[int, object] = {}
 
@@ -138,7 +138,7 @@ async def test_concurrent_calls_get_their_own_replies_and_a_cancelled_one_costs_
 
 
 async def test_a_dead_server_fails_the_calls_and_a_new_one_is_reached_again(redis_server, nursery):
-    conn = Connection(parse_state_url(redis_server.url))
+    conn = RedisConnection(parse_state_url(redis_server.url))
     await nursery.start(conn.run)
     assert await conn.call("PING") == b"PONG"
     redis_server.kill()
@@ -159,7 +159,7 @@ async def test_every_new_connection_authenticates_first(tmp_path, nursery, acl) 
     server.start()
     try:
         user = "relay" if acl else ""
-        conn = Connection(parse_state_url(f"redis://{user}:pw@127.0.0.1:{server.port}/1"))
+        conn = RedisConnection(parse_state_url(f"redis://{user}:pw@127.0.0.1:{server.port}/1"))
         await nursery.start(conn.run)
         assert await conn.call("SET", "k", "v") == b"OK"
         assert server.command("EXISTS", "k") == b":0\r\n"  # in db 1, not the tests' own db 0
@@ -173,11 +173,11 @@ async def test_every_new_connection_authenticates_first(tmp_path, nursery, acl) 
                 pass
         else:
             raise AssertionError("never reconnected")
-        wrong = Connection(parse_state_url(f"redis://{user}:wrong@127.0.0.1:{server.port}/0"))
+        wrong = RedisConnection(parse_state_url(f"redis://{user}:wrong@127.0.0.1:{server.port}/0"))
         await nursery.start(wrong.run)
         with pytest.raises(RedisRefused, match="WRONGPASS"):
             await wrong.call("PING")
-        out_of_range = Connection(parse_state_url(f"redis://{user}:pw@127.0.0.1:{server.port}/99"))
+        out_of_range = RedisConnection(parse_state_url(f"redis://{user}:pw@127.0.0.1:{server.port}/99"))
         await nursery.start(out_of_range.run)
         with pytest.raises(RedisRefused, match="DB index"):
             await out_of_range.call("PING")

@@ -38,16 +38,16 @@ def warnings_of(caplog) -> list[str]:
 
 def test_tested_versions_allow_fast_paths_quietly(installed, caplog):
     assert versions.untested_frameworks() == []
-    assert versions.fast_paths_allowed("auto") is True
-    assert versions.fast_paths_allowed("") is True  # unset means auto
+    assert versions.mode_allows("auto") is True
+    assert versions.mode_allows("") is True  # unset means auto
     assert warnings_of(caplog) == []
 
 
 def test_one_bumped_framework_turns_fast_paths_off_with_one_warning_line(installed, caplog):
     installed["hypercorn"] = "0.19.0"
     assert versions.untested_frameworks() == ["hypercorn 0.19.0 (tested ==0.18.0)"]
-    assert versions.fast_paths_allowed("auto") is False
-    assert versions.fast_paths_allowed("auto") is False  # asked again (another worker start): no second line
+    assert versions.mode_allows("auto") is False
+    assert versions.mode_allows("auto") is False  # asked again (another worker start): no second line
     [line] = warnings_of(caplog)
     assert "\n" not in line
     assert "hypercorn 0.19.0 (tested ==0.18.0)" in line and "fast paths off" in line and "force" in line
@@ -63,7 +63,7 @@ def test_every_untested_framework_is_named_in_the_one_line(installed, caplog):
         "h11 0.17.0 (tested ==0.16.0)",
         "trio 0.36.0 (tested >=0.35.0,<0.36)",
     ]
-    assert versions.fast_paths_allowed("auto") is False
+    assert versions.mode_allows("auto") is False
     [line] = warnings_of(caplog)
     assert "quart-trio not installed" in line and "h11 0.17.0" in line and "trio 0.36.0" in line
 
@@ -78,22 +78,22 @@ def test_a_prerelease_is_untested(installed):
 
 
 def test_forced_off_is_off_without_a_warning(installed, caplog):
-    assert versions.fast_paths_allowed("off") is False
+    assert versions.mode_allows("off") is False
     installed["quart"] = "0.23.0"
-    assert versions.fast_paths_allowed("off") is False
-    assert versions.fast_paths_allowed(" OFF ") is False
+    assert versions.mode_allows("off") is False
+    assert versions.mode_allows(" OFF ") is False
     assert warnings_of(caplog) == []
 
 
 def test_force_ignores_the_gate(installed, caplog):
     installed["quart"] = "0.23.0"
-    assert versions.fast_paths_allowed("force") is True
+    assert versions.mode_allows("force") is True
     assert warnings_of(caplog) == []
 
 
 def test_an_unknown_setting_is_refused(installed):
     with pytest.raises(ValueError, match="MOONRELAY_FAST_PATHS='yes'.*auto, off, force"):
-        versions.fast_paths_allowed("yes")
+        versions.mode_allows("yes")
 
 
 def test_pyproject_pins_are_the_tested_table():
