@@ -238,7 +238,7 @@ async def _census(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
 
 
-def _git() -> str:
+def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()  # fmt: skip
@@ -259,7 +259,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     result = trio.run(_census, args, args.out)
     tracemalloc.stop()
     result |= {"command": "python -m bench.census " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
-               "git": _git(), "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+               "git": git_commit(), "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "python": sys.version.split()[0], "machine": machine_facts()}  # fmt: skip
     (args.out / "census.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "README.md").write_text(render(result))

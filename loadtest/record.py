@@ -6,8 +6,10 @@ simulated upstream's per-chunk send stamps can be subtracted from the client's r
 
 from __future__ import annotations
 
+import pickle
+import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
 
 
 @dataclass(slots=True)
@@ -102,6 +104,46 @@ class SessionRecord:
     def from_json(cls, d: dict[str, Any]) -> SessionRecord:
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class SpilledRecords:
+    """The records of the sessions a process ran, on disk in batches as they end, read back whole for the report.
+
+    A record and its per-chunk lists are about a kilobyte of objects: a run of a million sessions held them all in
+    memory, so the load generator grew with its run (and its collector's full passes with it) while it measured.
+    Kept on disk, the run's memory stays flat; the report, after the run, reads them back.
+    """
+
+    BATCH = 2000  # records per pickled batch
+
+    def __init__(self) -> None:
+        self._batch: list[SessionRecord] = []
+        self._file: IO[bytes] | None = None  # an unlinked temporary file, gone when closed
+        self.count = 0
+
+    def append(self, rec: SessionRecord) -> None:
+        self._batch.append(rec)
+        self.count += 1
+        if len(self._batch) >= self.BATCH:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile()
+            pickle.dump(self._batch, self._file, pickle.HIGHEST_PROTOCOL)
+            self._batch = []
+
+    def read(self) -> list[SessionRecord]:
+        """Every record, in the order the sessions ended; the file is closed, the records stay in memory."""
+        if self._file is not None:
+            records: list[SessionRecord] = []
+            self._file.seek(0)
+            while True:
+                try:
+                    records += pickle.load(self._file)
+                except EOFError:
+                    break
+            self._file.close()
+            self._file = None
+            self._batch = records + self._batch
+        return self._batch
 
 
 @dataclass(slots=True)

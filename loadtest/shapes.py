@@ -24,7 +24,7 @@ from loadtest.apirequest import MESSAGES_MAX_TOKENS, api_request
 from loadtest.client import Endpoint, now_ns
 from loadtest.looplag import LoopLag
 from loadtest.progress import LiveStats
-from loadtest.record import SessionRecord
+from loadtest.record import SessionRecord, SpilledRecords
 from loadtest.session import ConnectionSlot, RequestSpec, RetryCounter, run_session
 from loadtest.workload import Workload
 
@@ -93,7 +93,7 @@ class WorkerLoad:
         self.worker = cfg.shard * workers + worker  # the lane (see the module docstring)
         self.workers = cfg.shards * workers
         self.live = live if live is not None else LiveStats()
-        self.records: list[SessionRecord] = []
+        self.ended = SpilledRecords()  # the sessions that ended (on disk as they accumulate)
         self.lag = LoopLag()  # this process's event-loop lateness while the load ran
         self.retries = RetryCounter()
         self.interrupted = False
@@ -102,6 +102,11 @@ class WorkerLoad:
         self._workload = cfg.the_workload()
         self._sent = 0  # requests this lane has started
         self._tickets = cfg.share(cfg.requests, self.worker, self.workers)
+
+    @property
+    def records(self) -> list[SessionRecord]:
+        """Every session's record (read back from disk: once the run is over)."""
+        return self.ended.read()
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -140,7 +145,6 @@ class WorkerLoad:
     # -- sessions ----------------------------------------------------------------------------------
 
     async def _one(self, rec: SessionRecord, slot: ConnectionSlot) -> None:
-        self.records.append(rec)
         live = self.live
         live.started()
         try:
@@ -150,6 +154,7 @@ class WorkerLoad:
             )
         finally:
             live.session_ended(rec)
+            self.ended.append(rec)  # an interrupted session too: run_session marked it
 
     def _ticket(self, first: bool) -> bool:
         """May a closed-loop slot start another session now?"""

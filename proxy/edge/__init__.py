@@ -18,7 +18,7 @@ from ._app import create_app
 from ._cors import CORSPolicy
 from ._direct import ClientWrites, DirectWriter, current_writer
 from ._gate import fast_paths_allowed, fast_paths_mode
-from ._lifecycle import Observer, Tap, install_observability
+from ._lifecycle import Observer, install_observability
 from ._reload import Reload, Reloader, reload
 from ._server import (
     build_store,
@@ -32,6 +32,7 @@ from ._server import (
     worker_config,
 )
 from ._taken import FALLBACKS, TAKEN
+from ._tap import Tap
 from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
 from ._worker import client_writes, hypercorn_config, prepare_app, request_class, serve_app
 from .versions import FAST_PATHS_ENV, TESTED, untested_frameworks

@@ -46,6 +46,7 @@ from ._errors import render
 from ._gate import fast_paths_allowed
 from ._lifecycle import install_observability
 from ._reload import RELOADER
+from ._tcpserver import OpenConnections
 from ._worker import prepare_app, request_class
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def create_app(
     tracing: Tracing | None = None,
     cache: Any = None,
     admin: AdminAPI | None = None,
+    connections: OpenConnections | None = None,
 ) -> QuartTrio:
     """The app around one :class:`Relay`; with no ``upstreams`` it opens its own when serving starts and closes
     them when serving stops.
@@ -126,7 +128,8 @@ def create_app(
     (reloaded on SIGHUP by whoever holds it; read from ``settings`` when not given); ``pump``, if given and running,
     relays directly written streams from its task; ``tracing``: this worker's spans (proxy/tracing); ``cache``: the
     response cache's store (this worker's memory when not given: proxy/relay/_caching.py); ``admin``: the admin API
-    (proxy/admin), its routes behind its own key instead of a client key's.
+    (proxy/admin), its routes behind its own key instead of a client key's; ``connections``: the worker's open
+    client connections, for ``/healthz`` (counted by each connection, proxy.edge._tcpserver).
     """
     app = QuartTrio("moonrelay")
     # Werkzeug answers "//" in a path with a redirect built from the Host header; the relay refuses it instead
@@ -238,9 +241,12 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        # Counts the relay keeps anyway, O(1) whatever the load: requests in flight (this one included), streams
-        # being relayed, live trio tasks; so a leak shows.
+        # Counts the relay keeps anyway, O(1) whatever the load, each back to its idle value once a load has passed
+        # (so a leak shows): requests in flight (this one included), streams being relayed, open client connections
+        # (this one included), live trio tasks.
         body = {"status": "ok", "in_flight": streams.calls, "streams": len(streams.bodies)}
+        if connections is not None:
+            body["connections"] = connections.count
         if tasks.installed:
             body["tasks"] = tasks.live
         reloader = app.extensions.get(RELOADER)

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from ..config import Settings
 from ..limits import StoreBudget
 from ..observability import AccessRecord, access_logger, key_prefix, request_id, scan_tail
@@ -35,7 +33,8 @@ from ._cors import CORSPolicy
 from ._demo import PAGE
 from ._gate import fast_paths_allowed
 from ._outcome import begin_trace, end_span, note_outcome
-from ._tcpserver import request_body_unread, send_last, shielding_last, write_timed_out
+from ._tap import STREAM_TYPES, Tap
+from ._tcpserver import send_last, shielding_last, write_timed_out
 
 if TYPE_CHECKING:
     from ..observability import Metrics
@@ -49,100 +48,6 @@ ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 UNROUTED = "none"  # the upstream label of a request refused before routing, when several upstreams are configured
 MODEL_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses"})  # log model
 UNLOGGED = frozenset({"/healthz", "/metrics"})  # probes and scrapes (when the app answers them) would drown the log
-_STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
-
-
-class Tap:
-    """One observed call: the response's head and body as they go out, and what the log and metrics need of them.
-
-    Its ``send`` is the ``send`` the app gets. One slotted object per call instead of two closures and
-    their cells: it lives as long as the stream. The body's hot path is ``seen`` (a direct writer calls
-    it too, :mod:`proxy.edge`): an increment and two reference moves.
-    """
-
-    __slots__ = (
-        "chunks", "first_ns", "prev", "last", "gone", "completed", "status", "head_ns", "streamed", "content_type",
-        "length", "_send", "_rid", "_cors", "_metrics", "_watch", "_ending",
-    )  # fmt: skip
-
-    def __init__(self, send: Callable | None = None, rid: bytes = b"", cors: list | None = None,
-                 metrics: Any = None, watch: BodyWatch | None = None,
-                 ending: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
-        self.gone = False  # a direct write found the client gone (the body then ends as if complete)
-        self.completed = False  # the last body message was sent
-        self.chunks = 0
-        self.first_ns = 0
-        self.prev = self.last = b""  # the last two chunks: usage is in the tail
-        self.status = 0
-        self.head_ns = 0
-        self.streamed = False
-        self.content_type = b""
-        self.length: int | None = None  # body bytes still to come, when a content-length frames the response
-        self._send = send
-        self._rid = rid
-        self._cors = cors or []
-        self._metrics = metrics
-        self._watch = watch  # without the fast paths: whether the request's body was read to the end
-        self._ending = ending  # run once, before the response's last bytes go out (the request's slots back)
-
-    def seen(self, body: bytes) -> None:
-        # The hot path: one call per chunk. Keep it to an increment and two reference moves.
-        self.chunks += 1
-        if not self.first_ns and body[:1] != b":":  # an SSE heartbeat comment is not a first chunk
-            self.first_ns = time.monotonic_ns()
-        self.prev, self.last = self.last, body
-
-    @property
-    def tail(self) -> bytes:
-        return self.prev + self.last if self.prev else self.last
-
-    async def send(self, message: dict) -> None:
-        if message["type"] == "http.response.body":
-            body = message.get("body")
-            if body:
-                self.seen(body)
-            if not message.get("more_body", False):
-                self.completed = True  # before the send: the server may cancel us as it ends the response
-                with trio.CancelScope(shield=True):  # see proxy.edge._tcpserver: the last send must not be cut
-                    if self._ending is not None:
-                        await self._end()
-                    await self._send(message)  # type: ignore[misc]
-                return
-            if body and self.length is not None:  # a response framed by its length ends with its last bytes
-                self.length -= len(body)
-                if self.length <= 0 and self._ending is not None:
-                    with trio.CancelScope(shield=True):
-                        await self._end()
-        elif message["type"] == "http.response.start":
-            self._start(message)
-        await self._send(message)  # type: ignore[misc]
-
-    async def _end(self) -> None:
-        ending, self._ending = self._ending, None
-        await ending()  # type: ignore[misc]
-
-    def _start(self, message: dict) -> None:
-        self.status = message["status"]
-        self.head_ns = time.monotonic_ns()
-        headers = []
-        content_type = b""
-        for name, value in message.get("headers", ()):
-            if name == b"x-request-id":  # the upstream's own id: keep it, under another name
-                name = b"x-upstream-request-id"
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                self.length = int(value)
-            headers.append((name, value))
-        headers.append((b"x-request-id", self._rid))
-        headers.extend(self._cors)
-        if request_body_unread() if self._watch is None else not self._watch.done:
-            headers.append((b"connection", b"close"))
-        message["headers"] = headers
-        self.content_type = content_type
-        self.streamed = content_type.startswith(_STREAM_TYPES)
-        if self.streamed and self._metrics is not None:
-            self._metrics.in_flight.inc()
 
 
 def default_upstream(settings: Settings) -> str:
@@ -288,6 +193,9 @@ class Observer:
                     self._finish(state, method, path, rid, authorization, started, tap)
                 except Exception:  # noqa: BLE001 - a log line must never break a response
                     log.exception("access log / metrics failed for request %s", rid)
+                # The tap holds the server's send, the server's stream holds the scope, the scope holds the
+                # state: a cycle that would keep the stream, and through it the connection, until a full GC.
+                state.tap = tap._send = None
         finally:
             budget.ending()
             if streams is not None:  # the relay's slots back, a client key's admission settled (proxy.relay)
@@ -329,7 +237,7 @@ class Observer:
         cached = 0  # prompt tokens read from the provider's prompt cache (their own price)
         if state.client is not None:
             rec.extra["key_name"] = state.client.key.label
-        if tail and content_type.startswith((b"application/json", *_STREAM_TYPES)):
+        if tail and content_type.startswith((b"application/json", *STREAM_TYPES)):
             found = scan_tail(tail, whole_json=content_type.startswith(b"application/json"))
             rec.prompt_tokens, rec.completion_tokens = found.prompt_tokens, found.completion_tokens
             cached = found.cached_tokens

@@ -33,7 +33,7 @@ from wire import (
 from ..admin import admin_api
 from ..auth import KeySource
 from ..config import Settings, Sources
-from ..gcpolicy import tune_gc
+from ..gcpolicy import Reclaim, tune_gc
 from ..limits import FailoverStore, LocalStore, RedisStore, StateURLError, Store, check_redis
 from ..observability import prepare_multiprocess
 from ..relay import Streams, cache_store
@@ -45,7 +45,7 @@ from ._app import create_app
 from ._direct import ClientWrites
 from ._gate import fast_paths_allowed
 from ._reload import Reloader
-from ._worker import client_writes, hypercorn_config, serve_app
+from ._worker import client_writes, hypercorn_config, open_connections, serve_app
 
 # Hypercorn's own graceful timeout cancels whatever is left without telling the app; ours ends the
 # remaining streams with an error event first, so hypercorn's deadline is set this much later.
@@ -188,11 +188,13 @@ async def serve(
             if settings.pump != "off" and settings.direct_writes != "off" and pump_available and transports:
                 pump = Pump()  # streams parked in it are relayed from its task (proxy/transport/_pump.py)
                 await nursery.start(pump.run)
+            await nursery.start(Reclaim(lambda: streams.calls).run)  # after a burst: its memory back to the system
             admin = admin_api(settings, keys, store)  # the admin API, when on: its keys read before serving
             if admin is not None:
                 await nursery.start(admin.managed.run)
             app = create_app(settings, upstreams, streams=streams, heartbeats=heartbeats, store=store, keys=keys,
-                             pump=pump, tracing=tracing, cache=cache, admin=admin)  # fmt: skip
+                             pump=pump, tracing=tracing, cache=cache, admin=admin,
+                             connections=open_connections(config))  # fmt: skip
             reloader.attach(app)
             if threading.current_thread() is threading.main_thread():  # (signals reach the main thread only)
                 await nursery.start(reload_on_sighup, reloader)

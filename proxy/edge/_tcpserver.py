@@ -112,6 +112,19 @@ class _IdleDeadline:
         self.scope.deadline = math.inf
 
 
+class OpenConnections:
+    """Client connections a worker serves now (``/healthz``): counted from the connection's start to its end,
+    whichever connection class serves it, so that after any load it is back to what the probe itself holds."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+NOT_COUNTED = OpenConnections()  # for a connection whose hypercorn config was not made by proxy.edge
+
+
 class TCPServer(_HypercornTCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,6 +193,8 @@ class TCPServer(_HypercornTCPServer):
 
     async def run(self) -> None:
         CONNECTION.set(self)  # this connection's task only; the app's tasks spawned from it inherit it
+        opened = getattr(self.config, "connections", NOT_COUNTED)
+        opened.count += 1
         try:
             if self._fd < 0:
                 await super().run()  # TLS: hypercorn's handshake first
@@ -204,6 +219,7 @@ class TCPServer(_HypercornTCPServer):
             finally:
                 await self._close()
         finally:
+            opened.count -= 1
             # hypercorn's protocol holds our protocol_send, a cycle the size of the whole connection (its
             # h11 state, streams, last request): broken here, refcounting frees it now instead of the GC later.
             self.protocol = None  # type: ignore[assignment]
@@ -261,9 +277,20 @@ class TCPServer(_HypercornTCPServer):
 
 
 def _tcp_server(app: Any, config: Any, context: Any, state: Any, stream: Any) -> Any:
-    """The connection hypercorn's trio worker makes for ``stream``: ours where the config asks for the fast paths."""
-    cls = TCPServer if getattr(config, "fast_paths", False) else _HypercornTCPServer
-    return cls(app, config, context, state, stream)
+    """The connection hypercorn's trio worker makes for ``stream`` (and awaits): ours where the config asks for the
+    fast paths (it counts itself), else hypercorn's, counted around its run."""
+    if getattr(config, "fast_paths", False):
+        return TCPServer(app, config, context, state, stream)
+    server = _HypercornTCPServer(app, config, context, state, stream)
+    return _counted(server, getattr(config, "connections", NOT_COUNTED))
+
+
+async def _counted(server: _HypercornTCPServer, opened: OpenConnections) -> None:
+    opened.count += 1
+    try:
+        await server.run()
+    finally:
+        opened.count -= 1
 
 
 def install() -> None:

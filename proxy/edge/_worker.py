@@ -16,7 +16,7 @@ from quart_trio.wrappers.request import TrioRequest
 from ._direct import ClientWrites
 from ._inline import InlineHTTPConnection
 from ._taken import TAKEN
-from ._tcpserver import install
+from ._tcpserver import OpenConnections, install
 
 
 def hypercorn_config(
@@ -32,16 +32,22 @@ def hypercorn_config(
     config.graceful_timeout = graceful_timeout_s
     config.accesslog = None
     config.errorlog = "-"
-    # Read by each of our connections (_connection.TCPServer): the client write deadline, and the writes that
+    # Read by each of our connections (_tcpserver.TCPServer): the client write deadline, and the writes that
     # wait on it; and which connection class to build.
     config.client_writes = ClientWrites(client_write_timeout_s)  # type: ignore[attr-defined]
     config.fast_paths = fast_paths  # type: ignore[attr-defined]
+    config.connections = OpenConnections()  # type: ignore[attr-defined]  # counted by each connection
     return config
 
 
 def client_writes(config: Config) -> ClientWrites:
     """The worker's client write deadline (shutdown ends the writes waiting on it)."""
     return config.client_writes  # type: ignore[attr-defined,no-any-return]
+
+
+def open_connections(config: Config) -> OpenConnections:
+    """The worker's count of open client connections."""
+    return config.connections  # type: ignore[attr-defined,no-any-return]
 
 
 def prepare_app(app: Quart, *, fast_paths: bool) -> None:

@@ -23,6 +23,8 @@ from ..protocol import InvalidRequest
 from ..upstreamconfig import UpstreamConfig
 
 CACHE_LIMIT = 10_000  # distinct model names remembered; beyond it decisions are still right, just not cached
+CACHED_NAME_MAX = 256  # longer names (no real model's) are decided, not remembered: 10,000 body-sized ones are GBs
+
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -61,7 +63,7 @@ class Router:
         except KeyError:
             pass
         found = self._decide(model)
-        if len(self._cache) < CACHE_LIMIT:
+        if len(self._cache) < CACHE_LIMIT and len(model) <= CACHED_NAME_MAX:
             self._cache[model] = found
         return found
 

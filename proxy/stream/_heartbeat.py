@@ -24,6 +24,10 @@ import trio
 
 from ..transport import HEARTBEAT
 
+# Entries of ended streams leave the heap when they come up or, once they outnumber the live streams and this many,
+# all at once: the heap stays within twice the streams open plus this, however many streams went through it.
+STALE_SLACK = 16
+
 
 class Heartbeats:
     def __init__(self, interval_s: float, live: set[Any]) -> None:
@@ -41,7 +45,11 @@ class Heartbeats:
     def watch(self, body: Any) -> None:
         if self.enabled:
             now = trio.current_time()
-            heapq.heappush(self._heap, (now + self.interval_s, next(self._seq), weakref.ref(body), -float("inf")))
+            heap = self._heap
+            if len(heap) > 2 * len(self._live) + STALE_SLACK:
+                heap[:] = [entry for entry in heap if entry[2]() in self._live]
+                heapq.heapify(heap)
+            heapq.heappush(heap, (now + self.interval_s, next(self._seq), weakref.ref(body), -float("inf")))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # A quarter of K (at most 1 s) between looks: a ping is late by at most that, and an

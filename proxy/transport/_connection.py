@@ -45,12 +45,15 @@ class Timeouts:
     idle_s: float = 300.0  # between two reads of a response body
     pool_s: float = 30.0
     total_s: float = 3600.0  # the whole exchange, headers and body
+    # An idle pooled connection is closed after this long: a burst's connections (and their fds) do not stay open
+    # for good once the load is gone; upstreams close theirs after a while anyway (nginx: 60 s).
+    pool_idle_s: float = 30.0
 
 
 class Connection:
     __slots__ = (
-        "origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "gen", "expired", "ping", "body",
-        "pump",
+        "origin", "stream", "h11", "fd", "plain", "deadline", "total", "queued", "entry", "expired", "ping", "body",
+        "pump", "idle_since",
     )  # fmt: skip
 
     def __init__(self, origin: tuple[bytes, bytes, int], stream: trio.abc.Stream, fd: int, plain: bool) -> None:
@@ -63,10 +66,11 @@ class Connection:
         self.deadline = math.inf  # absolute trio time at which the current wait expires
         self.total = math.inf
         self.queued = math.inf  # the due time of this connection's live entry in the watchdog's heap
-        self.gen = 0  # bumps per request, so the watchdog can drop stale entries
+        self.entry: list | None = None  # that entry (proxy.transport._watchdog), while it is live
         self.expired: str | None = None  # a timeout's name, or SHUTDOWN
         self.ping = False  # a heartbeat asked the current wait to stop (looked at only when a wait fails)
         self.pump: Any = None  # the proxy.stream.Pump this connection's stream is parked in, while it is
+        self.idle_since = 0.0  # trio time it went back to the pool (the pool's idle expiry)
 
     @staticmethod
     def new_h11() -> h11.Connection:

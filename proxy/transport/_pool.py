@@ -20,8 +20,8 @@ left unread after the response: bytes past its end are nobody's answer.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
-import math
 import socket
 import ssl
 from collections.abc import AsyncIterable
@@ -53,7 +53,7 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
         self._timeouts = timeouts
         self._ssl_context = ssl_context
         self._max_idle = max_idle_per_origin
-        self._idle: dict[tuple[bytes, bytes, int], list[Connection]] = {}
+        self._idle: dict[tuple[bytes, bytes, int], collections.deque[Connection]] = {}  # most recently used last
         self._limit = trio.Semaphore(max_connections) if max_connections > 0 else None
         self._closed = False
         self._busy = 0  # connections handed out and not yet released
@@ -149,15 +149,17 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
 
     async def release(self, conn: Connection, *, reusable: bool) -> None:
         """Take ``conn`` back when its response ended (``ResponseStream``): kept idle if ``reusable``, else closed."""
-        conn.gen += 1
-        conn.deadline = conn.total = conn.queued = math.inf
+        self._unwatch(conn)
         try:
             states = (conn.h11.our_state, conn.h11.their_state) if conn.h11 is not None else None
             if reusable and not self._closed and states in REUSABLE and not unread(conn):
                 if states[0] is h11.DONE:
                     conn.h11.start_next_cycle()
-                idle = self._idle.setdefault(conn.origin, [])
+                idle = self._idle.get(conn.origin)
+                if idle is None:
+                    idle = self._idle[conn.origin] = collections.deque()
                 if len(idle) < self._max_idle:
+                    conn.idle_since = trio.current_time()
                     idle.append(conn)
                     return
             await conn.close()
@@ -167,6 +169,13 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
             self._busy -= 1
             if not self._busy and self._drained is not None:
                 self._drained.set()
+
+    async def expire_idle(self, now: float) -> None:
+        """Close the pooled connections idle for ``pool_idle_s`` or longer (each deque's oldest come first)."""
+        cutoff = now - self._timeouts.pool_idle_s
+        for idle in list(self._idle.values()):
+            while idle and idle[0].idle_since <= cutoff:
+                await idle.popleft().close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url

@@ -1,5 +1,6 @@
 """Load shapes against the sim over real sockets: closed and open loop, keep-alive, interrupt, workers."""
 
+import gc
 import os
 from functools import partial
 
@@ -8,10 +9,13 @@ import pytest
 import trio
 
 from loadtest import stats
+from loadtest.client import now_ns
 from loadtest.progress import LiveStats
+from loadtest.record import SessionRecord, SpilledRecords
 from loadtest.report import build_result
 from loadtest.reportmd import render_markdown
 from loadtest.runner import LoadConfig, Runner
+from loadtest.shapes import WorkerLoad
 from loadtest.sim import SimConfig, SimStats, serve_sim
 from tests.conftest import start_sim
 from tests.support.openwatch import OpenWatch
@@ -167,3 +171,19 @@ async def test_interrupt_stops_worker_processes_and_keeps_their_records(nursery)
     assert {r.error_kind for r in run_data.records} == {"interrupted"}
     assert [p.role for p in run_data.processes] == ["loadtest-worker", "loadtest-worker"]
     assert not any("returned no records" in w for w in run_data.warnings)
+
+
+async def test_a_long_run_keeps_its_records_on_disk_until_the_report(nursery, monkeypatch):
+    """The sessions' records wait on disk in batches while the load runs (a long run's memory stays flat); the
+    report gets every one of them, interrupted or not."""
+    monkeypatch.setattr(SpilledRecords, "BATCH", 10)
+    sim = await start_sim(nursery, ttft=0, chunks=2, interval=0)
+    load = WorkerLoad(LoadConfig(url=sim.url, concurrency=4, requests=60), target="relay", url=sim.url)
+    with trio.fail_after(20):
+        await load.run(now_ns())
+    gc.collect()
+    in_memory = sum(1 for obj in gc.get_objects() if type(obj) is SessionRecord)
+    assert in_memory < SpilledRecords.BATCH
+    records = load.records
+    assert len(records) == 60 and all(r.completed for r in records)
+    assert sorted((r.slot, r.seq) for r in records) == sorted((i % 4, i // 4) for i in range(60))

@@ -100,3 +100,37 @@ async def test_closed_connection_is_freed_without_the_gc(nursery, monkeypatch):
         assert servers[0]() is None
     finally:
         gc.enable()
+
+
+async def test_memory_is_reclaimed_once_after_each_burst(autojump_clock):
+    """A full collection and a trim once the requests in flight have stayed at a quarter of a burst's peak or fewer
+    for a while; none for a load that never was a burst, none while it has not stayed low, none again until the next
+    burst."""
+    load = [0]
+    reclaim = gcpolicy.Reclaim(lambda: load[0])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reclaim.run)
+
+        async def hold(n: int, seconds: float = reclaim.quiet_s + 3 * reclaim.check_s) -> None:
+            load[0] = n
+            await trio.sleep(seconds)
+
+        for n in (10, 200, 10, 0):  # never a burst
+            await hold(n)
+        assert reclaim.runs == 0
+        await hold(gcpolicy.BURST * 4)
+        await hold(gcpolicy.BURST * 2)  # falling, not yet fallen
+        for _ in range(3):  # fallen, but not for long enough
+            await hold(gcpolicy.BURST // 2, reclaim.quiet_s / 2)
+            await hold(gcpolicy.BURST * 2, 3 * reclaim.check_s)
+        assert reclaim.runs == 0
+        await hold(gcpolicy.BURST // 2)  # under a quarter of the peak, long enough
+        assert reclaim.runs == 1
+        await hold(0)
+        await hold(gcpolicy.BURST - 1)
+        await hold(0)
+        assert reclaim.runs == 1
+        await hold(gcpolicy.BURST)
+        await hold(10)
+        assert reclaim.runs == 2
+        nursery.cancel_scope.cancel()

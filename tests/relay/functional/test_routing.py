@@ -70,6 +70,14 @@ def test_decisions_are_cached_and_the_cache_is_bounded(monkeypatch):
     assert r.route("m-1") == "a" and r.route("m-3") is None
 
 
+def test_a_name_too_long_for_any_model_is_decided_not_cached():
+    """A client's model name can be as long as a request body: the cache keeps none over CACHED_NAME_MAX."""
+    r = router_for(table("a", models=["m-*"]))
+    long = "m-" + "x" * routing.CACHED_NAME_MAX
+    assert r.route(long) == "a" and r.route("m-" + "x" * 10) == "a"
+    assert list(r._cache) == ["m-" + "x" * 10]
+
+
 def test_the_flat_settings_make_one_default_upstream_named_as_before():
     (only,) = Settings(upstream="http://127.0.0.1:9100/v1", upstream_key_env="SIM_KEY").routes
     assert only == UpstreamConfig(

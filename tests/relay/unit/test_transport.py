@@ -5,8 +5,9 @@ from functools import partial
 import httpx
 import pytest
 import trio
+import trio.testing
 
-from proxy.transport import H11Transport, reader
+from proxy.transport import H11Transport, Timeouts, reader
 from tests.conftest import start_sim
 
 CHAT = b'{"model": "moonshot-v1-8k", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
@@ -103,4 +104,25 @@ async def test_eof_inside_a_chunked_body_is_a_protocol_error(nursery):
     transport = H11Transport()
     with pytest.raises(httpx.RemoteProtocolError, match="before the response ended"):
         await _stream(transport, f"http://127.0.0.1:{port}/v1/x")
+    await transport.aclose()
+
+
+async def test_idle_connections_are_closed_once_they_expire(nursery, mock_clock):
+    """A pooled connection goes after ``pool_idle_s`` unused (its fd too), not when the upstream next answers: a
+    burst's thousands of connections do not stay open once the load is gone. Reuse starts its idle time again."""
+    mock_clock.rate = 1.0  # real time over real sockets, plus the jumps below
+    sim = await start_sim(nursery, chunks=1)
+    transport = H11Transport(timeouts=Timeouts(pool_idle_s=30.0))
+    await nursery.start(transport.run_watchdog)
+    url = sim.url + "/chat/completions"
+    await _stream(transport, url)
+    mock_clock.jump(20)
+    await _stream(transport, url)  # the same connection, idle again from now
+    mock_clock.jump(20)
+    await trio.testing.wait_all_tasks_blocked()
+    assert transport.idle_connections == 1
+    mock_clock.jump(11)
+    await trio.testing.wait_all_tasks_blocked()
+    assert transport.idle_connections == 0
+    assert sim.stats.snapshot()["started"] == 2
     await transport.aclose()
