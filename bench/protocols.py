@@ -1,5 +1,6 @@
-"""The relay's CPU per chunk on each route a stream may take: chat completions relayed, OpenAI Responses translated
-onto a chat upstream, OpenAI Responses relayed natively; the same sim, the same answers, at token rate.
+"""The relay's CPU per chunk on each route a stream may take: chat completions relayed, OpenAI Responses and
+Anthropic Messages each translated onto a chat upstream and relayed natively; the same sim, the same answers, at
+token rate.
 
     python -m bench.protocols                         # 3 rounds of 300 streams x 100 chunks per path, 50 ms apart
     python -m bench.protocols --streams 100 --rounds 1 --out results/protocols-<date>
@@ -29,10 +30,13 @@ from bench.micro import arguments, python, report
 
 CHAT = {"messages": [{"role": "user", "content": "Tell me about the moon"}]}
 ASK = {"input": "Tell me about the moon"}
+MESSAGE = {"max_tokens": 0, "messages": [{"role": "user", "content": "Tell me about the moon"}]}
 PATHS = {  # name: (the relay's --upstream-api, the route, the body, what a whole stream ends with)
     "chat": ("chat", "/v1/chat/completions", CHAT, b"data: [DONE]\n\n"),
     "responses translated": ("chat", "/v1/responses", ASK, b"response.completed"),
     "responses native": ("responses", "/v1/responses", ASK, b"response.completed"),
+    "messages translated": ("chat", "/v1/messages", MESSAGE, b"message_stop"),
+    "messages native": ("anthropic", "/v1/messages", MESSAGE, b"message_stop"),
 }
 
 
@@ -57,10 +61,14 @@ async def _streams(root: str, route: str, body: dict, end: bytes, count: int, co
 async def _path(sim_url: str, api: str, route: str, body: dict, end: bytes, args: Any, workdir: Path) -> float:
     """One relay for one path: its CPU µs per chunk over ``args.streams`` streams."""
     async with trio.open_nursery() as nursery:
-        argv = [sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--upstream", sim_url, "--upstream-api", api,
+        # the sim serves Messages at /anthropic/v1/messages, below an Anthropic base URL (as Moonshot does)
+        upstream = sim_url.removesuffix("/v1") + "/anthropic" if api == "anthropic" else sim_url
+        argv = [sys.executable, "-m", "proxy", "--bind", "127.0.0.1:0", "--upstream", upstream, "--upstream-api", api,
                 "--access-log", "off"]  # fmt: skip
         relay, root = await start_process(nursery, argv, b"moonrelay listening on ", workdir / f"relay-{api}.log")
         body = {"model": "moonshot-v1-8k", **body}
+        if "max_tokens" in body:  # Messages requires it, and the sim answers that many tokens: the same as --chunks
+            body["max_tokens"] = args.chunks
         await _streams(root, route, body, end, 10, 10)  # warm: imports, pools, caches
         proc = psutil.Process(relay.pid)
         before = proc.cpu_times()

@@ -10,6 +10,7 @@ def test_the_protocols_bench_runs_and_writes_its_report(tmp_path, capsys):
     argv = ["--streams", "4", "--concurrency", "4", "--chunks", "5", "--interval", "0.001", "--rounds", "1"]
     assert protocols.main([*argv, "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert [r["path"] for r in rows] == ["chat", "responses translated", "responses native"]
+    assert [r["path"] for r in rows] == ["chat", "responses translated", "responses native",
+                                          "messages translated", "messages native"]
     assert all(r["cpu_us_per_chunk"] >= 0 for r in rows)
     assert "| responses native |" in (tmp_path / "README.md").read_text() and "vs chat" in capsys.readouterr().out
