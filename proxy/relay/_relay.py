@@ -39,7 +39,7 @@ from ..routing import (
 )
 from ..state import STATE, RequestState
 from ..stream import Heartbeats, MeteredNDJSON, MeteredSSE, NDJSONBody, SSEBody, UsageStrippedSSE
-from ..transport import Pump
+from ..transport import Pump, read_body
 from . import _passthrough as passthrough
 from ._admission import Streams
 from ._charging import answered, reserve
@@ -218,7 +218,7 @@ class Relay:
             return Response(body_iter, status=200, headers=relayed, content_type=content_type)
         if content is None:
             try:
-                content = await response.aread()
+                content = await read_body(response)
             except httpx.TransportError as exc:
                 raise upstream_failure(exc) from None
             finally:

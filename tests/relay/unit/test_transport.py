@@ -6,7 +6,7 @@ import httpx
 import pytest
 import trio
 
-from proxy.transport import H11Transport, reader
+from proxy.transport import H11Transport, read_body, reader
 from tests.conftest import start_sim
 
 CHAT = b'{"model": "moonshot-v1-8k", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
@@ -103,4 +103,25 @@ async def test_eof_inside_a_chunked_body_is_a_protocol_error(nursery):
     transport = H11Transport()
     with pytest.raises(httpx.RemoteProtocolError, match="before the response ended"):
         await _stream(transport, f"http://127.0.0.1:{port}/v1/x")
+    await transport.aclose()
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+async def test_read_body_joins_the_reads_and_undoes_a_content_encoding(nursery, encoded):
+    """``read_body``: the whole body of a length-framed answer (what httpx's ``aread`` gives: a gzip'd one decoded),
+    and the connection back in the pool."""
+    import gzip
+
+    text = b'{"id":"x","choices":[]}' * 50
+    body = gzip.compress(text) if encoded else text
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    url = await _scripted_upstream(nursery, head + (b"content-encoding: gzip\r\n" if encoded else b"") + b"\r\n" + body)
+    transport = H11Transport()
+    response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+    try:
+        whole = await read_body(response)
+        assert whole == text and type(whole) is bytes  # h11 reads bytearrays; a Quart body must be bytes
+    finally:
+        await response.aclose()
+    assert transport.idle_connections == 1
     await transport.aclose()
