@@ -125,3 +125,30 @@ async def test_read_body_joins_the_reads_and_undoes_a_content_encoding(nursery, 
         await response.aclose()
     assert transport.idle_connections == 1
     await transport.aclose()
+
+
+@pytest.mark.parametrize(("method", "body"), [("POST", b'{"model":"m"}'), ("GET", None), ("POST", None)])
+async def test_send_bytes_writes_what_an_httpx_request_writes(nursery, method, body):
+    """``send_bytes`` skips building an ``httpx.Request``; the upstream still reads the same bytes (Host and
+    Content-Length where httpx puts them)."""
+    seen: list[bytes] = []
+
+    async def handle(stream):
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + len(body or b""):
+                data += await stream.receive_some(65536)
+            seen.append(data)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    url = httpx.URL(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/x")
+    headers = [(b"accept-encoding", b"identity"), (b"authorization", b"Bearer k"), (b"accept", b"application/json")]
+    transport = H11Transport()
+    for send in (lambda: transport.handle_async_request(httpx.Request(method, url, headers=headers, content=body)),
+                 lambda: transport.send_bytes(method, url, headers, body, {})):  # fmt: skip
+        response = await send()
+        assert await read_body(response) == b"{}"
+        await response.aclose()
+    assert len(seen) == 2 and seen[0] == seen[1], seen
+    await transport.aclose()
