@@ -17,6 +17,7 @@ from typing import Any
 
 from quart import Quart, Request
 from quart.ctx import RequestContext
+from quart.globals import _cv_request
 from quart.sessions import SecureCookieSessionInterface
 from werkzeug.routing import MapAdapter, Rule
 
@@ -47,8 +48,9 @@ class LightContext(RequestContext):
             self._adapter = self.app.create_url_adapter(self.request_websocket)
         return self._adapter
 
-    async def _push(self) -> None:
-        """Nothing to open or match: the session and the rule are set."""
+    async def push(self) -> None:
+        """Quart's push without its session-and-match step (``_push``): the session and the rule are set."""
+        await self._push_appctx(_cv_request.set(self))
 
     def copy(self) -> RequestContext:
         return RequestContext(self.app, self.request_websocket, self.session)
