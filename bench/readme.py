@@ -42,6 +42,12 @@ ROWS: list[tuple[str, str, str, bool]] = [
 
 def describe(sc: dict[str, Any]) -> str:
     """A scenario's load shape in words, from the scenario as a run stored it."""
+    if "connections" in sc:  # bench.requests: non-streaming requests, closed loop then open-loop steps
+        return (
+            f"{sc['connections']} kept-alive connections × {sc['per_connection']} non-streaming requests (CPU per "
+            f"request); open loop at {sc['rate']:g} requests/s and steps of "
+            f"{', '.join(f'{r:g}' for r in sc['rates'])} requests/s, {sc['duration_s']:g} s each; one worker per proxy"
+        )
     return (
         f"{sc['streams']:,} streams; sim TTFT {sc['ttft_s']:g} s ± {sc['ttft_jitter_s']:g}, {sc['chunks']} chunks "
         f"{sc['interval_s']:g} s apart"

@@ -45,7 +45,7 @@ from bench.openloop import Outcome, closed_loop, open_loop, request_bytes
 from bench.peers import API_KEY, Launch, PeerUnavailable, peer
 from bench.pinning import pinned, plan
 from bench.procs import serve
-from bench.run import machine_facts, raise_fd_limit
+from bench.run import machine_facts, raise_fd_limit, trim_log
 
 BODY = json.dumps({"model": "moonshot-v1-8k", "stream": False,
                    "messages": [{"role": "user", "content": "Tell me about the far side of the moon."}]}).encode()
@@ -210,7 +210,14 @@ async def measure_target(target: str, args: argparse.Namespace, rundir: Path, di
         except Exception as exc:  # noqa: BLE001 - one failed target must not end the whole benchmark
             record["error"] = f"{type(exc).__name__}: {exc}"
     await trio.Path(rundir / "run.json").write_text(json.dumps(record, indent=2))
+    await trio.to_thread.run_sync(_trim_logs, rundir)
     return record
+
+
+def _trim_logs(rundir: Path) -> None:
+    """A target's access log has a line per request, megabytes per repeat: cut as bench.run cuts its logs."""
+    for log in rundir.glob("*.log"):
+        trim_log(log)
 
 
 def summarise(repeats: list[dict[str, Any]], direct: list[dict[str, Any]], rate: float) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def render_readme_section(summary: Summary, results: Path) -> str:
 
     def ref(run: Run) -> str:
         link = archive.link(results, run)
-        title = f"{run.date} UTC, moonrelay {run.commit or '—'}, {archive.machine_label(run.machine)}"
+        title = f"{run.date} UTC, moonrelay {run.commit or '—'}"  # the machine: results/SUMMARY.md
         if title not in titles.setdefault(link, []):
             titles[link].append(title)
         return f"[{refs.setdefault(link, len(refs) + 1)}]"

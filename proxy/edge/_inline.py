@@ -27,6 +27,7 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.utils import encode_headers
 from quart.wrappers import Request, Response
+from quart.wrappers.response import DataBody
 from quart_trio.asgi import TrioASGIHTTPConnection
 
 from ._direct import CONNECTION, current_writer
@@ -74,7 +75,11 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
     async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
         """Quart's send of a response; a relay body (:meth:`proxy.stream.SSEBody.relay`) is handed a writer for the
         client's socket instead of being iterated, where the connection allows direct writes (:mod:`._direct`)."""
-        body = getattr(getattr(response, "response", None), "iter", None)
+        whole = getattr(response, "response", None)
+        if type(whole) is DataBody:
+            await self._send_whole(send, response, whole)
+            return
+        body = getattr(whole, "iter", None)
         relay = getattr(body, "relay", None)
         if relay is None or not self.app.config.get("MOONRELAY_DIRECT_WRITES"):
             await super()._send_response(send, response)
@@ -89,6 +94,18 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
             else:
                 await relay(writer)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_whole(self, send: ASGISendCallable, response: Any, body: DataBody) -> None:
+        """A response whose body is all in memory (not streamed): one body message, and the head held on the
+        connection until the body's write carries it (:class:`._tcpserver.TCPServer`): one ``send`` for the
+        whole response instead of head, body and end apart."""
+        server = CONNECTION.get()
+        if server is not None and getattr(server, "pending", None) == b"" and hasattr(server, "hold_head"):
+            server.hold_head = True
+            TAKEN.whole_response += 1
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": encode_headers(response.headers)})  # fmt: skip
+        await send({"type": "http.response.body", "body": body.data[body.begin : body.end], "more_body": False})
 
     def _timeout(self, response: Any) -> float | None:
         """quart-trio's response timeout rule (the relay sets ``RESPONSE_TIMEOUT`` to None)."""

@@ -22,6 +22,8 @@ class Taken:
         "direct_writer",  # a streamed body written straight to the socket
         "own_chunked",  # ... with our chunked framing
         "deferred_tail",  # ... its last piece carried by hypercorn's terminator write
+        "light_context",  # a request on a static route handled under a lighter Quart request context
+        "whole_response",  # a response with its whole body at hand: head and body in one write
         "early_close",  # a response sent before its request body was read says ``connection: close``
     )
 

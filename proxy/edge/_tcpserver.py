@@ -131,6 +131,7 @@ class TCPServer(_HypercornTCPServer):
         TAKEN.own_connection += 1
         self.idle_task = _IdleDeadline(self.config.keep_alive_timeout)  # type: ignore[assignment]
         self.pending = b""  # framed body bytes left for the next write (._direct.DirectWriter.defer)
+        self.hold_head = False  # the next write is a whole response's head: it waits for its body (._inline)
         # Plain TCP only: a TLS stream's bytes are not the socket's.
         self._fd = self.stream.socket.fileno() if type(self.stream) is trio.SocketStream else -1
         # The read loop is ours (_read_data reads the fd): it can tell a request in flight that its client left.
@@ -145,8 +146,14 @@ class TCPServer(_HypercornTCPServer):
     async def protocol_send(self, event: Event) -> None:
         if type(event) is RawData:
             data = event.data
+            if self.hold_head:  # a whole response's head: it goes out with the body, one write instead of two
+                self.hold_head = False
+                self.pending += data
+                return
             if self.pending:
                 data, self.pending = self.pending + data, b""
+            elif not data:  # h11's end of a length-framed body: nothing to write
+                return
             if self._fd >= 0 and not self.send_lock.locked() and self._keeps_alive():
                 try:
                     sent = os.write(self._fd, data)

@@ -13,6 +13,7 @@ from hypercorn.trio.run import worker_serve
 from quart import Quart, Request
 from quart_trio.wrappers.request import TrioRequest
 
+from ._context import light_contexts
 from ._direct import ClientWrites
 from ._inline import InlineHTTPConnection
 from ._taken import TAKEN
@@ -51,9 +52,11 @@ def open_connections(config: Config) -> OpenConnections:
 
 
 def prepare_app(app: Quart, *, fast_paths: bool) -> None:
-    """Quart's side of the fast paths: each request handled inline in hypercorn's task (``_inline``)."""
+    """Quart's side of the fast paths: each request handled inline in hypercorn's task (``_inline``), under a
+    lighter request context where its path is a static route's (``_context``)."""
     if fast_paths:
         app.asgi_http_class = InlineHTTPConnection  # type: ignore[assignment]
+        app.request_context = light_contexts(app)  # type: ignore[method-assign]
 
 
 def request_class(limit_for: Callable[[str], int | None]) -> type[Request]:

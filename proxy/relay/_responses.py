@@ -9,6 +9,7 @@ import httpx
 
 from ..errors import InvalidRequest, Refused, upstream_failure
 from ..routing import AllKeysResting, Upstream, the_model
+from ..transport import read_body
 
 # Response headers worth passing back from the upstream (rate limits matter to callers).
 RELAYED = ("retry-after", "x-request-id", "x-sim-chunks")
@@ -39,7 +40,7 @@ def streaming(relayed: dict[str, str]) -> dict[str, str]:
 async def read_all(response: httpx.Response) -> bytes:
     """An answer's whole body, the response closed; a failure while reading is the relay's error."""
     try:
-        return await response.aread()
+        return await read_body(response)
     except httpx.TransportError as exc:
         raise upstream_failure(exc) from None
     finally:

@@ -147,6 +147,9 @@ class Upstream(_ClosedOnExit):
             url = httpx.URL(self.base + path)
             if len(self._urls) < 64:
                 self._urls[path] = url
+        transport = self.transport
+        if type(transport) is H11Transport:  # ours: the pieces as they are, no httpx.Request to build
+            return await transport.send_bytes(method, url, headers, body, self._timeouts)
         return await self._send(httpx.Request(method, url, headers=headers, content=body))
 
     async def forward(

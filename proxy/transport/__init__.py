@@ -6,7 +6,7 @@ from ._connection import HEARTBEAT, READER, SHUTDOWN, Interrupted, Timeouts
 from ._pool import H11Transport
 from ._pump import RESUME, WOKEN, Pump
 from ._pump import available as pump_available
-from ._response import IteratorReader, ResponseStream, reader
+from ._response import IteratorReader, ResponseStream, read_body, reader
 
 __all__ = [
     "H11Transport",
@@ -21,5 +21,6 @@ __all__ = [
     "Timeouts",
     "WOKEN",
     "pump_available",
+    "read_body",
     "reader",
 ]

@@ -37,6 +37,7 @@ from ._response import ResponseStream
 from ._watchdog import Watchdog
 
 DEFAULT_TIMEOUTS = Timeouts()
+_LENGTH_REQUIRED = frozenset({"POST", "PUT", "PATCH"})  # httpx says Content-Length: 0 for these without a body
 
 
 class H11Transport(Watchdog, httpx.AsyncBaseTransport):
@@ -178,15 +179,32 @@ class H11Transport(Watchdog, httpx.AsyncBaseTransport):
                 await idle.popleft().close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.raw_scheme == b"https" else 80))
-        timeouts = request.extensions.get("timeout", {})
         body: bytes | Upload
         if isinstance(request.stream, httpx.ByteStream):
             body = b"".join([part async for part in request.stream])
         else:
             body = Upload(request.stream)  # type: ignore[arg-type]  # streamed: sent part by part as it comes
-        head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
+        return await self._request(request.method, request.url, request.headers.raw, body,
+                                   request.extensions.get("timeout", {}))  # fmt: skip
+
+    async def send_bytes(self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes | None,
+                         timeouts: dict[str, float | None]) -> httpx.Response:  # fmt: skip
+        """:meth:`handle_async_request` for a body in hand (or none), without an ``httpx.Request`` built only to be
+        taken apart here: ``Host`` and ``Content-Length`` are added where and as httpx adds them, so the upstream
+        reads the same bytes."""
+        auto = [(b"Host", url.netloc)]
+        if body is None:
+            if method in _LENGTH_REQUIRED:
+                auto.append((b"Content-Length", b"0"))
+            headers = [*auto, *headers]
+        else:
+            headers = [*auto, *headers, (b"Content-Length", b"%d" % len(body))]
+        return await self._request(method, url, headers, body or b"", timeouts)
+
+    async def _request(self, method: str | bytes, url: httpx.URL, headers: list[tuple[bytes, bytes]],
+                       body: bytes | Upload, timeouts: dict[str, float | None]) -> httpx.Response:  # fmt: skip
+        origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.raw_scheme == b"https" else 80))
+        head = h11.Request(method=method, target=url.raw_path, headers=headers)
         conn, reused = await self._acquire(origin, timeouts)
         try:
             return await self._exchange(conn, head, body)

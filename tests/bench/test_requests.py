@@ -104,3 +104,13 @@ def test_a_run_writes_scenario_documents_the_summary_reads(tmp_path):
     (found,) = runs
     assert found.scenario == "requests" and found.commit == "git abc"
     assert round(found.ratio("moonrelay", "cpu_us_per_request"), 2) == 4.29
+
+
+def test_the_requests_shape_is_described_for_the_summary():
+    """bench.summary heads each scenario with its shape in words; a ``requests`` run has no streams or chunks."""
+    from bench.readme import describe
+
+    text = describe({"name": "requests", "connections": 50, "per_connection": 100, "rate": 500.0,
+                     "rates": [250.0, 500.0, 1000.0], "duration_s": 3.0})  # fmt: skip
+    assert text.startswith("50 kept-alive connections × 100 non-streaming requests")
+    assert "500 requests/s" in text and "250, 500, 1000 requests/s, 3 s each" in text

@@ -88,6 +88,8 @@ def test_every_readme_cell_is_the_figure_in_the_run_it_links_to():
         cells = [c.strip() for c in line.strip("|").split("|")]
         scenario = cells[0]
         for column, cell in zip(header[1:], cells[1:], strict=True):
+            if cell == "—":  # a peer not run in this scenario yet
+                continue
             m = re.fullmatch(r"\[([^\]]+)\]\[(\d+)\]", cell)
             assert m, cell
             target = {summary.name(t): t for t in summary.README_COLUMNS}[column]
@@ -99,7 +101,8 @@ def test_every_readme_cell_is_the_figure_in_the_run_it_links_to():
             ratio = value / nginx[key] if target != "nginx" else None
             assert _agrees(m.group(1), [value], ratio), f"{scenario} {target}: {cell}"
             checked += 1
-    assert checked == 4 * len([r for r in section.splitlines() if r.startswith("| ") and "scenario" not in r])
+    rows = [r for r in section.splitlines() if r.startswith("| ") and "scenario" not in r]
+    assert checked == sum(len(re.findall(r"\]\[\d+\]", r)) for r in rows) >= 2 * len(rows)  # moonrelay, nginx
 
 
 def test_the_summary_judges_the_latest_run_of_each_goal():
@@ -108,7 +111,9 @@ def test_the_summary_judges_the_latest_run_of_each_goal():
     run = archive.latest(archive.discover(RESULTS)[0], "token-rate", "moonrelay")
     assert token.run.folder == run.folder
     assert token.verdict.measured == pytest.approx(run.ratio("moonrelay", "cpu_us_per_chunk"))
-    assert {j.verdict.status for j in judged.values() if j.goal.scenario == "requests"} == {"not measured yet"}
+    request_goals = [j for j in judged.values() if j.goal.scenario == "requests"]
+    run = archive.latest(archive.discover(RESULTS)[0], "requests", "moonrelay")
+    assert request_goals and all(j.run.folder == run.folder for j in request_goals)
 
 
 # --- the pieces, from fixtures --------------------------------------------------------------------------------
@@ -194,7 +199,7 @@ def test_a_new_scenario_joins_the_summary_and_its_goals_by_its_data(tmp_path):
     assert "| proxy CPU µs per request | [210.0 (3.00×)](bench-requests/requests-moonrelay.json) |" in text
     assert "| added latency vs direct, p50 / p99 ms | [+0.40 / +0.80]" in text
     section = summary.render_readme_section(built, tmp_path)
-    title = "2026-12-06 10:00 UTC, moonrelay git abc1234, 2 cores, Test, 1.0 GiB"
+    title = "2026-12-06 10:00 UTC, moonrelay git abc1234"  # the machine is in results/SUMMARY.md
     assert f'[1]: results/bench-requests/ "{title}"' in section
     assert "| requests | [210 (3.00×)][1] | [70.0][1] | — | [900 (13×)][1] |" in section
     assert "Met: CPU per non-streaming request ≤ 3× nginx; added latency p99" in section

@@ -91,6 +91,33 @@ async def test_last_piece_goes_out_with_the_terminator_in_one_write(nursery, mon
     assert b'"finish_reason":"stop"' in end
 
 
+async def test_a_whole_answer_goes_out_in_one_write(nursery, monkeypatch):
+    """A non-streamed answer (the relay has its whole body): head, body and end in one ``send``, not three."""
+    from hypercorn.events import RawData
+
+    from proxy.edge import _tcpserver as keepalive
+
+    written = []  # what each of hypercorn's writes put on the socket
+    protocol_send = keepalive.TCPServer.protocol_send
+
+    async def recording(self, event):
+        held = getattr(self, "hold_head", False)
+        if type(event) is RawData and not held and (self.pending or event.data):
+            written.append(self.pending + event.data)
+        await protocol_send(self, event)
+
+    monkeypatch.setattr(keepalive.TCPServer, "protocol_send", recording)
+    sim = await start_sim(nursery)
+    root = await start_relay(nursery, sim.url)
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(2):  # the second on the same connection: nothing held over from the first
+            written.clear()
+            response = await client.post(root + "/v1/chat/completions", json={**CHAT, "stream": False})
+            assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+            [whole] = written
+            assert whole.startswith(b"HTTP/1.1 200") and whole.endswith(response.content)
+
+
 async def test_keep_alive_connection_serves_the_next_request_after_a_direct_body(nursery, writes):
     sim = await start_sim(nursery)
     root = await start_relay(nursery, sim.url)

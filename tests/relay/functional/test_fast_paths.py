@@ -97,3 +97,41 @@ def test_a_fallback_is_counted_with_its_reason():
     assert current_writer("GET") is None  # no connection of ours in this task
     assert current_writer("HEAD") is None
     assert FALLBACKS == {"direct_writer: not our connection": 1, "direct_writer: HEAD": 1}
+
+
+async def test_a_light_context_only_on_a_static_route_and_quart_answers_the_same(nursery, monkeypatch):
+    """A request whose path is exactly a static route's, for a method it allows, runs under the light request
+    context; any other (a path with a converter, a method the static rule does not allow) under Quart's own, and
+    every answer is the one the plain path gives."""
+    from quart.routing import QuartMap
+
+    monkeypatch.delenv(ENV, raising=False)
+    binds = []  # URL adapters bound to a request: Quart's context binds one and matches the path through it
+    bind = QuartMap.bind_to_request
+
+    def counting_bind(self, *args, **kwargs):
+        binds.append(1)
+        return bind(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuartMap, "bind_to_request", counting_bind)
+    sim = await start_sim(nursery)
+    calls = [("POST", "/v1/chat/completions", {**CHAT, "stream": False}), ("GET", "/v1/models", None),
+             ("GET", "/healthz", None), ("PUT", "/v1/chat/completions", {}), ("GET", "/v1/no/such/thing", None),
+             ("DELETE", "/v1/models", None)]  # fmt: skip
+    answers = {}
+    for mode in ("auto", "off"):
+        root = await start_relay(nursery, sim.url, fast_paths=mode)
+        TAKEN.reset()
+        FALLBACKS.clear()
+        binds.clear()
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers[mode] = [(r.status_code, r.json().get("error", {}).get("type") if r.status_code >= 400 else None)
+                             for r in [await client.request(m, root + p, json=b) for m, p, b in calls]]  # fmt: skip
+        if mode == "auto":
+            assert TAKEN.light_context == 3, (TAKEN.snapshot(), FALLBACKS)
+            assert FALLBACKS["light_context: not a static route"] == 3, FALLBACKS
+            assert len(binds) == 3  # only the requests under Quart's own context
+        else:
+            assert len(binds) == len(calls)
+    assert answers["auto"] == answers["off"]
+    assert answers["auto"][0] == (200, None)

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.transport import H11Transport, Timeouts, reader
+from proxy.transport import H11Transport, Timeouts, read_body, reader
 from tests.conftest import start_sim
 
 CHAT = b'{"model": "moonshot-v1-8k", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
@@ -125,4 +125,49 @@ async def test_idle_connections_are_closed_once_they_expire(nursery, mock_clock)
     await trio.testing.wait_all_tasks_blocked()
     assert transport.idle_connections == 0
     assert sim.stats.snapshot()["started"] == 2
+@pytest.mark.parametrize("encoded", [False, True])
+async def test_read_body_joins_the_reads_and_undoes_a_content_encoding(nursery, encoded):
+    """``read_body``: the whole body of a length-framed answer (what httpx's ``aread`` gives: a gzip'd one decoded),
+    and the connection back in the pool."""
+    import gzip
+
+    text = b'{"id":"x","choices":[]}' * 50
+    body = gzip.compress(text) if encoded else text
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    url = await _scripted_upstream(nursery, head + (b"content-encoding: gzip\r\n" if encoded else b"") + b"\r\n" + body)
+    transport = H11Transport()
+    response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+    try:
+        whole = await read_body(response)
+        assert whole == text and type(whole) is bytes  # h11 reads bytearrays; a Quart body must be bytes
+    finally:
+        await response.aclose()
+    assert transport.idle_connections == 1
+    await transport.aclose()
+
+
+@pytest.mark.parametrize(("method", "body"), [("POST", b'{"model":"m"}'), ("GET", None), ("POST", None)])
+async def test_send_bytes_writes_what_an_httpx_request_writes(nursery, method, body):
+    """``send_bytes`` skips building an ``httpx.Request``; the upstream still reads the same bytes (Host and
+    Content-Length where httpx puts them)."""
+    seen: list[bytes] = []
+
+    async def handle(stream):
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + len(body or b""):
+                data += await stream.receive_some(65536)
+            seen.append(data)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    url = httpx.URL(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/x")
+    headers = [(b"accept-encoding", b"identity"), (b"authorization", b"Bearer k"), (b"accept", b"application/json")]
+    transport = H11Transport()
+    for send in (lambda: transport.handle_async_request(httpx.Request(method, url, headers=headers, content=body)),
+                 lambda: transport.send_bytes(method, url, headers, body, {})):  # fmt: skip
+        response = await send()
+        assert await read_body(response) == b"{}"
+        await response.aclose()
+    assert len(seen) == 2 and seen[0] == seen[1], seen
     await transport.aclose()
