@@ -477,6 +477,23 @@ class MoonrelaySpend(_Configured):
         return _upstream(sim_url) + PRICES, f"{API_KEY} name=bench budget=$1000000/30d\n"
 
 
+class MoonrelayAdmin(_Configured):
+    """The admin API on (its own key, keys kept in a file): the bench's key is the keys file's, and with the admin
+    API on every key's usage is counted per request (what the API reads back)."""
+
+    name = "moonrelay-admin"
+
+    def files(self, sim_url: str) -> tuple[str, str | None]:
+        return _upstream(sim_url), f"{API_KEY} name=bench\n"
+
+    def launch(self, sim_url: str, workdir: Path, workers: int, streams: int) -> Launch:
+        base = super().launch(sim_url, workdir, workers, streams)
+        argv = [*base.argv, "--admin-key-env", "MOONRELAY_BENCH_ADMIN_KEY",
+                "--admin-keys-file", str(workdir / "admin-keys.json")]  # fmt: skip
+        env = {**base.env, "MOONRELAY_BENCH_ADMIN_KEY": "mr-admin-bench-0123456789abcdef"}
+        return Launch(argv=argv, url_pattern=base.url_pattern, env=env)
+
+
 class MoonrelayTraced(Moonrelay):
     name = "moonrelay-traced"
 
@@ -495,7 +512,7 @@ class MoonrelayTraced(Moonrelay):
         return Launch(argv=base.argv, url_pattern=base.url_pattern, env=env)
 
 
-OPERATED = (MoonrelayTraced(), MoonrelayCached(), MoonrelayPriced(), MoonrelaySpend())
+OPERATED = (MoonrelayTraced(), MoonrelayCached(), MoonrelayPriced(), MoonrelaySpend(), MoonrelayAdmin())
 
 
 def peer(name: str) -> Peer:

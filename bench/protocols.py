@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in runs.items():
         median = statistics.median(values)
         rounds = ", ".join(f"{v:.1f}" for v in values)
-        table.append(f"| {name} | {median:.1f} | {median / chat:.2f}× | {rounds} |")
+        ratio = f"{median / chat:.2f}×" if chat > 0 else "–"  # a tiny run can read 0 CPU (psutil's 10 ms ticks)
+        table.append(f"| {name} | {median:.1f} | {ratio} | {rounds} |")
         rows.append({"path": name, "cpu_us_per_chunk": median, "rounds": values})
     facts = (f"{python()}; {psutil.cpu_count()} CPUs; {args.streams} streams x {args.chunks} chunks per path and "
              f"round, {args.concurrency} at a time, {args.interval * 1000:.0f} ms apart; other jobs may share the "

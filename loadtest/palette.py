@@ -23,6 +23,7 @@ COLORS: dict[str, str] = {
     "moonrelay-cached": "#228833",
     "moonrelay-priced": "#66ccee",
     "moonrelay-spend": "#aa3377",
+    "moonrelay-admin": "#661100",
     "nginx": "#009e73",
     "litellm": "#d55e00",
     "litellm-tuned": "#e69f00",
@@ -36,7 +37,7 @@ NEUTRAL = "#404040"
 # Goal and reference lines drawn over data.
 GOAL = "#b00000"
 # A target not listed yet still gets one fixed colour (chosen from its name), never one a listed target has.
-_SPARE = ("#aa4499", "#117733", "#88ccee", "#661100", "#aa4466", "#4b0092")
+_SPARE = ("#aa4499", "#117733", "#88ccee", "#aa4466", "#4b0092")
 
 
 def color(target: str) -> str:

@@ -14,3 +14,11 @@ def test_the_protocols_bench_runs_and_writes_its_report(tmp_path, capsys):
                                           "messages translated", "messages native"]
     assert all(r["cpu_us_per_chunk"] >= 0 for r in rows)
     assert "| responses native |" in (tmp_path / "README.md").read_text() and "vs chat" in capsys.readouterr().out
+
+
+def test_a_run_that_read_no_cpu_on_chat_still_reports(tmp_path, monkeypatch):
+    """psutil's CPU times tick in 10 ms: a tiny run can read 0 for chat, and the ratios then say so instead of
+    dividing by it."""
+    monkeypatch.setattr(protocols.trio, "run", lambda *_: {name: [0.0] for name in protocols.PATHS})
+    assert protocols.main(["--out", str(tmp_path)]) == 0
+    assert "| chat | 0.0 | – |" in (tmp_path / "README.md").read_text()
